@@ -1,0 +1,69 @@
+"""The engine interface the node dispatches to.
+
+An engine takes one decoded image (all frames of a cine) with its geometry
+and returns plain findings.  Engines never touch the network or write DICOM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from inference.findings import AlgorithmInfo, AnatomyValues, ImageResult
+from inference.geometry import ImageGeometry
+
+
+@dataclass
+class ImageInput:
+    """One source image, decoded and converted to grayscale.
+
+    Parameters
+    ----------
+    sop_instance_uid:
+        SOP Instance UID of the source image.
+    frames:
+        ``uint8`` array ``(frames, rows, columns)``; single-frame images have
+        one frame.
+    geometry:
+        Regions and pixel size from the Sequence of Ultrasound Regions.
+    frame_time_ms:
+        Time between frames of a cine, when known.
+    body_part:
+        BodyPartExamined (or an equivalent tag), upper case, when present.
+    tag_anatomy:
+        The anatomy the tags suggest, when they suggest one.
+    """
+
+    sop_instance_uid: str
+    frames: np.ndarray
+    geometry: ImageGeometry
+    frame_time_ms: float | None = None
+    body_part: str | None = None
+    tag_anatomy: AnatomyValues | None = None
+
+    @property
+    def number_of_frames(self) -> int:
+        """Number of frames."""
+        return int(self.frames.shape[0])
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What the dispatcher needs of an engine."""
+
+    name: str
+    """Registry name used by routing rules (``liver``, ``breast``, ``cardiac``)."""
+
+    anatomy: AnatomyValues
+    """The anatomy or view the engine analyses."""
+
+    @property
+    def algorithm(self) -> AlgorithmInfo:
+        """Identity of the model(s) behind the engine."""
+        ...
+
+    def run(self, image: ImageInput) -> ImageResult:
+        """Analyse one image and return its findings."""
+        ...

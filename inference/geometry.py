@@ -1,0 +1,153 @@
+"""Image geometry of ultrasound images: regions, pixel-to-mm mapping.
+
+The Sequence of Ultrasound Regions (0018,6011) is the only trustworthy source
+of physical size on an ultrasound image; ``PixelSpacing`` is usually absent and
+must never be guessed.  This module reads the regions into plain objects that
+the engines (volumes, sizes) and the result builders (axes in mm) share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pydicom import Dataset
+
+from inference.findings import BoundingBox
+
+UNITS_CM = 3
+"""PhysicalUnitsXDirection / YDirection value for centimetres."""
+
+SPATIAL_DATA_TYPES = frozenset({0x0001, 0x0002})
+"""RegionDataType values of spatial (tissue / colour-flow) regions."""
+
+
+@dataclass(frozen=True)
+class UltrasoundRegion:
+    """One item of the Sequence of Ultrasound Regions, in pixel space.
+
+    ``x0, y0, x1, y1`` are inclusive pixel indices as in the DICOM attributes;
+    ``delta_x_mm`` / ``delta_y_mm`` are the physical size of one pixel in mm,
+    or ``None`` when the region has no spatial units.
+    """
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    data_type: int
+    delta_x_mm: float | None
+    delta_y_mm: float | None
+
+    @property
+    def is_spatial(self) -> bool:
+        """True when the region maps pixels to millimetres on both axes."""
+        return self.delta_x_mm is not None and self.delta_y_mm is not None
+
+    def contains(self, box: BoundingBox) -> bool:
+        """Whether ``box`` lies entirely inside the region."""
+        return (
+            box.x0 >= self.x0
+            and box.y0 >= self.y0
+            and box.x1 <= self.x1 + 1
+            and box.y1 <= self.y1 + 1
+        )
+
+
+def _delta_mm(item: Dataset, units_kw: str, delta_kw: str) -> float | None:
+    units = item.get(units_kw)
+    delta = item.get(delta_kw)
+    if units != UNITS_CM or delta is None:
+        return None
+    value = abs(float(delta)) * 10.0
+    return value if value > 0 else None
+
+
+def regions_from_dataset(ds: Dataset) -> list[UltrasoundRegion]:
+    """Read the Sequence of Ultrasound Regions of ``ds``.
+
+    Items missing their bounds are skipped; an absent sequence gives ``[]``.
+    """
+    regions: list[UltrasoundRegion] = []
+    for item in ds.get("SequenceOfUltrasoundRegions", []):
+        bounds = [
+            item.get(kw)
+            for kw in (
+                "RegionLocationMinX0",
+                "RegionLocationMinY0",
+                "RegionLocationMaxX1",
+                "RegionLocationMaxY1",
+            )
+        ]
+        if any(b is None for b in bounds):
+            continue
+        x0, y0, x1, y1 = (int(b) for b in bounds)
+        regions.append(
+            UltrasoundRegion(
+                x0=x0,
+                y0=y0,
+                x1=x1,
+                y1=y1,
+                data_type=int(item.get("RegionDataType", 0) or 0),
+                delta_x_mm=_delta_mm(item, "PhysicalUnitsXDirection", "PhysicalDeltaX"),
+                delta_y_mm=_delta_mm(item, "PhysicalUnitsYDirection", "PhysicalDeltaY"),
+            )
+        )
+    return regions
+
+
+def spatial_region_for(
+    regions: Sequence[UltrasoundRegion], box: BoundingBox
+) -> UltrasoundRegion | None:
+    """The first spatial region that fully contains ``box``, if any."""
+    for region in regions:
+        if region.is_spatial and region.contains(box):
+            return region
+    return None
+
+
+def box_axes_mm(
+    regions: Sequence[UltrasoundRegion], box: BoundingBox
+) -> tuple[float, float] | None:
+    """Long and short axis of ``box`` in mm, or ``None`` without a spatial region.
+
+    The axes are the box's width and height converted with the region's
+    physical deltas, returned as ``(long, short)``.
+    """
+    region = spatial_region_for(regions, box)
+    if region is None or region.delta_x_mm is None or region.delta_y_mm is None:
+        return None
+    width = box.width * region.delta_x_mm
+    height = box.height * region.delta_y_mm
+    return (max(width, height), min(width, height))
+
+
+@dataclass(frozen=True)
+class ImageGeometry:
+    """Geometry an engine needs besides the pixels.
+
+    ``pixel_size_mm`` is ``(dx, dy)`` of the main spatial region, or ``None``
+    when the image carries no physical calibration.  ``scan_area`` is the
+    bounding box of the B-mode area when known from the regions.
+    """
+
+    pixel_size_mm: tuple[float, float] | None
+    scan_area: BoundingBox | None
+    regions: tuple[UltrasoundRegion, ...] = ()
+
+    @classmethod
+    def from_dataset(cls, ds: Dataset) -> ImageGeometry:
+        """Build the geometry from the ultrasound regions of ``ds``."""
+        regions = tuple(regions_from_dataset(ds))
+        spatial = [r for r in regions if r.is_spatial and r.data_type in SPATIAL_DATA_TYPES]
+        if not spatial:
+            spatial = [r for r in regions if r.is_spatial]
+        if not spatial:
+            return cls(pixel_size_mm=None, scan_area=None, regions=regions)
+        main = max(spatial, key=lambda r: (r.x1 - r.x0) * (r.y1 - r.y0))
+        assert main.delta_x_mm is not None and main.delta_y_mm is not None
+        return cls(
+            pixel_size_mm=(main.delta_x_mm, main.delta_y_mm),
+            scan_area=BoundingBox(main.x0, main.y0, main.x1 + 1, main.y1 + 1),
+            regions=regions,
+        )
