@@ -20,16 +20,18 @@ TGC, gain and log compression follow (:func:`bmode`), and the beams are scan
 converted back onto the image with a black background.  :func:`burn_in_text`
 adds the annotations scanners burn into the pixels.
 
-Cine helpers: tissue-fixed scatterers (:func:`make_scatterers`) move with
-:func:`shift_map`, lose coherence with :func:`decorrelate`, and
-:func:`breathing_offset_mm` gives a respiratory displacement.
+Cine helpers: scatterers kept on the beam grid (:func:`make_scatterers`,
+``ScanLayout.beam_shape``) move with the tissue (:func:`shift_scatterers`,
+``ScanLayout.beam_shift``) and lose coherence with :func:`decorrelate`; maps
+move with :func:`shift_map`; :func:`breathing_offset_mm` gives a respiratory
+displacement.
 
 Public API
 ----------
 ``ProbeGeometry``, ``random_probe``, ``ScanLayout``, ``layout_scan``,
 ``make_scan_mask``, ``ScannerSettings``, ``random_settings``,
 ``make_scatterers``, ``speckle_image``, ``bmode``, ``render``,
-``burn_in_text``, ``decorrelate``, ``shift_map``, ``breathing_offset_mm``.
+``burn_in_text``, ``decorrelate``, ``shift_scatterers``, ``shift_map``, ``breathing_offset_mm``.
 """
 
 from __future__ import annotations
@@ -161,6 +163,16 @@ class ScanLayout:
     def axial_step_mm(self) -> float:
         """Axial sample spacing in mm."""
         return float(self.beam_depth_mm[1] - self.beam_depth_mm[0])
+
+    @property
+    def beam_shape(self) -> tuple[int, int]:
+        """``(depth samples, beams)`` of the beam grid."""
+        return len(self.beam_depth_mm), len(self.beam_lateral)
+
+    def beam_shift(self, dx_mm: float, dz_mm: float) -> tuple[int, int]:
+        """Beam-grid shift ``(samples, beams)`` of a tissue motion, at mid-field."""
+        return (round(dz_mm / self.axial_step_mm),
+                round(dx_mm / self.lateral_step_mm))
 
     def grid_mm(self) -> tuple[np.ndarray, np.ndarray]:
         """``(x, z)`` Cartesian mm of every pixel, each ``(rows, cols)``."""
@@ -460,8 +472,9 @@ def render(layout: ScanLayout, echogenicity: np.ndarray, attenuation: np.ndarray
     rng:
         Random generator (scatterers, noise).
     scatterers:
-        Tissue-fixed complex scatterers on the image grid (for cine); new
-        ones are drawn on the beam grid when ``None``.
+        Complex scatterers on the beam grid (``layout.beam_shape``), kept
+        from frame to frame in a cine (see :func:`shift_scatterers`); new
+        ones are drawn when ``None``.
 
     Returns
     -------
@@ -469,8 +482,7 @@ def render(layout: ScanLayout, echogenicity: np.ndarray, attenuation: np.ndarray
         ``uint8`` ``(rows, cols)`` frame, black outside the field of view.
     """
     echo_beam = np.clip(layout.to_beam(echogenicity), 0.0, None)
-    beam_scat = (make_scatterers(echo_beam.shape, rng) if scatterers is None
-                 else layout.to_beam(scatterers) * np.sqrt(2.0))
+    beam_scat = make_scatterers(echo_beam.shape, rng) if scatterers is None else scatterers
     envelope = speckle_image(echo_beam, (layout.axial_step_mm, layout.lateral_step_mm),
                              settings.frequency_mhz, rng, scatterers=beam_scat)
     atten = (layout.to_beam(attenuation) if np.ndim(attenuation) == 2
@@ -606,6 +618,24 @@ def decorrelate(scatterers: np.ndarray, fraction: float, rng: np.random.Generato
     fresh = make_scatterers(scatterers.shape, rng)
     return (np.sqrt(1.0 - fraction) * scatterers + np.sqrt(fraction) * fresh).astype(
         np.complex64)
+
+
+def shift_scatterers(scatterers: np.ndarray, rows: int, cols: int, rng: np.random.Generator
+                     ) -> np.ndarray:
+    """Move a scatterer field by whole samples; new scatterers enter at the edges.
+
+    Positive ``rows`` moves content down (deeper), positive ``cols`` right.
+    """
+    out = make_scatterers(scatterers.shape, rng)
+    n_rows, n_cols = scatterers.shape
+    if abs(rows) >= n_rows or abs(cols) >= n_cols:
+        return out
+    src_r = slice(max(-rows, 0), n_rows - max(rows, 0))
+    dst_r = slice(max(rows, 0), n_rows - max(-rows, 0))
+    src_c = slice(max(-cols, 0), n_cols - max(cols, 0))
+    dst_c = slice(max(cols, 0), n_cols - max(-cols, 0))
+    out[dst_r, dst_c] = scatterers[src_r, src_c]
+    return out
 
 
 def shift_map(values: np.ndarray, dx_px: float, dz_px: float) -> np.ndarray:

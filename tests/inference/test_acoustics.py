@@ -93,3 +93,14 @@ def test_decorrelate_and_shift() -> None:
     assert np.unravel_index(np.argmax(shifted), shifted.shape) == (15, 13)
     assert ac.breathing_offset_mm(0.0) == pytest.approx(0.0)
     assert ac.breathing_offset_mm(2.0, period_s=4.0, amplitude_mm=8.0) == pytest.approx(8.0)
+
+
+def test_shift_scatterers_moves_content_and_refreshes_edges() -> None:
+    rng = np.random.default_rng(7)
+    scat = ac.make_scatterers((40, 30), rng)
+    moved = ac.shift_scatterers(scat, 3, -2, rng)
+    np.testing.assert_array_equal(moved[3:, :-2], scat[:-3, 2:])
+    assert not np.allclose(moved[:3], scat[-3:])
+    layout = ac.layout_scan(ac.ProbeGeometry("linear", 40.0, width_mm=40.0), 480, 640, rng)
+    assert ac.make_scatterers(layout.beam_shape, rng).shape == layout.beam_shape
+    assert layout.beam_shift(0.0, 10 * layout.axial_step_mm) == (10, 0)
