@@ -34,6 +34,10 @@ class ImageInput:
         BodyPartExamined (or an equivalent tag), upper case, when present.
     tag_anatomy:
         The anatomy the tags suggest, when they suggest one.
+    color_fraction:
+        Fraction of the visible pixels that carried colour before the
+        grayscale conversion (colour Doppler, coloured overlays); 0 for
+        monochrome sources.
     """
 
     sop_instance_uid: str
@@ -42,6 +46,7 @@ class ImageInput:
     frame_time_ms: float | None = None
     body_part: str | None = None
     tag_anatomy: AnatomyValues | None = None
+    color_fraction: float = 0.0
 
     @property
     def number_of_frames(self) -> int:

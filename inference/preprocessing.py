@@ -1,0 +1,502 @@
+"""Turn a DICOM ultrasound dataset into an :class:`ImageInput`.
+
+Decoding uses pydicom 3 and its plugins (pylibjpeg, openjpeg, RLE, pyjpegls),
+so every transfer syntax pydicom can decode is accepted: native and deflated,
+JPEG baseline/extended/lossless, JPEG-LS, JPEG 2000 and RLE.  Every
+photometric interpretation an ultrasound machine writes is reduced to
+``uint8`` luminance:
+
+* ``MONOCHROME1``/``MONOCHROME2``: rescale (modality LUT), then the VOI
+  window or LUT when present, else the stored range (8-bit data is kept as is,
+  wider data is stretched over its minimum..maximum); ``MONOCHROME1`` is
+  inverted so that bright always means echogenic.
+* ``RGB`` (and ``YBR_ICT``/``YBR_RCT``/JPEG data the decoder already turned
+  into RGB): ITU-R BT.601 luma ``0.299 R + 0.587 G + 0.114 B``.
+* ``YBR_FULL``/``YBR_FULL_422``: the Y component, which is that same luma.
+* ``YBR_PARTIAL_420``/``YBR_PARTIAL_422``: the Y component stretched from
+  the 16..235 video range.
+* ``PALETTE COLOR``: the palette applied, then luma.
+
+The fraction of the image that carries colour (Doppler/colour flow overlays)
+is measured before the conversion and kept in
+:attr:`ImageInput.color_fraction` for the quality gate.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import numpy as np
+import structlog
+from pydicom import Dataset
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, get_decoder
+from pydicom.uid import UID, ExplicitVRLittleEndian
+from scipy import ndimage
+
+from inference.engines.base import ImageInput
+from inference.findings import AnatomyValues, BoundingBox
+from inference.geometry import ImageGeometry
+
+logger = structlog.get_logger(__name__)
+
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+"""ITU-R BT.601 weights of R, G, B in the luminance."""
+
+COLOR_CHROMA_THRESHOLD = 40
+"""Per-pixel chroma (max - min of R, G, B, or |Cb| + |Cr| around 128) above
+which a pixel counts as coloured."""
+
+MAX_FRAMES_FOR_COLOR = 8
+"""At most this many frames are sampled to measure the coloured fraction."""
+
+_ANATOMY_KEYWORDS: dict[AnatomyValues, tuple[str, ...]] = {
+    AnatomyValues.LIVER: (
+        "LIVER", "HEPATIC", "HEPAR", "ABDOMEN", "ABDOMINAL", "ABDO", "ABD", "UPPERABDOMEN",
+    ),
+    AnatomyValues.BREAST: ("BREAST", "MAMMA", "MAMMARY"),
+    AnatomyValues.HEART: (
+        "HEART", "CARDIAC", "CARDIO", "ECHO", "ECHOCARDIOGRAPHY", "ECHOCARDIOGRAM", "TTE",
+        "TRANSTHORACIC", "EPICARDIAL", "A4C", "AP4", "4CH", "APICAL",
+    ),
+}
+"""Words (whole tokens of a tag value) that point to an anatomy."""
+
+_HEART_PREFIXES: tuple[str, ...] = ("ECHOCARDIO", "CARDIO")
+"""Token prefixes that point to the heart (ECHOCARDIOGRAPHIC, CARDIOLOGY...)."""
+
+_TEXT_TAGS: tuple[str, ...] = (
+    "BodyPartExamined",
+    "StudyDescription",
+    "SeriesDescription",
+    "ProtocolName",
+    "PerformedProcedureStepDescription",
+)
+"""Free-text tags searched for anatomy keywords, most specific first."""
+
+
+class PixelDataError(ValueError):
+    """The pixel data of a dataset is missing, undecodable or inconsistent."""
+
+
+def image_input_from_dataset(ds: Dataset) -> ImageInput:
+    """Decode ``ds`` into a grayscale :class:`ImageInput`.
+
+    Parameters
+    ----------
+    ds:
+        An ultrasound image (single-frame or multi-frame), with its file meta
+        information when the pixel data is compressed.
+
+    Returns
+    -------
+    ImageInput
+        ``uint8`` frames shaped ``(frames, rows, columns)``, the geometry from
+        the Sequence of Ultrasound Regions, frame time, body part and the
+        anatomy the tags suggest.
+
+    Raises
+    ------
+    PixelDataError
+        When the pixel data is missing, cannot be decoded, or does not match
+        the Image Pixel attributes.
+    """
+    frames, color_fraction = decode_frames(ds)
+    return ImageInput(
+        sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
+        frames=frames,
+        geometry=ImageGeometry.from_dataset(ds),
+        frame_time_ms=frame_time_ms(ds),
+        body_part=body_part(ds),
+        tag_anatomy=tag_anatomy(ds),
+        color_fraction=color_fraction,
+    )
+
+
+def decode_frames(ds: Dataset) -> tuple[np.ndarray, float]:
+    """Decode the pixel data of ``ds`` to ``uint8`` luminance frames.
+
+    Parameters
+    ----------
+    ds:
+        Dataset holding ``PixelData`` and the Image Pixel module.
+
+    Returns
+    -------
+    tuple of numpy.ndarray and float
+        Frames ``(frames, rows, columns)`` as ``uint8``, and the fraction of
+        non-black pixels that carry colour (0 for monochrome data).
+
+    Raises
+    ------
+    PixelDataError
+        When the pixel data is missing, cannot be decoded or is inconsistent.
+    """
+    if "PixelData" not in ds:
+        raise PixelDataError("The dataset has no Pixel Data (7FE0,0010).")
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    if not photometric:
+        raise PixelDataError("Photometric Interpretation (0028,0004) is missing.")
+    arr, decoded_photometric = _decode(ds)
+    arr = _to_frames(ds, arr)
+    if decoded_photometric in ("MONOCHROME1", "MONOCHROME2"):
+        return _monochrome_to_uint8(arr, ds, invert=decoded_photometric == "MONOCHROME1"), 0.0
+    if decoded_photometric == "PALETTE COLOR":
+        try:
+            rgb = apply_color_lut(arr, ds)
+        except (ValueError, KeyError, AttributeError, IndexError) as exc:
+            raise PixelDataError(f"Cannot apply the palette colour LUT: {exc}") from exc
+        descriptor = ds.get("RedPaletteColorLookupTableDescriptor")
+        rgb = _to_uint8_range(rgb, int(descriptor[2]) if descriptor is not None else 16)
+        return _luma(rgb), _color_fraction_rgb(rgb)
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise PixelDataError(
+            f"{decoded_photometric} pixel data has shape {arr.shape}, expected 3 samples."
+        )
+    arr = _to_uint8_range(arr, int(ds.get("BitsStored", 8) or 8))
+    if decoded_photometric in ("RGB", "YBR_ICT", "YBR_RCT"):
+        # openjpeg returns YBR_ICT/YBR_RCT as RGB; the properties then say RGB.
+        return _luma(arr), _color_fraction_rgb(arr)
+    if decoded_photometric in ("YBR_FULL", "YBR_FULL_422"):
+        return np.ascontiguousarray(arr[..., 0]).astype(np.uint8), _color_fraction_ybr(arr)
+    if decoded_photometric.startswith("YBR_PARTIAL"):
+        luma = (arr[..., 0].astype(np.float32) - 16.0) * (255.0 / 219.0)
+        return _round_uint8(luma), _color_fraction_ybr(arr)
+    raise PixelDataError(f"Unsupported Photometric Interpretation {photometric!r}.")
+
+
+def _transfer_syntax(ds: Dataset) -> UID:
+    meta = getattr(ds, "file_meta", None)
+    uid = meta.get("TransferSyntaxUID") if meta is not None else None
+    if uid is not None:
+        return UID(str(uid))
+    element = ds["PixelData"]
+    if getattr(element, "is_undefined_length", False):
+        raise PixelDataError(
+            "Encapsulated pixel data without a Transfer Syntax UID in the file meta."
+        )
+    # Native pixel data does not depend on the VR encoding, only on endianness.
+    return ExplicitVRLittleEndian
+
+
+def _decode(ds: Dataset) -> tuple[np.ndarray, str]:
+    """Decode all frames without colour conversion, with the resulting interpretation."""
+    tsyntax = _transfer_syntax(ds)
+    try:
+        decoder = get_decoder(tsyntax)
+    except NotImplementedError as exc:
+        raise PixelDataError(f"No decoder for transfer syntax {tsyntax.name}.") from exc
+    if not decoder.is_available:
+        raise PixelDataError(
+            f"Transfer syntax {tsyntax.name} is not decodable here "
+            f"(missing plugin: {', '.join(decoder.missing_dependencies) or 'none'})."
+        )
+    try:
+        arr, properties = decoder.as_array(ds, raw=True)
+    except Exception as exc:  # decoder plugins raise many exception types
+        raise PixelDataError(f"Cannot decode pixel data ({tsyntax.name}): {exc}") from exc
+    decoded = str(
+        properties.get("photometric_interpretation", ds.PhotometricInterpretation)
+    ).strip().upper()
+    return arr, decoded
+
+
+def _to_frames(ds: Dataset, arr: np.ndarray) -> np.ndarray:
+    """Reshape a decoded array to ``(frames, rows, columns[, samples])``."""
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    try:
+        n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError) as exc:
+        raise PixelDataError(f"Invalid Number of Frames {ds.get('NumberOfFrames')!r}.") from exc
+    if rows <= 0 or cols <= 0 or n_frames <= 0:
+        raise PixelDataError(f"Invalid image size {n_frames}x{rows}x{cols}.")
+    expected = n_frames * rows * cols * samples
+    if arr.size != expected:
+        raise PixelDataError(
+            f"Decoded {arr.size} values, expected {expected} "
+            f"({n_frames} frames of {rows}x{cols}x{samples})."
+        )
+    shape = (n_frames, rows, cols) if samples == 1 else (n_frames, rows, cols, samples)
+    return arr.reshape(shape)
+
+
+def _round_uint8(values: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 luma of ``(..., 3)`` 8-bit RGB, frame by frame to bound memory."""
+    out = np.empty(rgb.shape[:-1], dtype=np.uint8)
+    for i in range(rgb.shape[0]):
+        out[i] = _round_uint8(rgb[i].astype(np.float32) @ LUMA_WEIGHTS)
+    return out
+
+
+def _sample_frames(arr: np.ndarray) -> np.ndarray:
+    step = max(1, arr.shape[0] // MAX_FRAMES_FOR_COLOR)
+    return arr[::step][:MAX_FRAMES_FOR_COLOR]
+
+
+def _color_fraction(chroma: np.ndarray, luma: np.ndarray) -> float:
+    visible = luma > 10
+    n_visible = int(visible.sum())
+    if n_visible == 0:
+        return 0.0
+    return float((chroma[visible] > COLOR_CHROMA_THRESHOLD).sum()) / n_visible
+
+
+def _color_fraction_rgb(rgb: np.ndarray) -> float:
+    sample = _sample_frames(rgb).astype(np.int16)
+    chroma = sample.max(axis=-1) - sample.min(axis=-1)
+    return _color_fraction(chroma, sample.max(axis=-1))
+
+
+def _color_fraction_ybr(ybr: np.ndarray) -> float:
+    sample = _sample_frames(ybr).astype(np.int16)
+    chroma = np.abs(sample[..., 1] - 128) + np.abs(sample[..., 2] - 128)
+    return _color_fraction(chroma, sample[..., 0])
+
+
+def _to_uint8_range(arr: np.ndarray, bits: int) -> np.ndarray:
+    """Scale colour samples of ``bits`` bits (palette entries, 16-bit RGB) to 0..255."""
+    if arr.dtype == np.uint8:
+        return arr
+    return _round_uint8(arr.astype(np.float32) * (255.0 / float(2**bits - 1)))
+
+
+def _monochrome_to_uint8(arr: np.ndarray, ds: Dataset, *, invert: bool) -> np.ndarray:
+    """Map stored monochrome values to display ``uint8``."""
+    bits_stored = int(ds.get("BitsStored", ds.get("BitsAllocated", 8)) or 8)
+    has_rescale = "RescaleSlope" in ds or "RescaleIntercept" in ds
+    if "VOILUTSequence" in ds:
+        modality = apply_modality_lut(arr, ds)
+        if modality.dtype.kind == "f" and np.array_equal(modality, np.rint(modality)):
+            modality = modality.astype(np.int64)
+        values = apply_voi(modality, ds, index=0).astype(np.float32)
+        lut_bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+        out = _round_uint8(values * (255.0 / float(2**lut_bits - 1)))
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        out = _apply_window(apply_modality_lut(arr, ds).astype(np.float32), ds)
+    elif bits_stored <= 8 and not has_rescale and arr.dtype == np.uint8:
+        out = arr
+    else:
+        values = apply_modality_lut(arr, ds).astype(np.float32)
+        low, high = float(values.min()), float(values.max())
+        scale = 255.0 / (high - low) if high > low else 0.0
+        out = _round_uint8((values - low) * scale)
+    return 255 - out if invert else np.ascontiguousarray(out)
+
+
+def _first(value: object) -> float:
+    if isinstance(value, Iterable) and not isinstance(value, str | bytes):
+        value = next(iter(value))
+    return float(value)  # type: ignore[arg-type]
+
+
+def _apply_window(values: np.ndarray, ds: Dataset) -> np.ndarray:
+    """DICOM VOI windowing (PS3.3 C.11.2.1.2) of the first window to 0..255."""
+    center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+    function = str(ds.get("VOILUTFunction", "LINEAR")).upper()
+    if function == "SIGMOID":
+        scaled = 1.0 / (1.0 + np.exp(-4.0 * (values - center) / max(width, 1e-6)))
+    elif function == "LINEAR_EXACT":
+        scaled = (values - center) / max(width, 1e-6) + 0.5
+    else:
+        scaled = (values - (center - 0.5)) / max(width - 1.0, 1e-6) + 0.5
+    return _round_uint8(np.clip(scaled, 0.0, 1.0) * 255.0)
+
+
+def frame_time_ms(ds: Dataset) -> float | None:
+    """Time between frames in ms from FrameTime, FrameTimeVector or a frame rate.
+
+    Parameters
+    ----------
+    ds:
+        The source dataset.
+
+    Returns
+    -------
+    float or None
+        The frame interval, or ``None`` when the dataset does not say.
+    """
+    value = ds.get("FrameTime")
+    if value not in (None, "") and float(value) > 0:
+        return float(value)
+    vector = ds.get("FrameTimeVector")
+    if vector is not None:
+        steps = [float(v) for v in list(vector)[1:] if float(v) > 0]
+        if steps:
+            return float(np.mean(steps))
+    for keyword in ("RecommendedDisplayFrameRate", "CineRate"):
+        rate = ds.get(keyword)
+        if rate not in (None, "") and float(rate) > 0:
+            return 1000.0 / float(rate)
+    return None
+
+
+def body_part(ds: Dataset) -> str | None:
+    """BodyPartExamined, stripped and upper case, or ``None`` when empty."""
+    value = str(ds.get("BodyPartExamined", "") or "").strip().upper()
+    return value or None
+
+
+def _anatomies_in(text: str) -> set[AnatomyValues]:
+    tokens = {t for t in re.split(r"[^A-Z0-9]+", text.upper()) if t}
+    found = {anatomy for anatomy, words in _ANATOMY_KEYWORDS.items() if tokens & set(words)}
+    if any(t.startswith(_HEART_PREFIXES) for t in tokens):
+        found.add(AnatomyValues.HEART)
+    return found
+
+
+def _tag_texts(ds: Dataset) -> list[str]:
+    texts = [str(ds.get(keyword, "") or "") for keyword in _TEXT_TAGS]
+    image_type = list(ds.get("ImageType", []) or [])
+    if len(image_type) > 2:
+        # Value 3 of the US Image Type is the anatomic region (ABDOMINAL, TTE...).
+        texts.append(str(image_type[2]))
+    for keyword in ("AnatomicRegionSequence", "ViewCodeSequence"):
+        texts.extend(str(item.get("CodeMeaning", "")) for item in ds.get(keyword, []))
+    return [t for t in texts if t.strip()]
+
+
+def tag_anatomy(ds: Dataset) -> AnatomyValues | None:
+    """The anatomy the tags point to, when they point to exactly one.
+
+    BodyPartExamined, the study/series/protocol descriptions, value 3 of the
+    US Image Type and the anatomic region / view codes are searched for
+    keywords (LIVER/ABDOMEN -> liver, BREAST -> breast, HEART/CARDIAC/ECHO ->
+    heart).  Tags that name two different anatomies give ``None``.
+
+    Parameters
+    ----------
+    ds:
+        The source dataset.
+
+    Returns
+    -------
+    AnatomyValues or None
+        The single anatomy the tags name, or ``None``.
+    """
+    found: set[AnatomyValues] = set()
+    for text in _tag_texts(ds):
+        found |= _anatomies_in(text)
+    if len(found) == 1:
+        return found.pop()
+    if len(found) > 1:
+        logger.info("tags_name_several_anatomies", anatomies=sorted(a.value for a in found))
+    return None
+
+
+def _disk(radius: int) -> np.ndarray:
+    y, x = np.ogrid[-radius : radius + 1, -radius : radius + 1]
+    return x * x + y * y <= radius * radius
+
+
+def scan_area_mask(frame: np.ndarray, threshold: float = 8.0) -> np.ndarray:
+    """Boolean mask of the B-mode scan area of a grayscale frame.
+
+    The frame is smoothed (speckle averaged), thresholded, closed and
+    hole-filled (dark cavities inside the sector stay in), then opened with a
+    disk about 1/40 of the image size so that burned-in text, tick marks and
+    thin graphics vanish.  The largest remaining component is grown back to
+    its original outline.
+
+    Parameters
+    ----------
+    frame:
+        ``(rows, columns)`` grayscale frame, or a projection of a cine.
+    threshold:
+        Grey level (after a 5x5 mean) above which a pixel is non-black.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean ``(rows, columns)`` mask; all ``False`` when nothing is found.
+    """
+    if frame.ndim != 2:
+        raise ValueError(f"Expected a 2-D frame, got shape {frame.shape}.")
+    smooth = ndimage.uniform_filter(frame.astype(np.float32), size=5)
+    mask = smooth > threshold
+    small = max(1, round(min(frame.shape) / 200))
+    mask = ndimage.binary_fill_holes(ndimage.binary_closing(mask, _disk(small), iterations=2))
+    radius = max(2, round(min(frame.shape) / 40))
+    opened = ndimage.binary_opening(mask, _disk(radius))
+    labels, count = ndimage.label(opened)
+    if count == 0:
+        return np.zeros(frame.shape, dtype=bool)
+    sizes = ndimage.sum_labels(opened, labels, index=np.arange(1, count + 1))
+    largest = labels == (int(np.argmax(sizes)) + 1)
+    return ndimage.binary_dilation(largest, _disk(radius)) & mask
+
+
+def find_scan_area(frame: np.ndarray) -> BoundingBox:
+    """Bounding box of the B-mode scan area estimated from the image.
+
+    Used when the dataset has no Sequence of Ultrasound Regions.  See
+    :func:`scan_area_mask` for the method; burned-in text outside the sector
+    is ignored.
+
+    Parameters
+    ----------
+    frame:
+        ``(rows, columns)`` grayscale frame (or a projection of a cine).
+
+    Returns
+    -------
+    BoundingBox
+        Box in pixel-edge coordinates.
+
+    Raises
+    ------
+    ValueError
+        When the frame has no scan area (blank or nearly black).
+    """
+    mask = scan_area_mask(frame)
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        raise ValueError("No scan area found: the frame is blank.")
+    return BoundingBox(float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1))
+
+
+def projection(frames: np.ndarray, max_frames: int = 16) -> np.ndarray:
+    """Per-pixel maximum over up to ``max_frames`` evenly sampled frames.
+
+    Parameters
+    ----------
+    frames:
+        ``(frames, rows, columns)`` array.
+    max_frames:
+        Upper bound on the frames sampled.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(rows, columns)`` projection, same dtype as ``frames``.
+    """
+    step = max(1, frames.shape[0] // max_frames)
+    return frames[::step][:max_frames].max(axis=0)
+
+
+def scan_area(image: ImageInput) -> BoundingBox:
+    """The scan area of an image: from its regions when known, else from the pixels.
+
+    Parameters
+    ----------
+    image:
+        The decoded image.
+
+    Returns
+    -------
+    BoundingBox
+        The B-mode area.
+
+    Raises
+    ------
+    ValueError
+        When there are no regions and the image is blank.
+    """
+    if image.geometry.scan_area is not None:
+        return image.geometry.scan_area
+    return find_scan_area(projection(image.frames))

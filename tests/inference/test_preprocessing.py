@@ -1,0 +1,380 @@
+"""Tests of inference.preprocessing: decoding, grayscale conversion, tags, scan area."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom import examples
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.pixels import apply_color_lut
+from pydicom.uid import (
+    JPEG2000,
+    MPEG2MPML,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGLSLossless,
+    RLELossless,
+    generate_uid,
+)
+
+from inference.findings import AnatomyValues
+from inference.preprocessing import (
+    LUMA_WEIGHTS,
+    PixelDataError,
+    find_scan_area,
+    frame_time_ms,
+    image_input_from_dataset,
+    tag_anatomy,
+)
+
+RNG = np.random.default_rng(1234)
+RGB = RNG.integers(0, 256, size=(3, 64, 80, 3), dtype=np.uint8)
+"""Random RGB cine used by the colour tests."""
+LUMA = RGB.astype(np.float64) @ LUMA_WEIGHTS.astype(np.float64)
+
+
+def _dataset(arr: np.ndarray, photometric: str, bits: int = 8) -> Dataset:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPInstanceUID = generate_uid()
+    ds.Modality = "US"
+    ds.set_pixel_data(arr, photometric, bits)
+    return ds
+
+
+def _local(name: str) -> Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(get_testdata_file(name, download=False))
+
+
+def _assert_luma(ds: Dataset, tolerance: float) -> None:
+    image = image_input_from_dataset(ds)
+    assert image.frames.dtype == np.uint8
+    assert image.frames.shape == LUMA.shape
+    assert np.abs(image.frames.astype(np.float64) - LUMA).max() <= tolerance
+    assert image.color_fraction > 0.5
+
+
+def test_monochrome2_8bit_multiframe_is_kept_as_is() -> None:
+    arr = RNG.integers(0, 256, size=(4, 32, 40), dtype=np.uint8)
+    image = image_input_from_dataset(_dataset(arr, "MONOCHROME2"))
+    assert image.frames.shape == (4, 32, 40)
+    np.testing.assert_array_equal(image.frames, arr)
+    assert image.color_fraction == 0.0
+
+
+def test_single_frame_gets_a_frame_axis() -> None:
+    arr = RNG.integers(0, 256, size=(32, 40), dtype=np.uint8)
+    image = image_input_from_dataset(_dataset(arr, "MONOCHROME2"))
+    assert image.frames.shape == (1, 32, 40)
+    assert image.number_of_frames == 1
+
+
+def test_monochrome1_is_inverted() -> None:
+    arr = RNG.integers(0, 256, size=(32, 40), dtype=np.uint8)
+    image = image_input_from_dataset(_dataset(arr, "MONOCHROME1"))
+    np.testing.assert_array_equal(image.frames[0], 255 - arr)
+
+
+def test_monochrome_16bit_window_maps_to_8bit() -> None:
+    arr = np.array([[0, 1000, 1500, 2000, 4095]], dtype=np.uint16)
+    ds = _dataset(arr, "MONOCHROME2", bits=12)
+    ds.WindowCenter = 1500
+    ds.WindowWidth = 1001
+    frames = image_input_from_dataset(ds).frames[0, 0]
+    assert frames[0] == 0 and frames[1] == 0
+    assert abs(int(frames[2]) - 128) <= 1
+    assert frames[3] == 255 and frames[4] == 255
+
+
+def test_monochrome_16bit_without_window_is_stretched() -> None:
+    arr = np.array([[100, 300, 500]], dtype=np.uint16)
+    ds = _dataset(arr, "MONOCHROME2", bits=16)
+    np.testing.assert_array_equal(image_input_from_dataset(ds).frames[0, 0], [0, 128, 255])
+
+
+def test_monochrome_rescale_and_voi_lut_sequence() -> None:
+    arr = np.array([[0, 1, 2, 3]], dtype=np.uint16)
+    ds = _dataset(arr, "MONOCHROME2", bits=16)
+    ds.RescaleSlope = 1
+    ds.RescaleIntercept = 0
+    item = Dataset()
+    item.LUTDescriptor = [4, 0, 8]
+    item.LUTData = [0, 255, 100, 50]
+    ds.VOILUTSequence = [item]
+    np.testing.assert_array_equal(image_input_from_dataset(ds).frames[0, 0], [0, 255, 100, 50])
+
+
+def test_rgb_native_both_planar_configurations() -> None:
+    _assert_luma(_dataset(RGB, "RGB"), tolerance=0.51)
+    planar = _dataset(RGB, "RGB")
+    planar.PlanarConfiguration = 1
+    planar.PixelData = np.ascontiguousarray(RGB.transpose(0, 3, 1, 2)).tobytes()
+    _assert_luma(planar, tolerance=0.51)
+
+
+def test_rgb_16bit_is_scaled_to_8bit() -> None:
+    ds = _dataset(RGB.astype(np.uint16) * 257, "RGB", bits=16)
+    _assert_luma(ds, tolerance=1.0)
+
+
+def test_ybr_full_native_uses_luma() -> None:
+    from pydicom.pixels import convert_color_space
+
+    ybr = convert_color_space(RGB, "RGB", "YBR_FULL")
+    _assert_luma(_dataset(ybr, "YBR_FULL"), tolerance=1.0)
+
+
+def test_ybr_full_422_native_is_upsampled() -> None:
+    from pydicom.pixels import convert_color_space
+
+    ybr = convert_color_space(RGB, "RGB", "YBR_FULL")
+    ds = _dataset(ybr, "YBR_FULL")
+    # 4:2:2 byte order: Y1 Y2 Cb Cr per pair of pixels, Cb/Cr of the first pixel.
+    pairs = ybr.reshape(3, 64, 40, 2, 3)
+    packed = np.stack(
+        [pairs[..., 0, 0], pairs[..., 1, 0], pairs[..., 0, 1], pairs[..., 0, 2]], axis=-1
+    )
+    ds.PhotometricInterpretation = "YBR_FULL_422"
+    ds.PixelData = packed.tobytes()
+    image = image_input_from_dataset(ds)
+    np.testing.assert_array_equal(image.frames, ybr[..., 0])
+
+
+def test_ybr_partial_luma_is_stretched_from_video_range() -> None:
+    ybr = np.zeros((1, 8, 8, 3), dtype=np.uint8)
+    ybr[..., 0] = 16
+    ybr[0, :, 4:, 0] = 235
+    ybr[..., 1:] = 128
+    ds = _dataset(ybr, "YBR_FULL")
+    ds.PhotometricInterpretation = "YBR_PARTIAL_422"
+    ds.PixelData = ybr.tobytes()
+    frame = image_input_from_dataset(ds).frames[0]
+    assert frame[:, :4].max() == 0 and frame[:, 4:].min() == 255
+
+
+@pytest.mark.parametrize(
+    ("syntax", "options", "relabel", "tolerance"),
+    [
+        (RLELossless, {}, None, 0.51),
+        (JPEGLSLossless, {}, None, 0.51),
+        (JPEG2000Lossless, {}, "YBR_RCT", 0.51),
+        (JPEG2000, {"j2k_psnr": [90]}, "YBR_ICT", 2.0),
+    ],
+)
+def test_compressed_rgb(
+    syntax: UID, options: dict[str, object], relabel: str | None, tolerance: float
+) -> None:
+    ds = _dataset(RGB, "RGB")
+    ds.compress(syntax, **options)
+    if relabel is not None:
+        # openjpeg applied the multi-component transform: label it as a writer must.
+        ds.PhotometricInterpretation = relabel
+    _assert_luma(ds, tolerance)
+
+
+def _pillow_jpeg(frames: np.ndarray, mode: str, subsampling: int) -> list[bytes]:
+    out = []
+    for frame in frames:
+        buffer = io.BytesIO()
+        Image.fromarray(frame, mode=mode).save(
+            buffer, format="JPEG", quality=95, subsampling=subsampling
+        )
+        out.append(buffer.getvalue())
+    return out
+
+
+@pytest.mark.parametrize(("photometric", "subsampling"), [("YBR_FULL_422", 1), ("YBR_FULL", 0)])
+def test_jpeg_baseline_ybr(photometric: str, subsampling: int) -> None:
+    smooth = np.repeat(np.repeat(RGB[:, ::4, ::4], 4, axis=1), 4, axis=2)
+    ds = _dataset(smooth, "RGB")
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.PhotometricInterpretation = photometric
+    ds.PixelData = encapsulate(_pillow_jpeg(smooth, "RGB", subsampling))
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    image = image_input_from_dataset(ds)
+    expected = smooth.astype(np.float64) @ LUMA_WEIGHTS.astype(np.float64)
+    assert image.frames.shape == (3, 64, 80)
+    assert np.abs(image.frames - expected).mean() < 2.0
+    assert image.color_fraction > 0.3
+
+
+def test_jpeg_baseline_monochrome_cine() -> None:
+    gray = np.repeat(np.repeat(LUMA.astype(np.uint8)[:, ::4, ::4], 4, axis=1), 4, axis=2)
+    ds = _dataset(gray, "MONOCHROME2")
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.PixelData = encapsulate(_pillow_jpeg(gray, "L", 0))
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    image = image_input_from_dataset(ds)
+    assert np.abs(image.frames.astype(np.float64) - gray).mean() < 2.0
+
+
+def test_deflated_roundtrip(tmp_path) -> None:
+    arr = RNG.integers(0, 256, size=(2, 32, 40), dtype=np.uint8)
+    ds = _dataset(arr, "MONOCHROME2")
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    path = tmp_path / "deflated.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    image = image_input_from_dataset(pydicom.dcmread(path))
+    np.testing.assert_array_equal(image.frames, arr)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "SC_rgb_jpeg_gdcm.dcm",  # JPEG lossless, RGB
+        "SC_rgb_dcmtk_+eb+cy+np.dcm",  # JPEG baseline, YBR_FULL_422
+        "SC_rgb_jpeg_dcmtk.dcm",  # JPEG baseline, YBR_FULL
+        "SC_rgb_jpeg.dcm",  # JPEG baseline, RGB (no colour transform)
+        "SC_ybr_full_422_uncompressed.dcm",
+        "SC_rgb_rle_2frame.dcm",
+    ],
+)
+def test_pydicom_colour_files_match_rgb_luma(name: str) -> None:
+    ds = _local(name)
+    rgb = ds.pixel_array  # pydicom converts YBR to RGB by default
+    expected = rgb.reshape((-1, *rgb.shape[-3:])).astype(np.float64) @ LUMA_WEIGHTS
+    image = image_input_from_dataset(ds)
+    assert image.frames.shape == expected.shape
+    # YBR -> RGB clips saturated colours, so the luma differs slightly there.
+    assert np.abs(image.frames - expected).mean() < 1.5
+
+
+def test_pydicom_examples() -> None:
+    palette = examples.palette_color
+    expected = apply_color_lut(palette.pixel_array, palette).astype(np.float64) / 65535 * 255
+    image = image_input_from_dataset(palette)
+    assert image.frames.shape == (1, palette.Rows, palette.Columns)
+    assert np.abs(image.frames[0] - expected @ LUMA_WEIGHTS).max() <= 1.0
+    assert image.color_fraction > 0.1
+
+    ybr = image_input_from_dataset(examples.ybr_color)
+    assert ybr.frames.shape == (30, 240, 320)
+    rgb = examples.rgb_color
+    assert image_input_from_dataset(rgb).frames.shape == (1, 240, 320)
+    j2k = examples.jpeg2k
+    assert j2k.PhotometricInterpretation == "YBR_RCT"
+    expected = j2k.pixel_array.astype(np.float64) @ LUMA_WEIGHTS
+    assert np.abs(image_input_from_dataset(j2k).frames[0] - expected).max() <= 0.5
+
+
+def test_palette_with_8bit_entries() -> None:
+    arr = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    ds = _dataset(arr, "MONOCHROME2")
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    for colour in ("Red", "Green", "Blue"):
+        setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [256, 0, 8])
+    ramp = np.arange(256, dtype=np.uint16)
+    ds.RedPaletteColorLookupTableData = ramp.tobytes()
+    ds.GreenPaletteColorLookupTableData = ramp.tobytes()
+    ds.BluePaletteColorLookupTableData = ramp.tobytes()
+    frame = image_input_from_dataset(ds).frames[0]
+    np.testing.assert_array_equal(frame, arr)
+
+
+def test_undecodable_and_inconsistent_pixel_data() -> None:
+    with pytest.raises(PixelDataError, match="JPEG Extended"):
+        image_input_from_dataset(_local("JPEG-lossy.dcm"))
+    truncated = _dataset(RNG.integers(0, 256, (2, 32, 40), dtype=np.uint8), "MONOCHROME2")
+    truncated.PixelData = truncated.PixelData[:100]
+    with pytest.raises(PixelDataError):
+        image_input_from_dataset(truncated)
+    no_pixels = _dataset(np.zeros((4, 4), np.uint8), "MONOCHROME2")
+    del no_pixels.PixelData
+    with pytest.raises(PixelDataError, match="no Pixel Data"):
+        image_input_from_dataset(no_pixels)
+    video = _dataset(np.zeros((4, 4, 3), np.uint8), "RGB")
+    video.file_meta.TransferSyntaxUID = MPEG2MPML
+    video.PhotometricInterpretation = "YBR_PARTIAL_420"
+    video.PixelData = encapsulate([b"\x00\x00\x01\xb3" + b"\x00" * 60])
+    with pytest.raises(PixelDataError, match="MPEG"):
+        image_input_from_dataset(video)
+    assert issubclass(PixelDataError, ValueError)
+
+
+def test_frame_time_and_body_part() -> None:
+    ds = _dataset(np.zeros((3, 8, 8), np.uint8), "MONOCHROME2")
+    assert frame_time_ms(ds) is None
+    ds.FrameTimeVector = [0, 20, 20]
+    assert frame_time_ms(ds) == pytest.approx(20.0)
+    ds.FrameTime = 33.3
+    assert frame_time_ms(ds) == pytest.approx(33.3)
+    ds.BodyPartExamined = "LIVER "
+    image = image_input_from_dataset(ds)
+    assert image.body_part == "LIVER"
+    assert image.frame_time_ms == pytest.approx(33.3)
+    assert image.tag_anatomy is AnatomyValues.LIVER
+
+
+@pytest.mark.parametrize(
+    ("tags", "expected"),
+    [
+        ({"BodyPartExamined": "ABDOMEN"}, AnatomyValues.LIVER),
+        ({"StudyDescription": "US Breast left"}, AnatomyValues.BREAST),
+        ({"SeriesDescription": "Echocardiography TTE"}, AnatomyValues.HEART),
+        ({"ProtocolName": "ECHO A4C"}, AnatomyValues.HEART),
+        ({"ImageType": ["ORIGINAL", "PRIMARY", "ABDOMINAL"]}, AnatomyValues.LIVER),
+        ({"ImageType": ["ORIGINAL", "PRIMARY", "TTE"]}, AnatomyValues.HEART),
+        ({"BodyPartExamined": "HEART", "StudyDescription": "Breast"}, None),
+        ({"StudyDescription": "Echogenic focus"}, None),
+        ({"StudyDescription": "US thyroid"}, None),
+        ({}, None),
+    ],
+)
+def test_tag_anatomy(tags: dict[str, object], expected: AnatomyValues | None) -> None:
+    ds = Dataset()
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
+    assert tag_anatomy(ds) is expected
+
+
+def _sector_with_text(rows: int = 300, cols: int = 400) -> np.ndarray:
+    frame = np.zeros((rows, cols), dtype=np.uint8)
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    apex_x, apex_y = cols / 2, 40
+    radius = np.hypot(xx - apex_x, yy - apex_y)
+    angle = np.degrees(np.arctan2(xx - apex_x, yy - apex_y))
+    sector = (radius < 240) & (np.abs(angle) < 35) & (yy >= apex_y)
+    speckle = RNG.rayleigh(60, size=(rows, cols)).clip(0, 255).astype(np.uint8)
+    frame[sector] = speckle[sector]
+    # A dark cavity inside the sector, like a heart chamber.
+    frame[(np.hypot(xx - apex_x, yy - 170) < 40)] = 0
+    # Burned-in text: thin strokes in the corners.
+    for x0 in range(10, 120, 8):
+        frame[10:22, x0 : x0 + 2] = 255
+        frame[10, x0 : x0 + 6] = 255
+    frame[270:290, 320:322] = 200
+    frame[280, 300:390] = 200
+    return frame
+
+
+def test_find_scan_area_ignores_text() -> None:
+    frame = _sector_with_text()
+    box = find_scan_area(frame)
+    # Sector spans rows 40..280 and columns 200 +- 240 sin(35 deg) = 62..338.
+    assert 35 <= box.y0 <= 60
+    assert 270 <= box.y1 <= 285
+    assert 55 <= box.x0 <= 75
+    assert 325 <= box.x1 <= 345
+
+
+def test_find_scan_area_rejects_blank() -> None:
+    with pytest.raises(ValueError, match="blank"):
+        find_scan_area(np.zeros((100, 100), dtype=np.uint8))
