@@ -1,0 +1,319 @@
+"""Node configuration: pydantic models, YAML loading with line-numbered errors.
+
+The YAML file is the source of truth for AE titles, pipelines and
+destinations.  A bad file fails with :class:`ConfigError`, whose message
+names the offending key and its line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+RETURN_TO_SENDER = "return-to-sender"
+"""Destination name meaning: send results back to the calling AE."""
+
+ENGINE_NAMES: tuple[str, ...] = ("liver", "breast", "cardiac")
+"""Engines a rule may name (kept in step with inference.engines.registry)."""
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is invalid; the message says where."""
+
+
+def validate_ae_title(value: str) -> str:
+    """Check an AE title against PS3.5 (AE VR) and return it stripped.
+
+    Raises
+    ------
+    ValueError
+        If it is empty or only spaces, longer than 16 characters, or contains
+        a backslash or a control character.
+    """
+    if not isinstance(value, str):
+        raise ValueError("an AE title must be a string")
+    stripped = value.strip(" ")
+    if not stripped:
+        raise ValueError("an AE title cannot be empty or only spaces")
+    if len(value) > 16:
+        raise ValueError(f"AE title {value!r} is longer than 16 characters")
+    if _CONTROL.search(value):
+        raise ValueError(f"AE title {value!r} contains a backslash or control character")
+    return stripped
+
+
+AETitle = Annotated[str, AfterValidator(validate_ae_title)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TLSConfig(_Model):
+    """DICOM TLS settings (PEM files)."""
+
+    certificate: Path
+    private_key: Path
+    ca_certificates: Path | None = None
+    require_client_certificate: bool = False
+
+
+class Caller(_Model):
+    """A calling node allowed to send to a pipeline."""
+
+    ae_title: AETitle
+    host: str | None = None
+    """IP address the association must come from; any when omitted."""
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """Port to reach the caller on, for return-to-sender results."""
+
+
+class Destination(_Model):
+    """A C-STORE destination for results."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    ae_title: AETitle
+    host: str
+    port: int = Field(ge=1, le=65535)
+    tls: TLSConfig | None = None
+    overlay_capture: bool = False
+    """Also send the secondary-capture "AI overlay" image to this destination."""
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value == RETURN_TO_SENDER:
+            raise ValueError(f"{RETURN_TO_SENDER!r} is reserved")
+        return value
+
+
+class Match(_Model):
+    """Criteria of a routing rule; every given criterion must hold."""
+
+    modality: list[str] | None = None
+    body_part: list[str] | None = None
+    sop_class: list[str] | None = None
+    calling_ae: list[str] | None = None
+    study_description: str | None = None
+    """Regular expression searched in StudyDescription (case-insensitive)."""
+
+    @field_validator("study_description")
+    @classmethod
+    def _valid_regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from exc
+        return value
+
+
+class Rule(_Model):
+    """A routing rule: which images go to which engines."""
+
+    name: str = Field(min_length=1)
+    match: Match = Match()
+    engines: list[Literal["liver", "breast", "cardiac"]] = Field(min_length=1)
+
+
+class Completion(_Model):
+    """When a study counts as complete."""
+
+    quiet_seconds: float = Field(default=30.0, gt=0)
+    expected_series: int | None = Field(default=None, ge=1)
+
+
+class ResultsConfig(_Model):
+    """Which result objects a pipeline writes."""
+
+    segmentation: bool = True
+    presentation_state: bool = True
+    report_not_assessed: bool = True
+    report_nothing_found: bool = True
+
+
+def _default_rules() -> list[Rule]:
+    return [Rule(name="all-ultrasound", match=Match(modality=["US"]), engines=list(ENGINE_NAMES))]
+
+
+class Pipeline(_Model):
+    """What the node does for one called AE title."""
+
+    called_ae: AETitle
+    allowed_callers: list[Caller] | None = None
+    """Callers allowed to associate; ``None`` accepts any caller."""
+    completion: Completion = Completion()
+    rules: list[Rule] = Field(default_factory=_default_rules)
+    destinations: list[str] = Field(default_factory=list)
+    results: ResultsConfig = ResultsConfig()
+
+
+class Limits(_Model):
+    """Network and resource limits."""
+
+    max_associations: int = Field(default=16, ge=1)
+    max_associations_per_ip: int = Field(default=8, ge=1)
+    max_pdu: int = Field(default=262144, ge=0)
+    max_instance_mb: float = Field(default=2048.0, gt=0)
+    acse_timeout: float = Field(default=30.0, gt=0)
+    dimse_timeout: float = Field(default=60.0, gt=0)
+    network_timeout: float = Field(default=60.0, gt=0)
+    min_free_disk_mb: float = Field(default=1024.0, ge=0)
+
+
+class ExportPolicy(_Model):
+    """Retry policy of the exporter."""
+
+    max_attempts: int = Field(default=8, ge=1)
+    backoff_initial_seconds: float = Field(default=10.0, gt=0)
+    backoff_factor: float = Field(default=2.0, ge=1)
+    backoff_max_seconds: float = Field(default=900.0, gt=0)
+    batch_size: int = Field(default=50, ge=1)
+
+
+class NodeConfig(_Model):
+    """The whole node configuration."""
+
+    ae_title: AETitle = "DICOM_NODE"
+    host: str = "0.0.0.0"
+    port: int = Field(default=11112, ge=0, le=65535)
+    data_dir: Path = Path("./var")
+    database_url: str | None = None
+    """SQLAlchemy URL; SQLite in the data dir when omitted."""
+    tls: TLSConfig | None = None
+    limits: Limits = Limits()
+    export: ExportPolicy = ExportPolicy()
+    destinations: list[Destination] = Field(default_factory=list)
+    pipelines: list[Pipeline] = Field(default_factory=list)
+    manufacturer: str = "US-AI DICOM Node project"
+    institution_name: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NodeConfig:
+        names = [d.name for d in self.destinations]
+        if len(set(names)) != len(names):
+            raise ValueError("destination names must be unique")
+        called = [p.called_ae for p in self.pipelines]
+        if len(set(called)) != len(called):
+            raise ValueError("each called_ae may have only one pipeline")
+        for pipeline in self.pipelines:
+            for name in pipeline.destinations:
+                if name != RETURN_TO_SENDER and name not in names:
+                    raise ValueError(
+                        f"pipeline {pipeline.called_ae!r} names unknown destination {name!r}"
+                    )
+        return self
+
+    @property
+    def database(self) -> str:
+        """The SQLAlchemy URL of the index."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'index.sqlite').resolve()}"
+
+    def pipeline_for(self, called_ae: str) -> Pipeline | None:
+        """The pipeline of a called AE title, or ``None``."""
+        wanted = called_ae.strip()
+        return next((p for p in self.pipelines if p.called_ae == wanted), None)
+
+    def destination(self, name: str) -> Destination | None:
+        """The destination called ``name``, or ``None``."""
+        return next((d for d in self.destinations if d.name == name), None)
+
+
+def _node_line(node: yaml.Node, loc: Sequence[int | str]) -> int | None:
+    """Line (1-based) of the YAML node at ``loc``, as deep as it exists."""
+    line = node.start_mark.line + 1
+    for part in loc:
+        child: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == part:
+                    line = key.start_mark.line + 1
+                    child = value
+                    break
+        elif (
+            isinstance(node, yaml.SequenceNode)
+            and isinstance(part, int)
+            and 0 <= part < len(node.value)
+        ):
+            child = node.value[part]
+            line = child.start_mark.line + 1
+        if child is None:
+            break
+        node = child
+    return line
+
+
+def _format_errors(exc: ValidationError, root: yaml.Node | None, source: str) -> str:
+    messages = []
+    for error in exc.errors():
+        loc = [p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        where = ""
+        if root is not None:
+            where = f", line {_node_line(root, loc)}"
+        messages.append(f"{source}{where}: {key}: {error['msg']}")
+    return "\n".join(messages)
+
+
+def parse_config(
+    data: dict[str, Any], root: yaml.Node | None = None, source: str = "config"
+) -> NodeConfig:
+    """Validate a configuration mapping.
+
+    Raises
+    ------
+    ConfigError
+        With one line per problem, naming the key (and line when known).
+    """
+    try:
+        return NodeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, root, source)) from exc
+
+
+def load_config(path: Path) -> NodeConfig:
+    """Load and validate a YAML configuration file.
+
+    Raises
+    ------
+    ConfigError
+        If the file cannot be read, is not YAML, or is not a valid config.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}, line 1: the top level must be a mapping")
+    return parse_config(data, root, str(path))
+
+
+def with_overrides(config: NodeConfig, **overrides: Any) -> NodeConfig:
+    """Return ``config`` with top-level fields replaced (``None`` values ignored)."""
+    values = config.model_dump()
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return parse_config(values, source="command line")

@@ -1,0 +1,244 @@
+"""Dispatch: complete studies, run their jobs through the engines, queue results.
+
+A job is a row in the index.  A worker claims it with row locking, decodes the
+study's ultrasound images, runs the routed engines on every frame through the
+injected analyser, hands the findings to the result builders, spools the result
+objects and queues one export per destination.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+
+import structlog
+from pydicom import Dataset, dcmread
+
+from dicom_node import metrics
+from dicom_node.clock import Clock
+from dicom_node.completion import completion_reason
+from dicom_node.config import Completion, NodeConfig, Pipeline
+from dicom_node.index import Index, JobInput, JobState
+from dicom_node.network import ULTRASOUND_SOP_CLASSES
+from dicom_node.routing import RoutingAttributes, engines_for, export_targets
+from dicom_node.spool import Spool
+from inference.engines.base import ImageInput
+from inference.findings import (
+    AnatomyValues,
+    ImageResult,
+    NotAssessed,
+    NotAssessedReasonValues,
+    StudyResult,
+)
+
+LOGGER = structlog.get_logger(__name__)
+
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+
+Analyze = Callable[[ImageInput, Sequence[str]], ImageResult]
+"""Runs the routed engines (by name) on one image."""
+
+Decode = Callable[[Dataset], ImageInput]
+"""Turns a dataset into engine input; raises ``ValueError`` if undecodable."""
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What the result builders need for one job."""
+
+    sources: Sequence[Dataset]
+    result: StudyResult
+    job_sequence: int
+    pipeline: Pipeline
+    overlay_capture: bool
+    config: NodeConfig
+
+
+Build = Callable[[BuildRequest], list[Dataset]]
+"""Builds the result objects of a job."""
+
+
+class JobError(RuntimeError):
+    """A job cannot finish; the message is recorded as its reason."""
+
+
+def not_assessed(ds: Dataset, reason: NotAssessedReasonValues, detail: str) -> ImageResult:
+    """An image result saying ``ds`` was not analysed, and why."""
+    uid = str(ds.SOPInstanceUID)
+    return ImageResult(
+        source_sop_instance_uid=uid,
+        anatomy=AnatomyValues.OTHER,
+        not_assessed=NotAssessed(uid, reason, detail),
+    )
+
+
+def _encode(ds: Dataset) -> bytes:
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+class Dispatcher:
+    """Completes studies and runs jobs.
+
+    Parameters
+    ----------
+    config:
+        Returns the current configuration.
+    index, spool, clock:
+        The node's index, spool and clock.
+    analyze, decode, build:
+        The engines, the pixel decoder and the result builders, injected so
+        that the network side never imports models.
+    worker:
+        This worker's name, recorded on the jobs it claims.
+    """
+
+    def __init__(
+        self,
+        config: Callable[[], NodeConfig],
+        index: Index,
+        spool: Spool,
+        clock: Clock,
+        analyze: Analyze,
+        decode: Decode,
+        build: Build,
+        worker: str,
+    ) -> None:
+        self._config = config
+        self.index = index
+        self.spool = spool
+        self.clock = clock
+        self.analyze = analyze
+        self.decode = decode
+        self.build = build
+        self.worker = worker
+
+    def complete_due_studies(self) -> list[int]:
+        """Create jobs for every study complete now; returns the new job ids."""
+        config = self._config()
+        now = self.clock.now()
+        jobs = []
+        for state in self.index.pending_studies():
+            pipeline = config.pipeline_for(state.called_ae)
+            rule = pipeline.completion if pipeline is not None else Completion()
+            reason = completion_reason(state, rule, now)
+            if reason is None:
+                continue
+            job_id = self.index.create_job(state.study_id, reason.value, now)
+            if job_id is not None:
+                LOGGER.info(
+                    "study_complete",
+                    study_instance_uid=state.study_instance_uid,
+                    called_ae=state.called_ae,
+                    reason=reason.value,
+                    job_id=job_id,
+                )
+                jobs.append(job_id)
+        return jobs
+
+    def run_next_job(self) -> bool:
+        """Claim and run one queued job; ``False`` when the queue is empty."""
+        job = self.index.claim_job(self.worker, self.clock.now())
+        if job is None:
+            return False
+        log = LOGGER.bind(job_id=job.job_id, study_instance_uid=job.study_instance_uid)
+        started = time.perf_counter()
+        try:
+            summary = self._process(job)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, JobError) else str(exc)
+            self.index.fail_job(job.job_id, reason, self.clock.now())
+            metrics.JOBS.labels(JobState.FAILED.value).inc()
+            log.error("job_failed", reason=reason, attempt=job.attempts)
+            return True
+        metrics.JOBS.labels(JobState.DONE.value).inc()
+        log.info("job_done", seconds=round(time.perf_counter() - started, 3), **summary)
+        return True
+
+    def _load(self, paths: Sequence[str]) -> list[Dataset]:
+        sources = []
+        for path in paths:
+            try:
+                sources.append(dcmread(path))
+            except FileNotFoundError as exc:
+                raise JobError(f"spooled file missing: {Path(path).name}") from exc
+        return sources
+
+    def _analyse_image(self, ds: Dataset, engines: Sequence[str]) -> ImageResult:
+        if not engines:
+            return not_assessed(
+                ds,
+                NotAssessedReasonValues.NO_ENGINE,
+                "no routing rule sends this image to an engine",
+            )
+        try:
+            image = self.decode(ds)
+        except (ValueError, NotImplementedError, RuntimeError) as exc:
+            return not_assessed(ds, NotAssessedReasonValues.UNDECODABLE, str(exc)[:200])
+        started = time.perf_counter()
+        result = self.analyze(image, engines)
+        engine = result.algorithm.name if result.algorithm is not None else "none"
+        metrics.ENGINE_SECONDS.labels(engine).observe(time.perf_counter() - started)
+        return result
+
+    def _process(self, job: JobInput) -> dict[str, int | str]:
+        config = self._config()
+        pipeline = config.pipeline_for(job.called_ae)
+        if pipeline is None:
+            raise JobError(f"no pipeline for called AE {job.called_ae!r} any more")
+        targets = export_targets(config, pipeline, job.calling_ae, job.calling_host)
+        sources = self._load(job.instance_paths)
+        images = [ds for ds in sources if str(ds.get("SOPClassUID", "")) in ULTRASOUND_SOP_CLASSES]
+        result = StudyResult(study_instance_uid=job.study_instance_uid)
+        for ds in images:
+            attrs = RoutingAttributes.from_dataset(ds, job.calling_ae)
+            result.images.append(self._analyse_image(ds, engines_for(pipeline, attrs)))
+        failures = [
+            n.detail
+            for n in result.not_assessed
+            if n.reason == NotAssessedReasonValues.ENGINE_ERROR
+        ]
+        if failures:
+            raise JobError(f"engine failed on {len(failures)} image(s): {failures[0]}")
+        objects: list[Dataset] = []
+        if images:
+            objects = self.build(
+                BuildRequest(
+                    sources=images,
+                    result=result,
+                    job_sequence=job.sequence,
+                    pipeline=pipeline,
+                    overlay_capture=any(t.include_overlay for t in targets),
+                    config=config,
+                )
+            )
+        written = [
+            (
+                str(obj.SOPInstanceUID),
+                str(obj.SOPClassUID),
+                str(self.spool.write_result(job.job_id, str(obj.SOPInstanceUID), _encode(obj))),
+                str(obj.SOPClassUID) == SECONDARY_CAPTURE,
+            )
+            for obj in objects
+        ]
+        summary: dict[str, int | str] = {
+            "images": len(images),
+            "other_instances": len(sources) - len(images),
+            "lesions": len(result.lesions),
+            "cardiac": len(result.cardiac),
+            "not_assessed": len(result.not_assessed),
+            "objects": len(written),
+            "destinations": len(targets),
+        }
+        self.index.finish_job(
+            job.job_id,
+            written,
+            targets,
+            ", ".join(f"{k}={v}" for k, v in summary.items()),
+            self.clock.now(),
+        )
+        return summary

@@ -1,0 +1,269 @@
+"""Export: deliver result objects with C-STORE, one association per batch.
+
+Each destination has its own queue (rows in the index) and its own worker, so
+a dead archive never delays another.  A failed attempt is retried with
+exponential backoff up to a cap; then, or at once when the destination
+refuses an object with a failure status, the export goes to the error queue
+for an operator to retry or discard.  An export counts as delivered only when
+every object got Success or a Warning.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
+
+from dicom_node import metrics
+from dicom_node.clock import Clock
+from dicom_node.config import ExportPolicy, NodeConfig, TLSConfig
+from dicom_node.index import ExportItem, Index
+
+LOGGER = structlog.get_logger(__name__)
+
+
+class AssociationFailed(ConnectionError):
+    """The destination could not be reached or refused the association."""
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+@dataclass(frozen=True)
+class Target:
+    """Network address of a destination."""
+
+    ae_title: str
+    host: str
+    port: int
+    tls: TLSConfig | None = None
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """The destination's answer for one file; ``status`` is ``None`` if none came."""
+
+    path: str
+    status: int | None
+    error: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        """Success (0x0000) or a Warning (0x0001, 0xB000-0xBFFF)."""
+        return self.status is not None and (
+            self.status == 0x0000 or self.status == 0x0001 or 0xB000 <= self.status <= 0xBFFF
+        )
+
+    @property
+    def transient(self) -> bool:
+        """Whether a retry may succeed (no answer, or out of resources)."""
+        return self.status is None or 0xA700 <= self.status <= 0xA7FF
+
+
+Sender = Callable[[str, Target, Sequence[str]], list[SendOutcome]]
+"""Sends files to a target from a calling AE title, one association."""
+
+
+def backoff_seconds(attempts: int, policy: ExportPolicy) -> float:
+    """Delay before the next attempt after ``attempts`` failed ones."""
+    delay = policy.backoff_initial_seconds * policy.backoff_factor ** max(attempts - 1, 0)
+    return min(delay, policy.backoff_max_seconds)
+
+
+def client_ssl_context(tls: TLSConfig) -> ssl.SSLContext:
+    """TLS 1.2+ client context, verifying the server when CA certificates are given."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False
+    if tls.ca_certificates is not None:
+        context.load_verify_locations(str(tls.ca_certificates))
+        context.verify_mode = ssl.CERT_REQUIRED
+    else:
+        context.verify_mode = ssl.CERT_NONE
+    context.load_cert_chain(str(tls.certificate), str(tls.private_key))
+    return context
+
+
+def _requestor_ae(calling_ae: str, sop_classes: Sequence[str]) -> AE:
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = 30
+    ae.dimse_timeout = 120
+    ae.network_timeout = 60
+    for uid in sorted(set(sop_classes)):
+        ae.add_requested_context(uid, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    return ae
+
+
+def c_store_batch(calling_ae: str, target: Target, paths: Sequence[str]) -> list[SendOutcome]:
+    """Send ``paths`` over one association and return each file's outcome.
+
+    Raises
+    ------
+    AssociationFailed
+        If no association could be established.
+    """
+    datasets = [dcmread(p) for p in paths]
+    ae = _requestor_ae(calling_ae, [str(ds.SOPClassUID) for ds in datasets])
+    tls_args = (client_ssl_context(target.tls), "") if target.tls is not None else None
+    assoc = ae.associate(target.host, target.port, ae_title=target.ae_title, tls_args=tls_args)
+    if not assoc.is_established:
+        permanent = bool(
+            assoc.is_rejected
+            and assoc.acceptor.primitive is not None
+            and assoc.acceptor.primitive.result == 0x01
+        )
+        state = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "refused"
+        raise AssociationFailed(
+            f"association to {target.ae_title}@{target.host}:{target.port} {state}",
+            permanent=permanent,
+        )
+    outcomes = []
+    try:
+        for path, ds in zip(paths, datasets, strict=True):
+            if not assoc.is_established:
+                outcomes.append(SendOutcome(path, None, "association lost"))
+                continue
+            status = assoc.send_c_store(ds)
+            code = int(status.Status) if "Status" in status else None
+            error = None if code is not None else "no response"
+            outcomes.append(SendOutcome(path, code, error))
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return outcomes
+
+
+def c_echo(calling_ae: str, target: Target) -> float:
+    """C-ECHO ``target``; returns the round trip in ms.
+
+    Raises
+    ------
+    AssociationFailed
+        If the association fails or the echo is not answered with Success.
+    """
+    ae = AE(ae_title=calling_ae)
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = 10
+    ae.network_timeout = 10
+    started = time.perf_counter()
+    tls_args = (client_ssl_context(target.tls), "") if target.tls is not None else None
+    assoc = ae.associate(target.host, target.port, ae_title=target.ae_title, tls_args=tls_args)
+    if not assoc.is_established:
+        raise AssociationFailed(
+            f"no association with {target.ae_title}@{target.host}:{target.port}"
+        )
+    try:
+        status = assoc.send_c_echo()
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    if "Status" not in status or int(status.Status) != 0:
+        raise AssociationFailed("C-ECHO not answered with Success")
+    return (time.perf_counter() - started) * 1000.0
+
+
+class Exporter:
+    """Sends due exports, one destination at a time.
+
+    Parameters
+    ----------
+    config:
+        Returns the current configuration (AE title, TLS, retry policy).
+    index, clock:
+        The node's index and clock.
+    send:
+        The C-STORE function; injectable for tests.
+    """
+
+    def __init__(
+        self,
+        config: Callable[[], NodeConfig],
+        index: Index,
+        clock: Clock,
+        send: Sender = c_store_batch,
+    ) -> None:
+        self._config = config
+        self.index = index
+        self.clock = clock
+        self.send = send
+
+    def run_destination(self, destination: str) -> int:
+        """Send one batch of due exports to ``destination``; returns how many were tried."""
+        config = self._config()
+        items = self.index.due_exports(destination, self.clock.now(), config.export.batch_size)
+        if not items:
+            return 0
+        configured = config.destination(destination)
+        tls = configured.tls if configured is not None else None
+        target = Target(items[0].ae_title, items[0].host, items[0].port, tls)
+        batch = [
+            i
+            for i in items
+            if (i.ae_title, i.host, i.port) == (target.ae_title, target.host, target.port)
+        ]
+        paths = [p for item in batch for p in item.paths]
+        log = LOGGER.bind(destination=destination, exports=len(batch), objects=len(paths))
+        try:
+            outcomes = {o.path: o for o in self.send(config.ae_title, target, paths)}
+        except AssociationFailed as exc:
+            self._fail_batch(batch, str(exc), permanent=exc.permanent, policy=config.export)
+            self.index.record_destination_health(destination, self.clock.now(), str(exc))
+            log.warning("export_attempt_failed", reason=str(exc))
+            return len(batch)
+        except OSError as exc:
+            self._fail_batch(batch, f"I/O error: {exc}", permanent=False, policy=config.export)
+            log.warning("export_attempt_failed", reason=str(exc))
+            return len(batch)
+        self.index.record_destination_health(destination, self.clock.now(), None)
+        for item in batch:
+            self._settle(
+                item,
+                [outcomes.get(p, SendOutcome(p, None, "not sent")) for p in item.paths],
+                config.export,
+            )
+        return len(batch)
+
+    def _settle(self, item: ExportItem, outcomes: list[SendOutcome], policy: ExportPolicy) -> None:
+        log = LOGGER.bind(
+            export_id=item.export_id, job_id=item.job_id, destination=item.destination
+        )
+        refused = [o for o in outcomes if not o.accepted]
+        if not refused:
+            self.index.mark_delivered(item.export_id, self.clock.now())
+            metrics.EXPORTS.labels(item.destination, "delivered").inc()
+            log.info("export_delivered", objects=len(outcomes), attempt=item.attempts + 1)
+            return
+        first = refused[0]
+        reason = (
+            f"status 0x{first.status:04X} for {len(refused)} of {len(outcomes)} object(s)"
+            if first.status is not None
+            else f"{first.error} for {len(refused)} of {len(outcomes)} object(s)"
+        )
+        permanent = any(not o.transient for o in refused)
+        self._fail(item, reason, permanent, policy)
+        log.warning("export_attempt_failed", reason=reason, permanent=permanent)
+
+    def _fail_batch(
+        self, batch: Sequence[ExportItem], reason: str, permanent: bool, policy: ExportPolicy
+    ) -> None:
+        for item in batch:
+            self._fail(item, reason, permanent, policy)
+
+    def _fail(self, item: ExportItem, reason: str, permanent: bool, policy: ExportPolicy) -> None:
+        attempts = item.attempts + 1
+        if permanent or attempts >= policy.max_attempts:
+            next_at: datetime | None = None
+            metrics.EXPORTS.labels(item.destination, "error_queue").inc()
+        else:
+            next_at = self.clock.now() + timedelta(seconds=backoff_seconds(attempts, policy))
+            metrics.EXPORTS.labels(item.destination, "retry").inc()
+        self.index.mark_attempt_failed(item.export_id, reason, next_at)

@@ -1,0 +1,659 @@
+"""The index: sessions and the operations the node's stages perform on it.
+
+SQLite (WAL) by default, PostgreSQL by URL with no code change.  Job and
+export claims use ``SELECT ... FOR UPDATE SKIP LOCKED`` followed by a
+conditional update, so several workers (threads or processes) can share one
+database without taking the same row twice.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import create_engine, event, func, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from dicom_node.index.models import (
+    AssociationRecord,
+    DestinationStatus,
+    Export,
+    ExportState,
+    Instance,
+    Job,
+    JobState,
+    ResultObject,
+    Series,
+    Study,
+)
+
+LOGGER = structlog.get_logger(__name__)
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+@dataclass(frozen=True)
+class InstanceMeta:
+    """What the receiver records of a stored instance (no patient identity)."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    modality: str | None
+    body_part: str | None
+    study_description: str | None
+    path: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class Peer:
+    """The calling side of an association."""
+
+    calling_ae: str
+    called_ae: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class StudyState:
+    """A study with instances waiting for a job: the input of completion."""
+
+    study_id: int
+    study_instance_uid: str
+    called_ae: str
+    last_received_at: datetime
+    series_count: int
+    force_complete: bool
+
+
+@dataclass(frozen=True)
+class JobInput:
+    """A claimed job and everything needed to run it."""
+
+    job_id: int
+    sequence: int
+    attempts: int
+    study_instance_uid: str
+    called_ae: str
+    calling_ae: str
+    calling_host: str
+    instance_paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ExportItem:
+    """A pending export with the files to send."""
+
+    export_id: int
+    job_id: int
+    destination: str
+    ae_title: str
+    host: str
+    port: int
+    attempts: int
+    paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ExportTarget:
+    """Where one job's results go."""
+
+    destination: str
+    ae_title: str
+    host: str
+    port: int
+    include_overlay: bool = False
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """Create the SQLAlchemy engine for ``url`` (SQLite tuned for concurrency)."""
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=10
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest alembic revision."""
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "head")
+
+
+def worker_name(role: str) -> str:
+    """A name for a worker, unique per host and process."""
+    import os
+
+    return f"{socket.gethostname()}:{os.getpid()}:{role}"
+
+
+class Index:
+    """Operations on the index database."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        migrate(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        """Dispose of the connection pool."""
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session committed on success and rolled back on error."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    # -- associations -------------------------------------------------------------
+
+    def open_association(
+        self, peer: Peer, now: datetime, accepted: bool, reason: str | None = None
+    ) -> int:
+        """Record an association request and return its id."""
+        with self.session() as s:
+            record = AssociationRecord(
+                calling_ae=peer.calling_ae,
+                called_ae=peer.called_ae,
+                peer_host=peer.host,
+                peer_port=peer.port,
+                started_at=now,
+                ended_at=None if accepted else now,
+                accepted=accepted,
+                reject_reason=reason,
+                outcome=None if accepted else "rejected",
+            )
+            s.add(record)
+            s.flush()
+            return record.id
+
+    def close_association(
+        self,
+        association_id: int,
+        now: datetime,
+        outcome: str,
+        instances: int,
+        failed: int,
+        bytes_received: int,
+    ) -> None:
+        """Record the end of an association and its counts."""
+        with self.session() as s:
+            s.execute(
+                update(AssociationRecord)
+                .where(AssociationRecord.id == association_id)
+                .values(
+                    ended_at=now,
+                    outcome=outcome,
+                    instances=instances,
+                    failed_instances=failed,
+                    bytes_received=bytes_received,
+                )
+            )
+
+    # -- receiving ----------------------------------------------------------------
+
+    def record_instance(
+        self, meta: InstanceMeta, peer: Peer, association_id: int | None, now: datetime
+    ) -> bool:
+        """Index a spooled instance; ``False`` if it was already indexed.
+
+        A duplicate SOP Instance UID (in the same study and called AE) is
+        counted once.  Safe under concurrent writers: a lost race on a new
+        study or series is retried.
+        """
+        for _attempt in range(5):
+            try:
+                with self.session() as s:
+                    return self._record_instance(s, meta, peer, association_id, now)
+            except IntegrityError:
+                continue
+        raise RuntimeError("could not index instance after repeated conflicts")
+
+    def _record_instance(
+        self,
+        s: Session,
+        meta: InstanceMeta,
+        peer: Peer,
+        association_id: int | None,
+        now: datetime,
+    ) -> bool:
+        study = s.scalar(
+            select(Study).where(
+                Study.study_instance_uid == meta.study_instance_uid,
+                Study.called_ae == peer.called_ae,
+            )
+        )
+        if study is None:
+            study = Study(
+                study_instance_uid=meta.study_instance_uid,
+                called_ae=peer.called_ae,
+                calling_ae=peer.calling_ae,
+                calling_host=peer.host,
+                study_description=meta.study_description,
+                first_received_at=now,
+                last_received_at=now,
+                instance_count=0,
+                pending_count=0,
+                force_complete=False,
+            )
+            s.add(study)
+            s.flush()
+        series = s.scalar(
+            select(Series).where(
+                Series.study_id == study.id,
+                Series.series_instance_uid == meta.series_instance_uid,
+            )
+        )
+        if series is None:
+            series = Series(
+                study_id=study.id,
+                series_instance_uid=meta.series_instance_uid,
+                modality=meta.modality,
+                body_part=meta.body_part,
+            )
+            s.add(series)
+            s.flush()
+        duplicate = s.scalar(
+            select(Instance.id)
+            .join(Series)
+            .where(
+                Series.study_id == study.id,
+                Instance.sop_instance_uid == meta.sop_instance_uid,
+            )
+        )
+        if duplicate is not None:
+            return False
+        s.add(
+            Instance(
+                series_id=series.id,
+                sop_instance_uid=meta.sop_instance_uid,
+                sop_class_uid=meta.sop_class_uid,
+                transfer_syntax_uid=meta.transfer_syntax_uid,
+                path=meta.path,
+                size_bytes=meta.size_bytes,
+                received_at=now,
+                association_id=association_id,
+                job_id=None,
+            )
+        )
+        study.instance_count += 1
+        study.pending_count += 1
+        study.last_received_at = now
+        study.calling_ae = peer.calling_ae
+        study.calling_host = peer.host
+        return True
+
+    def indexed_paths(self) -> set[str]:
+        """Paths of every indexed instance (for spool reconciliation)."""
+        with self.session() as s:
+            return set(s.scalars(select(Instance.path)))
+
+    def forget_instances(self, paths: Sequence[str]) -> int:
+        """Remove index rows of instances whose files are gone (pending only).
+
+        Returns the number of rows removed.
+        """
+        removed = 0
+        with self.session() as s:
+            for path in paths:
+                instance = s.scalar(select(Instance).where(Instance.path == path))
+                if instance is None or instance.job_id is not None:
+                    continue
+                study = instance.series.study
+                study.instance_count -= 1
+                study.pending_count -= 1
+                s.delete(instance)
+                removed += 1
+        return removed
+
+    # -- completion -----------------------------------------------------------------
+
+    def pending_studies(self) -> list[StudyState]:
+        """Studies with instances not yet handed to a job."""
+        with self.session() as s:
+            rows = s.execute(
+                select(Study, func.count(func.distinct(Series.id)))
+                .join(Series, Series.study_id == Study.id)
+                .where(Study.pending_count > 0)
+                .group_by(Study.id)
+            ).all()
+            return [
+                StudyState(
+                    study_id=study.id,
+                    study_instance_uid=study.study_instance_uid,
+                    called_ae=study.called_ae,
+                    last_received_at=study.last_received_at,
+                    series_count=count,
+                    force_complete=study.force_complete,
+                )
+                for study, count in rows
+            ]
+
+    def force_complete(self, study_instance_uid: str) -> int:
+        """Flag a study (on every called AE) for completion; returns how many."""
+        with self.session() as s:
+            result = s.execute(
+                update(Study)
+                .where(Study.study_instance_uid == study_instance_uid)
+                .values(force_complete=True)
+            )
+            return int(result.rowcount or 0)
+
+    def create_job(self, study_id: int, reason: str, now: datetime) -> int | None:
+        """Hand a study's pending instances to a new queued job.
+
+        Returns the job id, or ``None`` if another worker took them first.
+        """
+        with self.session() as s:
+            study = s.scalar(select(Study).where(Study.id == study_id).with_for_update())
+            if study is None or study.pending_count == 0:
+                return None
+            pending = list(
+                s.scalars(
+                    select(Instance.id)
+                    .join(Series)
+                    .where(Series.study_id == study_id, Instance.job_id.is_(None))
+                )
+            )
+            if not pending:
+                study.pending_count = 0
+                return None
+            sequence = (
+                s.scalar(select(func.max(Job.sequence)).where(Job.study_id == study_id)) or 0
+            ) + 1
+            job = Job(
+                study_id=study_id,
+                sequence=sequence,
+                state=JobState.QUEUED,
+                attempts=0,
+                created_at=now,
+            )
+            s.add(job)
+            s.flush()
+            s.execute(update(Instance).where(Instance.id.in_(pending)).values(job_id=job.id))
+            study.pending_count = 0
+            study.force_complete = False
+            study.completed_at = now
+            study.completion_reason = reason
+            return job.id
+
+    # -- jobs -----------------------------------------------------------------------
+
+    def claim_job(self, worker: str, now: datetime) -> JobInput | None:
+        """Take the oldest queued job, or ``None`` when there is none."""
+        with self.session() as s:
+            job = s.scalar(
+                select(Job)
+                .where(Job.state == JobState.QUEUED)
+                .order_by(Job.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+            if job is None:
+                return None
+            taken = s.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.state == JobState.QUEUED)
+                .values(
+                    state=JobState.RUNNING,
+                    attempts=Job.attempts + 1,
+                    started_at=now,
+                    worker=worker,
+                )
+            )
+            if taken.rowcount != 1:
+                return None
+            paths = tuple(
+                s.scalars(
+                    select(Instance.path).where(Instance.job_id == job.id).order_by(Instance.id)
+                )
+            )
+            study = job.study
+            return JobInput(
+                job_id=job.id,
+                sequence=job.sequence,
+                attempts=job.attempts + 1,
+                study_instance_uid=study.study_instance_uid,
+                called_ae=study.called_ae,
+                calling_ae=study.calling_ae,
+                calling_host=study.calling_host,
+                instance_paths=paths,
+            )
+
+    def finish_job(
+        self,
+        job_id: int,
+        results: Sequence[tuple[str, str, str, bool]],
+        targets: Sequence[ExportTarget],
+        summary: str,
+        now: datetime,
+    ) -> None:
+        """Mark a job done, record its result objects and queue their exports.
+
+        ``results`` items are ``(sop_instance_uid, sop_class_uid, path,
+        overlay_capture)``.
+        """
+        with self.session() as s:
+            for uid, sop_class, path, overlay in results:
+                s.add(
+                    ResultObject(
+                        job_id=job_id,
+                        sop_instance_uid=uid,
+                        sop_class_uid=sop_class,
+                        path=path,
+                        overlay_capture=overlay,
+                    )
+                )
+            if results:
+                for target in targets:
+                    s.add(
+                        Export(
+                            job_id=job_id,
+                            destination=target.destination,
+                            ae_title=target.ae_title,
+                            host=target.host,
+                            port=target.port,
+                            include_overlay=target.include_overlay,
+                            state=ExportState.PENDING,
+                            attempts=0,
+                            next_attempt_at=now,
+                            created_at=now,
+                        )
+                    )
+            s.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(state=JobState.DONE, finished_at=now, error=None, summary=summary)
+            )
+
+    def fail_job(self, job_id: int, error: str, now: datetime) -> None:
+        """Mark a job failed with its reason."""
+        with self.session() as s:
+            s.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(state=JobState.FAILED, finished_at=now, error=error[:4000])
+            )
+
+    def requeue_job(self, job_id: int) -> bool:
+        """Queue a failed or done job again (an operator's re-run)."""
+        with self.session() as s:
+            job = s.get(Job, job_id)
+            if job is None or job.state == JobState.RUNNING:
+                return False
+            for result in list(job.results):
+                s.delete(result)
+            for export in list(job.exports):
+                s.delete(export)
+            job.state = JobState.QUEUED
+            job.error = None
+            job.finished_at = None
+            return True
+
+    def requeue_interrupted_jobs(self, worker_prefix: str) -> int:
+        """Queue again the jobs left running by a dead process of this host."""
+        with self.session() as s:
+            jobs = list(
+                s.scalars(
+                    select(Job).where(
+                        Job.state == JobState.RUNNING, Job.worker.startswith(worker_prefix)
+                    )
+                )
+            )
+            for job in jobs:
+                for result in list(job.results):
+                    s.delete(result)
+                job.state = JobState.QUEUED
+            return len(jobs)
+
+    # -- exports --------------------------------------------------------------------
+
+    def destinations_with_work(self) -> list[str]:
+        """Names of destinations that have pending exports."""
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(Export.destination).where(Export.state == ExportState.PENDING).distinct()
+                )
+            )
+
+    def due_exports(self, destination: str, now: datetime, limit: int) -> list[ExportItem]:
+        """Pending exports of ``destination`` whose next attempt is due."""
+        with self.session() as s:
+            exports = list(
+                s.scalars(
+                    select(Export)
+                    .where(
+                        Export.destination == destination,
+                        Export.state == ExportState.PENDING,
+                        Export.next_attempt_at <= now,
+                    )
+                    .order_by(Export.next_attempt_at, Export.id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            items = []
+            for export in exports:
+                paths = tuple(
+                    r.path
+                    for r in export.job.results
+                    if not r.overlay_capture or export.include_overlay
+                )
+                items.append(
+                    ExportItem(
+                        export_id=export.id,
+                        job_id=export.job_id,
+                        destination=export.destination,
+                        ae_title=export.ae_title,
+                        host=export.host,
+                        port=export.port,
+                        attempts=export.attempts,
+                        paths=paths,
+                    )
+                )
+            return items
+
+    def next_export_due(self, destination: str) -> datetime | None:
+        """When the earliest pending export of ``destination`` is due."""
+        with self.session() as s:
+            return s.scalar(
+                select(func.min(Export.next_attempt_at)).where(
+                    Export.destination == destination, Export.state == ExportState.PENDING
+                )
+            )
+
+    def mark_delivered(self, export_id: int, now: datetime) -> None:
+        """Record that every object of an export was accepted."""
+        with self.session() as s:
+            s.execute(
+                update(Export)
+                .where(Export.id == export_id)
+                .values(
+                    state=ExportState.DELIVERED,
+                    delivered_at=now,
+                    attempts=Export.attempts + 1,
+                    last_error=None,
+                )
+            )
+
+    def mark_attempt_failed(
+        self, export_id: int, error: str, next_attempt_at: datetime | None
+    ) -> None:
+        """Record a failed attempt; ``None`` moves it to the error queue."""
+        values: dict[str, Any] = {"attempts": Export.attempts + 1, "last_error": error[:4000]}
+        if next_attempt_at is None:
+            values["state"] = ExportState.FAILED
+        else:
+            values["next_attempt_at"] = next_attempt_at
+        with self.session() as s:
+            s.execute(update(Export).where(Export.id == export_id).values(**values))
+
+    def retry_export(self, export_id: int, now: datetime) -> bool:
+        """Move a failed (or discarded) export back to the queue, due now."""
+        with self.session() as s:
+            result = s.execute(
+                update(Export)
+                .where(
+                    Export.id == export_id,
+                    Export.state.in_([ExportState.FAILED, ExportState.DISCARDED]),
+                )
+                .values(state=ExportState.PENDING, attempts=0, next_attempt_at=now)
+            )
+            return result.rowcount == 1
+
+    def discard_export(self, export_id: int) -> bool:
+        """Give up on a failed export."""
+        with self.session() as s:
+            result = s.execute(
+                update(Export)
+                .where(Export.id == export_id, Export.state == ExportState.FAILED)
+                .values(state=ExportState.DISCARDED)
+            )
+            return result.rowcount == 1
+
+    def record_destination_health(
+        self, name: str, now: datetime, error: str | None, echo_ms: float | None = None
+    ) -> None:
+        """Remember a destination's last success or failure."""
+        with self.session() as s:
+            status = s.get(DestinationStatus, name)
+            if status is None:
+                status = DestinationStatus(name=name)
+                s.add(status)
+            if error is None:
+                status.last_success_at = now
+                if echo_ms is not None:
+                    status.last_echo_ms = echo_ms
+            else:
+                status.last_failure_at = now
+                status.last_error = error[:4000]

@@ -1,0 +1,79 @@
+"""Structured logging: human console by default, JSON in production.
+
+Events never carry patient names, IDs, birth dates or accession numbers; a
+processor drops such keys should one slip into an event by mistake.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+PHI_KEYS = frozenset(
+    {
+        "patient_name",
+        "patient_id",
+        "patient_birth_date",
+        "accession_number",
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "AccessionNumber",
+    }
+)
+
+
+def drop_phi(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor removing keys that could carry patient identity."""
+    for key in PHI_KEYS.intersection(event_dict):
+        del event_dict[key]
+    return event_dict
+
+
+def configure_logging(json: bool = False, level: str = "INFO", stream: Any = None) -> None:
+    """Configure structlog and the standard library's logging.
+
+    Parameters
+    ----------
+    json:
+        One JSON object per line instead of the human console format.
+    level:
+        Minimum level name.
+    stream:
+        Where to write; standard error by default.
+    """
+    out = stream or sys.stderr
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        drop_phi,
+        structlog.processors.format_exc_info,
+    ]
+    structlog.configure(
+        processors=[*processors, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=processors,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
+    # pynetdicom logs dataset contents at DEBUG; keep it at WARNING so no PHI leaks.
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)

@@ -1,0 +1,56 @@
+"""Prometheus metrics of the node (no patient data in any label)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry()
+
+ASSOCIATIONS = Counter(
+    "dicom_node_associations",
+    "Association requests by called AE and outcome.",
+    ["called_ae", "outcome"],
+    registry=REGISTRY,
+)
+INSTANCES = Counter(
+    "dicom_node_instances_received",
+    "Instances stored by called AE (duplicates excluded).",
+    ["called_ae"],
+    registry=REGISTRY,
+)
+DUPLICATES = Counter(
+    "dicom_node_duplicate_instances",
+    "Instances received again with a known SOP Instance UID.",
+    registry=REGISTRY,
+)
+STORE_FAILURES = Counter(
+    "dicom_node_store_failures",
+    "C-STORE requests answered with a failure status, by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)
+BYTES = Counter("dicom_node_bytes_received", "Bytes of instances stored.", registry=REGISTRY)
+JOBS = Counter(
+    "dicom_node_jobs_finished", "Jobs finished by final state.", ["state"], registry=REGISTRY
+)
+ENGINE_SECONDS = Histogram(
+    "dicom_node_engine_seconds",
+    "Time to analyse one image, by engine.",
+    ["engine"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+EXPORTS = Counter(
+    "dicom_node_exports",
+    "Export attempts by destination and outcome.",
+    ["destination", "outcome"],
+    registry=REGISTRY,
+)
+SPOOL_FREE = Gauge(
+    "dicom_node_spool_free_bytes", "Free bytes on the spool's file system.", registry=REGISTRY
+)
+ADMISSION_REFUSED = Gauge(
+    "dicom_node_refusing_for_disk",
+    "1 while new data is refused because free disk is below the floor.",
+    registry=REGISTRY,
+)

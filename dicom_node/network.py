@@ -1,0 +1,434 @@
+"""The DICOM receiver: Verification and Storage SCP built on pynetdicom.
+
+Handlers decide admission, spool and index each instance, and answer with a
+named status.  They hold no routing or model logic.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import ssl
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+import structlog
+from pydicom import Dataset
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, evt
+from pynetdicom.events import Event
+from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
+
+from dicom_node import metrics
+from dicom_node.clock import Clock
+from dicom_node.config import NodeConfig, Pipeline
+from dicom_node.index import Index, InstanceMeta, Peer
+from dicom_node.spool import Spool, SpoolError, is_valid_uid
+
+LOGGER = structlog.get_logger(__name__)
+
+US_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.6.1"
+US_MULTIFRAME_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.3.1"
+US_IMAGE_STORAGE_RETIRED = "1.2.840.10008.5.1.4.1.1.6"
+US_MULTIFRAME_IMAGE_STORAGE_RETIRED = "1.2.840.10008.5.1.4.1.1.3"
+
+ULTRASOUND_SOP_CLASSES: frozenset[str] = frozenset(
+    {
+        US_IMAGE_STORAGE,
+        US_MULTIFRAME_IMAGE_STORAGE,
+        US_IMAGE_STORAGE_RETIRED,
+        US_MULTIFRAME_IMAGE_STORAGE_RETIRED,
+    }
+)
+"""SOP classes the engines may process."""
+
+ACCEPTED_ONLY_SOP_CLASSES: tuple[str, ...] = (
+    "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image
+    "1.2.840.10008.5.1.4.1.1.7.2",  # Multi-frame Grayscale Byte SC
+    "1.2.840.10008.5.1.4.1.1.7.4",  # Multi-frame True Color SC
+    "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF
+    "1.2.840.10008.5.1.4.1.1.88.11",  # Basic Text SR
+    "1.2.840.10008.5.1.4.1.1.88.22",  # Enhanced SR
+    "1.2.840.10008.5.1.4.1.1.88.33",  # Comprehensive SR
+    "1.2.840.10008.5.1.4.1.1.88.34",  # Comprehensive 3D SR
+    "1.2.840.10008.5.1.4.1.1.88.59",  # Key Object Selection
+    "1.2.840.10008.5.1.4.1.1.11.1",  # Grayscale Softcopy Presentation State
+    "1.2.840.10008.5.1.4.1.1.11.2",  # Color Softcopy Presentation State
+    "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation
+)
+"""SOP classes a US study carries: stored, not processed."""
+
+TRANSFER_SYNTAXES: tuple[str, ...] = (
+    ImplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    RLELossless,
+)
+"""Transfer syntaxes accepted for storage; data is stored as received."""
+
+
+class StoreStatus(IntEnum):
+    """C-STORE response statuses the node uses (PS3.4 B.2.3)."""
+
+    SUCCESS = 0x0000
+    OUT_OF_RESOURCES = 0xA700
+    DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+    CANNOT_UNDERSTAND = 0xC000
+
+
+class Rejection(IntEnum):
+    """A-ASSOCIATE-RJ (result, source, diagnostic) packed as 0xRRSSDD."""
+
+    CALLING_AE_NOT_RECOGNISED = 0x010103
+    CALLED_AE_NOT_RECOGNISED = 0x010107
+    LOCAL_LIMIT_EXCEEDED = 0x020302
+    TEMPORARY_CONGESTION = 0x020301
+
+    def triple(self) -> tuple[int, int, int]:
+        """The (result, source, diagnostic) triple."""
+        return (self.value >> 16, (self.value >> 8) & 0xFF, self.value & 0xFF)
+
+
+@dataclass
+class _AssociationStats:
+    record_id: int
+    peer: Peer
+    instances: int = 0
+    failed: int = 0
+    bytes: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+
+
+def _caller_allowed(pipeline: Pipeline, calling_ae: str, host: str) -> bool:
+    if pipeline.allowed_callers is None:
+        return True
+    return any(
+        caller.ae_title == calling_ae and (caller.host is None or caller.host == host)
+        for caller in pipeline.allowed_callers
+    )
+
+
+def _text(ds: Dataset, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    return str(value).strip()[:64] or None
+
+
+class Receiver:
+    """Event handlers of the Storage and Verification SCP.
+
+    Parameters
+    ----------
+    config:
+        Returns the current configuration; called for every association, so
+        changed AE titles take effect without a restart.
+    spool, index, clock:
+        Where instances go and how time is read.
+    """
+
+    def __init__(
+        self,
+        config: Callable[[], NodeConfig],
+        spool: Spool,
+        index: Index,
+        clock: Clock,
+    ) -> None:
+        self._config = config
+        self.spool = spool
+        self.index = index
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._associations: dict[int, _AssociationStats] = {}
+
+    # -- admission -------------------------------------------------------------------
+
+    def admission(self, called_ae: str, calling_ae: str, host: str) -> tuple[Rejection, str] | None:
+        """Why an association must be rejected, or ``None`` to accept it."""
+        config = self._config()
+        pipeline = config.pipeline_for(called_ae)
+        if pipeline is None:
+            return Rejection.CALLED_AE_NOT_RECOGNISED, f"no pipeline for called AE {called_ae!r}"
+        if not _caller_allowed(pipeline, calling_ae, host):
+            return (
+                Rejection.CALLING_AE_NOT_RECOGNISED,
+                f"calling AE {calling_ae!r} from {host} is not allowed on {called_ae!r}",
+            )
+        free = self.spool.free_bytes()
+        metrics.SPOOL_FREE.set(free)
+        floor = config.limits.min_free_disk_mb * 1024 * 1024
+        refusing = free < floor
+        metrics.ADMISSION_REFUSED.set(1 if refusing else 0)
+        if refusing:
+            return (
+                Rejection.LOCAL_LIMIT_EXCEEDED,
+                f"free disk {free // 2**20} MB is below the floor of "
+                f"{config.limits.min_free_disk_mb:.0f} MB",
+            )
+        with self._lock:
+            active = list(self._associations.values())
+        if len(active) >= config.limits.max_associations:
+            return Rejection.LOCAL_LIMIT_EXCEEDED, "maximum concurrent associations reached"
+        from_host = sum(1 for a in active if a.peer.host == host)
+        if from_host >= config.limits.max_associations_per_ip:
+            return Rejection.LOCAL_LIMIT_EXCEEDED, f"maximum associations from {host} reached"
+        return None
+
+    def on_requested(self, event: Event) -> None:
+        """EVT_REQUESTED: accept or reject, and log the association."""
+        assoc = event.assoc
+        primitive = assoc.requestor.primitive
+        peer = Peer(
+            calling_ae=str(primitive.calling_ae_title).strip(),
+            called_ae=str(primitive.called_ae_title).strip(),
+            host=str(assoc.requestor.address),
+            port=int(assoc.requestor.port),
+        )
+        decision = self.admission(peer.called_ae, peer.calling_ae, peer.host)
+        now = self.clock.now()
+        log = LOGGER.bind(calling_ae=peer.calling_ae, called_ae=peer.called_ae, peer=peer.host)
+        if decision is not None:
+            rejection, reason = decision
+            self.index.open_association(peer, now, accepted=False, reason=reason)
+            metrics.ASSOCIATIONS.labels(peer.called_ae, "rejected").inc()
+            log.warning("association_rejected", reason=reason)
+            assoc.acse.send_reject(*rejection.triple())
+            return
+        record_id = self.index.open_association(peer, now, accepted=True)
+        with self._lock:
+            self._associations[id(assoc)] = _AssociationStats(record_id=record_id, peer=peer)
+        metrics.ASSOCIATIONS.labels(peer.called_ae, "accepted").inc()
+
+    def on_closed(self, event: Event, outcome: str) -> None:
+        """EVT_RELEASED / EVT_ABORTED / EVT_CONN_CLOSE: close the association's record."""
+        with self._lock:
+            stats = self._associations.pop(id(event.assoc), None)
+        if stats is None:
+            return
+        self.index.close_association(
+            stats.record_id,
+            self.clock.now(),
+            outcome=outcome,
+            instances=stats.instances,
+            failed=stats.failed,
+            bytes_received=stats.bytes,
+        )
+        LOGGER.info(
+            "association_closed",
+            association_id=stats.record_id,
+            calling_ae=stats.peer.calling_ae,
+            called_ae=stats.peer.called_ae,
+            peer=stats.peer.host,
+            outcome=outcome,
+            instances=stats.instances,
+            failed=stats.failed,
+            bytes=stats.bytes,
+            failures=dict(stats.reasons) or None,
+        )
+
+    # -- services -------------------------------------------------------------------
+
+    def on_echo(self, event: Event) -> int:
+        """EVT_C_ECHO: always Success."""
+        return 0x0000
+
+    def on_store(self, event: Event) -> tuple[int, Dataset] | int:
+        """EVT_C_STORE: validate, spool durably, index, then answer."""
+        with self._lock:
+            stats = self._associations.get(id(event.assoc))
+        if stats is None:
+            return self._refuse(None, "association_unknown", StoreStatus.OUT_OF_RESOURCES)
+        status, reason = self._store(event, stats)
+        if status != StoreStatus.SUCCESS:
+            return self._refuse(stats, reason, status)
+        return int(status)
+
+    def _refuse(
+        self, stats: _AssociationStats | None, reason: str, status: StoreStatus
+    ) -> tuple[int, Dataset]:
+        metrics.STORE_FAILURES.labels(reason.split(":")[0]).inc()
+        if stats is not None:
+            with self._lock:
+                stats.failed += 1
+                stats.reasons[reason.split(":")[0]] += 1
+        LOGGER.warning("store_refused", reason=reason, status=f"0x{int(status):04X}")
+        response = Dataset()
+        response.Status = int(status)
+        response.ErrorComment = reason[:64]
+        return int(status), response
+
+    def _store(self, event: Event, stats: _AssociationStats) -> tuple[StoreStatus, str]:
+        config = self._config()
+        request = event.request
+        raw = event.encoded_dataset(include_meta=True)
+        if len(raw) > config.limits.max_instance_mb * 1024 * 1024:
+            return StoreStatus.OUT_OF_RESOURCES, "instance_too_large"
+        if self.spool.free_bytes() < config.limits.min_free_disk_mb * 1024 * 1024 + len(raw):
+            return StoreStatus.OUT_OF_RESOURCES, "disk_floor: free disk below the floor"
+        try:
+            ds = event.dataset
+            meta = self._meta(ds, request, event.context.transfer_syntax, len(raw))
+        except ValueError as exc:
+            return StoreStatus.CANNOT_UNDERSTAND, f"invalid_dataset: {exc}"
+        except Exception as exc:
+            return StoreStatus.CANNOT_UNDERSTAND, f"undecodable_dataset: {type(exc).__name__}"
+        if meta.sop_class_uid != str(request.AffectedSOPClassUID):
+            return StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, "sop_class_mismatch"
+        path = self.spool.path_for(
+            meta.study_instance_uid, meta.series_instance_uid, meta.sop_instance_uid
+        )
+        try:
+            self.spool.write(path, raw)
+        except SpoolError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                return StoreStatus.OUT_OF_RESOURCES, "disk_full"
+            return StoreStatus.OUT_OF_RESOURCES, f"spool_error: {exc.strerror}"
+        meta = InstanceMeta(**{**meta.__dict__, "path": str(path)})
+        try:
+            created = self.index.record_instance(
+                meta, stats.peer, stats.record_id, self.clock.now()
+            )
+        except Exception as exc:
+            LOGGER.exception("index_failed", sop_instance_uid=meta.sop_instance_uid)
+            return StoreStatus.OUT_OF_RESOURCES, f"index_error: {type(exc).__name__}"
+        with self._lock:
+            if created:
+                stats.instances += 1
+                stats.bytes += len(raw)
+        if created:
+            metrics.INSTANCES.labels(stats.peer.called_ae).inc()
+            metrics.BYTES.inc(len(raw))
+        else:
+            metrics.DUPLICATES.inc()
+            LOGGER.info("duplicate_instance", sop_instance_uid=meta.sop_instance_uid)
+        return StoreStatus.SUCCESS, "stored"
+
+    @staticmethod
+    def _meta(ds: Dataset, request: Any, transfer_syntax: str, size: int) -> InstanceMeta:
+        sop_instance = str(request.AffectedSOPInstanceUID)
+        uids = {
+            "StudyInstanceUID": ds.get("StudyInstanceUID"),
+            "SeriesInstanceUID": ds.get("SeriesInstanceUID"),
+            "SOPInstanceUID": ds.get("SOPInstanceUID"),
+            "SOPClassUID": ds.get("SOPClassUID"),
+        }
+        for keyword, value in uids.items():
+            if not is_valid_uid(str(value) if value is not None else None):
+                raise ValueError(f"missing or illegal {keyword}")
+        if str(uids["SOPInstanceUID"]) != sop_instance:
+            raise ValueError("SOPInstanceUID differs from the request's")
+        return InstanceMeta(
+            study_instance_uid=str(uids["StudyInstanceUID"]),
+            series_instance_uid=str(uids["SeriesInstanceUID"]),
+            sop_instance_uid=sop_instance,
+            sop_class_uid=str(uids["SOPClassUID"]),
+            transfer_syntax_uid=str(transfer_syntax),
+            modality=_text(ds, "Modality"),
+            body_part=_text(ds, "BodyPartExamined"),
+            study_description=_text(ds, "StudyDescription"),
+            path="",
+            size_bytes=size,
+        )
+
+    def handlers(self) -> list[tuple[Any, ...]]:
+        """The pynetdicom event handler list."""
+        return [
+            (evt.EVT_REQUESTED, self.on_requested),
+            (evt.EVT_C_ECHO, self.on_echo),
+            (evt.EVT_C_STORE, self.on_store),
+            (evt.EVT_RELEASED, self.on_closed, ["released"]),
+            (evt.EVT_ABORTED, self.on_closed, ["aborted"]),
+            (evt.EVT_CONN_CLOSE, self.on_closed, ["connection_closed"]),
+        ]
+
+
+class NoDelayAssociationServer(ThreadedAssociationServer):
+    """Association server that disables Nagle's algorithm on accepted sockets."""
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """Accept a connection, set TCP_NODELAY, then wrap it for TLS if configured."""
+        assert self.socket is not None
+        client, address = self.socket.accept()
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.ssl_context:
+            client = self.ssl_context.wrap_socket(client, server_side=True)
+        return client, address
+
+
+def build_ae(config: NodeConfig) -> AE:
+    """An AE with the node's presentation contexts, limits and timeouts."""
+    ae = AE(ae_title=config.ae_title)
+    ae.require_called_aet = False
+    ae.maximum_pdu_size = config.limits.max_pdu
+    ae.maximum_associations = config.limits.max_associations + 1
+    ae.acse_timeout = config.limits.acse_timeout
+    ae.dimse_timeout = config.limits.dimse_timeout
+    ae.network_timeout = config.limits.network_timeout
+    ae.add_supported_context(Verification)
+    for uid in (*sorted(ULTRASOUND_SOP_CLASSES), *ACCEPTED_ONLY_SOP_CLASSES):
+        ae.add_supported_context(uid, list(TRANSFER_SYNTAXES))
+    return ae
+
+
+def server_ssl_context(config: NodeConfig) -> ssl.SSLContext | None:
+    """The TLS context for receiving, or ``None`` without TLS."""
+    tls = config.tls
+    if tls is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(tls.certificate), str(tls.private_key))
+    if tls.ca_certificates is not None:
+        context.load_verify_locations(str(tls.ca_certificates))
+    context.verify_mode = ssl.CERT_REQUIRED if tls.require_client_certificate else ssl.CERT_NONE
+    return context
+
+
+def start_receiver(config: NodeConfig, receiver: Receiver) -> tuple[AE, ThreadedAssociationServer]:
+    """Start the SCP in a background thread and return the AE and its server."""
+    ae = build_ae(config)
+    server = ae.make_server(
+        (config.host, config.port),
+        evt_handlers=receiver.handlers(),
+        ssl_context=server_ssl_context(config),
+        server_class=NoDelayAssociationServer,
+    )
+    thread = threading.Thread(target=server.serve_forever, name="dicom-receiver", daemon=True)
+    thread.start()
+    ae._servers.append(server)
+    LOGGER.info(
+        "receiver_started",
+        ae_title=config.ae_title,
+        host=config.host,
+        port=server.server_address[1],
+        tls=config.tls is not None,
+    )
+    return ae, server
