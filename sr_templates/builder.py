@@ -1,0 +1,53 @@
+"""Entry point: every result object of one job."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import structlog
+from pydicom import Dataset
+
+from inference.findings import StudyResult
+from sr_templates.options import ResultOptions
+from sr_templates.sources import SourceSet
+from sr_templates.sr import build_measurement_report
+
+LOGGER = structlog.get_logger(__name__)
+
+
+def build_result_objects(
+    sources: Sequence[Dataset], result: StudyResult, options: ResultOptions
+) -> list[Dataset]:
+    """Build the SR, SEG, presentation states and overlays of one job.
+
+    Parameters
+    ----------
+    sources:
+        The job's source instances; non-image instances are ignored.
+    result:
+        What the engines made of the images.
+    options:
+        What to build and how to number it.
+
+    Returns
+    -------
+    list[pydicom.Dataset]
+        SR first, then SEG, presentation states and overlay images.
+
+    Raises
+    ------
+    TypeError
+        For arguments of the wrong type.
+    ValueError
+        If the sources mix patients or studies, or the result refers to
+        images, frames or boxes the sources do not have.
+    """
+    if not isinstance(options, ResultOptions):
+        raise TypeError("Argument 'options' must be a ResultOptions.")
+    source_set = SourceSet.from_datasets(sources, result)
+    objects: list[Dataset] = []
+    report = build_measurement_report(source_set, result, options)
+    if report is not None:
+        objects.append(report)
+    LOGGER.info("result_objects_built", objects=len(objects), job=options.job_sequence)
+    return objects

@@ -1,0 +1,204 @@
+"""Every coded concept the result objects use, in one place.
+
+This module is the only one in the project that defines code triplets
+``(value, scheme designator, meaning)``.  Standard codes come from SNOMED CT
+(``SCT``), DICOM (``DCM``), LOINC (``LN``) and UCUM.  Their meanings were
+checked against the DICOM PS3.16 tables bundled with pydicom (the test
+``tests/sr_templates/test_codes.py`` re-checks them); the few codes absent
+from PS3.16 are listed in :data:`NOT_IN_PS3_16` with their SNOMED CT / UCUM
+source.
+
+Private scheme ``99USAI``
+-------------------------
+Where no standard code exists, the private coding scheme designator
+``99USAI`` ("US AI DICOM node local codes", declared in every SR's Coding
+Scheme Identification Sequence by :data:`PRIVATE_CODING_SCHEME`) is used:
+
+``PROB-<CLASS>``
+    "Probability of <class meaning>": the model's softmax output for one
+    lesion class, a NUM with UCUM unit ``1``.
+``USAI-NA-REASON``
+    "Reason not assessed": name of the CODE evaluation that says why an
+    image was not analysed.
+``USAI-NA-<REASON>``
+    The reasons themselves, one per
+    :class:`inference.findings.NotAssessedReasonValues` member.
+"""
+
+from __future__ import annotations
+
+from pydicom.sr.coding import Code
+
+from inference.findings import (
+    BREAST_CLASSES,
+    LIVER_CLASSES,
+    AnatomyValues,
+    NotAssessedReasonValues,
+)
+
+PRIVATE_SCHEME = "99USAI"
+"""Coding scheme designator of the node's local codes."""
+
+PRIVATE_SCHEME_NAME = "US AI DICOM node local codes"
+"""Human-readable name of :data:`PRIVATE_SCHEME`."""
+
+# --- Document level ---------------------------------------------------------
+IMAGING_PROCEDURE = Code("363679005", "SCT", "Imaging procedure")
+"""Procedure reported (CID 100); PixelMed's TID 1500 check accepts it."""
+
+OBSERVER_TYPE_DEVICE = Code("121007", "DCM", "Device")
+"""Observer type of the SR's device observer context (CID 270)."""
+PROCESSING_EQUIPMENT = Code("109102", "DCM", "Processing Equipment")
+"""Purpose of reference of the node and algorithms in Contributing Equipment."""
+
+# --- Findings ---------------------------------------------------------------
+MASS = Code("4147007", "SCT", "Mass")
+"""Finding type of a lesion (CID 6102 family)."""
+MORPHOLOGICALLY_ABNORMAL_STRUCTURE = Code(
+    "49755003", "SCT", "Morphologically Abnormal Structure"
+)
+"""Finding category / segmented property category of a lesion."""
+FINDING = Code("121071", "DCM", "Finding")
+"""Name of the CODE evaluation that carries the winning class."""
+ABSENT = Code("2667000", "SCT", "Absent")
+"""Value of "Mass" when an analysed image showed no lesion."""
+ANATOMICAL_STRUCTURE = Code("91723000", "SCT", "Anatomical Structure")
+"""Segmented property category of a cardiac cavity."""
+LEFT_VENTRICLE = Code("87878005", "SCT", "Left ventricle")
+"""Finding type / segmented property type of the echo LV measurements."""
+
+BOUNDED_BY = Code("75958009", "SCT", "Bounded by")
+"""Geometric purpose (CID 219) of a lesion's bounding-box region."""
+OUTLINE = Code("111041", "DCM", "Outline")
+"""Geometric purpose (CID 219) of a lesion's contour region."""
+
+LIVER = Code("10200004", "SCT", "Liver")
+BREAST = Code("76752008", "SCT", "Breast")
+HEART = Code("80891009", "SCT", "Heart")
+
+_FINDING_SITES: dict[AnatomyValues, Code] = {
+    AnatomyValues.LIVER: LIVER,
+    AnatomyValues.BREAST: BREAST,
+    AnatomyValues.HEART: HEART,
+}
+
+# --- Lesion classes ---------------------------------------------------------
+_CLASS_CODES: dict[str, Code] = {
+    "hcc": Code("25370001", "SCT", "Hepatocellular carcinoma"),
+    "metastasis": Code("14799000", "SCT", "Neoplasm, metastatic"),
+    "hemangioma": Code("400210000", "SCT", "Hemangioma"),
+    "cyst": Code("367643001", "SCT", "Cyst"),
+    "carcinoma": Code("1187425009", "SCT", "Carcinoma"),
+    "fibroadenoma": Code("254845004", "SCT", "Fibroadenoma"),
+    "simple_cyst": Code("399294002", "SCT", "Cyst of breast"),
+    "other": Code("52988006", "SCT", "Lesion"),
+}
+
+# --- Measurements -----------------------------------------------------------
+PROBABILITY_OF_CANCER = Code("111047", "DCM", "Probability of cancer")
+LONG_AXIS = Code("103339001", "SCT", "Long axis")
+SHORT_AXIS = Code("103340004", "SCT", "Short axis")
+AREA = Code("42798000", "SCT", "Area")
+NUMBER_OF_FRAMES = Code("121140", "DCM", "Number of Frames")
+"""How many frames of a cine a tracked lesion spans (frames referenced)."""
+
+LVEF_BY_US = Code("18043-0", "LN", "Left Ventricular Ejection Fraction by US")
+LV_END_DIASTOLIC_VOLUME = Code("18026-5", "LN", "Left Ventricular End Diastolic Volume")
+LV_END_SYSTOLIC_VOLUME = Code("18148-7", "LN", "Left Ventricular End Systolic Volume")
+METHOD_OF_DISKS_SINGLE_PLANE = Code("125208", "DCM", "Method of Disks, Single Plane")
+
+# --- Units (UCUM) -----------------------------------------------------------
+UNIT_ONE = Code("1", "UCUM", "no units")
+UNIT_MM = Code("mm", "UCUM", "mm")
+UNIT_MM2 = Code("mm2", "UCUM", "square millimeter")
+UNIT_PERCENT = Code("%", "UCUM", "Percent")
+UNIT_ML = Code("ml", "UCUM", "milliliter")
+
+# --- Private codes ----------------------------------------------------------
+REASON_NOT_ASSESSED = Code("USAI-NA-REASON", PRIVATE_SCHEME, "Reason not assessed")
+
+_NOT_ASSESSED_MEANINGS: dict[NotAssessedReasonValues, str] = {
+    NotAssessedReasonValues.NO_ENGINE: "No algorithm for the anatomy or view",
+    NotAssessedReasonValues.IMAGE_QUALITY: "Image quality too low for analysis",
+    NotAssessedReasonValues.NON_BMODE: "Not a B-mode image",
+    NotAssessedReasonValues.UNDECODABLE: "Pixel data could not be decoded",
+    NotAssessedReasonValues.ENGINE_ERROR: "Algorithm failed on the image",
+}
+
+NOT_IN_PS3_16: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("SCT", "25370001"),  # SNOMED CT: Hepatocellular carcinoma (morphologic abnormality)
+        ("SCT", "2667000"),  # SNOMED CT: Absent (qualifier value)
+        ("UCUM", "ml"),  # UCUM: milliliter
+    }
+)
+"""Standard codes not in pydicom's PS3.16 tables, with their source."""
+
+
+def finding_site(anatomy: AnatomyValues) -> Code:
+    """Finding site code of an anatomy.
+
+    Parameters
+    ----------
+    anatomy:
+        Anatomy of the image.
+
+    Returns
+    -------
+    pydicom.sr.coding.Code
+        SCT Liver, Breast or Heart.
+
+    Raises
+    ------
+    ValueError
+        For ``AnatomyValues.OTHER``, which has no finding site.
+    """
+    try:
+        return _FINDING_SITES[AnatomyValues(anatomy)]
+    except KeyError:
+        raise ValueError(f"No finding site for anatomy {anatomy!r}.") from None
+
+
+def lesion_class(label: str) -> Code:
+    """Code of a lesion class label.
+
+    Raises
+    ------
+    ValueError
+        If ``label`` is not one of the liver or breast classes.
+    """
+    try:
+        return _CLASS_CODES[label]
+    except KeyError:
+        raise ValueError(f"Unknown lesion class {label!r}.") from None
+
+
+def class_probability(label: str) -> Code:
+    """Private code naming the probability of one lesion class.
+
+    Raises
+    ------
+    ValueError
+        If ``label`` is not one of the liver or breast classes.
+    """
+    meaning = lesion_class(label).meaning
+    return Code(f"PROB-{label.upper()}", PRIVATE_SCHEME, f"Probability of {meaning}")
+
+
+def not_assessed_reason(reason: NotAssessedReasonValues) -> Code:
+    """Private code of a not-assessed reason."""
+    reason = NotAssessedReasonValues(reason)
+    value = "USAI-NA-" + reason.value.upper().replace("_", "-")
+    return Code(value, PRIVATE_SCHEME, _NOT_ASSESSED_MEANINGS[reason])
+
+
+def all_codes() -> list[Code]:
+    """Every code this module defines (for checks and conformance docs)."""
+    fixed = [v for v in globals().values() if isinstance(v, Code)]
+    classes = [*LIVER_CLASSES, *BREAST_CLASSES]
+    return [
+        *fixed,
+        *(lesion_class(c) for c in classes),
+        *(class_probability(c) for c in classes),
+        *(not_assessed_reason(r) for r in NotAssessedReasonValues),
+    ]

@@ -1,0 +1,162 @@
+"""The source instances of a job: checks and look-ups shared by the builders."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import structlog
+from pydicom import Dataset
+from pydicom.uid import UID
+
+from inference.findings import BoundingBox, StudyResult
+from inference.geometry import UltrasoundRegion, regions_from_dataset
+
+LOGGER = structlog.get_logger(__name__)
+
+_PATIENT_KEYS = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate")
+"""Attributes that must agree between all sources of one object."""
+
+
+def is_image(ds: Dataset) -> bool:
+    """Whether ``ds`` is an image instance (has rows, columns and pixel data)."""
+    return "Rows" in ds and "Columns" in ds and "PixelData" in ds
+
+
+def number_of_frames(ds: Dataset) -> int:
+    """Number of frames of an image (1 when NumberOfFrames is absent)."""
+    return int(ds.get("NumberOfFrames", 1) or 1)
+
+
+def is_multiframe(ds: Dataset) -> bool:
+    """Whether frame numbers must be given when referencing ``ds``."""
+    return "NumberOfFrames" in ds
+
+
+@dataclass(frozen=True)
+class SourceSet:
+    """The image sources of one job, indexed by SOP Instance UID.
+
+    Use :meth:`from_datasets`, which validates the inputs.
+    """
+
+    images: tuple[Dataset, ...]
+
+    @classmethod
+    def from_datasets(cls, sources: Sequence[Dataset], result: StudyResult) -> SourceSet:
+        """Validate the sources against each other and against ``result``.
+
+        Non-image instances (SR, Encapsulated PDF...) are dropped.
+
+        Raises
+        ------
+        TypeError
+            If a source is not a pydicom Dataset or ``result`` not a StudyResult.
+        ValueError
+            If there is no image, if images come from different patients or
+            studies, if the study differs from ``result``, or if a result
+            refers to an image that is not among the sources.
+        """
+        if not isinstance(result, StudyResult):
+            raise TypeError("Argument 'result' must be an inference.findings.StudyResult.")
+        for ds in sources:
+            if not isinstance(ds, Dataset):
+                raise TypeError("Every source must be a pydicom Dataset.")
+        images = tuple(ds for ds in sources if is_image(ds))
+        if not images:
+            raise ValueError("No image among the sources.")
+        _check_one_patient_and_study(images)
+        if images[0].StudyInstanceUID != result.study_instance_uid:
+            raise ValueError("The result belongs to another study than the sources.")
+        uids = [ds.SOPInstanceUID for ds in images]
+        if len(set(uids)) != len(uids):
+            raise ValueError("The sources contain the same SOP Instance UID twice.")
+        source_set = cls(images=images)
+        for image in result.images:
+            source_set.image(image.source_sop_instance_uid)
+            for lesion in image.lesions:
+                source_set.check_frames(
+                    lesion.source_sop_instance_uid,
+                    [(o.frame_number, o.box) for o in lesion.observations],
+                )
+            for cardiac in image.cardiac:
+                source_set.check_frames(
+                    cardiac.source_sop_instance_uid,
+                    [(cardiac.end_diastolic_frame, None), (cardiac.end_systolic_frame, None)],
+                )
+        LOGGER.debug("sources_validated", images=len(images), dropped=len(sources) - len(images))
+        return source_set
+
+    def __iter__(self) -> Iterator[Dataset]:
+        return iter(self.images)
+
+    def image(self, sop_instance_uid: str) -> Dataset:
+        """The source image with this SOP Instance UID.
+
+        Raises
+        ------
+        ValueError
+            If no source image has that UID.
+        """
+        for ds in self.images:
+            if ds.SOPInstanceUID == sop_instance_uid:
+                return ds
+        raise ValueError(f"Image {sop_instance_uid} is not among the sources.")
+
+    def regions(self, sop_instance_uid: str) -> list[UltrasoundRegion]:
+        """Ultrasound regions of a source image."""
+        return regions_from_dataset(self.image(sop_instance_uid))
+
+    def check_frames(
+        self, sop_instance_uid: str, frames: Sequence[tuple[int, BoundingBox | None]]
+    ) -> None:
+        """Check frame numbers and boxes against the image size.
+
+        Raises
+        ------
+        ValueError
+            If a frame number is outside ``1..NumberOfFrames`` or a box
+            leaves the image.
+        """
+        ds = self.image(sop_instance_uid)
+        n_frames = number_of_frames(ds)
+        for frame, box in frames:
+            if not 1 <= frame <= n_frames:
+                raise ValueError(f"Frame {frame} outside 1..{n_frames} of {sop_instance_uid}.")
+            if box is not None and (
+                box.x0 < 0 or box.y0 < 0 or box.x1 > ds.Columns or box.y1 > ds.Rows
+            ):
+                raise ValueError(f"Box {box} leaves the {ds.Columns}x{ds.Rows} image.")
+
+
+def _normalised(value: object) -> str:
+    return str(value or "").strip()
+
+
+def _check_one_patient_and_study(images: Sequence[Dataset]) -> None:
+    first = images[0]
+    for ds in images[1:]:
+        if UID(ds.get("StudyInstanceUID", "")) != UID(first.get("StudyInstanceUID", "")):
+            raise ValueError("The sources come from different studies.")
+        for keyword in _PATIENT_KEYS:
+            if _normalised(ds.get(keyword)) != _normalised(first.get(keyword)):
+                raise ValueError(f"The sources come from different patients ({keyword} differs).")
+
+
+def character_set_for_highdicom(ds: Dataset) -> str | list[str] | None:
+    """Specific Character Set of ``ds`` in a form highdicom accepts.
+
+    highdicom rejects the empty first value of a code-extension set such as
+    ``\\ISO 2022 IR 87``; ``ISO 2022 IR 6`` names the same default repertoire.
+    Call :func:`restore_character_set` afterwards to keep the source's value.
+    """
+    value = ds.get("SpecificCharacterSet")
+    if value is None or isinstance(value, str):
+        return value or None
+    return [item or "ISO 2022 IR 6" for item in value]
+
+
+def restore_character_set(target: Dataset, source: Dataset) -> None:
+    """Give ``target`` the exact Specific Character Set of ``source``."""
+    if "SpecificCharacterSet" in source:
+        target.SpecificCharacterSet = source.SpecificCharacterSet

@@ -1,0 +1,364 @@
+"""TID 1500 Measurement Report (Comprehensive 3D SR) from plain findings.
+
+Content per job:
+
+* one TID 1410 planar ROI group per lesion: tracking identifier and UID,
+  finding type/category/site, the key observation's box as a closed
+  POLYLINE on the source image (with its frame number on a cine), the class
+  as a CODE evaluation, every class probability and the probability of
+  cancer as NUM (UCUM ``1``), long and short axis in mm from the
+  ultrasound region (omitted without spatial calibration), the number of
+  frames the lesion spans with those frames referenced, and the TID 4019
+  algorithm identification; its geometric purpose is "Bounded by";
+* when the engine gave a contour, a second TID 1410 group for the same
+  lesion (same tracking identifier and UID) whose region is that contour
+  (geometric purpose "Outline"), with the enclosed area in mm2 when the
+  ultrasound region is calibrated;
+* one TID 1501 group per echo finding: EF (%), EDV and ESV (ml), each
+  referencing the frames it was computed from;
+* TID 1501 groups saying which analysed images showed no lesion
+  ("Mass" = "Absent") and which images were not analysed and why.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import highdicom as hd
+import numpy as np
+import structlog
+from highdicom.coding_schemes import CodingSchemeIdentificationItem
+from pydicom.sr.coding import Code
+
+from inference.findings import (
+    AlgorithmInfo,
+    AnatomyValues,
+    CardiacFinding,
+    ImageResult,
+    LesionFinding,
+    StudyResult,
+)
+from inference.geometry import box_axes_mm, spatial_region_for
+from sr_templates import codes
+from sr_templates.options import ObjectKindValues, ResultOptions
+from sr_templates.shapes import closed_polyline, polygon_area, polygon_bounds
+from sr_templates.sources import (
+    SourceSet,
+    character_set_for_highdicom,
+    is_multiframe,
+    restore_character_set,
+)
+
+LOGGER = structlog.get_logger(__name__)
+
+_LESION_ANATOMIES = frozenset({AnatomyValues.LIVER, AnatomyValues.BREAST})
+
+Group = (
+    hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+    | hd.sr.MeasurementsAndQualitativeEvaluations
+)
+
+
+def algorithm_identification(algorithm: AlgorithmInfo) -> hd.sr.AlgorithmIdentification:
+    """TID 4019 Algorithm Identification of an engine's model."""
+    parameters = [f"{key}={value}" for key, value in sorted(algorithm.parameters.items())]
+    return hd.sr.AlgorithmIdentification(
+        name=algorithm.name, version=algorithm.version, parameters=parameters or None
+    )
+
+
+def reference_frames(ds: object, frames: Sequence[int]) -> list[int] | None:
+    """Frame numbers to reference on ``ds``: ``None`` for single-frame images."""
+    return sorted(set(frames)) if is_multiframe(ds) else None  # type: ignore[arg-type]
+
+
+def _num(
+    name: Code, value: float, unit: Code, **kwargs: object
+) -> hd.sr.Measurement:
+    return hd.sr.Measurement(name=name, value=float(value), unit=unit, **kwargs)  # type: ignore[arg-type]
+
+
+def _lesion_measurements(lesion: LesionFinding, sources: SourceSet) -> list[hd.sr.Measurement]:
+    src = sources.image(lesion.source_sop_instance_uid)
+    regions = sources.regions(lesion.source_sop_instance_uid)
+    key = lesion.key_observation
+    measurements = [
+        _num(codes.class_probability(label), probability, codes.UNIT_ONE)
+        for label, probability in lesion.probabilities.items()
+    ]
+    measurements.append(
+        _num(codes.PROBABILITY_OF_CANCER, lesion.malignancy_probability, codes.UNIT_ONE)
+    )
+    axes = box_axes_mm(regions, key.box)
+    if axes is not None:
+        measurements.append(_num(codes.LONG_AXIS, axes[0], codes.UNIT_MM))
+        measurements.append(_num(codes.SHORT_AXIS, axes[1], codes.UNIT_MM))
+    frames = reference_frames(src, lesion.frame_numbers)
+    if frames is not None:
+        spanned = hd.sr.SourceImageForMeasurement.from_source_image(src, frames)
+        measurements.append(
+            _num(codes.NUMBER_OF_FRAMES, len(frames), codes.UNIT_ONE, referenced_images=[spanned])
+        )
+    return measurements
+
+
+def _planar_group(
+    lesion: LesionFinding,
+    algorithm: AlgorithmInfo,
+    sources: SourceSet,
+    outline: np.ndarray,
+    purpose: Code,
+    measurements: Sequence[hd.sr.Measurement],
+    qualitative_evaluations: Sequence[hd.sr.QualitativeEvaluation] = (),
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    src = sources.image(lesion.source_sop_instance_uid)
+    region = hd.sr.ImageRegion(
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+        graphic_data=outline,
+        source_image=hd.sr.SourceImageForRegion.from_source_image(
+            src, reference_frames(src, [lesion.key_observation.frame_number])
+        ),
+    )
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=lesion.tracking_uid, identifier=lesion.tracking_id
+        ),
+        referenced_region=region,
+        finding_type=codes.MASS,
+        finding_category=codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
+        algorithm_id=algorithm_identification(algorithm),
+        finding_sites=[hd.sr.FindingSite(codes.finding_site(lesion.anatomy))],
+        measurements=list(measurements) or None,
+        qualitative_evaluations=list(qualitative_evaluations) or None,
+        geometric_purpose=purpose,
+    )
+
+
+def _lesion_groups(
+    lesion: LesionFinding, algorithm: AlgorithmInfo, sources: SourceSet
+) -> list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations]:
+    """The box group of a lesion, plus an outline group when it has a contour."""
+    key = lesion.key_observation
+    groups = [
+        _planar_group(
+            lesion,
+            algorithm,
+            sources,
+            key.box.polyline(),
+            codes.BOUNDED_BY,
+            _lesion_measurements(lesion, sources),
+            [hd.sr.QualitativeEvaluation(codes.FINDING, codes.lesion_class(lesion.label))],
+        )
+    ]
+    if key.contour is not None:
+        contour = closed_polyline(key.contour)
+        region = spatial_region_for(
+            sources.regions(lesion.source_sop_instance_uid), polygon_bounds(contour)
+        )
+        area = []
+        if region is not None and region.delta_x_mm and region.delta_y_mm:
+            mm2 = polygon_area(contour) * region.delta_x_mm * region.delta_y_mm
+            area.append(_num(codes.AREA, mm2, codes.UNIT_MM2))
+        groups.append(
+            _planar_group(lesion, algorithm, sources, contour, codes.OUTLINE, area)
+        )
+    return groups
+
+
+def _cardiac_group(
+    finding: CardiacFinding, algorithm: AlgorithmInfo, sources: SourceSet
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    src = sources.image(finding.source_sop_instance_uid)
+    ed, es = finding.end_diastolic_frame, finding.end_systolic_frame
+
+    def frames_used(*frames: int) -> dict[str, object]:
+        refs = reference_frames(src, frames)
+        image = hd.sr.SourceImageForMeasurement.from_source_image(src, refs)
+        return {"referenced_images": [image]}
+
+    measurements = [
+        _num(codes.LVEF_BY_US, finding.ejection_fraction_percent, codes.UNIT_PERCENT,
+             method=codes.METHOD_OF_DISKS_SINGLE_PLANE, **frames_used(ed, es)),
+        _num(codes.LV_END_DIASTOLIC_VOLUME, finding.end_diastolic_volume_ml, codes.UNIT_ML,
+             method=codes.METHOD_OF_DISKS_SINGLE_PLANE, **frames_used(ed)),
+        _num(codes.LV_END_SYSTOLIC_VOLUME, finding.end_systolic_volume_ml, codes.UNIT_ML,
+             method=codes.METHOD_OF_DISKS_SINGLE_PLANE, **frames_used(es)),
+    ]
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=finding.tracking_uid, identifier=finding.tracking_id
+        ),
+        finding_type=codes.LEFT_VENTRICLE,
+        algorithm_id=algorithm_identification(algorithm),
+        finding_sites=[hd.sr.FindingSite(codes.HEART)],
+        measurements=measurements,
+        source_images=[
+            hd.sr.SourceImageForMeasurementGroup.from_source_image(
+                src, reference_frames(src, [ed, es])
+            )
+        ],
+    )
+
+
+def _source_images(
+    images: Sequence[ImageResult], sources: SourceSet
+) -> list[hd.sr.SourceImageForMeasurementGroup]:
+    return [
+        hd.sr.SourceImageForMeasurementGroup.from_source_image(
+            sources.image(image.source_sop_instance_uid)
+        )
+        for image in images
+    ]
+
+
+def _nothing_found_groups(
+    result: StudyResult, sources: SourceSet, options: ResultOptions
+) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
+    negatives: dict[tuple[str, AnatomyValues], list[ImageResult]] = defaultdict(list)
+    algorithms: dict[str, AlgorithmInfo] = {}
+    for image in result.images:
+        analysed = image.algorithm is not None and image.not_assessed is None
+        if analysed and not image.lesions and not image.cardiac:
+            if image.anatomy not in _LESION_ANATOMIES:
+                LOGGER.info("no_negative_statement_for_anatomy", anatomy=image.anatomy.value)
+                continue
+            assert image.algorithm is not None
+            algorithms[image.algorithm.device_uid] = image.algorithm
+            negatives[(image.algorithm.device_uid, image.anatomy)].append(image)
+    groups = []
+    for (device_uid, anatomy), images in negatives.items():
+        algorithm = algorithms[device_uid]
+        groups.append(
+            hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=options.uid(result.study_instance_uid, "negative", device_uid, anatomy),
+                    identifier=f"No lesion found ({anatomy.value}, {algorithm.name})",
+                ),
+                finding_type=codes.MASS,
+                algorithm_id=algorithm_identification(algorithm),
+                finding_sites=[hd.sr.FindingSite(codes.finding_site(anatomy))],
+                qualitative_evaluations=[hd.sr.QualitativeEvaluation(codes.MASS, codes.ABSENT)],
+                source_images=_source_images(images, sources),
+            )
+        )
+    return groups
+
+
+def _not_assessed_groups(
+    result: StudyResult, sources: SourceSet, options: ResultOptions
+) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
+    by_reason: dict[object, list[ImageResult]] = defaultdict(list)
+    for image in result.images:
+        if image.not_assessed is not None:
+            by_reason[image.not_assessed.reason].append(image)
+    groups = []
+    for reason, images in by_reason.items():
+        code = codes.not_assessed_reason(reason)  # type: ignore[arg-type]
+        groups.append(
+            hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=options.uid(result.study_instance_uid, "not-assessed", code.value),
+                    identifier=f"Not assessed: {code.meaning}",
+                ),
+                qualitative_evaluations=[
+                    hd.sr.QualitativeEvaluation(codes.REASON_NOT_ASSESSED, code)
+                ],
+                source_images=_source_images(images, sources),
+            )
+        )
+    return groups
+
+
+def _finding_groups(result: StudyResult, sources: SourceSet) -> list[Group]:
+    groups: list[Group] = []
+    for image in result.images:
+        if (image.lesions or image.cardiac) and image.algorithm is None:
+            raise ValueError(
+                f"Image {image.source_sop_instance_uid} has findings but no algorithm."
+            )
+        algorithm = image.algorithm
+        if algorithm is None:
+            continue
+        for lesion in image.lesions:
+            groups.extend(_lesion_groups(lesion, algorithm, sources))
+        groups.extend(_cardiac_group(finding, algorithm, sources) for finding in image.cardiac)
+    return groups
+
+
+def build_measurement_report(
+    sources: SourceSet, result: StudyResult, options: ResultOptions, instance_number: int = 1
+) -> hd.sr.Comprehensive3DSR | None:
+    """Build the job's TID 1500 Measurement Report.
+
+    Parameters
+    ----------
+    sources:
+        The validated source images of the job.
+    result:
+        Findings of the job.
+    options:
+        Job options (series, equipment, which statements to include).
+    instance_number:
+        Instance Number of the report.
+
+    Returns
+    -------
+    highdicom.sr.Comprehensive3DSR | None
+        The report, or ``None`` when it would say nothing because the
+        options turn off the statements it would consist of.
+
+    Raises
+    ------
+    ValueError
+        If an image has findings but no algorithm, or a finding has an
+        unknown class or anatomy.
+    """
+    groups: list[Group] = _finding_groups(result, sources)
+    if options.report_when_nothing_found:
+        groups.extend(_nothing_found_groups(result, sources, options))
+    if options.report_not_assessed:
+        groups.extend(_not_assessed_groups(result, sources, options))
+    if not groups:
+        LOGGER.info("measurement_report_skipped", reason="nothing to report")
+        return None
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=options.device_uid,
+        name=options.device_name,
+        manufacturer_name=options.manufacturer,
+        model_name=options.device_name,
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(
+            observer_device_context=hd.sr.ObserverContext(
+                observer_type=codes.OBSERVER_TYPE_DEVICE,  # type: ignore[arg-type]
+                observer_identifying_attributes=device,
+            )
+        ),
+        procedure_reported=codes.IMAGING_PROCEDURE,
+        imaging_measurements=groups,  # type: ignore[arg-type]
+        referenced_images=list(sources),
+    )
+    kind = ObjectKindValues.SR
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=list(sources),
+        content=report,
+        series_instance_uid=options.series_uid(result.study_instance_uid, kind),
+        series_number=options.series_number(kind),
+        sop_instance_uid=options.uid(result.study_instance_uid, options.job_sequence, "sr"),
+        instance_number=instance_number,
+        manufacturer=options.manufacturer,
+        institution_name=options.institution_name,
+        is_complete=True,
+        specific_character_set=character_set_for_highdicom(sources.images[0]),
+        series_description=kind.series_description,
+        contributing_equipment=options.contributing_equipment(result.algorithms),
+        coding_schemes=[
+            CodingSchemeIdentificationItem(
+                designator=codes.PRIVATE_SCHEME, name=codes.PRIVATE_SCHEME_NAME
+            )
+        ],
+    )
+    restore_character_set(sr, sources.images[0])
+    LOGGER.info("measurement_report_built", groups=len(groups), images=len(sources.images))
+    return sr
