@@ -8,6 +8,7 @@ objects and queues one export per destination.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -191,6 +192,7 @@ class Dispatcher:
         if pipeline is None:
             raise JobError(f"no pipeline for called AE {job.called_ae!r} any more")
         targets = export_targets(config, pipeline, job.calling_ae, job.calling_host)
+        shutil.rmtree(self.spool.results / f"job-{job.job_id}", ignore_errors=True)
         sources = self._load(job.instance_paths)
         images = [ds for ds in sources if str(ds.get("SOPClassUID", "")) in ULTRASOUND_SOP_CLASSES]
         result = StudyResult(study_instance_uid=job.study_instance_uid)

@@ -657,3 +657,120 @@ class Index:
             else:
                 status.last_failure_at = now
                 status.last_error = error[:4000]
+
+
+def _row(obj: Any, fields: Sequence[str]) -> dict[str, Any]:
+    row = {}
+    for name in fields:
+        value = getattr(obj, name)
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif hasattr(value, "value") and not isinstance(value, (int, str)):
+            value = value.value
+        row[name] = value
+    return row
+
+
+_STUDY_FIELDS = (
+    "id",
+    "study_instance_uid",
+    "called_ae",
+    "calling_ae",
+    "calling_host",
+    "study_description",
+    "first_received_at",
+    "last_received_at",
+    "instance_count",
+    "pending_count",
+    "completed_at",
+    "completion_reason",
+)
+_JOB_FIELDS = (
+    "id",
+    "study_id",
+    "sequence",
+    "state",
+    "attempts",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "worker",
+    "error",
+    "summary",
+)
+_EXPORT_FIELDS = (
+    "id",
+    "job_id",
+    "destination",
+    "ae_title",
+    "host",
+    "port",
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+    "delivered_at",
+    "last_error",
+)
+_ASSOCIATION_FIELDS = (
+    "id",
+    "calling_ae",
+    "called_ae",
+    "peer_host",
+    "peer_port",
+    "started_at",
+    "ended_at",
+    "accepted",
+    "reject_reason",
+    "instances",
+    "failed_instances",
+    "bytes_received",
+    "outcome",
+)
+
+
+class IndexQueries:
+    """Read-only listings for operators (CLI, admin API, status page)."""
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+
+    def studies(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Most recent studies first."""
+        with self.index.session() as s:
+            rows = s.scalars(select(Study).order_by(Study.last_received_at.desc()).limit(limit))
+            return [_row(r, _STUDY_FIELDS) for r in rows]
+
+    def jobs(self, state: JobState | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Most recent jobs first, optionally in one state."""
+        query = select(Job).order_by(Job.id.desc()).limit(limit)
+        if state is not None:
+            query = query.where(Job.state == state)
+        with self.index.session() as s:
+            return [
+                {**_row(j, _JOB_FIELDS), "study_instance_uid": j.study.study_instance_uid}
+                for j in s.scalars(query)
+            ]
+
+    def exports(self, state: ExportState | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Most recent exports first, optionally in one state."""
+        query = select(Export).order_by(Export.id.desc()).limit(limit)
+        if state is not None:
+            query = query.where(Export.state == state)
+        with self.index.session() as s:
+            return [_row(e, _EXPORT_FIELDS) for e in s.scalars(query)]
+
+    def associations(
+        self,
+        limit: int = 100,
+        calling_ae: str | None = None,
+        accepted: bool | None = None,
+    ) -> list[dict[str, Any]]:
+        """Most recent associations first, with optional filters."""
+        query = select(AssociationRecord).order_by(AssociationRecord.id.desc()).limit(limit)
+        if calling_ae is not None:
+            query = query.where(AssociationRecord.calling_ae == calling_ae)
+        if accepted is not None:
+            query = query.where(AssociationRecord.accepted == accepted)
+        with self.index.session() as s:
+            return [_row(a, _ASSOCIATION_FIELDS) for a in s.scalars(query)]

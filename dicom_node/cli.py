@@ -1,0 +1,280 @@
+"""``dicom-node``: serve, echo, send, and operate studies, jobs and exports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+
+from dicom_node.clock import SystemClock
+from dicom_node.config import (
+    ConfigError,
+    Destination,
+    NodeConfig,
+    Pipeline,
+    load_config,
+    validate_ae_title,
+)
+from dicom_node.export import AssociationFailed, Target, c_echo, c_store_batch
+from dicom_node.index import ExportState, Index, IndexQueries, JobState
+from dicom_node.logs import configure_logging
+
+LOGGER = structlog.get_logger(__name__)
+
+
+def parse_address(text: str) -> Target:
+    """Parse ``AET@HOST:PORT``.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        If the text is not of that form or the AE title is invalid.
+    """
+    try:
+        ae_title, rest = text.split("@", 1)
+        host, port = rest.rsplit(":", 1)
+        return Target(ae_title=validate_ae_title(ae_title), host=host, port=int(port))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected AET@HOST:PORT, got {text!r} ({exc})") from exc
+
+
+def build_config(args: argparse.Namespace) -> NodeConfig:
+    """The configuration from ``--config`` (or defaults) and the quick-start flags."""
+    config = load_config(Path(args.config)) if args.config else NodeConfig()
+    values: dict[str, Any] = config.model_dump()
+    for flag, key in (
+        ("ae_title", "ae_title"),
+        ("host", "host"),
+        ("port", "port"),
+        ("data_dir", "data_dir"),
+        ("database_url", "database_url"),
+    ):
+        value = getattr(args, flag, None)
+        if value is not None:
+            values[key] = value
+    archive: Target | None = getattr(args, "archive", None)
+    if archive is not None:
+        values["destinations"] = [d for d in values["destinations"] if d["name"] != "archive"] + [
+            Destination(
+                name="archive", ae_title=archive.ae_title, host=archive.host, port=archive.port
+            ).model_dump()
+        ]
+    if not values["pipelines"]:
+        destinations = [d["name"] for d in values["destinations"]]
+        values["pipelines"] = [
+            Pipeline(called_ae=values["ae_title"], destinations=destinations).model_dump()
+        ]
+    quiet = getattr(args, "quiet_seconds", None)
+    if quiet is not None:
+        for pipeline in values["pipelines"]:
+            pipeline["completion"]["quiet_seconds"] = quiet
+    try:
+        return NodeConfig.model_validate(values)
+    except ValueError as exc:
+        raise ConfigError(f"command line: {exc}") from exc
+
+
+def _print(rows: Sequence[dict[str, Any]] | dict[str, Any]) -> None:
+    print(json.dumps(rows, indent=2, default=str))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the node until interrupted."""
+    from dicom_node.service import Node
+
+    config = build_config(args)
+    node = Node(config, clock=SystemClock())
+    for pipeline in config.pipelines:
+        if pipeline.allowed_callers is None:
+            LOGGER.warning("pipeline_accepts_any_caller", called_ae=pipeline.called_ae)
+        if not pipeline.destinations:
+            LOGGER.warning("pipeline_has_no_destination", called_ae=pipeline.called_ae)
+    node.start()
+    signal.signal(signal.SIGTERM, lambda *_: node.request_stop())
+    signal.signal(signal.SIGINT, lambda *_: node.request_stop())
+    node.wait()
+    node.stop()
+    return 0
+
+
+def cmd_echo(args: argparse.Namespace) -> int:
+    """C-ECHO a remote node."""
+    try:
+        ms = c_echo(args.calling_ae, args.address)
+    except AssociationFailed as exc:
+        print(f"echo failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"echo {args.address.ae_title}@{args.address.host}:{args.address.port}: OK {ms:.1f} ms")
+    return 0
+
+
+def _dicom_files(paths: Sequence[str]) -> list[str]:
+    files: list[str] = []
+    for name in paths:
+        path = Path(name)
+        candidates = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for candidate in candidates:
+            try:
+                dcmread(candidate, stop_before_pixels=True)
+            except (InvalidDicomError, OSError):
+                print(f"skipping {candidate}: not a DICOM file", file=sys.stderr)
+                continue
+            files.append(str(candidate))
+    return files
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    """C-STORE files (or folders) to a remote node over one association."""
+    files = _dicom_files(args.files)
+    if not files:
+        print("no DICOM files to send", file=sys.stderr)
+        return 1
+    try:
+        outcomes = c_store_batch(args.calling_ae, args.address, files)
+    except AssociationFailed as exc:
+        print(f"send failed: {exc}", file=sys.stderr)
+        return 1
+    failed = [o for o in outcomes if not o.accepted]
+    for outcome in failed:
+        status = f"0x{outcome.status:04X}" if outcome.status is not None else outcome.error
+        print(f"{outcome.path}: {status}", file=sys.stderr)
+    print(f"sent {len(outcomes) - len(failed)} of {len(outcomes)} file(s)")
+    return 1 if failed else 0
+
+
+def _index(args: argparse.Namespace) -> Index:
+    return Index(build_config(args).database)
+
+
+def cmd_study_complete(args: argparse.Namespace) -> int:
+    """Force completion of a study; the running node picks it up."""
+    count = _index(args).force_complete(args.study_uid)
+    if count == 0:
+        print(f"no study {args.study_uid}", file=sys.stderr)
+        return 1
+    print(f"study {args.study_uid} flagged for completion ({count} pipeline(s))")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """List studies, jobs, exports or associations as JSON."""
+    queries = IndexQueries(_index(args))
+    if args.what == "studies":
+        _print(queries.studies(limit=args.limit))
+    elif args.what == "jobs":
+        _print(queries.jobs(JobState(args.state) if args.state else None, limit=args.limit))
+    elif args.what == "exports":
+        _print(queries.exports(ExportState(args.state) if args.state else None, limit=args.limit))
+    else:
+        _print(queries.associations(limit=args.limit, calling_ae=args.calling_ae))
+    return 0
+
+
+def cmd_export_action(args: argparse.Namespace) -> int:
+    """Retry or discard a failed export."""
+    index = _index(args)
+    if args.action == "retry":
+        ok = index.retry_export(args.export_id, SystemClock().now())
+    else:
+        ok = index.discard_export(args.export_id)
+    if not ok:
+        print(f"export {args.export_id} is not in the error queue", file=sys.stderr)
+        return 1
+    print(f"export {args.export_id}: {args.action} done")
+    return 0
+
+
+def cmd_job_rerun(args: argparse.Namespace) -> int:
+    """Queue a finished or failed job again."""
+    if not _index(args).requeue_job(args.job_id):
+        print(f"job {args.job_id} cannot be re-run (missing or running)", file=sys.stderr)
+        return 1
+    print(f"job {args.job_id} queued again")
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML configuration file")
+    parser.add_argument("--data-dir", type=Path, help="spool and index folder (default ./var)")
+    parser.add_argument("--database-url", help="SQLAlchemy URL of the index")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = argparse.ArgumentParser(prog="dicom-node", description=__doc__)
+    parser.add_argument("--log-json", action="store_true", help="JSON log lines")
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the node")
+    _common(serve)
+    serve.add_argument("--ae-title", help="AE title (default DICOM_NODE)")
+    serve.add_argument("--host", help="listening address (default 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="DICOM port (default 11112)")
+    serve.add_argument("--archive", type=parse_address, help="AET@HOST:PORT to send results to")
+    serve.add_argument("--quiet-seconds", type=float, help="study quiet period (default 30)")
+    serve.set_defaults(func=cmd_serve)
+
+    for name, func, help_text in (
+        ("echo", cmd_echo, "C-ECHO a remote node"),
+        ("send", cmd_send, "C-STORE files to a remote node"),
+    ):
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("address", type=parse_address, help="AET@HOST:PORT")
+        cmd.add_argument("--calling-ae", default="DICOM_NODE", type=validate_ae_title)
+        if name == "send":
+            cmd.add_argument("files", nargs="+", help="files or folders")
+        cmd.set_defaults(func=func)
+
+    study = sub.add_parser("study", help="operate on studies")
+    study_sub = study.add_subparsers(dest="action", required=True)
+    complete = study_sub.add_parser("complete", help="force a study complete now")
+    complete.add_argument("study_uid")
+    _common(complete)
+    complete.set_defaults(func=cmd_study_complete)
+
+    for what in ("studies", "jobs", "exports", "associations"):
+        group = sub.add_parser(what, help=f"list or operate on {what}")
+        group_sub = group.add_subparsers(dest="action", required=True)
+        listing = group_sub.add_parser("list", help=f"list {what}")
+        _common(listing)
+        listing.add_argument("--limit", type=int, default=50)
+        listing.add_argument("--state", help="filter by state")
+        listing.add_argument("--calling-ae", help="filter associations by calling AE")
+        listing.set_defaults(func=cmd_list, what=what)
+        if what == "exports":
+            for action in ("retry", "discard"):
+                act = group_sub.add_parser(action, help=f"{action} a failed export")
+                act.add_argument("export_id", type=int)
+                _common(act)
+                act.set_defaults(func=cmd_export_action)
+        if what == "jobs":
+            rerun = group_sub.add_parser("rerun", help="queue a job again")
+            rerun.add_argument("job_id", type=int)
+            _common(rerun)
+            rerun.set_defaults(func=cmd_job_rerun)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``dicom-node``."""
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    configure_logging(json=args.log_json, level=args.log_level.upper())
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"configuration error:\n{exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""The node in one process: receiver, dispatch worker and export workers.
+
+Start-up reconciles the spool with the index (partial files, files without
+rows, rows without files, jobs left running by a crash) and says what it did.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+
+from dicom_node.clock import Clock, SystemClock
+from dicom_node.config import NodeConfig
+from dicom_node.dispatch import Analyze, Build, Decode, Dispatcher
+from dicom_node.export import Exporter, Sender, c_store_batch
+from dicom_node.index import Index, InstanceMeta, Peer, worker_name
+from dicom_node.network import Receiver, start_receiver
+from dicom_node.spool import Spool
+
+LOGGER = structlog.get_logger(__name__)
+
+POLL_SECONDS = 0.5
+"""How often idle workers look for work (wall time; correctness never depends on it)."""
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """What start-up reconciliation did."""
+
+    partial_files_removed: int
+    files_indexed: int
+    rows_without_files: int
+    jobs_requeued: int
+
+
+@dataclass
+class Stages:
+    """The analysis stages the dispatcher runs (real ones, or test doubles)."""
+
+    analyze: Analyze
+    decode: Decode
+    build: Build
+
+
+def real_stages() -> Stages:
+    """The engines, decoder and result builders of the product."""
+    from dicom_node import stages
+
+    return Stages(analyze=stages.LazyAnalyzer(), decode=stages.decode, build=stages.build)
+
+
+class Node:
+    """Everything ``dicom-node serve`` runs.
+
+    Parameters
+    ----------
+    config:
+        The configuration; replace it with :meth:`reconfigure`.
+    stages:
+        Analysis stages; the real ones when omitted.
+    clock:
+        Time source for completion, retries and records.
+    sender:
+        C-STORE function of the exporter.
+    """
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        stages: Stages | None = None,
+        clock: Clock | None = None,
+        sender: Sender = c_store_batch,
+    ) -> None:
+        self._config = config
+        self._config_lock = threading.Lock()
+        self.clock = clock or SystemClock()
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.spool = Spool(config.data_dir / "spool")
+        self.index = Index(config.database)
+        self.stages = stages or real_stages()
+        self.receiver = Receiver(self.config, self.spool, self.index, self.clock)
+        self.dispatcher = Dispatcher(
+            self.config,
+            self.index,
+            self.spool,
+            self.clock,
+            analyze=self.stages.analyze,
+            decode=self.stages.decode,
+            build=self.stages.build,
+            worker=worker_name("dispatch"),
+        )
+        self.exporter = Exporter(self.config, self.index, self.clock, send=sender)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._export_threads: dict[str, threading.Thread] = {}
+        self._server: object | None = None
+        self._ae: object | None = None
+        self.port: int | None = None
+
+    def config(self) -> NodeConfig:
+        """The current configuration."""
+        with self._config_lock:
+            return self._config
+
+    def reconfigure(self, config: NodeConfig) -> None:
+        """Use ``config`` for new associations, jobs and exports from now on."""
+        with self._config_lock:
+            self._config = config
+        LOGGER.info("configuration_changed", pipelines=[p.called_ae for p in config.pipelines])
+
+    # -- start-up -----------------------------------------------------------------
+
+    def reconcile(self) -> Reconciliation:
+        """Make the index and the spool agree after a crash or a restart."""
+        partial = self.spool.clear_temporary()
+        indexed = self.index.indexed_paths()
+        on_disk = {str(p) for p in self.spool.instance_files()}
+        added = sum(self._index_orphan(path) for path in sorted(on_disk - indexed))
+        missing = self.index.forget_instances(sorted(indexed - on_disk))
+        requeued = self.index.requeue_interrupted_jobs(f"{socket.gethostname()}:")
+        result = Reconciliation(partial, added, missing, requeued)
+        LOGGER.info("spool_reconciled", **result.__dict__)
+        return result
+
+    def _index_orphan(self, path: str) -> int:
+        try:
+            ds = dcmread(path, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, ValueError) as exc:
+            LOGGER.warning("unreadable_spool_file", path=path, error=type(exc).__name__)
+            return 0
+        config = self.config()
+        called = config.pipelines[0].called_ae if config.pipelines else config.ae_title
+        meta = InstanceMeta(
+            study_instance_uid=str(ds.StudyInstanceUID),
+            series_instance_uid=str(ds.SeriesInstanceUID),
+            sop_instance_uid=str(ds.SOPInstanceUID),
+            sop_class_uid=str(ds.SOPClassUID),
+            transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+            modality=ds.get("Modality"),
+            body_part=ds.get("BodyPartExamined") or None,
+            study_description=ds.get("StudyDescription") or None,
+            path=path,
+            size_bytes=os.path.getsize(path),
+        )
+        peer = Peer(calling_ae="UNKNOWN", called_ae=called, host="", port=0)
+        return int(self.index.record_instance(meta, peer, None, self.clock.now()))
+
+    # -- loops ------------------------------------------------------------------------
+
+    def _loop(self, name: str, step: Callable[[], bool]) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = step()
+            except Exception:
+                LOGGER.exception("worker_error", worker=name)
+                busy = False
+            if not busy:
+                self._stop.wait(POLL_SECONDS)
+
+    def dispatch_step(self) -> bool:
+        """Complete due studies and run one job; ``True`` if a job ran."""
+        self.dispatcher.complete_due_studies()
+        return self.dispatcher.run_next_job()
+
+    def _supervise_exports(self) -> bool:
+        for destination in self.index.destinations_with_work():
+            thread = self._export_threads.get(destination)
+            if thread is None or not thread.is_alive():
+                thread = threading.Thread(
+                    target=self._loop,
+                    args=(f"export:{destination}", self._export_step(destination)),
+                    name=f"export-{destination}",
+                    daemon=True,
+                )
+                self._export_threads[destination] = thread
+                thread.start()
+        return False
+
+    def _export_step(self, destination: str) -> Callable[[], bool]:
+        return lambda: self.exporter.run_destination(destination) > 0
+
+    def start(self) -> None:
+        """Reconcile, then start the receiver and the workers in threads."""
+        self.reconcile()
+        self._ae, server = start_receiver(self.config(), self.receiver)
+        self._server = server
+        self.port = int(server.server_address[1])
+        for name, step in (("dispatch", self.dispatch_step), ("exports", self._supervise_exports)):
+            thread = threading.Thread(target=self._loop, args=(name, step), name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Stop accepting, finish the current step of each worker, close the index."""
+        self._stop.set()
+        if self._ae is not None:
+            self._ae.shutdown()  # type: ignore[attr-defined]
+        for thread in [*self._threads, *self._export_threads.values()]:
+            thread.join(timeout=30)
+        self.index.close()
+        LOGGER.info("node_stopped")
+
+    def request_stop(self) -> None:
+        """Ask :meth:`wait` to return (safe from a signal handler)."""
+        self._stop.set()
+
+    def wait(self) -> None:
+        """Block until :meth:`stop` is called from another thread or a signal."""
+        self._stop.wait()
