@@ -9,6 +9,7 @@ from pydicom import Dataset
 
 from inference.findings import StudyResult
 from sr_templates.options import ResultOptions
+from sr_templates.seg import build_segmentations
 from sr_templates.sources import SourceSet
 from sr_templates.sr import build_measurement_report
 
@@ -49,5 +50,7 @@ def build_result_objects(
     report = build_measurement_report(source_set, result, options)
     if report is not None:
         objects.append(report)
+    if options.include_segmentation:
+        objects.extend(build_segmentations(source_set, result, options))
     LOGGER.info("result_objects_built", objects=len(objects), job=options.job_sequence)
     return objects

@@ -48,6 +48,8 @@ IMAGING_PROCEDURE = Code("363679005", "SCT", "Imaging procedure")
 
 OBSERVER_TYPE_DEVICE = Code("121007", "DCM", "Device")
 """Observer type of the SR's device observer context (CID 270)."""
+ARTIFICIAL_INTELLIGENCE = Code("123110", "DCM", "Artificial Intelligence")
+"""Algorithm family (CID 7162) of every segment's algorithm identification."""
 PROCESSING_EQUIPMENT = Code("109102", "DCM", "Processing Equipment")
 """Purpose of reference of the node and algorithms in Contributing Equipment."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -127,6 +128,18 @@ class SourceSet:
                 box.x0 < 0 or box.y0 < 0 or box.x1 > ds.Columns or box.y1 > ds.Rows
             ):
                 raise ValueError(f"Box {box} leaves the {ds.Columns}x{ds.Rows} image.")
+
+
+def attribute_copy(ds: Dataset, drop: frozenset[str] = frozenset()) -> Dataset:
+    """A deep copy of ``ds`` without pixel data and without ``drop`` keywords.
+
+    For handing highdicom a modified view of a source without touching it.
+    """
+    view = Dataset()
+    for element in ds:
+        if element.keyword != "PixelData" and element.keyword not in drop:
+            view.add(copy.deepcopy(element))
+    return view
 
 
 def _normalised(value: object) -> str:

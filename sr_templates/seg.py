@@ -1,0 +1,284 @@
+"""BINARY Segmentations of lesions (and LV cavities) on ultrasound images.
+
+Ultrasound images have no Frame of Reference, and highdicom then accepts a
+single source frame per SEG.  So there is one SEG instance per annotated
+source frame, all in the job's SEG series; every segment carries the
+tracking UID of its SR measurement group and the algorithm identification.
+
+For US Multi-frame sources highdicom refuses outright (issue 284).  The SEG
+is then built from a single-frame view of the source (multi-frame
+attributes removed, SOP class set to US Image Storage), and every reference
+back to the source is fixed afterwards: ReferencedSOPClassUID is set to the
+real multi-frame class and ReferencedFrameNumber to the annotated frame in
+the Source Image Sequence of the derivation.  No Frame of Reference or plane
+position is invented.
+
+A finding without a mask gets one derived from its contour, else from its
+box; the segment description says which.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import highdicom as hd
+import numpy as np
+import structlog
+from pydicom import Dataset
+from pydicom.sr.coding import Code
+from pydicom.uid import UltrasoundImageStorage
+
+from inference.findings import AlgorithmInfo, LesionFinding, StudyResult
+from sr_templates import codes
+from sr_templates.options import ObjectKindValues, ResultOptions
+from sr_templates.shapes import rasterize_box, rasterize_polygon
+from sr_templates.sources import (
+    SourceSet,
+    attribute_copy,
+    character_set_for_highdicom,
+    is_multiframe,
+    restore_character_set,
+)
+
+LOGGER = structlog.get_logger(__name__)
+
+_MULTIFRAME_KEYWORDS = frozenset(
+    {
+        "NumberOfFrames",
+        "FrameIncrementPointer",
+        "FrameTime",
+        "FrameTimeVector",
+        "FrameDelay",
+        "CineRate",
+        "RecommendedDisplayFrameRate",
+        "StartTrim",
+        "StopTrim",
+    }
+)
+
+MASK_FROM_ENGINE = "Mask from the AI engine"
+MASK_FROM_CONTOUR = "Mask derived from the AI contour (no mask given)"
+MASK_FROM_BOX = "Mask derived from the AI bounding box (no mask or contour given)"
+
+
+@dataclass(frozen=True)
+class MaskItem:
+    """One segment to write: a mask on one frame of one source image."""
+
+    source_sop_instance_uid: str
+    frame_number: int
+    mask: np.ndarray
+    label: str
+    tracking_id: str
+    tracking_uid: str
+    property_category: Code
+    property_type: Code
+    anatomy: Code
+    algorithm: AlgorithmInfo
+    description: str
+
+
+def _checked(mask: np.ndarray, ds: Dataset, what: str) -> np.ndarray:
+    array = np.asarray(mask)
+    if array.shape != (ds.Rows, ds.Columns):
+        raise ValueError(
+            f"The {what} mask has shape {array.shape}, the image {(ds.Rows, ds.Columns)}."
+        )
+    return array.astype(bool)
+
+
+def lesion_mask(lesion: LesionFinding, ds: Dataset) -> tuple[np.ndarray, str]:
+    """The lesion's mask on its key frame and where it came from.
+
+    Raises
+    ------
+    ValueError
+        If the engine's mask does not have the image's shape.
+    """
+    key = lesion.key_observation
+    if lesion.mask is not None:
+        return _checked(lesion.mask, ds, lesion.tracking_id), MASK_FROM_ENGINE
+    if key.contour is not None:
+        return rasterize_polygon(key.contour, ds.Rows, ds.Columns), MASK_FROM_CONTOUR
+    return rasterize_box(key.box, ds.Rows, ds.Columns), MASK_FROM_BOX
+
+
+def mask_items(result: StudyResult, sources: SourceSet) -> Iterator[MaskItem]:
+    """Every segment of the job, in the order of the findings."""
+    for image in result.images:
+        if image.algorithm is None:
+            continue
+        for lesion in image.lesions:
+            ds = sources.image(lesion.source_sop_instance_uid)
+            mask, description = lesion_mask(lesion, ds)
+            yield MaskItem(
+                source_sop_instance_uid=lesion.source_sop_instance_uid,
+                frame_number=lesion.key_observation.frame_number,
+                mask=mask,
+                label=f"{lesion.tracking_id} ({lesion.label})"[:64],
+                tracking_id=lesion.tracking_id,
+                tracking_uid=lesion.tracking_uid,
+                property_category=codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
+                property_type=codes.MASS,
+                anatomy=codes.finding_site(lesion.anatomy),
+                algorithm=image.algorithm,
+                description=description,
+            )
+        for finding in image.cardiac:
+            ds = sources.image(finding.source_sop_instance_uid)
+            phases = (
+                ("end-diastole", finding.end_diastolic_frame, finding.end_diastolic_mask,
+                 finding.end_diastolic_contour),
+                ("end-systole", finding.end_systolic_frame, finding.end_systolic_mask,
+                 finding.end_systolic_contour),
+            )
+            for phase, frame, mask, contour in phases:
+                if mask is not None:
+                    array, description = _checked(mask, ds, phase), MASK_FROM_ENGINE
+                elif contour is not None:
+                    array = rasterize_polygon(contour, ds.Rows, ds.Columns)
+                    description = MASK_FROM_CONTOUR
+                else:
+                    continue
+                yield MaskItem(
+                    source_sop_instance_uid=finding.source_sop_instance_uid,
+                    frame_number=frame,
+                    mask=array,
+                    label=f"{finding.tracking_id} ({phase})"[:64],
+                    tracking_id=finding.tracking_id,
+                    tracking_uid=finding.tracking_uid,
+                    property_category=codes.ANATOMICAL_STRUCTURE,
+                    property_type=codes.LEFT_VENTRICLE,
+                    anatomy=codes.HEART,
+                    algorithm=image.algorithm,
+                    description=f"{description}, {phase}",
+                )
+
+
+def single_frame_view(ds: Dataset) -> Dataset:
+    """A US Image Storage view of a US Multi-frame image, without pixel data."""
+    view = attribute_copy(ds, _MULTIFRAME_KEYWORDS)
+    view.SOPClassUID = UltrasoundImageStorage
+    return view
+
+
+def _walk(ds: Dataset) -> Iterator[tuple[str, Dataset]]:
+    for element in ds:
+        if element.VR == "SQ":
+            for item in element.value:
+                yield element.keyword, item
+                yield from _walk(item)
+
+
+def _restore_multiframe_references(seg: Dataset, source: Dataset, frame: int) -> None:
+    """Point every reference to the view back at the multi-frame source.
+
+    highdicom may share one item between sequences, so each is replaced by
+    its own copy before the frame number goes into Source Image Sequences.
+    """
+    for series in seg.get("ReferencedSeriesSequence", []):
+        instances = []
+        for old in series.ReferencedInstanceSequence:
+            instance = Dataset()
+            instance.ReferencedSOPClassUID = old.ReferencedSOPClassUID
+            instance.ReferencedSOPInstanceUID = old.ReferencedSOPInstanceUID
+            if instance.ReferencedSOPInstanceUID == source.SOPInstanceUID:
+                instance.ReferencedSOPClassUID = source.SOPClassUID
+            instances.append(instance)
+        series.ReferencedInstanceSequence = instances
+    for keyword, item in list(_walk(seg)):
+        if keyword != "SourceImageSequence":
+            continue
+        if item.get("ReferencedSOPInstanceUID") != source.SOPInstanceUID:
+            continue
+        item.ReferencedSOPClassUID = source.SOPClassUID
+        item.ReferencedFrameNumber = frame
+
+
+def _segment(number: int, item: MaskItem) -> hd.seg.SegmentDescription:
+    description = hd.seg.SegmentDescription(
+        segment_number=number,
+        segment_label=item.label,
+        segmented_property_category=item.property_category,
+        segmented_property_type=item.property_type,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=hd.AlgorithmIdentificationSequence(
+            name=item.algorithm.name,
+            family=codes.ARTIFICIAL_INTELLIGENCE,
+            version=item.algorithm.version,
+            parameters=dict(item.algorithm.parameters) or None,
+        ),
+        tracking_uid=item.tracking_uid,
+        tracking_id=item.tracking_id,
+        anatomic_regions=[item.anatomy],
+    )
+    description.SegmentDescription = item.description
+    return description
+
+
+def _build_one(
+    source: Dataset,
+    frame: int,
+    items: list[MaskItem],
+    options: ResultOptions,
+    instance_number: int,
+) -> hd.seg.Segmentation:
+    multiframe = is_multiframe(source)
+    reference = single_frame_view(source) if multiframe else source
+    pixels = np.stack([item.mask for item in items], axis=-1)[np.newaxis]
+    kind = ObjectKindValues.SEG
+    seg = hd.seg.Segmentation(
+        source_images=[reference],
+        pixel_array=pixels.astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[_segment(i, item) for i, item in enumerate(items, start=1)],
+        series_instance_uid=options.series_uid(source.StudyInstanceUID, kind),
+        series_number=options.series_number(kind),
+        sop_instance_uid=options.uid(
+            source.StudyInstanceUID, options.job_sequence, "seg", source.SOPInstanceUID, frame
+        ),
+        instance_number=instance_number,
+        manufacturer=options.manufacturer,
+        manufacturer_model_name=options.device_name,
+        software_versions=options.software_version,
+        device_serial_number=options.device_uid[-16:],
+        content_description=f"AI segmentation of frame {frame}"[:64],
+        series_description=kind.series_description,
+        institution_name=options.institution_name,
+        omit_empty_frames=False,
+        contributing_equipment=options.contributing_equipment(
+            list({item.algorithm.device_uid: item.algorithm for item in items}.values())
+        ),
+        specific_character_set=character_set_for_highdicom(source),
+    )
+    restore_character_set(seg, source)
+    seg.PatientOrientation = source.get("PatientOrientation", "")
+    if "BodyPartExamined" in source:
+        seg.BodyPartExamined = source.BodyPartExamined
+    if multiframe:
+        _restore_multiframe_references(seg, source, frame)
+    return seg
+
+
+def build_segmentations(
+    sources: SourceSet, result: StudyResult, options: ResultOptions
+) -> list[hd.seg.Segmentation]:
+    """One BINARY SEG per annotated source frame, each segment a finding.
+
+    Raises
+    ------
+    ValueError
+        If a mask does not have the shape of its image.
+    """
+    by_frame: dict[tuple[str, int], list[MaskItem]] = defaultdict(list)
+    for item in mask_items(result, sources):
+        by_frame[(item.source_sop_instance_uid, item.frame_number)].append(item)
+    segs = [
+        _build_one(sources.image(uid), frame, items, options, number)
+        for number, ((uid, frame), items) in enumerate(by_frame.items(), start=1)
+    ]
+    segments = sum(len(items) for items in by_frame.values())
+    LOGGER.info("segmentations_built", instances=len(segs), segments=segments)
+    return segs
