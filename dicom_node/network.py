@@ -221,6 +221,7 @@ class Receiver:
             metrics.ASSOCIATIONS.labels(peer.called_ae, "rejected").inc()
             log.warning("association_rejected", reason=reason)
             assoc.acse.send_reject(*rejection.triple())
+            assoc.kill()
             return
         record_id = self.index.open_association(peer, now, accepted=True)
         with self._lock:
@@ -260,7 +261,7 @@ class Receiver:
         """EVT_C_ECHO: always Success."""
         return 0x0000
 
-    def on_store(self, event: Event) -> tuple[int, Dataset] | int:
+    def on_store(self, event: Event) -> Dataset | int:
         """EVT_C_STORE: validate, spool durably, index, then answer."""
         with self._lock:
             stats = self._associations.get(id(event.assoc))
@@ -273,7 +274,7 @@ class Receiver:
 
     def _refuse(
         self, stats: _AssociationStats | None, reason: str, status: StoreStatus
-    ) -> tuple[int, Dataset]:
+    ) -> Dataset:
         metrics.STORE_FAILURES.labels(reason.split(":")[0]).inc()
         if stats is not None:
             with self._lock:
@@ -283,7 +284,7 @@ class Receiver:
         response = Dataset()
         response.Status = int(status)
         response.ErrorComment = reason[:64]
-        return int(status), response
+        return response
 
     def _store(self, event: Event, stats: _AssociationStats) -> tuple[StoreStatus, str]:
         config = self._config()

@@ -186,12 +186,18 @@ class Node:
     def _export_step(self, destination: str) -> Callable[[], bool]:
         return lambda: self.exporter.run_destination(destination) > 0
 
-    def start(self) -> None:
-        """Reconcile, then start the receiver and the workers in threads."""
+    def start(self, workers: bool = True) -> None:
+        """Reconcile, then start the receiver and (unless told not to) the workers.
+
+        Without workers, callers drive :meth:`dispatch_step` and the exporter
+        themselves, which keeps tests deterministic.
+        """
         self.reconcile()
         self._ae, server = start_receiver(self.config(), self.receiver)
         self._server = server
         self.port = int(server.server_address[1])
+        if not workers:
+            return
         for name, step in (("dispatch", self.dispatch_step), ("exports", self._supervise_exports)):
             thread = threading.Thread(target=self._loop, args=(name, step), name=name, daemon=True)
             thread.start()

@@ -1,0 +1,132 @@
+"""Fixtures for the node's tests: a node on a free loopback port, an SCU, datasets."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom.association import Association
+
+from dicom_node.clock import ManualClock
+from dicom_node.config import Caller, Completion, Destination, NodeConfig, Pipeline
+from dicom_node.export import Sender, c_store_batch
+from dicom_node.network import ULTRASOUND_SOP_CLASSES
+from dicom_node.service import Node, Stages
+from dicom_node.stages import build, decode
+from tests.dicom_node.fake_engine import FakeAnalyzer
+from tests.sr_templates.conftest import make_us_image
+
+__all__ = ["make_study", "make_us_image"]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_study(
+    count: int = 2,
+    study_uid: str | None = None,
+    series: int = 1,
+    photometric: str = "RGB",
+    frames: int | None = None,
+    **kwargs: Any,
+) -> list[Dataset]:
+    """``count`` US images of one study spread over ``series`` series."""
+    study_uid = study_uid or generate_uid()
+    series_uids = [generate_uid() for _ in range(series)]
+    images = []
+    for i in range(count):
+        ds = make_us_image(photometric=photometric, frames=frames, study_uid=study_uid, **kwargs)
+        ds.SeriesInstanceUID = series_uids[i % series]
+        ds.InstanceNumber = i + 1
+        images.append(ds)
+    return images
+
+
+def node_config(tmp_path: Path, **overrides: Any) -> NodeConfig:
+    """A node config on 127.0.0.1, port 0, data in ``tmp_path``."""
+    pipeline = overrides.pop(
+        "pipeline",
+        Pipeline(called_ae="NODE", completion=Completion(quiet_seconds=30)),
+    )
+    values: dict[str, Any] = {
+        "ae_title": "NODE",
+        "host": "127.0.0.1",
+        "port": 0,
+        "data_dir": tmp_path / "var",
+        "pipelines": [pipeline],
+        "limits": {"min_free_disk_mb": 0},
+    }
+    values.update(overrides)
+    return NodeConfig.model_validate(values)
+
+
+class NodeHarness:
+    """A started node without background workers, plus the things tests poke at."""
+
+    def __init__(self, node: Node, clock: ManualClock, analyzer: FakeAnalyzer) -> None:
+        self.node = node
+        self.clock = clock
+        self.analyzer = analyzer
+
+    @property
+    def port(self) -> int:
+        assert self.node.port is not None
+        return self.node.port
+
+    def associate(self, calling: str = "MODALITY", called: str = "NODE") -> Association:
+        ae = AE(ae_title=calling)
+        for uid in sorted(ULTRASOUND_SOP_CLASSES):
+            ae.add_requested_context(uid, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.50"])
+        ae.add_requested_context("1.2.840.10008.1.1")
+        return ae.associate("127.0.0.1", self.port, ae_title=called)
+
+    def store(self, datasets: list[Dataset], calling: str = "MODALITY") -> list[int]:
+        assoc = self.associate(calling)
+        assert assoc.is_established
+        statuses = [int(assoc.send_c_store(ds).Status) for ds in datasets]
+        assoc.release()
+        return statuses
+
+    def settle(self, seconds: float = 31) -> list[int]:
+        """Advance the clock past the quiet period and run every due job."""
+        self.clock.advance(seconds)
+        jobs = self.node.dispatcher.complete_due_studies()
+        while self.node.dispatcher.run_next_job():
+            pass
+        return jobs
+
+
+@pytest.fixture
+def make_node(tmp_path: Path) -> Iterator[Callable[..., NodeHarness]]:
+    """Factory of started nodes (no workers); all are stopped at teardown."""
+    started: list[Node] = []
+
+    def factory(
+        analyzer: FakeAnalyzer | None = None,
+        sender: Sender = c_store_batch,
+        **overrides: Any,
+    ) -> NodeHarness:
+        clock = ManualClock()
+        analyzer = analyzer or FakeAnalyzer()
+        config = node_config(tmp_path, **overrides)
+        node = Node(config, Stages(analyze=analyzer, decode=decode, build=build), clock, sender)
+        node.start(workers=False)
+        started.append(node)
+        return NodeHarness(node, clock, analyzer)
+
+    yield factory
+    for node in started:
+        node.stop()
+
+
+__all__ += ["Caller", "Destination", "NodeHarness", "free_port", "node_config"]

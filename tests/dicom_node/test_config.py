@@ -1,0 +1,89 @@
+"""Configuration loading and validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dicom_node.config import ConfigError, NodeConfig, load_config, validate_ae_title
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "example.yaml"
+
+
+def test_example_config_loads() -> None:
+    config = load_config(EXAMPLE)
+    assert config.pipelines
+    for pipeline in config.pipelines:
+        assert pipeline.allowed_callers, "the example config whitelists callers"
+
+
+def test_defaults() -> None:
+    config = NodeConfig()
+    assert config.ae_title == "DICOM_NODE"
+    assert config.port == 11112
+    assert config.data_dir == Path("./var")
+    assert config.database.startswith("sqlite:///")
+
+
+@pytest.mark.parametrize(
+    "title",
+    ["", "   ", "A" * 17, "BAD\\AE", "CTRL\x01AE"],
+)
+def test_bad_ae_titles_are_refused(title: str) -> None:
+    with pytest.raises(ValueError):
+        validate_ae_title(title)
+
+
+def test_ae_title_padding_is_stripped() -> None:
+    assert validate_ae_title("  NODE ") == "NODE"
+
+
+def test_error_names_key_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "ae_title: NODE\n"
+        "pipelines:\n"
+        "  - called_ae: NODE\n"
+        "    rules:\n"
+        "      - name: r1\n"
+        "        engines: [liver, kidney]\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "pipelines.0.rules.0.engines.1" in message
+    assert "line 6" in message
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("ae_title: NODE\nport: 104\nspool_dir: /tmp\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "spool_dir" in str(info.value)
+    assert "line 3" in str(info.value)
+
+
+def test_unknown_destination_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("pipelines:\n  - called_ae: NODE\n    destinations: [nowhere]\n")
+    with pytest.raises(ConfigError, match="unknown destination 'nowhere'"):
+        load_config(path)
+
+
+def test_bad_regex_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "pipelines:\n  - called_ae: NODE\n    rules:\n      - name: r\n"
+        "        match: {study_description: '(unclosed'}\n        engines: [liver]\n"
+    )
+    with pytest.raises(ConfigError, match="study_description"):
+        load_config(path)
+
+
+def test_not_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("pipelines: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)

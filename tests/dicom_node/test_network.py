@@ -1,0 +1,108 @@
+"""The receiver: admission, durable storage, statuses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from pydicom import dcmread
+
+from dicom_node.config import Caller, Completion, Pipeline
+from dicom_node.index import IndexQueries
+from tests.dicom_node.conftest import NodeHarness, make_study
+
+MakeNode = Callable[..., NodeHarness]
+
+
+def test_echo(make_node: MakeNode) -> None:
+    harness = make_node()
+    assoc = harness.associate()
+    assert assoc.is_established
+    assert int(assoc.send_c_echo().Status) == 0x0000
+    assoc.release()
+
+
+def test_store_is_on_disk_and_indexed_before_success(make_node: MakeNode) -> None:
+    harness = make_node()
+    study = make_study(2)
+    assert harness.store(study) == [0, 0]
+    files = harness.node.spool.instance_files()
+    assert len(files) == 2
+    stored = dcmread(files[0])
+    assert stored.StudyInstanceUID == study[0].StudyInstanceUID
+    studies = IndexQueries(harness.node.index).studies()
+    assert studies[0]["instance_count"] == 2
+    assert studies[0]["pending_count"] == 2
+
+
+def test_duplicate_is_kept_once_and_counted_once(make_node: MakeNode) -> None:
+    harness = make_node()
+    study = make_study(1)
+    assert harness.store(study) == [0]
+    assert harness.store(study) == [0]
+    assert len(harness.node.spool.instance_files()) == 1
+    assert IndexQueries(harness.node.index).studies()[0]["instance_count"] == 1
+    associations = IndexQueries(harness.node.index).associations()
+    assert [a["instances"] for a in associations] == [0, 1]
+
+
+def test_unknown_called_ae_is_rejected_and_logged(make_node: MakeNode) -> None:
+    harness = make_node()
+    assoc = harness.associate(called="ELSEWHERE")
+    assert assoc.is_rejected
+    record = IndexQueries(harness.node.index).associations()[0]
+    assert record["accepted"] is False
+    assert "no pipeline for called AE 'ELSEWHERE'" in record["reject_reason"]
+
+
+def test_whitelist_by_ae_and_ip(make_node: MakeNode) -> None:
+    pipeline = Pipeline(
+        called_ae="NODE",
+        allowed_callers=[Caller(ae_title="US_ROOM", host="127.0.0.1")],
+        completion=Completion(quiet_seconds=30),
+    )
+    harness = make_node(pipeline=pipeline)
+    assert harness.associate(calling="STRANGER").is_rejected
+    allowed = harness.associate(calling="US_ROOM")
+    assert allowed.is_established
+    allowed.release()
+    record = IndexQueries(harness.node.index).associations(accepted=False)[0]
+    assert record["calling_ae"] == "STRANGER"
+    assert "not allowed" in record["reject_reason"]
+
+
+def test_whitelist_refuses_wrong_ip(make_node: MakeNode) -> None:
+    pipeline = Pipeline(
+        called_ae="NODE",
+        allowed_callers=[Caller(ae_title="US_ROOM", host="10.1.2.3")],
+    )
+    harness = make_node(pipeline=pipeline)
+    assert harness.associate(calling="US_ROOM").is_rejected
+
+
+def test_disk_floor_refuses_associations(make_node: MakeNode) -> None:
+    harness = make_node(limits={"min_free_disk_mb": 10**12})
+    assoc = harness.associate()
+    assert assoc.is_rejected
+    reason = IndexQueries(harness.node.index).associations()[0]["reject_reason"]
+    assert "below the floor" in reason
+
+
+def test_invalid_dataset_gets_failure_and_others_still_stored(make_node: MakeNode) -> None:
+    harness = make_node()
+    good, bad = make_study(2)
+    del bad.StudyInstanceUID
+    statuses = harness.store([bad, good])
+    assert statuses[0] == 0xC000
+    assert statuses[1] == 0x0000
+    assert len(harness.node.spool.instance_files()) == 1
+    record = IndexQueries(harness.node.index).associations()[0]
+    assert (record["instances"], record["failed_instances"]) == (1, 1)
+
+
+def test_illegal_uid_is_refused(make_node: MakeNode, tmp_path: Path) -> None:
+    harness = make_node()
+    (ds,) = make_study(1)
+    ds.SeriesInstanceUID = "1.2.../../../etc"
+    assert harness.store([ds]) == [0xC000]
+    assert harness.node.spool.instance_files() == []
