@@ -9,6 +9,7 @@ from pydicom import Dataset
 
 from inference.findings import StudyResult
 from sr_templates.options import ResultOptions
+from sr_templates.presentation import build_presentation_states
 from sr_templates.seg import build_segmentations
 from sr_templates.sources import SourceSet
 from sr_templates.sr import build_measurement_report
@@ -52,5 +53,7 @@ def build_result_objects(
         objects.append(report)
     if options.include_segmentation:
         objects.extend(build_segmentations(source_set, result, options))
+    if options.include_presentation_state:
+        objects.extend(build_presentation_states(source_set, result, options))
     LOGGER.info("result_objects_built", objects=len(objects), job=options.job_sequence)
     return objects

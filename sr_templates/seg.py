@@ -38,6 +38,7 @@ from sr_templates.sources import (
     SourceSet,
     attribute_copy,
     character_set_for_highdicom,
+    copy_series_anatomy,
     is_multiframe,
     restore_character_set,
 )
@@ -255,8 +256,7 @@ def _build_one(
     )
     restore_character_set(seg, source)
     seg.PatientOrientation = source.get("PatientOrientation", "")
-    if "BodyPartExamined" in source:
-        seg.BodyPartExamined = source.BodyPartExamined
+    copy_series_anatomy(seg, source)
     if multiframe:
         _restore_multiframe_references(seg, source, frame)
     return seg

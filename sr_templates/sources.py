@@ -173,3 +173,13 @@ def restore_character_set(target: Dataset, source: Dataset) -> None:
     """Give ``target`` the exact Specific Character Set of ``source``."""
     if "SpecificCharacterSet" in source:
         target.SpecificCharacterSet = source.SpecificCharacterSet
+
+
+def copy_series_anatomy(target: Dataset, source: Dataset) -> None:
+    """Copy Body Part Examined and Laterality (General Series) from ``source``.
+
+    dciodvfy needs them to decide whether the Type 2C Laterality is due.
+    """
+    for keyword in ("BodyPartExamined", "Laterality"):
+        if keyword in source:
+            setattr(target, keyword, source[keyword].value)
