@@ -56,6 +56,9 @@ class BuildRequest:
     pipeline: Pipeline
     overlay_capture: bool
     config: NodeConfig
+    uid_seed: str
+    """Seed of the result UIDs: a job re-run after a crash writes the same
+    objects again, so the archive keeps one copy of each."""
 
 
 Build = Callable[[BuildRequest], list[Dataset]]
@@ -216,6 +219,7 @@ class Dispatcher:
                     pipeline=pipeline,
                     overlay_capture=any(t.include_overlay for t in targets),
                     config=config,
+                    uid_seed=f"{job.study_instance_uid}|{job.called_ae}|job-{job.job_id}",
                 )
             )
         written = [

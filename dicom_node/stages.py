@@ -67,5 +67,6 @@ def build(request: BuildRequest) -> list[Dataset]:
         include_overlay_capture=request.overlay_capture,
         report_not_assessed=results.report_not_assessed,
         report_when_nothing_found=results.report_nothing_found,
+        uid_seed=request.uid_seed,
     )
     return build_result_objects(request.sources, request.result, options)

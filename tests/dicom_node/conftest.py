@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ def make_study(
     **kwargs: Any,
 ) -> list[Dataset]:
     """``count`` US images of one study spread over ``series`` series."""
-    study_uid = study_uid or generate_uid()
+    study_uid = study_uid or f"2.25.{uuid.uuid4().int}"
     series_uids = [generate_uid() for _ in range(series)]
     images = []
     for i in range(count):

@@ -1,0 +1,116 @@
+"""Completion, jobs, late arrivals, failures: the dispatcher driven by a manual clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pydicom import dcmread
+
+from dicom_node.config import Completion, Destination, Pipeline
+from dicom_node.index import ExportState, IndexQueries, JobState
+from tests.dicom_node.conftest import NodeHarness, make_study
+from tests.dicom_node.fake_engine import FakeAnalyzer
+
+MakeNode = Callable[..., NodeHarness]
+
+ARCHIVE = Destination(name="archive", ae_title="ARCHIVE", host="127.0.0.1", port=1)
+
+
+def pipeline(**kwargs: object) -> Pipeline:
+    values: dict[str, object] = {
+        "called_ae": "NODE",
+        "completion": Completion(quiet_seconds=30),
+        "destinations": ["archive"],
+    }
+    values.update(kwargs)
+    return Pipeline.model_validate(values)
+
+
+def test_study_completes_after_quiet_period_and_runs(make_node: MakeNode) -> None:
+    harness = make_node(pipeline=pipeline(), destinations=[ARCHIVE])
+    study = make_study(2)
+    harness.store(study)
+    assert harness.settle(29) == []
+    jobs = harness.settle(1)
+    assert len(jobs) == 1
+    queries = IndexQueries(harness.node.index)
+    job = queries.jobs()[0]
+    assert job["state"] == JobState.DONE.value, job["error"]
+    assert len(harness.analyzer.calls) == 2
+    exports = queries.exports()
+    assert [e["state"] for e in exports] == [ExportState.PENDING.value]
+    results = sorted(harness.node.spool.results.glob("job-*/*.dcm"))
+    assert results
+    modalities = {dcmread(p).Modality for p in results}
+    assert "SR" in modalities
+    for path in results:
+        assert dcmread(path).StudyInstanceUID == study[0].StudyInstanceUID
+
+
+def test_late_arrival_starts_a_new_job_with_only_new_instances(make_node: MakeNode) -> None:
+    harness = make_node(pipeline=pipeline(), destinations=[ARCHIVE])
+    first, late = make_study(2)
+    harness.store([first])
+    harness.settle()
+    harness.store([late])
+    harness.store([first])  # a duplicate after completion is not re-processed
+    jobs = harness.settle()
+    assert len(jobs) == 1
+    queries = IndexQueries(harness.node.index)
+    assert [j["sequence"] for j in queries.jobs()] == [2, 1]
+    assert [c[0] for c in harness.analyzer.calls] == [first.SOPInstanceUID, late.SOPInstanceUID]
+    assert queries.studies()[0]["instance_count"] == 2
+    srs = [dcmread(p) for p in harness.node.spool.results.glob("job-*/*.dcm")]
+    series = {ds.SeriesInstanceUID for ds in srs if ds.Modality == "SR"}
+    assert len(series) == 2, "each job's results go in a new series"
+
+
+def test_expected_series_completes_before_quiet_period(make_node: MakeNode) -> None:
+    rule = Completion(quiet_seconds=600, expected_series=2)
+    harness = make_node(pipeline=pipeline(completion=rule), destinations=[ARCHIVE])
+    harness.store(make_study(4, series=2))
+    assert len(harness.settle(6)) == 1
+
+
+def test_forced_completion(make_node: MakeNode) -> None:
+    harness = make_node(pipeline=pipeline(), destinations=[ARCHIVE])
+    study = make_study(1)
+    harness.store(study)
+    assert harness.node.index.force_complete(study[0].StudyInstanceUID) == 1
+    assert len(harness.settle(0)) == 1
+
+
+def test_engine_failure_fails_only_its_job(make_node: MakeNode) -> None:
+    bad_study = make_study(1)
+    good_study = make_study(1)
+    analyzer = FakeAnalyzer(fail_on={bad_study[0].SOPInstanceUID})
+    harness = make_node(analyzer=analyzer, pipeline=pipeline(), destinations=[ARCHIVE])
+    harness.store(bad_study + good_study)
+    harness.settle()
+    jobs = {j["study_instance_uid"]: j for j in IndexQueries(harness.node.index).jobs()}
+    bad = jobs[bad_study[0].StudyInstanceUID]
+    good = jobs[good_study[0].StudyInstanceUID]
+    assert bad["state"] == JobState.FAILED.value
+    assert "fake engine crashed" in bad["error"]
+    assert good["state"] == JobState.DONE.value
+
+
+def test_unrouted_images_are_reported_not_assessed(make_node: MakeNode) -> None:
+    rules = [{"name": "breast-only", "match": {"body_part": ["BREAST"]}, "engines": ["breast"]}]
+    harness = make_node(pipeline=pipeline(rules=rules), destinations=[ARCHIVE])
+    harness.store(make_study(1, body_part="ABDOMEN"))
+    harness.settle()
+    assert harness.analyzer.calls == []
+    job = IndexQueries(harness.node.index).jobs()[0]
+    assert job["state"] == JobState.DONE.value
+    assert "not_assessed=1" in job["summary"]
+
+
+def test_rerun_of_a_job(make_node: MakeNode) -> None:
+    harness = make_node(pipeline=pipeline(), destinations=[ARCHIVE])
+    harness.store(make_study(1))
+    harness.settle()
+    job_id = IndexQueries(harness.node.index).jobs()[0]["id"]
+    assert harness.node.index.requeue_job(job_id)
+    assert harness.node.dispatcher.run_next_job()
+    assert len(harness.analyzer.calls) == 2
