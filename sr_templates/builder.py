@@ -8,6 +8,7 @@ import structlog
 from pydicom import Dataset
 
 from inference.findings import StudyResult
+from sr_templates.capture import build_overlay_captures
 from sr_templates.options import ResultOptions
 from sr_templates.presentation import build_presentation_states
 from sr_templates.seg import build_segmentations
@@ -55,5 +56,7 @@ def build_result_objects(
         objects.extend(build_segmentations(source_set, result, options))
     if options.include_presentation_state:
         objects.extend(build_presentation_states(source_set, result, options))
+    if options.include_overlay_capture:
+        objects.extend(build_overlay_captures(source_set, result, options))
     LOGGER.info("result_objects_built", objects=len(objects), job=options.job_sequence)
     return objects

@@ -256,7 +256,7 @@ def _build_one(
     )
     restore_character_set(seg, source)
     seg.PatientOrientation = source.get("PatientOrientation", "")
-    copy_series_anatomy(seg, source)
+    copy_series_anatomy(seg, source, empty_laterality=False)
     if multiframe:
         _restore_multiframe_references(seg, source, frame)
     return seg

@@ -175,11 +175,16 @@ def restore_character_set(target: Dataset, source: Dataset) -> None:
         target.SpecificCharacterSet = source.SpecificCharacterSet
 
 
-def copy_series_anatomy(target: Dataset, source: Dataset) -> None:
+def copy_series_anatomy(target: Dataset, source: Dataset, empty_laterality: bool = True) -> None:
     """Copy Body Part Examined and Laterality (General Series) from ``source``.
 
-    dciodvfy needs them to decide whether the Type 2C Laterality is due.
+    Empty values are not copied.  Without a body part nobody can tell whether
+    the Type 2C Laterality is due, so it is then written empty (unknown), as
+    dciodvfy expects of images and presentation states (not of SEG: pass
+    ``empty_laterality=False``).
     """
     for keyword in ("BodyPartExamined", "Laterality"):
-        if keyword in source:
+        if source.get(keyword):
             setattr(target, keyword, source[keyword].value)
+    if empty_laterality and not target.get("BodyPartExamined") and "Laterality" not in target:
+        target.Laterality = ""

@@ -151,7 +151,8 @@ def make_us_image(
     ds.InstanceNumber = 1
     ds.PatientOrientation = ""
     ds.ImageType = ["ORIGINAL", "PRIMARY", "ABDOMINAL"]
-    ds.BodyPartExamined = body_part
+    if body_part is not None:
+        ds.BodyPartExamined = body_part
     ds.ContentDate = "20260101"
     ds.ContentTime = "101010"
     ds.Rows = rows
