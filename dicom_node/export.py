@@ -46,6 +46,8 @@ class Target:
     host: str
     port: int
     tls: TLSConfig | None = None
+    timeout: float = 30.0
+    """ACSE and network timeout in seconds (DIMSE waits four times as long)."""
 
 
 @dataclass(frozen=True)
@@ -93,11 +95,11 @@ def client_ssl_context(tls: TLSConfig) -> ssl.SSLContext:
     return context
 
 
-def _requestor_ae(calling_ae: str, sop_classes: Sequence[str]) -> AE:
+def _requestor_ae(calling_ae: str, sop_classes: Sequence[str], timeout: float) -> AE:
     ae = AE(ae_title=calling_ae)
-    ae.acse_timeout = 30
-    ae.dimse_timeout = 120
-    ae.network_timeout = 60
+    ae.acse_timeout = timeout
+    ae.dimse_timeout = timeout * 4
+    ae.network_timeout = timeout * 2
     for uid in sorted(set(sop_classes)):
         ae.add_requested_context(uid, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     return ae
@@ -112,7 +114,7 @@ def c_store_batch(calling_ae: str, target: Target, paths: Sequence[str]) -> list
         If no association could be established.
     """
     datasets = [dcmread(p) for p in paths]
-    ae = _requestor_ae(calling_ae, [str(ds.SOPClassUID) for ds in datasets])
+    ae = _requestor_ae(calling_ae, [str(ds.SOPClassUID) for ds in datasets], target.timeout)
     tls_args = (client_ssl_context(target.tls), "") if target.tls is not None else None
     assoc = ae.associate(target.host, target.port, ae_title=target.ae_title, tls_args=tls_args)
     if not assoc.is_established:
@@ -152,8 +154,8 @@ def c_echo(calling_ae: str, target: Target) -> float:
     """
     ae = AE(ae_title=calling_ae)
     ae.add_requested_context(Verification)
-    ae.acse_timeout = 10
-    ae.network_timeout = 10
+    ae.acse_timeout = target.timeout
+    ae.network_timeout = target.timeout
     started = time.perf_counter()
     tls_args = (client_ssl_context(target.tls), "") if target.tls is not None else None
     assoc = ae.associate(target.host, target.port, ae_title=target.ae_title, tls_args=tls_args)
@@ -204,7 +206,9 @@ class Exporter:
             return 0
         configured = config.destination(destination)
         tls = configured.tls if configured is not None else None
-        target = Target(items[0].ae_title, items[0].host, items[0].port, tls)
+        target = Target(
+            items[0].ae_title, items[0].host, items[0].port, tls, config.limits.acse_timeout
+        )
         batch = [
             i
             for i in items

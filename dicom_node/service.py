@@ -208,8 +208,12 @@ class Node:
         self._stop.set()
         if self._ae is not None:
             self._ae.shutdown()  # type: ignore[attr-defined]
-        for thread in [*self._threads, *self._export_threads.values()]:
+        for thread in self._threads:
             thread.join(timeout=30)
+        # An export stuck on a hung peer is abandoned: it was not marked
+        # delivered, so it is sent again after the restart.
+        for thread in self._export_threads.values():
+            thread.join(timeout=2)
         self.index.close()
         LOGGER.info("node_stopped")
 

@@ -1,0 +1,219 @@
+"""Export: batches, retries with backoff, error queue, per-destination isolation."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+
+from dicom_node.config import Completion, Destination, ExportPolicy, Pipeline
+from dicom_node.export import AssociationFailed, SendOutcome, Target, backoff_seconds
+from dicom_node.index import ExportState, IndexQueries
+from tests.dicom_node.conftest import NodeHarness, free_port, make_study
+
+MakeNode = Callable[..., NodeHarness]
+
+
+class FakeArchive:
+    """A sender double: down (association fails) or up, or refusing with a status."""
+
+    def __init__(self) -> None:
+        self.up = False
+        self.refuse_status: int | None = None
+        self.batches: list[tuple[str, list[str]]] = []
+
+    def __call__(self, calling: str, target: Target, paths: Sequence[str]) -> list[SendOutcome]:
+        if not self.up:
+            raise AssociationFailed(f"association to {target.ae_title} refused")
+        self.batches.append((target.ae_title, list(paths)))
+        status = self.refuse_status if self.refuse_status is not None else 0x0000
+        return [SendOutcome(p, status) for p in paths]
+
+
+def two_destinations() -> dict[str, object]:
+    return {
+        "destinations": [
+            Destination(name="a", ae_title="ARCH_A", host="127.0.0.1", port=1),
+            Destination(name="b", ae_title="ARCH_B", host="127.0.0.1", port=2),
+        ],
+        "pipeline": Pipeline(
+            called_ae="NODE", completion=Completion(quiet_seconds=30), destinations=["a", "b"]
+        ),
+        "export": ExportPolicy(
+            max_attempts=4, backoff_initial_seconds=10, backoff_factor=2, backoff_max_seconds=25
+        ),
+    }
+
+
+def states(harness: NodeHarness) -> dict[str, tuple[str, int]]:
+    return {
+        e["destination"]: (e["state"], e["attempts"])
+        for e in IndexQueries(harness.node.index).exports()
+    }
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    policy = ExportPolicy(backoff_initial_seconds=10, backoff_factor=2, backoff_max_seconds=60)
+    assert [backoff_seconds(n, policy) for n in range(1, 6)] == [10, 20, 40, 60, 60]
+
+
+def test_destination_down_then_up_is_retried_with_backoff(make_node: MakeNode) -> None:
+    archive = FakeArchive()
+    harness = make_node(sender=archive, **two_destinations())
+    harness.store(make_study(2))
+    harness.settle()
+    exporter = harness.node.exporter
+    assert exporter.run_destination("a") == 1
+    assert states(harness)["a"] == (ExportState.PENDING.value, 1)
+    assert exporter.run_destination("a") == 0, "not due before the backoff"
+    harness.clock.advance(10)
+    assert exporter.run_destination("a") == 1
+    assert states(harness)["a"] == (ExportState.PENDING.value, 2)
+    harness.clock.advance(19)
+    assert exporter.run_destination("a") == 0
+    archive.up = True
+    harness.clock.advance(1)
+    assert exporter.run_destination("a") == 1
+    assert states(harness)["a"] == (ExportState.DELIVERED.value, 3)
+    assert len(archive.batches) == 1, "one association for the whole batch"
+
+
+def test_attempts_are_capped_then_error_queue_then_manual_retry(make_node: MakeNode) -> None:
+    archive = FakeArchive()
+    harness = make_node(sender=archive, **two_destinations())
+    harness.store(make_study(1))
+    harness.settle()
+    for _ in range(4):
+        harness.node.exporter.run_destination("a")
+        harness.clock.advance(30)
+    assert states(harness)["a"] == (ExportState.FAILED.value, 4)
+    assert harness.node.exporter.run_destination("a") == 0
+    export_id = IndexQueries(harness.node.index).exports(ExportState.FAILED)[0]["id"]
+    archive.up = True
+    assert harness.node.index.retry_export(export_id, harness.clock.now())
+    assert harness.node.exporter.run_destination("a") == 1
+    assert states(harness)["a"][0] == ExportState.DELIVERED.value
+
+
+def test_refusal_status_goes_to_error_queue_at_once(make_node: MakeNode) -> None:
+    archive = FakeArchive()
+    archive.up = True
+    archive.refuse_status = 0xC000
+    harness = make_node(sender=archive, **two_destinations())
+    harness.store(make_study(1))
+    harness.settle()
+    harness.node.exporter.run_destination("a")
+    export = IndexQueries(harness.node.index).exports(ExportState.FAILED)[0]
+    assert export["destination"] == "a"
+    assert "0xC000" in export["last_error"]
+    assert harness.node.index.discard_export(export["id"])
+
+
+def test_out_of_resources_is_retried(make_node: MakeNode) -> None:
+    archive = FakeArchive()
+    archive.up = True
+    archive.refuse_status = 0xA700
+    harness = make_node(sender=archive, **two_destinations())
+    harness.store(make_study(1))
+    harness.settle()
+    harness.node.exporter.run_destination("a")
+    assert states(harness)["a"] == (ExportState.PENDING.value, 1)
+
+
+def test_one_dead_destination_does_not_hold_the_other(make_node: MakeNode) -> None:
+    archive = FakeArchive()
+    harness = make_node(sender=archive, **two_destinations())
+    harness.store(make_study(1))
+    harness.settle()
+    harness.node.exporter.run_destination("a")
+    archive.up = True
+    harness.node.exporter.run_destination("b")
+    assert states(harness)["b"][0] == ExportState.DELIVERED.value
+    assert states(harness)["a"] == (ExportState.PENDING.value, 1)
+
+
+@pytest.fixture
+def hanging_server() -> Iterator[int]:
+    """A TCP server that accepts and never answers (a hung archive)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    clients: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                clients.append(server.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield int(server.getsockname()[1])
+    stop.set()
+    thread.join()
+    for client in clients:
+        client.close()
+    server.close()
+
+
+@pytest.fixture
+def storage_scp(tmp_path: Path) -> Iterator[tuple[int, list[str]]]:
+    """A pynetdicom Storage SCP that records what it receives."""
+    received: list[str] = []
+
+    def on_store(event: evt.Event) -> int:
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    ae = AE(ae_title="GOOD")
+    ae.supported_contexts = AllStoragePresentationContexts
+    port = free_port()
+    ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    yield port, received
+    ae.shutdown()
+
+
+def test_hung_archive_does_not_delay_a_live_one(
+    tmp_path: Path, hanging_server: int, storage_scp: tuple[int, list[str]]
+) -> None:
+    """With real workers: the live destination gets results while the hung one blocks."""
+    from dicom_node.service import Node, Stages
+    from dicom_node.stages import build, decode
+    from tests.dicom_node.conftest import node_config
+    from tests.dicom_node.fake_engine import FakeAnalyzer
+
+    good_port, received = storage_scp
+    config = node_config(
+        tmp_path,
+        destinations=[
+            Destination(name="hung", ae_title="HUNG", host="127.0.0.1", port=hanging_server),
+            Destination(name="good", ae_title="GOOD", host="127.0.0.1", port=good_port),
+        ],
+        pipeline=Pipeline(
+            called_ae="NODE", completion=Completion(quiet_seconds=0.1), destinations=["hung", "good"]
+        ),
+        limits={"min_free_disk_mb": 0, "acse_timeout": 20},
+    )
+    node = Node(config, Stages(analyze=FakeAnalyzer(), decode=decode, build=build))
+    node.start()
+    try:
+        harness = NodeHarness(node, None, None)  # type: ignore[arg-type]
+        harness.store(make_study(1))
+        deadline = time.monotonic() + 60
+        exports: dict[str, str] = {}
+        while exports.get("good") != ExportState.DELIVERED.value and time.monotonic() < deadline:
+            time.sleep(0.1)
+            exports = {e["destination"]: e["state"] for e in IndexQueries(node.index).exports()}
+        assert received, "the live archive got nothing while the other one hung"
+        assert exports["good"] == ExportState.DELIVERED.value
+        assert exports["hung"] == ExportState.PENDING.value
+    finally:
+        node.stop()
