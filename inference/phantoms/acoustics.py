@@ -89,6 +89,23 @@ class ProbeGeometry:
         height = outer - self.radius_mm * np.cos(half)
         return float(width), float(height)
 
+    def contains(self, x: np.ndarray | float, z: np.ndarray | float, margin_mm: float = 0.0
+                 ) -> np.ndarray:
+        """Whether Cartesian points lie inside the field of view, ``margin_mm`` in."""
+        depth, lateral = _beam_coordinates(self, np.asarray(x, float), np.asarray(z, float))
+        if self.kind == "linear":
+            half = self.width_mm / 2.0 - margin_mm
+            return (depth >= margin_mm) & (depth <= self.depth_mm - margin_mm) & (
+                np.abs(lateral) <= half)
+        half_angle = np.deg2rad(self.angle_deg) / 2.0
+        arc_margin = margin_mm / np.maximum(depth + self.radius_mm, 1e-3)
+        return (depth >= margin_mm) & (depth <= self.depth_mm - margin_mm) & (
+            np.abs(lateral) <= half_angle - arc_margin)
+
+    def face_depth(self, x: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Distance (mm) of Cartesian points from the transducer face, along the beam."""
+        return _beam_coordinates(self, x, z)[0]
+
 
 def random_probe(kind: ProbeKind, rng: np.random.Generator, depth_mm: tuple[float, float]
                  ) -> ProbeGeometry:
@@ -319,14 +336,14 @@ def random_settings(rng: np.random.Generator, frequency_mhz: tuple[float, float]
     """Draw widely varied scanner settings.
 
     Gain -8..+8 dB, dynamic range 45-75 dB, eight TGC sliders each -6..+6 dB,
-    noise -55..-38 dB, automatic TGC for 0.3-0.6 dB/cm/MHz.
+    noise -85..-62 dB, automatic TGC for 0.3-0.6 dB/cm/MHz.
     """
     return ScannerSettings(
         frequency_mhz=float(rng.uniform(*frequency_mhz)),
         gain_db=float(rng.uniform(-8.0, 8.0)),
         dynamic_range_db=float(rng.uniform(45.0, 75.0)),
         tgc_db=tuple(float(v) for v in np.cumsum(rng.uniform(-2.0, 2.0, 8)).clip(-6, 6)),
-        noise_db=float(rng.uniform(-55.0, -38.0)),
+        noise_db=float(rng.uniform(-85.0, -62.0)),
         assumed_attenuation=float(rng.uniform(0.3, 0.6)),
     )
 

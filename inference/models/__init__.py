@@ -1,0 +1,1 @@
+"""Neural network definitions and the image transforms they expect."""

@@ -1,0 +1,1 @@
+"""Training of the engines' models (never imported by the node)."""

@@ -1,0 +1,171 @@
+"""Phantom datasets for the lesion detector and classifier, cached as ``.npz``.
+
+One cache per organ and seed range holds, for every phantom image, the
+letterboxed detector input with its lesion boxes, and for every lesion a few
+classifier crops whose boxes are jittered like a detector's and rotated
+within 10 degrees (the published augmentation).  Caches live outside the
+repository (default ``/work/cache``); the seed range fixes the content.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import structlog
+from tqdm import tqdm
+
+from inference.findings import BREAST_CLASSES, LIVER_CLASSES, BoundingBox
+from inference.models.roi import CLASSIFIER_SIZE, letterbox, roi_crop
+from inference.phantoms.generator import Organ, PhantomSample, generate
+
+logger = structlog.get_logger(__name__)
+
+CLASSES: dict[str, tuple[str, ...]] = {"liver": LIVER_CLASSES, "breast": BREAST_CLASSES}
+"""Class names per organ, in model output order."""
+
+IMAGE_SIZES: tuple[tuple[int, int], ...] = ((480, 640), (480, 640), (600, 800), (384, 512),
+                                            (768, 1024))
+"""Image sizes drawn per sample (rows, cols); 480 x 640 twice as often."""
+
+
+def image_size(seed: int) -> tuple[int, int]:
+    """Image size of the sample with ``seed``."""
+    return IMAGE_SIZES[np.random.default_rng([seed, 7]).integers(len(IMAGE_SIZES))]
+
+
+def jitter_box(box: BoundingBox, rng: np.random.Generator, amount: float = 0.12
+               ) -> BoundingBox:
+    """A box perturbed like a detector's output (size and position, ``amount`` ~ 12 %)."""
+    w, h = box.width, box.height
+    cx, cy = box.center
+    cx += rng.normal(0, amount * 0.6) * w
+    cy += rng.normal(0, amount * 0.6) * h
+    w *= float(np.exp(rng.normal(0, amount)))
+    h *= float(np.exp(rng.normal(0, amount)))
+    return BoundingBox(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+
+
+def sample_arrays(sample: PhantomSample, rng: np.random.Generator, crops_per_lesion: int
+                  ) -> dict[str, np.ndarray]:
+    """Detector input, boxes and classifier crops of a single-frame sample."""
+    classes = CLASSES[sample.organ]
+    frame = sample.frames[0]
+    det, lb = letterbox(frame, sample.scan_box)
+    boxes, labels, crops, crop_labels = [], [], [], []
+    for truth in sample.truths[0]:
+        boxes.append(lb.to_input(truth.box))
+        labels.append(classes.index(truth.label))
+        for k in range(crops_per_lesion):
+            box = truth.box if k == 0 else jitter_box(truth.box, rng)
+            crops.append(roi_crop(frame, box, angle_deg=float(rng.uniform(-10, 10)) if k else 0.0))
+            crop_labels.append(classes.index(truth.label))
+    return {
+        "det": det,
+        "boxes": np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+        "labels": np.asarray(labels, dtype=np.int64),
+        "crops": np.asarray(crops, dtype=np.uint8).reshape(-1, CLASSIFIER_SIZE, CLASSIFIER_SIZE),
+        "crop_labels": np.asarray(crop_labels, dtype=np.int64),
+    }
+
+
+def _work(args: tuple[Organ, int, int]) -> dict[str, np.ndarray]:
+    organ, seed, crops_per_lesion = args
+    rows, cols = image_size(seed)
+    sample = generate(organ, seed, rows, cols)
+    return sample_arrays(sample, np.random.default_rng([seed, 11]), crops_per_lesion)
+
+
+@dataclass
+class LesionCache:
+    """A loaded cache (see :func:`build_cache`)."""
+
+    organ: str
+    seeds: np.ndarray
+    det: np.ndarray
+    boxes: np.ndarray
+    box_image: np.ndarray
+    labels: np.ndarray
+    crops: np.ndarray
+    crop_labels: np.ndarray
+    crop_image: np.ndarray
+
+    def boxes_of(self, index: int) -> np.ndarray:
+        """Boxes ``(k, 4)`` of image ``index`` in detector-input pixels."""
+        return self.boxes[self.box_image == index]
+
+
+def build_cache(organ: Organ, first_seed: int, count: int, path: Path, workers: int = 1,
+                crops_per_lesion: int = 4) -> LesionCache:
+    """Generate ``count`` phantom images from ``first_seed`` on and save them.
+
+    Parameters
+    ----------
+    organ:
+        ``"liver"`` or ``"breast"``.
+    first_seed, count:
+        Seed range ``[first_seed, first_seed + count)``.
+    path:
+        Output ``.npz`` path.
+    workers:
+        Worker processes (keep at 1-2 on a shared machine).
+    crops_per_lesion:
+        Classifier crops per lesion (the first one unjittered).
+
+    Returns
+    -------
+    LesionCache
+        The cache just written.
+    """
+    seeds = np.arange(first_seed, first_seed + count)
+    jobs = [(organ, int(s), crops_per_lesion) for s in seeds]
+    parts: list[dict[str, np.ndarray]] = []
+    with mp.get_context("fork").Pool(workers) if workers > 1 else _Serial() as pool:
+        for part in tqdm(pool.imap(_work, jobs, chunksize=8), total=count,
+                         desc=f"{organ} phantoms", mininterval=10):
+            parts.append(part)
+    cache = LesionCache(
+        organ=organ, seeds=seeds,
+        det=np.stack([p["det"] for p in parts]),
+        boxes=np.concatenate([p["boxes"] for p in parts]),
+        box_image=np.concatenate([np.full(len(p["boxes"]), i) for i, p in enumerate(parts)]),
+        labels=np.concatenate([p["labels"] for p in parts]),
+        crops=np.concatenate([p["crops"] for p in parts]),
+        crop_labels=np.concatenate([p["crop_labels"] for p in parts]),
+        crop_image=np.concatenate([np.full(len(p["crops"]), i) for i, p in enumerate(parts)]),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **{k: v for k, v in vars(cache).items()})
+    logger.info("cache_written", path=str(path), images=count, lesions=len(cache.labels))
+    return cache
+
+
+def load_cache(path: Path) -> LesionCache:
+    """Load a cache written by :func:`build_cache`."""
+    with np.load(path) as data:
+        return LesionCache(**{k: (str(data[k]) if k == "organ" else data[k])
+                              for k in data.files})
+
+
+class _Serial:
+    """A stand-in for a pool that runs in this process."""
+
+    def __enter__(self) -> _Serial:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    @staticmethod
+    def imap(fn, jobs, chunksize: int = 1):  # type: ignore[no-untyped-def]
+        """Apply ``fn`` lazily."""
+        return map(fn, jobs)
+
+
+def split_indices(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """8:1:1 train / validation / test split of ``n`` images (fixed seed)."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = n_test = max(1, n // 10)
+    return order[n_val + n_test:], order[:n_val], order[n_val:n_val + n_test]
