@@ -272,9 +272,7 @@ class Receiver:
             return self._refuse(stats, reason, status)
         return int(status)
 
-    def _refuse(
-        self, stats: _AssociationStats | None, reason: str, status: StoreStatus
-    ) -> Dataset:
+    def _refuse(self, stats: _AssociationStats | None, reason: str, status: StoreStatus) -> Dataset:
         metrics.STORE_FAILURES.labels(reason.split(":")[0]).inc()
         if stats is not None:
             with self._lock:

@@ -198,7 +198,9 @@ def test_hung_archive_does_not_delay_a_live_one(
             Destination(name="good", ae_title="GOOD", host="127.0.0.1", port=good_port),
         ],
         pipeline=Pipeline(
-            called_ae="NODE", completion=Completion(quiet_seconds=0.1), destinations=["hung", "good"]
+            called_ae="NODE",
+            completion=Completion(quiet_seconds=0.1),
+            destinations=["hung", "good"],
         ),
         limits={"min_free_disk_mb": 0, "acse_timeout": 20},
     )

@@ -1,0 +1,171 @@
+"""Real peers started by the tests: Orthanc as the archive, DCMTK as the modality.
+
+Each helper binds to 127.0.0.1 where the program allows it (Orthanc 1.10 has
+no bind-address setting: its DICOM port listens on every interface, its HTTP
+server refuses remote clients) on free ports, and stops what it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def require(*programs: str) -> None:
+    """Skip the test when a program is missing (CI installs them all)."""
+    for program in programs:
+        if shutil.which(program) is None and not Path(program).exists():
+            pytest.skip(f"{program} is not installed")
+
+
+@dataclass
+class Orthanc:
+    """A running Orthanc and its REST API."""
+
+    ae_title: str
+    dicom_port: int
+    http_port: int
+    process: subprocess.Popen[bytes]
+
+    def get(self, path: str) -> Any:
+        """GET a REST resource as JSON."""
+        url = f"http://127.0.0.1:{self.http_port}{path}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.loads(response.read())
+
+    def get_bytes(self, path: str) -> bytes:
+        """GET a REST resource as bytes."""
+        url = f"http://127.0.0.1:{self.http_port}{path}"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return bytes(response.read())
+
+    def instances_of_modality(self, modality: str) -> list[str]:
+        """Orthanc ids of the stored instances whose series has ``modality``."""
+        found = []
+        for series_id in self.get("/series"):
+            series = self.get(f"/series/{series_id}")
+            if series["MainDicomTags"].get("Modality") == modality:
+                found.extend(series["Instances"])
+        return found
+
+    def wait_for(self, modality: str, count: int, timeout: float = 120) -> list[str]:
+        """Wait until ``count`` instances of ``modality`` are stored; return their ids."""
+        deadline = time.monotonic() + timeout
+        found: list[str] = []
+        while time.monotonic() < deadline:
+            found = self.instances_of_modality(modality)
+            if len(found) >= count:
+                return found
+            time.sleep(0.25)
+        raise AssertionError(f"Orthanc has {len(found)} {modality} instance(s), wanted {count}")
+
+
+@contextmanager
+def run_orthanc(workdir: Path, ae_title: str = "ORTHANC") -> Iterator[Orthanc]:
+    """Start Orthanc with its storage in ``workdir``; stop it on exit."""
+    require(ORTHANC)
+    workdir.mkdir(parents=True, exist_ok=True)
+    dicom_port, http_port = free_port(), free_port()
+    config = {
+        "Name": "test-archive",
+        "StorageDirectory": str(workdir / "storage"),
+        "IndexDirectory": str(workdir / "storage"),
+        "DicomAet": ae_title,
+        "DicomPort": dicom_port,
+        "HttpPort": http_port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomAlwaysAllowStore": True,
+        "DicomAlwaysAllowEcho": True,
+        "DicomCheckCalledAet": False,
+        "SyncStorageArea": True,
+        "Plugins": [],
+        "HttpServerEnabled": True,
+        "DicomServerEnabled": True,
+        "StableAge": 1,
+    }
+    config_path = workdir / "orthanc.json"
+    config_path.write_text(json.dumps(config))
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    with open(workdir / "orthanc.log", "wb") as log:
+        process = subprocess.Popen([ORTHANC, str(config_path)], stdout=log, stderr=log, env=env)
+    orthanc = Orthanc(ae_title, dicom_port, http_port, process)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                orthanc.get("/system")
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        "Orthanc did not start: " + (workdir / "orthanc.log").read_text()[-2000:]
+                    ) from None
+                time.sleep(0.1)
+        yield orthanc
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def storescu(
+    port: int,
+    files: Sequence[Path],
+    called: str = "DICOM_NODE",
+    calling: str = "STORESCU",
+    extra: Sequence[str] = (),
+) -> subprocess.CompletedProcess[str]:
+    """Send ``files`` with DCMTK's storescu over one association."""
+    require("storescu")
+    command = [
+        "storescu",
+        "-aec",
+        called,
+        "-aet",
+        calling,
+        "--propose-jpeg8",
+        "--required",
+        *extra,
+        "127.0.0.1",
+        str(port),
+        *map(str, files),
+    ]
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env=env, check=False
+    )
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    """Error lines ``dciodvfy -new`` prints for ``path``."""
+    require("dciodvfy")
+    completed = subprocess.run(
+        ["dciodvfy", "-new", str(path)], capture_output=True, text=True, timeout=120, check=False
+    )
+    output = completed.stdout + completed.stderr
+    return [line for line in output.splitlines() if line.startswith("Error")]
