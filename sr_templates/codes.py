@@ -14,9 +14,13 @@ Where no standard code exists, the private coding scheme designator
 ``99USAI`` ("US AI DICOM node local codes", declared in every SR's Coding
 Scheme Identification Sequence by :data:`PRIVATE_CODING_SCHEME`) is used:
 
+``USAI-CLASS``
+    "Lesion class by AI": name of the CODE evaluation whose value is the
+    winning class (a SNOMED CT code).
 ``PROB-<CLASS>``
     "Probability of <class meaning>": the model's softmax output for one
-    lesion class, a NUM with UCUM unit ``1``.
+    lesion class, a NUM with UCUM unit ``1`` (values in
+    :data:`_PROBABILITY_VALUES`, at most 16 characters).
 ``USAI-NA-REASON``
     "Reason not assessed": name of the CODE evaluation that says why an
     image was not analysed.
@@ -60,8 +64,6 @@ MORPHOLOGICALLY_ABNORMAL_STRUCTURE = Code(
     "49755003", "SCT", "Morphologically Abnormal Structure"
 )
 """Finding category / segmented property category of a lesion."""
-FINDING = Code("121071", "DCM", "Finding")
-"""Name of the CODE evaluation that carries the winning class."""
 ABSENT = Code("2667000", "SCT", "Absent")
 """Value of "Mass" when an analysed image showed no lesion."""
 ANATOMICAL_STRUCTURE = Code("91723000", "SCT", "Anatomical Structure")
@@ -96,6 +98,18 @@ _CLASS_CODES: dict[str, Code] = {
     "other": Code("52988006", "SCT", "Lesion"),
 }
 
+_PROBABILITY_VALUES: dict[str, str] = {
+    "hcc": "PROB-HCC",
+    "metastasis": "PROB-METASTASIS",
+    "hemangioma": "PROB-HEMANGIOMA",
+    "cyst": "PROB-CYST",
+    "carcinoma": "PROB-CARCINOMA",
+    "fibroadenoma": "PROB-FIBROADENOM",
+    "simple_cyst": "PROB-SIMPLECYST",
+    "other": "PROB-OTHER",
+}
+"""Private code values (at most 16 characters, SH) of the class probabilities."""
+
 # --- Measurements -----------------------------------------------------------
 PROBABILITY_OF_CANCER = Code("111047", "DCM", "Probability of cancer")
 LONG_AXIS = Code("103339001", "SCT", "Long axis")
@@ -117,6 +131,12 @@ UNIT_PERCENT = Code("%", "UCUM", "Percent")
 UNIT_ML = Code("ml", "UCUM", "milliliter")
 
 # --- Private codes ----------------------------------------------------------
+LESION_CLASS = Code("USAI-CLASS", PRIVATE_SCHEME, "Lesion class by AI")
+"""Name of the CODE evaluation that carries the winning class.
+
+Not DCM 121071 "Finding": TID 1410 already uses that name for the finding
+type (Mass), and readers (OHIF, highdicom) take the first item of that name.
+"""
 REASON_NOT_ASSESSED = Code("USAI-NA-REASON", PRIVATE_SCHEME, "Reason not assessed")
 
 _NOT_ASSESSED_MEANINGS: dict[NotAssessedReasonValues, str] = {
@@ -184,7 +204,7 @@ def class_probability(label: str) -> Code:
         If ``label`` is not one of the liver or breast classes.
     """
     meaning = lesion_class(label).meaning
-    return Code(f"PROB-{label.upper()}", PRIVATE_SCHEME, f"Probability of {meaning}")
+    return Code(_PROBABILITY_VALUES[label], PRIVATE_SCHEME, f"Probability of {meaning}")
 
 
 def not_assessed_reason(reason: NotAssessedReasonValues) -> Code:

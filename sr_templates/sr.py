@@ -148,7 +148,7 @@ def _lesion_groups(
             key.box.polyline(),
             codes.BOUNDED_BY,
             _lesion_measurements(lesion, sources),
-            [hd.sr.QualitativeEvaluation(codes.FINDING, codes.lesion_class(lesion.label))],
+            [hd.sr.QualitativeEvaluation(codes.LESION_CLASS, codes.lesion_class(lesion.label))],
         )
     ]
     if key.contour is not None:
