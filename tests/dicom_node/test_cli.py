@@ -1,0 +1,94 @@
+"""The ``dicom-node`` command as an admin uses it, against DCMTK's echoscu."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dicom_node.cli import main, parse_address
+from tests.peers import free_port, require
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """``dicom-node serve`` in a subprocess on a free port."""
+    port = free_port()
+    data = tmp_path / "var"
+    command = [
+        sys.executable,
+        "-m",
+        "dicom_node.cli",
+        "--log-json",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data),
+        "--ae-title",
+        "CLI_NODE",
+    ]
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=out)
+    deadline = time.monotonic() + 60
+    while b"receiver_started" not in log.read_bytes():
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "dicom-node serve did not start"
+        time.sleep(0.1)
+    yield port, data
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0, log.read_text()
+    assert b"node_stopped" in log.read_bytes()
+
+
+def test_serve_answers_echoscu_and_dicom_node_echo(served: tuple[int, Path]) -> None:
+    port, _ = served
+    require("echoscu")
+    echo = subprocess.run(
+        ["echoscu", "-aec", "CLI_NODE", "127.0.0.1", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "TCP_NODELAY": "1"},
+    )
+    assert echo.returncode == 0, echo.stderr
+    assert main(["echo", f"CLI_NODE@127.0.0.1:{port}"]) == 0
+    assert main(["echo", f"WRONG_AE@127.0.0.1:{port}"]) == 1
+
+
+def test_study_complete_of_unknown_study(served: tuple[int, Path]) -> None:
+    _, data = served
+    assert main(["study", "complete", "1.2.3.4", "--data-dir", str(data)]) == 1
+
+
+def test_listing_commands(served: tuple[int, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    _, data = served
+    for what in ("studies", "jobs", "exports", "associations"):
+        assert main([what, "list", "--data-dir", str(data)]) == 0
+    assert "[" in capsys.readouterr().out
+
+
+def test_config_error_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("port: -5\n")
+    assert main(["serve", "--config", str(bad)]) == 2
+    assert "port" in capsys.readouterr().err
+
+
+def test_address_parsing() -> None:
+    target = parse_address("ORTHANC@10.0.0.1:4242")
+    assert (target.ae_title, target.host, target.port) == ("ORTHANC", "10.0.0.1", 4242)
+    for bad in ("ORTHANC@host", "@host:1", "TOO_LONG_AE_TITLE_X@h:1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_address(bad)
