@@ -24,7 +24,7 @@ Scheme Identification Sequence by :data:`PRIVATE_CODING_SCHEME`) is used:
 ``USAI-NA-REASON``
     "Reason not assessed": name of the CODE evaluation that says why an
     image was not analysed.
-``USAI-NA-<REASON>``
+``NA-<REASON>``
     The reasons themselves, one per
     :class:`inference.findings.NotAssessedReasonValues` member.
 """
@@ -210,7 +210,7 @@ def class_probability(label: str) -> Code:
 def not_assessed_reason(reason: NotAssessedReasonValues) -> Code:
     """Private code of a not-assessed reason."""
     reason = NotAssessedReasonValues(reason)
-    value = "USAI-NA-" + reason.value.upper().replace("_", "-")
+    value = "NA-" + reason.value.upper().replace("_", "-")
     return Code(value, PRIVATE_SCHEME, _NOT_ASSESSED_MEANINGS[reason])
 
 

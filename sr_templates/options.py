@@ -8,13 +8,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import highdicom as hd
-from pydicom.uid import generate_uid
 
 from inference.findings import AlgorithmInfo
 from sr_templates import codes
 
 MAX_SERIES_NUMBER = 2**31 - 1
 """Largest value an IS Series Number can hold."""
+
+
+def hashed_uid(*parts: object) -> str:
+    """A ``2.25`` UID derived from the SHA-256 of ``parts`` (reproducible)."""
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return "2.25." + str(int.from_bytes(digest[:16], "big"))
 
 
 class ObjectKindValues(enum.Enum):
@@ -107,10 +112,7 @@ class ResultOptions:
     @property
     def device_uid(self) -> str:
         """UID of the node as SR device observer; changes with its version."""
-        digest = hashlib.sha256(
-            f"{self.manufacturer}|{self.device_name}|{self.software_version}".encode()
-        ).digest()
-        return "2.25." + str(int.from_bytes(digest[:16], "big"))
+        return hashed_uid(self.manufacturer, self.device_name, self.software_version)
 
     def series_number(self, kind: ObjectKindValues) -> int:
         """Series number of objects of ``kind`` in this job."""
@@ -120,7 +122,7 @@ class ResultOptions:
         """A new UID; derived from ``uid_seed`` and ``parts`` when a seed is set."""
         if self.uid_seed is None:
             return str(hd.UID())
-        return str(generate_uid(prefix=None, entropy_srcs=[self.uid_seed, *map(str, parts)]))
+        return hashed_uid(self.uid_seed, *parts)
 
     def series_uid(self, study_instance_uid: str, kind: ObjectKindValues) -> str:
         """Series Instance UID of objects of ``kind`` in this job."""

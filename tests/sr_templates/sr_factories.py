@@ -1,16 +1,13 @@
-"""Synthetic ultrasound sources, synthetic findings and the DICOM validators."""
+"""Synthetic ultrasound sources and findings for the sr_templates tests."""
 
 from __future__ import annotations
 
 import io
-import shutil
-import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pydicom
-import pytest
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
@@ -35,7 +32,6 @@ from inference.findings import (
     StudyResult,
 )
 
-PIXELMED = Path("/usr/share/java/pixelmed.jar")
 JAPANESE_NAME = "Yamada^Tarou=山田^太郎=やまだ^たろう"
 DELTA_CM = 0.01
 """PhysicalDeltaX/Y of the synthetic regions: 0.1 mm per pixel."""
@@ -243,52 +239,12 @@ def analysed(
     )
 
 
-def _run(command: list[str]) -> tuple[int, str]:
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-    return completed.returncode, completed.stdout + completed.stderr
-
-
-def _save(ds: Dataset, path: Path) -> Path:
+def save(ds: Dataset, path: Path) -> Path:
+    """Write ``ds`` as a DICOM file (with file meta) to ``path``."""
     ds.save_as(path, enforce_file_format=True)
     return path
 
 
-@pytest.fixture
-def dciodvfy(tmp_path: Path) -> Callable[[Dataset], str]:
-    """Run ``dciodvfy -new`` on a dataset; fails the test on any error line."""
-    if shutil.which("dciodvfy") is None:
-        pytest.skip("dciodvfy (dicom3tools) is not installed")
-
-    def check(ds: Dataset) -> str:
-        path = _save(ds, tmp_path / f"{ds.SOPInstanceUID}.dcm")
-        _, output = _run(["dciodvfy", "-new", str(path)])
-        errors = [line for line in output.splitlines() if line.startswith("Error")]
-        assert not errors, output
-        return output
-
-    return check
-
-
-@pytest.fixture
-def sr_validator(tmp_path: Path) -> Callable[[Dataset], str]:
-    """Run PixelMed's DicomSRValidator; fails the test on any error."""
-    if shutil.which("java") is None or not PIXELMED.exists():
-        pytest.skip("java or PixelMed is not installed")
-
-    def check(ds: Dataset) -> str:
-        path = _save(ds, tmp_path / f"{ds.SOPInstanceUID}-sr.dcm")
-        flags = [f"-Djdk.xml.{n}=0" for n in ("xpathExprOpLimit", "xpathExprGrpLimit",
-                                               "xpathTotalOpLimit")]
-        command = ["java", *flags, "-cp", str(PIXELMED),
-                   "com.pixelmed.validate.DicomSRValidator", str(path)]
-        _, output = _run(command)
-        errors = [line for line in output.splitlines() if line.startswith("Error")]
-        assert not errors, output
-        return output
-
-    return check
-
-
 def write_and_read(ds: Dataset, tmp_path: Path) -> Dataset:
     """Write ``ds`` as a DICOM file and read it back."""
-    return pydicom.dcmread(_save(ds, tmp_path / f"{ds.SOPInstanceUID}-rt.dcm"))
+    return pydicom.dcmread(save(ds, tmp_path / f"{ds.SOPInstanceUID}-rt.dcm"))
