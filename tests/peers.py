@@ -169,3 +169,52 @@ def dciodvfy_errors(path: Path) -> list[str]:
     )
     output = completed.stdout + completed.stderr
     return [line for line in output.splitlines() if line.startswith("Error")]
+
+
+def _postgres_bin() -> Path | None:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return candidates[-1].parent if candidates else None
+
+
+@contextmanager
+def run_postgres() -> Iterator[str]:
+    """Start a throw-away PostgreSQL server on a free loopback port; yield its URL.
+
+    As root the server runs as the ``postgres`` system user (PostgreSQL refuses
+    to run as root); otherwise as the current user.
+    """
+    bindir = _postgres_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries are not installed")
+    import pwd
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="node-pg-", dir="/tmp"))
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        user = pwd.getpwnam("postgres")
+        os.chown(root, user.pw_uid, user.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    data, port = root / "data", free_port()
+
+    def run(*command: str) -> None:
+        subprocess.run([*prefix, *command], check=True, capture_output=True, timeout=120)
+
+    run(str(bindir / "initdb"), "-D", str(data), "-U", "node", "--auth=trust", "-E", "UTF8")
+    run(
+        str(bindir / "pg_ctl"),
+        "-D",
+        str(data),
+        "-l",
+        str(root / "log"),
+        "-w",
+        "-o",
+        f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root}",
+        "start",
+    )
+    try:
+        run(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "node", "node")
+        yield f"postgresql+psycopg2://node@127.0.0.1:{port}/node"
+    finally:
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,113 @@
+"""The index: migrations, job claims under concurrency, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, text
+
+from dicom_node.index import Index, InstanceMeta, Peer
+from dicom_node.index.models import Base
+from tests.peers import run_postgres
+
+NOW = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
+PEER = Peer(calling_ae="US1", called_ae="NODE", host="127.0.0.1", port=104)
+
+
+def meta(study: str, sop: str, series: str = "1.2.3.1") -> InstanceMeta:
+    return InstanceMeta(
+        study_instance_uid=study,
+        series_instance_uid=series,
+        sop_instance_uid=sop,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.6.1",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        modality="US",
+        body_part=None,
+        study_description=None,
+        path=f"/spool/{study}/{sop}.dcm",
+        size_bytes=10,
+    )
+
+
+@pytest.fixture(scope="module")
+def postgres_server() -> Iterator[str]:
+    with run_postgres() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Index]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'index.sqlite'}"
+    else:
+        server = request.getfixturevalue("postgres_server")
+        name = f"t{uuid.uuid4().hex[:12]}"
+        engine = create_engine(server, isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.execute(text(f"CREATE DATABASE {name}"))
+        engine.dispose()
+        url = server.rsplit("/", 1)[0] + f"/{name}"
+    idx = Index(url)
+    yield idx
+    idx.close()
+
+
+def test_migrations_match_models(index: Index) -> None:
+    with index.engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == [], "models changed without an alembic revision"
+
+
+def test_migrate_is_idempotent(index: Index) -> None:
+    Index(index.url).close()
+
+
+def test_duplicate_counts_once(index: Index) -> None:
+    assert index.record_instance(meta("1.2.3", "1.2.3.1.1"), PEER, None, NOW)
+    assert not index.record_instance(meta("1.2.3", "1.2.3.1.1"), PEER, None, NOW)
+    (state,) = index.pending_studies()
+    assert state.series_count == 1
+
+
+def test_each_job_is_claimed_by_one_worker(index: Index) -> None:
+    for n in range(6):
+        study = f"1.2.9.{n}"
+        index.record_instance(meta(study, f"{study}.1"), PEER, None, NOW)
+    for state in index.pending_studies():
+        assert index.create_job(state.study_id, "forced", NOW) is not None
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        while (job := index.claim_job(name, NOW)) is not None:
+            with lock:
+                claimed.append(job.job_id)
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claimed) == sorted(set(claimed))
+    assert len(claimed) == 6
+
+
+def test_pending_instances_go_to_one_job(index: Index) -> None:
+    index.record_instance(meta("1.2.4", "1.2.4.1"), PEER, None, NOW)
+    (state,) = index.pending_studies()
+    first = index.create_job(state.study_id, "quiet_period", NOW)
+    assert first is not None
+    assert index.create_job(state.study_id, "quiet_period", NOW) is None
+    index.record_instance(meta("1.2.4", "1.2.4.2"), PEER, None, NOW)
+    second = index.create_job(state.study_id, "quiet_period", NOW)
+    job = index.claim_job("w", NOW)
+    assert job is not None and job.job_id == first and len(job.instance_paths) == 1
+    job = index.claim_job("w", NOW)
+    assert job is not None and job.job_id == second and job.sequence == 2
