@@ -4,6 +4,12 @@ A job is a row in the index.  A worker claims it with row locking, decodes the
 study's ultrasound images, runs the routed engines on every frame through the
 injected analyser, hands the findings to the result builders, spools the result
 objects and queues one export per destination.
+
+Failures are per image: an image that cannot be decoded, or on which an engine
+fails, is reported as not assessed with the reason, and the study's other
+images are still analysed and reported.  A job fails (with the reason
+recorded, and nothing exported) only when an engine failed and no image could
+be analysed, or when the results cannot be built or stored.
 """
 
 from __future__ import annotations
@@ -181,10 +187,18 @@ class Dispatcher:
             )
         try:
             image = self.decode(ds)
-        except (ValueError, NotImplementedError, RuntimeError) as exc:
-            return not_assessed(ds, NotAssessedReasonValues.UNDECODABLE, str(exc)[:200])
+        except Exception as exc:
+            return not_assessed(
+                ds, NotAssessedReasonValues.UNDECODABLE, f"{type(exc).__name__}: {exc}"[:200]
+            )
         started = time.perf_counter()
-        result = self.analyze(image, engines)
+        try:
+            result = self.analyze(image, engines)
+        except Exception as exc:
+            LOGGER.exception("engine_failed", sop_instance_uid=str(ds.SOPInstanceUID))
+            return not_assessed(
+                ds, NotAssessedReasonValues.ENGINE_ERROR, f"{type(exc).__name__}: {exc}"[:200]
+            )
         engine = result.algorithm.name if result.algorithm is not None else "none"
         metrics.ENGINE_SECONDS.labels(engine).observe(time.perf_counter() - started)
         return result
@@ -207,7 +221,8 @@ class Dispatcher:
             for n in result.not_assessed
             if n.reason == NotAssessedReasonValues.ENGINE_ERROR
         ]
-        if failures:
+        analysed = [i for i in result.images if i.not_assessed is None]
+        if failures and not analysed:
             raise JobError(f"engine failed on {len(failures)} image(s): {failures[0]}")
         objects: list[Dataset] = []
         if images:
@@ -237,6 +252,7 @@ class Dispatcher:
             "lesions": len(result.lesions),
             "cardiac": len(result.cardiac),
             "not_assessed": len(result.not_assessed),
+            "engine_errors": len(failures),
             "objects": len(written),
             "destinations": len(targets),
         }

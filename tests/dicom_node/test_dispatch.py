@@ -114,3 +114,33 @@ def test_rerun_of_a_job(make_node: MakeNode) -> None:
     assert harness.node.index.requeue_job(job_id)
     assert harness.node.dispatcher.run_next_job()
     assert len(harness.analyzer.calls) == 2
+
+
+def test_engine_failure_on_one_image_does_not_poison_the_others(make_node: MakeNode) -> None:
+    broken, fine = make_study(2)
+    analyzer = FakeAnalyzer(fail_on={broken.SOPInstanceUID})
+    harness = make_node(analyzer=analyzer, pipeline=pipeline(), destinations=[ARCHIVE])
+    harness.store([broken, fine])
+    harness.settle()
+    job = IndexQueries(harness.node.index).jobs()[0]
+    assert job["state"] == JobState.DONE.value
+    assert "engine_errors=1" in job["summary"]
+    assert "lesions=1" in job["summary"]
+    (sr,) = [
+        dcmread(p)
+        for p in harness.node.spool.results.glob("job-*/*.dcm")
+        if dcmread(p).Modality == "SR"
+    ]
+    assert broken.SOPInstanceUID in str(sr.ContentSequence)
+
+
+def test_undecodable_image_is_not_assessed(make_node: MakeNode) -> None:
+    broken, fine = make_study(2)
+    broken.PixelData = broken.PixelData[:100]
+    harness = make_node(pipeline=pipeline(), destinations=[ARCHIVE])
+    harness.store([broken, fine])
+    harness.settle()
+    job = IndexQueries(harness.node.index).jobs()[0]
+    assert job["state"] == JobState.DONE.value, job["error"]
+    assert "not_assessed=1" in job["summary"]
+    assert [c[0] for c in harness.analyzer.calls] == [fine.SOPInstanceUID]
