@@ -71,7 +71,8 @@ def test_single_frame_masks_round_trip(tmp_path: Path, dciodvfy: Callable) -> No
     assert np.array_equal(pixels[..., 2], rasterize_box(BoundingBox(0, 80, 40, 120), 120, 160))
     descriptions = [s.SegmentDescription for s in seg.SegmentSequence]
     assert descriptions == [MASK_FROM_ENGINE, MASK_FROM_CONTOUR, MASK_FROM_BOX]
-    assert [s.TrackingUID for s in seg.SegmentSequence] == [lesion.tracking_uid for lesion in lesions]
+    tracking_uids = [s.TrackingUID for s in seg.SegmentSequence]
+    assert tracking_uids == [lesion.tracking_uid for lesion in lesions]
     for segment in seg.SegmentSequence:
         (algorithm,) = segment.SegmentationAlgorithmIdentificationSequence
         assert algorithm.AlgorithmName == "us-liver-lesion"
