@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import uuid
 from collections.abc import Callable, Iterator
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from pydicom import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE
@@ -21,9 +23,20 @@ from dicom_node.network import ULTRASOUND_SOP_CLASSES
 from dicom_node.service import Node, Stages
 from dicom_node.stages import build, decode
 from tests.dicom_node.fake_engine import FakeAnalyzer
-from tests.sr_templates.conftest import make_us_image
+from tests.sr_templates.sr_factories import make_us_image
 
 __all__ = ["make_study", "make_us_image"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Undo logging set up by a test: ``cli.main`` points structlog at a captured stream."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.reset_defaults()
+    root.handlers = handlers
+    root.setLevel(level)
 
 
 def free_port() -> int:
