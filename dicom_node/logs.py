@@ -36,6 +36,16 @@ def drop_phi(
     return event_dict
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the time of writing."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(json: bool = False, level: str = "INFO", stream: Any = None) -> None:
     """Configure structlog and the standard library's logging.
 
@@ -48,7 +58,7 @@ def configure_logging(json: bool = False, level: str = "INFO", stream: Any = Non
     stream:
         Where to write; standard error by default.
     """
-    out = stream or sys.stderr
+    out = stream or _CurrentStderr()
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
