@@ -11,7 +11,10 @@ sources (RGB, YBR, PALETTE COLOR) a Color Softcopy Presentation State.
 PS3.4 N.2 applies the Color Softcopy pipeline to palette-colour images too
 (the palette is the image's own), but highdicom only accepts three samples
 per pixel, so palette images are handed to it through an attribute copy that
-claims three samples; the written state references the real image.
+claims three samples.  Likewise highdicom reads the LUTs of any multi-frame
+image from enhanced functional groups, which US Multi-frame images lack, so
+cine sources are handed over as single-frame views.  The written state
+references the real images (SOP classes restored, frame numbers given).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from sr_templates.sources import (
     copy_series_anatomy,
     is_multiframe,
     restore_character_set,
+    restore_referenced_classes,
+    single_frame_view,
 )
 
 LOGGER = structlog.get_logger(__name__)
@@ -108,7 +113,7 @@ def frame_drawings(
     return drawings
 
 
-def _annotation(ds: Dataset, frame: int, drawing: FrameDrawing) -> hd.pr.GraphicAnnotation:
+def _annotation(ds: Dataset, drawing: FrameDrawing) -> hd.pr.GraphicAnnotation:
     graphics = [
         hd.pr.GraphicObject(
             graphic_type=hd.pr.GraphicTypeValues.POLYLINE,
@@ -129,12 +134,21 @@ def _annotation(ds: Dataset, frame: int, drawing: FrameDrawing) -> hd.pr.Graphic
         for text, anchor in drawing.captions
     ]
     return hd.pr.GraphicAnnotation(
-        referenced_images=[ds],
+        referenced_images=[_for_highdicom(ds)],
         graphic_layer=LAYER,
-        referenced_frame_number=frame if is_multiframe(ds) else None,
         graphic_objects=graphics or None,
         text_objects=texts or None,
     )
+
+
+def _set_frame(annotation: Dataset, ds: Dataset, frame: int) -> None:
+    """Reference the real image (and its frame, on a cine) from an annotation."""
+    item = Dataset()
+    item.ReferencedSOPClassUID = ds.SOPClassUID
+    item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+    if is_multiframe(ds):
+        item.ReferencedFrameNumber = frame
+    annotation.ReferencedImageSequence = [item]
 
 
 def _is_colour(ds: Dataset) -> bool:
@@ -149,16 +163,17 @@ def _srgb_profile() -> bytes:
 
 
 def _for_highdicom(ds: Dataset) -> Dataset:
-    if int(ds.SamplesPerPixel) == 3:
-        return ds
-    view = attribute_copy(ds)
-    view.SamplesPerPixel = 3
+    """What highdicom accepts in place of ``ds`` (see the module notes)."""
+    view = single_frame_view(ds) if is_multiframe(ds) else ds
+    if _is_colour(ds) and int(ds.SamplesPerPixel) != 3:
+        view = attribute_copy(view)
+        view.SamplesPerPixel = 3
     return view
 
 
 def _build_one(
     images: list[Dataset],
-    annotations: list[hd.pr.GraphicAnnotation],
+    annotations: list[tuple[Dataset, int, hd.pr.GraphicAnnotation]],
     options: ResultOptions,
     instance_number: int,
     contributing: list[AlgorithmInfo],
@@ -178,7 +193,7 @@ def _build_one(
         "device_serial_number": options.device_uid[-16:],
         "content_label": "AI_FINDINGS",
         "content_description": "AI findings - review against the image",
-        "graphic_annotations": annotations,
+        "graphic_annotations": [annotation for _, _, annotation in annotations],
         "graphic_layers": [LAYER],
         "institution_name": options.institution_name,
         "series_description": kind.series_description,
@@ -192,7 +207,12 @@ def _build_one(
             **arguments,
         )
     else:
-        state = hd.pr.GrayscaleSoftcopyPresentationState(referenced_images=images, **arguments)
+        state = hd.pr.GrayscaleSoftcopyPresentationState(
+            referenced_images=[_for_highdicom(ds) for ds in images], **arguments
+        )
+    restore_referenced_classes(state, images)
+    for item, (ds, frame, _) in zip(state.GraphicAnnotationSequence, annotations, strict=True):
+        _set_frame(item, ds, frame)
     restore_character_set(state, first)
     copy_series_anatomy(state, first)
     return state
@@ -212,12 +232,14 @@ def build_presentation_states(
     """
     drawings = frame_drawings(result)
     groups: dict[tuple[bool, int, int], dict[str, Dataset]] = defaultdict(dict)
-    annotations: dict[tuple[bool, int, int], list[hd.pr.GraphicAnnotation]] = defaultdict(list)
+    annotations: dict[
+        tuple[bool, int, int], list[tuple[Dataset, int, hd.pr.GraphicAnnotation]]
+    ] = defaultdict(list)
     for (uid, frame), drawing in drawings.items():
         ds = sources.image(uid)
         key = _group_key(ds)
         groups[key][uid] = ds
-        annotations[key].append(_annotation(ds, frame, drawing))
+        annotations[key].append((ds, frame, _annotation(ds, drawing)))
     states = [
         _build_one(list(images.values()), annotations[key], options, number, result.algorithms)
         for number, (key, images) in enumerate(groups.items(), start=1)

@@ -28,7 +28,6 @@ import numpy as np
 import structlog
 from pydicom import Dataset
 from pydicom.sr.coding import Code
-from pydicom.uid import UltrasoundImageStorage
 
 from inference.findings import AlgorithmInfo, LesionFinding, StudyResult
 from sr_templates import codes
@@ -36,28 +35,16 @@ from sr_templates.options import ObjectKindValues, ResultOptions
 from sr_templates.shapes import rasterize_box, rasterize_polygon
 from sr_templates.sources import (
     SourceSet,
-    attribute_copy,
     character_set_for_highdicom,
     copy_series_anatomy,
     is_multiframe,
     restore_character_set,
+    restore_referenced_classes,
+    single_frame_view,
+    walk_items,
 )
 
 LOGGER = structlog.get_logger(__name__)
-
-_MULTIFRAME_KEYWORDS = frozenset(
-    {
-        "NumberOfFrames",
-        "FrameIncrementPointer",
-        "FrameTime",
-        "FrameTimeVector",
-        "FrameDelay",
-        "CineRate",
-        "RecommendedDisplayFrameRate",
-        "StartTrim",
-        "StopTrim",
-    }
-)
 
 MASK_FROM_ENGINE = "Mask from the AI engine"
 MASK_FROM_CONTOUR = "Mask derived from the AI contour (no mask given)"
@@ -158,26 +145,12 @@ def mask_items(result: StudyResult, sources: SourceSet) -> Iterator[MaskItem]:
                 )
 
 
-def single_frame_view(ds: Dataset) -> Dataset:
-    """A US Image Storage view of a US Multi-frame image, without pixel data."""
-    view = attribute_copy(ds, _MULTIFRAME_KEYWORDS)
-    view.SOPClassUID = UltrasoundImageStorage
-    return view
-
-
-def _walk(ds: Dataset) -> Iterator[tuple[str, Dataset]]:
-    for element in ds:
-        if element.VR == "SQ":
-            for item in element.value:
-                yield element.keyword, item
-                yield from _walk(item)
-
-
 def _restore_multiframe_references(seg: Dataset, source: Dataset, frame: int) -> None:
     """Point every reference to the view back at the multi-frame source.
 
-    highdicom may share one item between sequences, so each is replaced by
-    its own copy before the frame number goes into Source Image Sequences.
+    highdicom may share one item between sequences, so the Referenced
+    Instance Sequence items are replaced by their own copies before the
+    frame number goes into the Source Image Sequences.
     """
     for series in seg.get("ReferencedSeriesSequence", []):
         instances = []
@@ -185,17 +158,15 @@ def _restore_multiframe_references(seg: Dataset, source: Dataset, frame: int) ->
             instance = Dataset()
             instance.ReferencedSOPClassUID = old.ReferencedSOPClassUID
             instance.ReferencedSOPInstanceUID = old.ReferencedSOPInstanceUID
-            if instance.ReferencedSOPInstanceUID == source.SOPInstanceUID:
-                instance.ReferencedSOPClassUID = source.SOPClassUID
             instances.append(instance)
         series.ReferencedInstanceSequence = instances
-    for keyword, item in list(_walk(seg)):
-        if keyword != "SourceImageSequence":
-            continue
-        if item.get("ReferencedSOPInstanceUID") != source.SOPInstanceUID:
-            continue
-        item.ReferencedSOPClassUID = source.SOPClassUID
-        item.ReferencedFrameNumber = frame
+    restore_referenced_classes(seg, [source])
+    for keyword, item in walk_items(seg):
+        if (
+            keyword == "SourceImageSequence"
+            and item.get("ReferencedSOPInstanceUID") == source.SOPInstanceUID
+        ):
+            item.ReferencedFrameNumber = frame
 
 
 def _segment(number: int, item: MaskItem) -> hd.seg.SegmentDescription:

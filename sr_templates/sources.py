@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import structlog
 from pydicom import Dataset
-from pydicom.uid import UID
+from pydicom.uid import UID, UltrasoundImageStorage
 
 from inference.findings import BoundingBox, StudyResult
 from inference.geometry import UltrasoundRegion, regions_from_dataset
@@ -140,6 +140,51 @@ def attribute_copy(ds: Dataset, drop: frozenset[str] = frozenset()) -> Dataset:
         if element.keyword != "PixelData" and element.keyword not in drop:
             view.add(copy.deepcopy(element))
     return view
+
+
+_MULTIFRAME_KEYWORDS = frozenset(
+    {
+        "NumberOfFrames",
+        "FrameIncrementPointer",
+        "FrameTime",
+        "FrameTimeVector",
+        "FrameDelay",
+        "CineRate",
+        "RecommendedDisplayFrameRate",
+        "StartTrim",
+        "StopTrim",
+    }
+)
+
+
+def single_frame_view(ds: Dataset) -> Dataset:
+    """A US Image Storage view of a US Multi-frame image, without pixel data.
+
+    highdicom treats every multi-frame image as an enhanced one (functional
+    groups) or, without a Frame of Reference, refuses it.  Hand it this view
+    and call :func:`restore_referenced_classes` on the result.
+    """
+    view = attribute_copy(ds, _MULTIFRAME_KEYWORDS)
+    view.SOPClassUID = UltrasoundImageStorage
+    return view
+
+
+def walk_items(ds: Dataset) -> Iterator[tuple[str, Dataset]]:
+    """Every sequence item below ``ds`` with the keyword of its sequence."""
+    for element in list(ds):
+        if element.VR == "SQ":
+            for item in element.value:
+                yield element.keyword, item
+                yield from walk_items(item)
+
+
+def restore_referenced_classes(ds: Dataset, sources: Sequence[Dataset]) -> None:
+    """Set every Referenced SOP Class UID of a source back to its real class."""
+    classes = {source.SOPInstanceUID: source.SOPClassUID for source in sources}
+    for _, item in walk_items(ds):
+        uid = item.get("ReferencedSOPInstanceUID")
+        if uid in classes and "ReferencedSOPClassUID" in item:
+            item.ReferencedSOPClassUID = classes[uid]
 
 
 def _normalised(value: object) -> str:

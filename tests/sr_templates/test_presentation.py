@@ -1,0 +1,114 @@
+"""Presentation states: GSPS for grayscale, CSPS for colour, one box per finding."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom import Dataset
+from pydicom.uid import (
+    ColorSoftcopyPresentationStateStorage,
+    GrayscaleSoftcopyPresentationStateStorage,
+)
+
+from inference.findings import AnatomyValues, BoundingBox, ImageResult, StudyResult
+from sr_templates import ResultOptions
+from sr_templates.presentation import build_presentation_states, lesion_caption
+from sr_templates.sources import SourceSet
+from tests.sr_templates.sr_factories import (
+    CARDIAC_ALGORITHM,
+    analysed,
+    make_cardiac,
+    make_lesion,
+    make_us_image,
+    save,
+    study_of,
+)
+
+
+def build(sources: Sequence[Dataset], result: StudyResult) -> list[Dataset]:
+    source_set = SourceSet.from_datasets(sources, result)
+    return build_presentation_states(source_set, result, ResultOptions())
+
+
+@pytest.mark.parametrize(
+    ("photometric", "sop_class"),
+    [
+        ("MONOCHROME2", GrayscaleSoftcopyPresentationStateStorage),
+        ("RGB", ColorSoftcopyPresentationStateStorage),
+        ("PALETTE COLOR", ColorSoftcopyPresentationStateStorage),
+    ],
+)
+def test_state_kind_follows_the_colour_model(
+    photometric: str, sop_class: str, tmp_path: Path, dciodvfy: Callable
+) -> None:
+    source = make_us_image(photometric)
+    lesion = make_lesion(source, BoundingBox(10, 20, 50, 60))
+    (state,) = build([source], study_of(analysed(source, [lesion]), source=source))
+    dciodvfy(state)
+    state = pydicom.dcmread(save(state, tmp_path / "pr.dcm"))
+    assert state.SOPClassUID == sop_class
+    (annotation,) = state.GraphicAnnotationSequence
+    assert annotation.ReferencedImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+    (graphic,) = annotation.GraphicObjectSequence
+    assert graphic.GraphicType == "POLYLINE" and graphic.GraphicAnnotationUnits == "PIXEL"
+    np.testing.assert_allclose(
+        np.reshape(graphic.GraphicData, (-1, 2)), lesion.key_observation.box.polyline()
+    )
+    (text,) = annotation.TextObjectSequence
+    assert text.UnformattedTextValue == lesion_caption(lesion)
+    assert "55%" in text.UnformattedTextValue and "malignancy 80%" in text.UnformattedTextValue
+
+
+def test_cine_annotations_name_their_frames(dciodvfy: Callable) -> None:
+    source = make_us_image("YBR_FULL_422", frames=6)
+    lesions = [
+        make_lesion(source, BoundingBox(10, 10, 40, 40), frames=(1, 2, 3), index=1),
+        make_lesion(source, BoundingBox(60, 60, 90, 90), frames=(5,), index=2,
+                    contour=np.array([[65.0, 65.0], [85.0, 66.0], [80.0, 85.0]])),
+    ]
+    (state,) = build([source], study_of(analysed(source, lesions), source=source))
+    dciodvfy(state)
+    frames = [
+        int(a.ReferencedImageSequence[0].ReferencedFrameNumber)
+        for a in state.GraphicAnnotationSequence
+    ]
+    assert frames == [2, 5]
+    assert len(state.GraphicAnnotationSequence[1].GraphicObjectSequence) == 2
+
+
+def test_grayscale_and_colour_images_get_separate_states(dciodvfy: Callable) -> None:
+    gray, colour = make_us_image("MONOCHROME2"), make_us_image("RGB")
+    result = study_of(
+        analysed(gray, [make_lesion(gray, BoundingBox(1, 1, 20, 20))]),
+        analysed(colour, [make_lesion(colour, BoundingBox(1, 1, 20, 20), index=2)]),
+        source=gray,
+    )
+    states = build([gray, colour], result)
+    assert [s.SOPClassUID for s in states] == [
+        GrayscaleSoftcopyPresentationStateStorage,
+        ColorSoftcopyPresentationStateStorage,
+    ]
+    assert len({s.SOPInstanceUID for s in states}) == 2
+    for state in states:
+        dciodvfy(state)
+
+
+def test_echo_state_shows_the_ef() -> None:
+    source = make_us_image(frames=6, body_part="HEART")
+    finding = make_cardiac(source)
+    finding.end_diastolic_contour = np.array([[50.0, 30.0], [100.0, 30.0], [75.0, 90.0]])
+    image = ImageResult(source.SOPInstanceUID, AnatomyValues.HEART, CARDIAC_ALGORITHM,
+                        cardiac=[finding])
+    (state,) = build([source], study_of(image, source=source))
+    texts = [a.TextObjectSequence[0].UnformattedTextValue for a in state.GraphicAnnotationSequence]
+    assert texts == ["LVEF 56% (EDV 120 ml, ESV 53 ml) (AI)"] * 2
+    assert "GraphicObjectSequence" in state.GraphicAnnotationSequence[0]
+
+
+def test_no_findings_give_no_state() -> None:
+    source = make_us_image()
+    assert build([source], study_of(analysed(source), source=source)) == []
