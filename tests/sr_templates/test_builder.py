@@ -1,0 +1,179 @@
+"""build_result_objects: every object for every kind of US source, input checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pydicom.examples
+import pytest
+from pydicom import Dataset
+from pydicom.uid import (
+    ColorSoftcopyPresentationStateStorage,
+    Comprehensive3DSRStorage,
+    EncapsulatedPDFStorage,
+    GrayscaleSoftcopyPresentationStateStorage,
+    SecondaryCaptureImageStorage,
+    SegmentationStorage,
+    generate_uid,
+)
+
+from inference.findings import BoundingBox, StudyResult
+from sr_templates import ObjectKindValues, ResultOptions, build_result_objects
+from tests.sr_templates.sr_factories import analysed, make_lesion, make_us_image, study_of
+
+EVERYTHING = ResultOptions(include_overlay_capture=True, job_sequence=2)
+CONTOUR = np.array([[22.0, 22.0], [58.0, 25.0], [55.0, 58.0], [25.0, 55.0]])
+
+
+def _example(name: str) -> Callable[[], Dataset]:
+    return lambda: getattr(pydicom.examples, name)
+
+
+SOURCES: dict[str, Callable[[], Dataset]] = {
+    "synthetic-monochrome2": lambda: make_us_image("MONOCHROME2", japanese=True),
+    "synthetic-rgb-no-region": lambda: make_us_image("RGB", regions=False),
+    "synthetic-palette": lambda: make_us_image("PALETTE COLOR"),
+    "synthetic-ybr-jpeg-cine": lambda: make_us_image("YBR_FULL_422", frames=4, japanese=True),
+    "synthetic-no-body-part": lambda: make_us_image(body_part=None),
+    "pydicom-palette_color": _example("palette_color"),
+    "pydicom-rgb_color": _example("rgb_color"),
+    "pydicom-ybr_color": _example("ybr_color"),
+    "pydicom-jpeg2k": _example("jpeg2k"),
+}
+
+
+def findings_for(source: Dataset) -> StudyResult:
+    """A lesion with contour and heat map on a source (frame 2 of a cine)."""
+    frames = (1, 2, 3) if "NumberOfFrames" in source else (1,)
+    heat = np.zeros((source.Rows, source.Columns))
+    heat[20:60, 20:60] = 0.9
+    lesion = make_lesion(source, BoundingBox(20, 20, 60, 60), frames=frames, contour=CONTOUR,
+                         heatmap=heat)
+    return study_of(analysed(source, [lesion]), source=source)
+
+
+@pytest.mark.parametrize("kind", list(SOURCES))
+def test_every_object_is_valid_for_every_source_kind(kind: str, dciodvfy: Callable) -> None:
+    source = SOURCES[kind]()
+    objects = build_result_objects([source], findings_for(source), EVERYTHING)
+    classes = [o.SOPClassUID for o in objects]
+    colour = source.PhotometricInterpretation != "MONOCHROME2"
+    presentation = (
+        ColorSoftcopyPresentationStateStorage if colour
+        else GrayscaleSoftcopyPresentationStateStorage
+    )
+    assert classes == [
+        Comprehensive3DSRStorage, SegmentationStorage, presentation, SecondaryCaptureImageStorage
+    ]
+    for obj in objects:
+        dciodvfy(obj)
+        assert obj.StudyInstanceUID == source.StudyInstanceUID
+        assert obj.PatientName == source.PatientName
+        assert obj.PatientID == source.PatientID
+        assert obj.get("SpecificCharacterSet") == source.get("SpecificCharacterSet")
+    numbers = [o.SeriesNumber for o in objects]
+    assert numbers == [EVERYTHING.series_number(k) for k in ObjectKindValues]
+
+
+def test_example_reports_pass_pixelmed(sr_validator: Callable[[Sequence[Dataset]], list]) -> None:
+    reports = []
+    for name in ("palette_color", "rgb_color", "ybr_color", "jpeg2k"):
+        source = getattr(pydicom.examples, name)
+        options = ResultOptions(include_segmentation=False, include_presentation_state=False)
+        (report,) = build_result_objects([source], findings_for(source), options)
+        reports.append(report)
+    sr_validator(reports)
+
+
+def _pdf(like: Dataset) -> Dataset:
+    pdf = Dataset()
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "StudyInstanceUID"):
+        setattr(pdf, keyword, like.get(keyword))
+    pdf.SOPClassUID = EncapsulatedPDFStorage
+    pdf.SOPInstanceUID = generate_uid()
+    pdf.EncapsulatedDocument = b"%PDF-1.4"
+    return pdf
+
+
+def test_non_image_instances_are_ignored(tmp_path: Path) -> None:
+    source = make_us_image()
+    result = findings_for(source)
+    earlier_report = build_result_objects([source], result, ResultOptions())[0]
+    objects = build_result_objects([source, _pdf(source), earlier_report], result, ResultOptions())
+    report = objects[0]
+    library = next(i for i in report.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue
+               == "111028").ContentSequence
+    referenced = [i.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+                  for i in library]
+    assert referenced == [source.SOPInstanceUID]
+
+
+def test_each_job_writes_new_series() -> None:
+    source = make_us_image()
+    result = findings_for(source)
+    first = build_result_objects([source], result, ResultOptions(job_sequence=0))
+    second = build_result_objects([source], result, ResultOptions(job_sequence=1))
+    assert not {o.SeriesInstanceUID for o in first} & {o.SeriesInstanceUID for o in second}
+    assert not {o.SeriesNumber for o in first} & {o.SeriesNumber for o in second}
+
+
+def test_same_seed_gives_the_same_objects() -> None:
+    source = make_us_image()
+    result = findings_for(source)
+    options = ResultOptions(uid_seed="site-1")
+    first = build_result_objects([source], result, options)
+    second = build_result_objects([source], result, options)
+    assert [o.SOPInstanceUID for o in first] == [o.SOPInstanceUID for o in second]
+    assert first[0].ContentSequence == second[0].ContentSequence
+    assert first[1].PixelData == second[1].PixelData
+
+
+def test_options_select_the_objects() -> None:
+    source = make_us_image()
+    only_report = ResultOptions(include_segmentation=False, include_presentation_state=False)
+    objects = build_result_objects([source], findings_for(source), only_report)
+    assert [o.SOPClassUID for o in objects] == [Comprehensive3DSRStorage]
+
+
+def test_sources_of_two_patients_raise_value_error() -> None:
+    first, second = make_us_image(), make_us_image(patient_id="PID-2")
+    with pytest.raises(ValueError, match="different patients"):
+        build_result_objects([first, second], findings_for(first), ResultOptions())
+
+
+def test_sources_of_two_studies_raise_value_error() -> None:
+    first, second = make_us_image(), make_us_image(study_uid="1.2.3.4")
+    with pytest.raises(ValueError, match="different studies"):
+        build_result_objects([first, second], findings_for(first), ResultOptions())
+
+
+def test_result_of_another_study_raises_value_error() -> None:
+    source = make_us_image()
+    result = findings_for(source)
+    result.study_instance_uid = "1.2.3.4"
+    with pytest.raises(ValueError, match="another study"):
+        build_result_objects([source], result, ResultOptions())
+
+
+def test_result_for_a_missing_image_raises_value_error() -> None:
+    source, other = make_us_image(), make_us_image()
+    with pytest.raises(ValueError, match="not among the sources"):
+        build_result_objects([source], findings_for(other), ResultOptions())
+
+
+def test_no_image_among_the_sources_raises_value_error() -> None:
+    source = make_us_image()
+    with pytest.raises(ValueError, match="No image"):
+        build_result_objects([_pdf(source)], findings_for(source), ResultOptions())
+
+
+def test_wrong_argument_types_raise_type_error() -> None:
+    source = make_us_image()
+    with pytest.raises(TypeError, match="options"):
+        build_result_objects([source], findings_for(source), {})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="pydicom Dataset"):
+        build_result_objects(["file.dcm"], findings_for(source), ResultOptions())  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="StudyResult"):
+        build_result_objects([source], None, ResultOptions())  # type: ignore[arg-type]
