@@ -240,6 +240,10 @@ class CardiacFinding:
     end_systolic_mask: np.ndarray | None = None
     end_diastolic_contour: np.ndarray | None = None
     end_systolic_contour: np.ndarray | None = None
+    volumes_calibrated: bool = True
+    """False when the image has no spatial calibration (no Sequence of
+    Ultrasound Regions with physical units): the EF, a ratio, is still valid,
+    but both volumes are NaN and must not be reported."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,254 @@
+"""Cardiac engine: LV ejection fraction from an apical four-chamber cine.
+
+Every frame is segmented (:mod:`inference.engines.lv_segmentation`), the LV
+volume of every frame is measured by the single-plane method of 20 discs
+(:mod:`inference.engines.lv_volume`) on the original pixel grid, the volume
+curve is smoothed over about 40 ms, and end-diastole / end-systole are the
+frames of the largest / smallest smoothed volume.
+``EF = (EDV - ESV) / EDV``.
+
+Calibration: the EF is a ratio and needs no physical calibration.  Volumes in
+ml need the pixel size from the Sequence of Ultrasound Regions; without it
+the engine still reports the EF (assuming square pixels), sets both volumes
+to NaN and ``CardiacFinding.volumes_calibrated`` to ``False``, so the result
+builders report the EF only.
+
+The explanation of a cardiac result is its masks and contours on the ED and
+ES frames, not a heat map.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import structlog
+from scipy import ndimage
+
+from inference.engines.base import ImageInput
+from inference.engines.lv_segmentation import (
+    LVUNet,
+    masks_on_image,
+    predict_probabilities,
+    prepare_frames,
+)
+from inference.engines.lv_volume import measure_discs
+from inference.engines.model_card import load_model
+from inference.findings import (
+    AlgorithmInfo,
+    AnatomyValues,
+    CardiacFinding,
+    ImageResult,
+    NotAssessed,
+    NotAssessedReasonValues,
+)
+from inference.preprocessing import scan_area
+
+logger = structlog.get_logger(__name__)
+
+ENGINE_VERSION = "1.0.0"
+"""Version of the engine code (with the weights SHA-256, it makes the device UID)."""
+
+WEIGHTS_NAME = "cardiac_lv_unet.pt"
+"""Shipped segmentation weights in ``inference/weights``."""
+
+ALGORITHM_NAME = "us-cardiac-lv-ef"
+"""Algorithm name reported in the SR."""
+
+DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+"""Where the shipped weights live."""
+
+MIN_FRAMES = 8
+"""Fewer frames than this cannot hold a heart cycle."""
+
+MAX_FRAMES = 128
+"""Longer cines are sampled evenly down to this many frames."""
+
+SMOOTHING_MS = 40.0
+"""Standard deviation of the Gaussian that smooths the volume curve."""
+
+MIN_SEGMENTED_SHARE = 0.8
+"""Share of frames that must show an LV for the cine to be measured."""
+
+CONTOUR_POINTS = 96
+"""Points of the ED/ES contours."""
+
+
+class CardiacEngine:
+    """LV segmentation and single-plane EF on apical four-chamber cines.
+
+    Parameters
+    ----------
+    weights_dir:
+        Directory holding ``cardiac_lv_unet.pt`` and its card; the shipped
+        weights when ``None``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the weights or their card are missing.
+    ValueError
+        When the weights do not match their card.
+    """
+
+    name = "cardiac"
+    anatomy = AnatomyValues.HEART
+
+    def __init__(self, weights_dir: Path | None = None) -> None:
+        self._model, card = load_model((weights_dir or DEFAULT_WEIGHTS_DIR) / WEIGHTS_NAME,
+                                       "Cardiac", lambda arch: LVUNet(int(arch["base"])))
+        digest = str(card["sha256"])
+        self._algorithm = AlgorithmInfo(
+            name=ALGORITHM_NAME,
+            version=ENGINE_VERSION,
+            weights_sha256=digest,
+            parameters={
+                "method": "single-plane method of discs (20 discs), apical four-chamber",
+                "input_size": str(card["architecture"]["input_size"]),
+                "mask_threshold": "0.5",
+                "volume_smoothing_ms": str(SMOOTHING_MS),
+            },
+        )
+        logger.info("cardiac_engine_loaded", sha256=digest[:12])
+
+    @property
+    def algorithm(self) -> AlgorithmInfo:
+        """Identity of the segmentation model and measurement."""
+        return self._algorithm
+
+    def _not_assessed(self, image: ImageInput, reason: NotAssessedReasonValues,
+                      detail: str) -> ImageResult:
+        return ImageResult(
+            source_sop_instance_uid=image.sop_instance_uid,
+            anatomy=self.anatomy,
+            algorithm=self._algorithm,
+            not_assessed=NotAssessed(image.sop_instance_uid, reason, detail),
+        )
+
+    def run(self, image: ImageInput) -> ImageResult:
+        """Measure the LV EF of one cine.
+
+        Parameters
+        ----------
+        image:
+            The decoded cine (all frames at their original size).
+
+        Returns
+        -------
+        ImageResult
+            One :class:`CardiacFinding`, or a :class:`NotAssessed` for a
+            single frame, a cine too short, no scan area, or no LV found.
+        """
+        if image.number_of_frames < 2:
+            return self._not_assessed(image, NotAssessedReasonValues.IMAGE_QUALITY,
+                                      "EF needs a cine; this image has a single frame.")
+        if image.number_of_frames < MIN_FRAMES:
+            return self._not_assessed(
+                image, NotAssessedReasonValues.IMAGE_QUALITY,
+                f"EF needs a cine of at least {MIN_FRAMES} frames covering a heart cycle; "
+                f"this one has {image.number_of_frames}.")
+        try:
+            box = scan_area(image)
+        except ValueError as exc:
+            return self._not_assessed(image, NotAssessedReasonValues.IMAGE_QUALITY, str(exc))
+        indices = _frame_indices(image.number_of_frames)
+        frames = image.frames[indices]
+        probabilities = predict_probabilities(self._model, prepare_frames(frames, box))
+        masks = masks_on_image(probabilities, box, frames.shape[1:])
+        calibrated = image.geometry.pixel_size_mm is not None
+        pixel = image.geometry.pixel_size_mm or (1.0, 1.0)
+        measurements = [measure_discs(mask, pixel) for mask in masks]
+        found = np.array([m is not None for m in measurements])
+        if found.mean() < MIN_SEGMENTED_SHARE:
+            return self._not_assessed(
+                image, NotAssessedReasonValues.IMAGE_QUALITY,
+                f"Left ventricle found on {int(found.sum())} of {len(found)} frames only.")
+        volumes = np.array([m.volume if m is not None else np.nan for m in measurements])
+        smooth = _smooth_curve(volumes, image.frame_time_ms)
+        ed, es = int(np.nanargmax(smooth)), int(np.nanargmin(smooth))
+        edv, esv = float(smooth[ed]), float(smooth[es])
+        ef = 100.0 * (edv - esv) / edv if edv > 0 else float("nan")
+        if not np.isfinite(ef):
+            return self._not_assessed(image, NotAssessedReasonValues.IMAGE_QUALITY,
+                                      "The LV volume curve could not be measured.")
+        finding = CardiacFinding(
+            tracking_id="Left ventricle",
+            tracking_uid=_tracking_uid(image.sop_instance_uid, self._algorithm),
+            source_sop_instance_uid=image.sop_instance_uid,
+            ejection_fraction_percent=round(ef, 1),
+            end_diastolic_volume_ml=round(edv, 1) if calibrated else float("nan"),
+            end_systolic_volume_ml=round(esv, 1) if calibrated else float("nan"),
+            end_diastolic_frame=int(indices[ed]) + 1,
+            end_systolic_frame=int(indices[es]) + 1,
+            end_diastolic_mask=masks[ed],
+            end_systolic_mask=masks[es],
+            end_diastolic_contour=mask_contour(masks[ed]),
+            end_systolic_contour=mask_contour(masks[es]),
+            volumes_calibrated=calibrated,
+        )
+        logger.info("cardiac_measured", ef=finding.ejection_fraction_percent,
+                    frames=len(indices), calibrated=calibrated)
+        return ImageResult(
+            source_sop_instance_uid=image.sop_instance_uid,
+            anatomy=self.anatomy,
+            algorithm=self._algorithm,
+            cardiac=[finding],
+        )
+
+
+def _frame_indices(n_frames: int) -> np.ndarray:
+    if n_frames <= MAX_FRAMES:
+        return np.arange(n_frames)
+    return np.unique(np.linspace(0, n_frames - 1, MAX_FRAMES).round().astype(int))
+
+
+def _smooth_curve(volumes: np.ndarray, frame_time_ms: float | None) -> np.ndarray:
+    """Fill missing frames and smooth the volume curve over about 40 ms."""
+    valid = np.isfinite(volumes)
+    frames = np.arange(len(volumes))
+    filled = np.interp(frames, frames[valid], volumes[valid])
+    sigma = SMOOTHING_MS / frame_time_ms if frame_time_ms else 1.0
+    return ndimage.gaussian_filter1d(filled, sigma=max(sigma, 0.5), mode="nearest")
+
+
+def _tracking_uid(sop_instance_uid: str, algorithm: AlgorithmInfo) -> str:
+    """A UID stable for one image and one model (reruns give the same UID)."""
+    digest = hashlib.sha256(f"{sop_instance_uid}|{algorithm.device_uid}|LV".encode()).digest()
+    return "2.25." + str(int.from_bytes(digest[:16], "big"))
+
+
+def mask_contour(mask: np.ndarray, points: int = CONTOUR_POINTS) -> np.ndarray | None:
+    """Closed contour ``(points + 1, 2)`` of ``(x, y)`` around a star-shaped mask.
+
+    Rays from the centroid are followed to the last mask pixel, in pixel-edge
+    (SCOORD) coordinates; the first point is repeated at the end.
+
+    Parameters
+    ----------
+    mask:
+        Boolean ``(rows, columns)`` mask.
+    points:
+        Number of rays.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        Float32 contour, or ``None`` for an empty mask.
+    """
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        return None
+    cy, cx = rows.mean() + 0.5, cols.mean() + 0.5
+    reach = float(np.hypot(rows.max() - rows.min(), cols.max() - cols.min())) + 2.0
+    steps = np.arange(0.0, reach, 0.5)
+    angles = np.linspace(0.0, 2.0 * np.pi, points, endpoint=False)
+    xs = cx + np.cos(angles)[:, None] * steps[None, :]
+    ys = cy + np.sin(angles)[:, None] * steps[None, :]
+    r = np.clip(np.floor(ys).astype(int), 0, mask.shape[0] - 1)
+    c = np.clip(np.floor(xs).astype(int), 0, mask.shape[1] - 1)
+    inside = mask[r, c]
+    last = inside.shape[1] - 1 - np.argmax(inside[:, ::-1], axis=1)
+    radius = steps[last] + 0.5
+    contour = np.stack([cx + np.cos(angles) * radius, cy + np.sin(angles) * radius], axis=1)
+    return np.vstack([contour, contour[:1]]).astype(np.float32)

@@ -1,0 +1,146 @@
+"""Tests of the analyzer: quality gate, anatomy decision and dispatch (fake engines)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from inference.analyzer import Analyzer, decide_anatomy
+from inference.engines.base import Engine, ImageInput
+from inference.engines.view import VIEW_CLASSES, ViewPrediction
+from inference.findings import (
+    AlgorithmInfo,
+    AnatomyValues,
+    ImageResult,
+    NotAssessedReasonValues,
+)
+from inference.geometry import ImageGeometry
+from inference.phantoms.echo import random_echo_spec, render_echo
+
+HEART, LIVER, BREAST, OTHER = (AnatomyValues.HEART, AnatomyValues.LIVER, AnatomyValues.BREAST,
+                               AnatomyValues.OTHER)
+
+
+@dataclass
+class FakeEngine:
+    """Records its calls; fails on demand."""
+
+    name: str
+    anatomy: AnatomyValues
+    fail: bool = False
+    calls: list[str] = field(default_factory=list)
+
+    @property
+    def algorithm(self) -> AlgorithmInfo:
+        return AlgorithmInfo(f"fake-{self.name}", "0", "0" * 64)
+
+    def run(self, image: ImageInput) -> ImageResult:
+        self.calls.append(image.sop_instance_uid)
+        if self.fail:
+            raise RuntimeError("boom")
+        return ImageResult(image.sop_instance_uid, self.anatomy, algorithm=self.algorithm)
+
+
+@dataclass
+class FakeClassifier:
+    anatomy: AnatomyValues
+    probability: float
+
+    def predict(self, image: ImageInput) -> ViewPrediction:
+        rest = (1.0 - self.probability) / (len(VIEW_CLASSES) - 1)
+        probs = {c: (self.probability if c is self.anatomy else rest) for c in VIEW_CLASSES}
+        return ViewPrediction(self.anatomy, self.probability, probs)
+
+
+@pytest.fixture(scope="module")
+def frames() -> np.ndarray:
+    spec = random_echo_spec(np.random.default_rng(2), size=(200, 260), n_frames=3)
+    return render_echo(spec).frames
+
+
+def _image(frames: np.ndarray, tag: AnatomyValues | None) -> ImageInput:
+    return ImageInput("1.2.840.99", frames, ImageGeometry(None, None), tag_anatomy=tag)
+
+
+def _engines(fail: bool = False) -> dict[str, FakeEngine]:
+    return {"liver": FakeEngine("liver", LIVER), "breast": FakeEngine("breast", BREAST),
+            "cardiac": FakeEngine("cardiac", HEART, fail=fail)}
+
+
+ALL = ("liver", "breast", "cardiac")
+
+
+def test_fake_engines_satisfy_the_protocol() -> None:
+    assert isinstance(FakeEngine("liver", LIVER), Engine)
+
+
+def test_tags_and_image_agree(frames: np.ndarray) -> None:
+    engines = _engines()
+    result = Analyzer(engines, FakeClassifier(HEART, 0.9)).analyze(_image(frames, HEART), ALL)
+    assert result.not_assessed is None and result.anatomy is HEART
+    assert result.anatomy_note is None
+    assert engines["cardiac"].calls == ["1.2.840.99"]
+
+
+def test_tags_win_and_the_disagreement_is_noted(frames: np.ndarray) -> None:
+    engines = _engines()
+    result = Analyzer(engines, FakeClassifier(LIVER, 0.95)).analyze(_image(frames, HEART), ALL)
+    assert result.anatomy is HEART and engines["cardiac"].calls
+    assert result.anatomy_note is not None and "liver" in result.anatomy_note
+    assert not engines["liver"].calls
+
+
+def test_image_decides_without_tags(frames: np.ndarray) -> None:
+    engines = _engines()
+    result = Analyzer(engines, FakeClassifier(BREAST, 0.8)).analyze(_image(frames, None), ALL)
+    assert result.anatomy is BREAST and engines["breast"].calls
+    assert result.anatomy_note is None
+
+
+@pytest.mark.parametrize(
+    ("classifier", "tag", "routed"),
+    [
+        (FakeClassifier(BREAST, 0.4), None, ALL),  # not confident
+        (None, None, ALL),  # no tags, no classifier
+        (FakeClassifier(OTHER, 0.99), None, ALL),  # nothing reads "other"
+        (FakeClassifier(LIVER, 0.9), LIVER, ("cardiac",)),  # liver not routed
+    ],
+)
+def test_no_engine(frames: np.ndarray, classifier: FakeClassifier | None,
+                   tag: AnatomyValues | None, routed: tuple[str, ...]) -> None:
+    engines = _engines()
+    result = Analyzer(engines, classifier).analyze(_image(frames, tag), routed)
+    assert result.not_assessed is not None
+    assert result.not_assessed.reason is NotAssessedReasonValues.NO_ENGINE
+    assert not any(e.calls for e in engines.values())
+
+
+def test_engine_error_is_reported(frames: np.ndarray) -> None:
+    result = Analyzer(_engines(fail=True), FakeClassifier(HEART, 0.9)).analyze(
+        _image(frames, HEART), ALL)
+    assert result.not_assessed is not None
+    assert result.not_assessed.reason is NotAssessedReasonValues.ENGINE_ERROR
+    assert "boom" in result.not_assessed.detail
+    assert result.anatomy is HEART
+
+
+def test_quality_gate_comes_first() -> None:
+    engines = _engines()
+    blank = np.zeros((3, 120, 160), np.uint8)
+    result = Analyzer(engines, FakeClassifier(HEART, 0.9)).analyze(_image(blank, HEART), ALL)
+    assert result.not_assessed is not None
+    assert result.not_assessed.reason is NotAssessedReasonValues.IMAGE_QUALITY
+    assert not engines["cardiac"].calls
+
+
+def test_decide_anatomy_rules() -> None:
+    strong = FakeClassifier(LIVER, 0.9).predict(None)  # type: ignore[arg-type]
+    weak = FakeClassifier(LIVER, 0.5).predict(None)  # type: ignore[arg-type]
+    assert decide_anatomy(BREAST, strong).note is not None
+    assert decide_anatomy(BREAST, strong).anatomy is BREAST
+    assert decide_anatomy(BREAST, weak).note is None
+    assert decide_anatomy(None, strong).source == "image"
+    assert decide_anatomy(None, weak).anatomy is None
+    assert decide_anatomy(None, None).source == "none"
