@@ -43,6 +43,7 @@ from sr_templates.sources import (
     restore_referenced_classes,
     single_frame_view,
 )
+from sr_templates.sr import reportable_volumes
 
 LOGGER = structlog.get_logger(__name__)
 
@@ -68,12 +69,13 @@ def lesion_caption(lesion: LesionFinding) -> str:
 
 
 def cardiac_caption(finding: CardiacFinding) -> str:
-    """One-line caption of an echo finding: EF, EDV and ESV."""
-    return (
-        f"LVEF {finding.ejection_fraction_percent:.0f}% "
-        f"(EDV {finding.end_diastolic_volume_ml:.0f} ml, "
-        f"ESV {finding.end_systolic_volume_ml:.0f} ml) (AI)"
+    """One-line caption of an echo finding: EF, and EDV and ESV if known."""
+    volumes = (
+        f" (EDV {finding.end_diastolic_volume_ml:.0f} ml, "
+        f"ESV {finding.end_systolic_volume_ml:.0f} ml)"
+        if reportable_volumes(finding) else ""
     )
+    return f"LVEF {finding.ejection_fraction_percent:.0f}%{volumes} (AI)"
 
 
 @dataclass

@@ -15,13 +15,15 @@ Content per job:
   (geometric purpose "Outline"), with the enclosed area in mm2 when the
   ultrasound region is calibrated;
 * one TID 1501 group per echo finding: EF (%), EDV and ESV (ml), each
-  referencing the frames it was computed from;
+  referencing the frames it was computed from (the volumes only when they
+  are numbers: without spatial calibration the engine gives NaN);
 * TID 1501 groups saying which analysed images showed no lesion
   ("Mass" = "Absent") and which images were not analysed and why.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -73,9 +75,18 @@ def reference_frames(ds: object, frames: Sequence[int]) -> list[int] | None:
     return sorted(set(frames)) if is_multiframe(ds) else None  # type: ignore[arg-type]
 
 
+def reportable_volumes(finding: CardiacFinding) -> bool:
+    """Whether the EDV and ESV are numbers (NaN without spatial calibration)."""
+    return math.isfinite(finding.end_diastolic_volume_ml) and math.isfinite(
+        finding.end_systolic_volume_ml
+    )
+
+
 def _num(
     name: Code, value: float, unit: Code, **kwargs: object
 ) -> hd.sr.Measurement:
+    if not math.isfinite(value):
+        raise ValueError(f"{name.meaning} is not a finite number: {value}.")
     return hd.sr.Measurement(name=name, value=float(value), unit=unit, **kwargs)  # type: ignore[arg-type]
 
 
@@ -177,14 +188,18 @@ def _cardiac_group(
         image = hd.sr.SourceImageForMeasurement.from_source_image(src, refs)
         return {"referenced_images": [image]}
 
+    method = codes.METHOD_OF_DISKS_SINGLE_PLANE
     measurements = [
         _num(codes.LVEF_BY_US, finding.ejection_fraction_percent, codes.UNIT_PERCENT,
-             method=codes.METHOD_OF_DISKS_SINGLE_PLANE, **frames_used(ed, es)),
-        _num(codes.LV_END_DIASTOLIC_VOLUME, finding.end_diastolic_volume_ml, codes.UNIT_ML,
-             method=codes.METHOD_OF_DISKS_SINGLE_PLANE, **frames_used(ed)),
-        _num(codes.LV_END_SYSTOLIC_VOLUME, finding.end_systolic_volume_ml, codes.UNIT_ML,
-             method=codes.METHOD_OF_DISKS_SINGLE_PLANE, **frames_used(es)),
+             method=method, **frames_used(ed, es)),
     ]
+    if reportable_volumes(finding):
+        measurements += [
+            _num(codes.LV_END_DIASTOLIC_VOLUME, finding.end_diastolic_volume_ml, codes.UNIT_ML,
+                 method=method, **frames_used(ed)),
+            _num(codes.LV_END_SYSTOLIC_VOLUME, finding.end_systolic_volume_ml, codes.UNIT_ML,
+                 method=method, **frames_used(es)),
+        ]
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=finding.tracking_uid, identifier=finding.tracking_id

@@ -16,7 +16,7 @@ from pydicom.uid import (
 
 from inference.findings import AnatomyValues, BoundingBox, ImageResult, StudyResult
 from sr_templates import ResultOptions
-from sr_templates.presentation import build_presentation_states, lesion_caption
+from sr_templates.presentation import build_presentation_states, cardiac_caption, lesion_caption
 from sr_templates.sources import SourceSet
 from tests.sr_templates.sr_factories import (
     CARDIAC_ALGORITHM,
@@ -112,3 +112,10 @@ def test_echo_state_shows_the_ef() -> None:
 def test_no_findings_give_no_state() -> None:
     source = make_us_image()
     assert build([source], study_of(analysed(source), source=source)) == []
+
+
+def test_echo_caption_omits_unknown_volumes() -> None:
+    source = make_us_image(frames=6, body_part="HEART")
+    finding = make_cardiac(source)
+    finding.end_diastolic_volume_ml = finding.end_systolic_volume_ml = float("nan")
+    assert cardiac_caption(finding) == "LVEF 56% (AI)"

@@ -339,3 +339,22 @@ def test_breast_lesion_and_sr_validators(
     for report in reports:
         dciodvfy(report)  # type: ignore[arg-type]
     sr_validator(reports)  # type: ignore[arg-type]
+
+
+def test_uncalibrated_echo_reports_ef_without_volumes(tmp_path: Path) -> None:
+    source = make_us_image(frames=6, body_part="HEART", regions=False)
+    finding = make_cardiac(source)
+    finding.end_diastolic_volume_ml = finding.end_systolic_volume_ml = float("nan")
+    image = ImageResult(source.SOPInstanceUID, AnatomyValues.HEART, CARDIAC_ALGORITHM,
+                        cardiac=[finding])
+    sr = read_back(build([source], study_of(image, source=source)), tmp_path)
+    (group,) = sr.content.get_image_measurement_groups()
+    assert [m.name.value for m in group.get_measurements()] == [codes.LVEF_BY_US.value]
+
+
+def test_non_finite_probability_raises_value_error() -> None:
+    source = make_us_image()
+    lesion = make_lesion(source, BoundingBox(1, 1, 9, 9))
+    lesion.malignancy_probability = float("nan")
+    with pytest.raises(ValueError, match="not a finite number"):
+        build([source], study_of(analysed(source, [lesion]), source=source))
