@@ -9,6 +9,7 @@ repository (default ``/work/cache``); the seed range fixes the content.
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing as mp
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,9 +98,57 @@ class LesionCache:
         return self.boxes[self.box_image == index]
 
 
+CHUNK = 250
+"""Images per chunk file; finished chunks are reused when a build is resumed."""
+
+
+def _assemble(organ: str, seeds: np.ndarray, parts: list[dict[str, np.ndarray]]
+              ) -> LesionCache:
+    return LesionCache(
+        organ=organ, seeds=seeds,
+        det=np.stack([p["det"] for p in parts]),
+        boxes=np.concatenate([p["boxes"] for p in parts]),
+        box_image=np.concatenate([np.full(len(p["boxes"]), i) for i, p in enumerate(parts)]),
+        labels=np.concatenate([p["labels"] for p in parts]),
+        crops=np.concatenate([p["crops"] for p in parts]),
+        crop_labels=np.concatenate([p["crop_labels"] for p in parts]),
+        crop_image=np.concatenate([np.full(len(p["crops"]), i) for i, p in enumerate(parts)]),
+    )
+
+
+def _merge(caches: list[LesionCache]) -> LesionCache:
+    """Concatenate caches, renumbering the image indices."""
+    offsets = np.cumsum([0] + [len(c.det) for c in caches[:-1]])
+    return LesionCache(
+        organ=caches[0].organ,
+        seeds=np.concatenate([c.seeds for c in caches]),
+        det=np.concatenate([c.det for c in caches]),
+        boxes=np.concatenate([c.boxes for c in caches]),
+        box_image=np.concatenate([c.box_image + o for c, o in zip(caches, offsets, strict=True)]),
+        labels=np.concatenate([c.labels for c in caches]),
+        crops=np.concatenate([c.crops for c in caches]),
+        crop_labels=np.concatenate([c.crop_labels for c in caches]),
+        crop_image=np.concatenate([c.crop_image + o for c, o in zip(caches, offsets, strict=True)]),
+    )
+
+
+def _save(cache: LesionCache, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **vars(cache))
+    tmp.replace(path)
+
+
+def _chunk_paths(path: Path) -> list[Path]:
+    return sorted(path.parent.glob(f"{path.stem}.part*.npz"))
+
+
 def build_cache(organ: Organ, first_seed: int, count: int, path: Path, workers: int = 1,
                 crops_per_lesion: int = 4) -> LesionCache:
     """Generate ``count`` phantom images from ``first_seed`` on and save them.
+
+    Work is saved in chunks of :data:`CHUNK` images (``<stem>.partNNNN.npz``)
+    so that an interrupted build resumes and a partial cache can be used.
 
     Parameters
     ----------
@@ -119,31 +168,37 @@ def build_cache(organ: Organ, first_seed: int, count: int, path: Path, workers: 
     LesionCache
         The cache just written.
     """
-    seeds = np.arange(first_seed, first_seed + count)
-    jobs = [(organ, int(s), crops_per_lesion) for s in seeds]
-    parts: list[dict[str, np.ndarray]] = []
-    with mp.get_context("fork").Pool(workers) if workers > 1 else _Serial() as pool:
-        for part in tqdm(pool.imap(_work, jobs, chunksize=8), total=count,
-                         desc=f"{organ} phantoms", mininterval=10):
-            parts.append(part)
-    cache = LesionCache(
-        organ=organ, seeds=seeds,
-        det=np.stack([p["det"] for p in parts]),
-        boxes=np.concatenate([p["boxes"] for p in parts]),
-        box_image=np.concatenate([np.full(len(p["boxes"]), i) for i, p in enumerate(parts)]),
-        labels=np.concatenate([p["labels"] for p in parts]),
-        crops=np.concatenate([p["crops"] for p in parts]),
-        crop_labels=np.concatenate([p["crop_labels"] for p in parts]),
-        crop_image=np.concatenate([np.full(len(p["crops"]), i) for i, p in enumerate(parts)]),
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **{k: v for k, v in vars(cache).items()})
+    chunks = []
+    bar = tqdm(total=count, desc=f"{organ} phantoms", mininterval=10)
+    for start in range(first_seed, first_seed + count, CHUNK):
+        seeds = np.arange(start, min(start + CHUNK, first_seed + count))
+        chunk_path = path.with_name(f"{path.stem}.part{start:07d}.npz")
+        if chunk_path.exists():
+            chunks.append(load_cache(chunk_path))
+            bar.update(len(seeds))
+            continue
+        jobs = [(organ, int(s), crops_per_lesion) for s in seeds]
+        parts = []
+        with mp.get_context("fork").Pool(workers) if workers > 1 else _Serial() as pool:
+            for part in pool.imap(_work, jobs, chunksize=8):
+                parts.append(part)
+                bar.update(1)
+        chunks.append(_assemble(organ, seeds, parts))
+        _save(chunks[-1], chunk_path)
+    bar.close()
+    cache = _merge(chunks)
+    _save(cache, path)
     logger.info("cache_written", path=str(path), images=count, lesions=len(cache.labels))
     return cache
 
 
 def load_cache(path: Path) -> LesionCache:
-    """Load a cache written by :func:`build_cache`."""
+    """Load a cache written by :func:`build_cache` (or its finished chunks so far)."""
+    if not path.exists():
+        chunks = _chunk_paths(path)
+        if not chunks:
+            raise FileNotFoundError(path)
+        return _merge([load_cache(c) for c in chunks])
     with np.load(path) as data:
         return LesionCache(**{k: (str(data[k]) if k == "organ" else data[k])
                               for k in data.files})
@@ -169,3 +224,19 @@ def split_indices(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.nda
     order = np.random.default_rng(seed).permutation(n)
     n_val = n_test = max(1, n // 10)
     return order[n_val + n_test:], order[:n_val], order[n_val:n_val + n_test]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``us-ai-train lesion-data``."""
+    parser.add_argument("--organ", choices=["liver", "breast"], required=True)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--count", type=int, default=4500)
+    parser.add_argument("--output", type=Path, required=True, help=".npz path")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--crops-per-lesion", type=int, default=4)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Build a cache."""
+    build_cache(args.organ, args.first_seed, args.count, args.output, args.workers,
+                args.crops_per_lesion)

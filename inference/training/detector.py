@@ -1,0 +1,202 @@
+"""Train the single-class lesion detector of an organ (``us-ai-train liver-detector``).
+
+CenterNet targets (Gaussian centre heatmap, log box size, centre offset) on
+the letterboxed phantom images of a cache; focal loss; horizontal flips and
+grey-level augmentation; 8:1:1 split of the cache; the checkpoint with the
+best validation F1 at IoU 0.25 is kept, with the score threshold that gave it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import structlog
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from inference.models.lesion_nets import STRIDE, Detection, LesionDetector, box_iou, decode
+from inference.models.roi import DETECTOR_SIZE
+from inference.training.common import (
+    WEIGHTS_DIR,
+    CosineSchedule,
+    Deadline,
+    intensity_augment,
+    set_seed,
+    write_card,
+)
+from inference.training.lesion_data import LesionCache, load_cache, split_indices
+
+logger = structlog.get_logger(__name__)
+
+DETECTION_IOU = 0.25
+"""IoU at which a detection matches a lesion (as published)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Command-line options."""
+    parser.add_argument("--organ", choices=["liver", "breast"], required=True)
+    parser.add_argument("--cache", type=Path, required=True, help="cache from lesion-data")
+    parser.add_argument("--output", type=Path, default=WEIGHTS_DIR)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--max-minutes", type=float, default=60.0)
+    parser.add_argument("--limit", type=int, default=0, help="use only this many images")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1)
+
+
+@dataclass
+class Targets:
+    """CenterNet targets of a batch."""
+
+    heat: torch.Tensor
+    size: torch.Tensor
+    offset: torch.Tensor
+    mask: torch.Tensor
+
+
+def make_targets(boxes: list[np.ndarray], out: int) -> Targets:
+    """Heatmap, size and offset targets for boxes in input pixels."""
+    n = len(boxes)
+    heat = np.zeros((n, 1, out, out), np.float32)
+    size = np.zeros((n, 2, out, out), np.float32)
+    offset = np.zeros((n, 2, out, out), np.float32)
+    mask = np.zeros((n, 1, out, out), np.float32)
+    ys, xs = np.mgrid[0:out, 0:out]
+    for i, bxs in enumerate(boxes):
+        for x0, y0, x1, y1 in bxs:
+            w, h = max(x1 - x0, 1.0), max(y1 - y0, 1.0)
+            cx, cy = (x0 + x1) / 2 / STRIDE, (y0 + y1) / 2 / STRIDE
+            ix, iy = min(max(int(cx), 0), out - 1), min(max(int(cy), 0), out - 1)
+            sigma = max(min(w, h) / STRIDE / 6.0, 0.7)
+            g = np.exp(-((xs - ix) ** 2 + (ys - iy) ** 2) / (2 * sigma**2))
+            heat[i, 0] = np.maximum(heat[i, 0], g)
+            size[i, :, iy, ix] = np.log([w, h])
+            offset[i, :, iy, ix] = (cx - ix, cy - iy)
+            mask[i, 0, iy, ix] = 1.0
+    return Targets(*(torch.from_numpy(a) for a in (heat, size, offset, mask)))
+
+
+def detector_loss(pred: tuple[torch.Tensor, torch.Tensor, torch.Tensor], t: Targets
+                  ) -> torch.Tensor:
+    """Focal heatmap loss + L1 on log size and offset at the centres."""
+    heat_logit, size, offset = pred
+    p = torch.sigmoid(heat_logit).clamp(1e-4, 1 - 1e-4)
+    pos = t.heat.eq(1.0).float()
+    neg_weight = (1 - t.heat) ** 4
+    pos_loss = -(torch.log(p) * (1 - p) ** 2 * pos).sum()
+    neg_loss = -(torch.log(1 - p) * p**2 * neg_weight * (1 - pos)).sum()
+    n_pos = pos.sum().clamp(min=1.0)
+    reg = (F.l1_loss(size * t.mask, t.size * t.mask, reduction="sum")
+           + F.l1_loss(offset * t.mask, t.offset * t.mask, reduction="sum")) / n_pos
+    return (pos_loss + neg_loss) / n_pos + reg
+
+
+def _batch(cache: LesionCache, idx: np.ndarray, flip: np.ndarray | None
+           ) -> tuple[torch.Tensor, list[np.ndarray]]:
+    images = cache.det[idx].astype(np.float32) / 255.0
+    boxes = [cache.boxes_of(int(i)).copy() for i in idx]
+    if flip is not None:
+        for k in np.nonzero(flip)[0]:
+            images[k] = images[k, :, ::-1]
+            b = boxes[k]
+            b[:, [0, 2]] = DETECTOR_SIZE - b[:, [2, 0]]
+    return torch.from_numpy(np.ascontiguousarray(images[:, None])), boxes
+
+
+def match_counts(dets: list[Detection], truths: np.ndarray, iou: float = DETECTION_IOU
+                 ) -> tuple[int, int, int]:
+    """Greedy matching by score: ``(true positives, false positives, false negatives)``."""
+    used = np.zeros(len(truths), bool)
+    tp = fp = 0
+    for det in sorted(dets, key=lambda d: -d.score):
+        ious = [box_iou(det, t) if not used[j] else 0.0 for j, t in enumerate(truths)]
+        if ious and max(ious) >= iou:
+            used[int(np.argmax(ious))] = True
+            tp += 1
+        else:
+            fp += 1
+    return tp, fp, int((~used).sum())
+
+
+def evaluate_detector(model: LesionDetector, cache: LesionCache, idx: np.ndarray,
+                      thresholds: np.ndarray) -> dict[float, tuple[float, float, float]]:
+    """Precision, recall and F1 at IoU 0.25 for each score threshold."""
+    model.eval()
+    counts = {float(t): np.zeros(3) for t in thresholds}
+    with torch.no_grad():
+        for start in range(0, len(idx), 32):
+            part = idx[start:start + 32]
+            x, boxes = _batch(cache, part, None)
+            dets = decode(*model(x), threshold=float(thresholds.min()))
+            for d, b in zip(dets, boxes, strict=True):
+                for t in thresholds:
+                    counts[float(t)] += match_counts([e for e in d if e.score >= t], b)
+    out = {}
+    for t, (tp, fp, fn) in counts.items():
+        precision = tp / max(tp + fp, 1)
+        recall = tp / max(tp + fn, 1)
+        out[t] = (precision, recall, 2 * precision * recall / max(precision + recall, 1e-9))
+    return out
+
+
+def run(args: argparse.Namespace) -> None:
+    """Train, keep the best checkpoint, write weights and card."""
+    rng = set_seed(args.seed, args.threads)
+    gen = torch.Generator().manual_seed(args.seed)
+    cache = load_cache(args.cache)
+    train, val, test = split_indices(len(cache.det), args.seed)
+    if args.limit:
+        train, val = train[: args.limit], val[: max(args.limit // 8, 4)]
+    model = LesionDetector()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    steps = args.epochs * int(np.ceil(len(train) / args.batch_size))
+    deadline = Deadline(args.max_minutes)
+    sched = CosineSchedule(opt, args.lr, steps, deadline)
+    thresholds = np.round(np.arange(0.15, 0.8, 0.05), 2)
+    out_path = args.output / f"{args.organ}_detector.pt"
+    args.output.mkdir(parents=True, exist_ok=True)
+    best = (-1.0, 0.5, (0.0, 0.0, 0.0), 0)
+    for epoch in range(args.epochs):
+        model.train()
+        order = rng.permutation(train)
+        losses = []
+        bar = tqdm(range(0, len(order), args.batch_size), desc=f"epoch {epoch + 1}",
+                   mininterval=30)
+        for start in bar:
+            idx = order[start:start + args.batch_size]
+            x, boxes = _batch(cache, idx, rng.random(len(idx)) < 0.5)
+            x = intensity_augment(x, gen)
+            loss = detector_loss(model(x), make_targets(boxes, DETECTOR_SIZE // STRIDE))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            if deadline.passed:
+                break
+        scores = evaluate_detector(model, cache, val, thresholds)
+        thr, (p, r, f1) = max(scores.items(), key=lambda kv: kv[1][2])
+        logger.info("epoch_done", epoch=epoch + 1, loss=float(np.mean(losses)), val_f1=f1,
+                    precision=p, recall=r, threshold=thr)
+        if f1 > best[0]:
+            best = (f1, thr, (p, r, f1), epoch + 1)
+            torch.save(model.state_dict(), out_path)
+        if deadline.passed:
+            logger.info("deadline_reached", epoch=epoch + 1)
+            break
+    p, r, f1 = best[2]
+    write_card(out_path, seed=args.seed,
+               data={"cache": str(args.cache), "cache_seeds": [int(cache.seeds[0]),
+                                                              int(cache.seeds[-1])],
+                     "train_images": len(train), "val_images": len(val),
+                     "test_images": len(test), "split": "8:1:1"},
+               metrics={"val_precision": p, "val_recall": r, "val_f1": f1,
+                        "iou": DETECTION_IOU, "best_epoch": best[3]},
+               extra={"threshold": best[1], "input_size": DETECTOR_SIZE,
+                      "architecture": "CenterNet-style FPN, stride 4"})
