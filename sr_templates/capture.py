@@ -26,7 +26,6 @@ from sr_templates.options import ObjectKindValues, ResultOptions
 from sr_templates.presentation import FrameDrawing, frame_drawings
 from sr_templates.sources import (
     SourceSet,
-    character_set_for_highdicom,
     copy_series_anatomy,
     is_multiframe,
     restore_character_set,
@@ -145,7 +144,6 @@ def _build_one(
     ds: Dataset, frame: int, pixels: np.ndarray, result: StudyResult,
     options: ResultOptions, instance_number: int,
 ) -> hd.sc.SCImage:
-    kind = ObjectKindValues.SC
     image = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=ds,
         pixel_array=pixels,
@@ -153,20 +151,10 @@ def _build_one(
         bits_allocated=8,
         coordinate_system=hd.CoordinateSystemNames.PATIENT,
         patient_orientation=_ORIENTATION_PLACEHOLDER,
-        series_instance_uid=options.series_uid(ds.StudyInstanceUID, kind),
-        series_number=options.series_number(kind),
-        sop_instance_uid=options.uid(
-            ds.StudyInstanceUID, options.job_sequence, "sc", ds.SOPInstanceUID, frame
-        ),
-        instance_number=instance_number,
-        manufacturer=options.manufacturer,
-        manufacturer_model_name=options.device_name,
-        software_versions=options.software_version,
-        institution_name=options.institution_name,
-        series_description=kind.series_description,
         transfer_syntax_uid=hd.UID("1.2.840.10008.1.2.1"),
-        contributing_equipment=options.contributing_equipment(result.algorithms),
-        specific_character_set=character_set_for_highdicom(ds),
+        **options.object_arguments(
+            ObjectKindValues.SC, ds, instance_number, result.algorithms, ds.SOPInstanceUID, frame
+        ),
     )
     restore_character_set(image, ds)
     copy_series_anatomy(image, ds)

@@ -6,11 +6,14 @@ import enum
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import highdicom as hd
+from pydicom import Dataset
 
 from inference.findings import AlgorithmInfo
 from sr_templates import codes
+from sr_templates.sources import character_set_for_highdicom
 
 MAX_SERIES_NUMBER = 2**31 - 1
 """Largest value an IS Series Number can hold."""
@@ -127,6 +130,37 @@ class ResultOptions:
     def series_uid(self, study_instance_uid: str, kind: ObjectKindValues) -> str:
         """Series Instance UID of objects of ``kind`` in this job."""
         return self.uid(study_instance_uid, self.job_sequence, ObjectKindValues(kind).name)
+
+    def object_arguments(
+        self,
+        kind: ObjectKindValues,
+        source: Dataset,
+        instance_number: int,
+        algorithms: Sequence[AlgorithmInfo],
+        *uid_parts: object,
+    ) -> dict[str, Any]:
+        """Keyword arguments every highdicom SOP class constructor gets.
+
+        Series, SOP Instance UID (derived from ``uid_parts`` when seeded),
+        equipment (the node's device UID doubles as its serial number),
+        Contributing Equipment, and the character set of ``source``.
+        """
+        kind = ObjectKindValues(kind)
+        study = source.StudyInstanceUID
+        return {
+            "series_instance_uid": self.series_uid(study, kind),
+            "series_number": self.series_number(kind),
+            "sop_instance_uid": self.uid(study, self.job_sequence, kind.name, *uid_parts),
+            "instance_number": instance_number,
+            "manufacturer": self.manufacturer,
+            "manufacturer_model_name": self.device_name,
+            "software_versions": self.software_version,
+            "device_serial_number": self.device_uid,
+            "institution_name": self.institution_name,
+            "series_description": kind.series_description,
+            "contributing_equipment": self.contributing_equipment(algorithms),
+            "specific_character_set": character_set_for_highdicom(source),
+        }
 
     def contributing_equipment(
         self, algorithms: Sequence[AlgorithmInfo]

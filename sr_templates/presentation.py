@@ -36,7 +36,6 @@ from sr_templates.shapes import closed_polyline
 from sr_templates.sources import (
     SourceSet,
     attribute_copy,
-    character_set_for_highdicom,
     copy_series_anatomy,
     is_multiframe,
     restore_character_set,
@@ -178,29 +177,17 @@ def _build_one(
     annotations: list[tuple[Dataset, int, hd.pr.GraphicAnnotation]],
     options: ResultOptions,
     instance_number: int,
-    contributing: list[AlgorithmInfo],
+    algorithms: list[AlgorithmInfo],
 ) -> Dataset:
     first = images[0]
-    kind = ObjectKindValues.PR
     arguments = {
-        "series_instance_uid": options.series_uid(first.StudyInstanceUID, kind),
-        "series_number": options.series_number(kind),
-        "sop_instance_uid": options.uid(
-            first.StudyInstanceUID, options.job_sequence, "pr", first.SOPInstanceUID
-        ),
-        "instance_number": instance_number,
-        "manufacturer": options.manufacturer,
-        "manufacturer_model_name": options.device_name,
-        "software_versions": options.software_version,
-        "device_serial_number": options.device_uid[-16:],
         "content_label": "AI_FINDINGS",
         "content_description": "AI findings - review against the image",
         "graphic_annotations": [annotation for _, _, annotation in annotations],
         "graphic_layers": [LAYER],
-        "institution_name": options.institution_name,
-        "series_description": kind.series_description,
-        "contributing_equipment": options.contributing_equipment(contributing),
-        "specific_character_set": character_set_for_highdicom(first),
+        **options.object_arguments(
+            ObjectKindValues.PR, first, instance_number, algorithms, first.SOPInstanceUID
+        ),
     }
     if _is_colour(first):
         state: Dataset = hd.pr.ColorSoftcopyPresentationState(

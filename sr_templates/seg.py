@@ -35,7 +35,6 @@ from sr_templates.options import ObjectKindValues, ResultOptions
 from sr_templates.shapes import rasterize_box, rasterize_polygon
 from sr_templates.sources import (
     SourceSet,
-    character_set_for_highdicom,
     copy_series_anatomy,
     is_multiframe,
     restore_character_set,
@@ -200,30 +199,21 @@ def _build_one(
     multiframe = is_multiframe(source)
     reference = single_frame_view(source) if multiframe else source
     pixels = np.stack([item.mask for item in items], axis=-1)[np.newaxis]
-    kind = ObjectKindValues.SEG
     seg = hd.seg.Segmentation(
         source_images=[reference],
         pixel_array=pixels.astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[_segment(i, item) for i, item in enumerate(items, start=1)],
-        series_instance_uid=options.series_uid(source.StudyInstanceUID, kind),
-        series_number=options.series_number(kind),
-        sop_instance_uid=options.uid(
-            source.StudyInstanceUID, options.job_sequence, "seg", source.SOPInstanceUID, frame
-        ),
-        instance_number=instance_number,
-        manufacturer=options.manufacturer,
-        manufacturer_model_name=options.device_name,
-        software_versions=options.software_version,
-        device_serial_number=options.device_uid[-16:],
         content_description=f"AI segmentation of frame {frame}"[:64],
-        series_description=kind.series_description,
-        institution_name=options.institution_name,
         omit_empty_frames=False,
-        contributing_equipment=options.contributing_equipment(
-            list({item.algorithm.device_uid: item.algorithm for item in items}.values())
+        **options.object_arguments(
+            ObjectKindValues.SEG,
+            source,
+            instance_number,
+            list({item.algorithm.device_uid: item.algorithm for item in items}.values()),
+            source.SOPInstanceUID,
+            frame,
         ),
-        specific_character_set=character_set_for_highdicom(source),
     )
     restore_character_set(seg, source)
     seg.PatientOrientation = source.get("PatientOrientation", "")

@@ -47,7 +47,6 @@ from sr_templates.options import ObjectKindValues, ResultOptions
 from sr_templates.shapes import closed_polyline, polygon_area, polygon_bounds
 from sr_templates.sources import (
     SourceSet,
-    character_set_for_highdicom,
     is_multiframe,
     restore_character_set,
 )
@@ -354,20 +353,13 @@ def build_measurement_report(
         imaging_measurements=groups,  # type: ignore[arg-type]
         referenced_images=list(sources),
     )
-    kind = ObjectKindValues.SR
     sr = hd.sr.Comprehensive3DSR(
         evidence=list(sources),
         content=report,
-        series_instance_uid=options.series_uid(result.study_instance_uid, kind),
-        series_number=options.series_number(kind),
-        sop_instance_uid=options.uid(result.study_instance_uid, options.job_sequence, "sr"),
-        instance_number=instance_number,
-        manufacturer=options.manufacturer,
-        institution_name=options.institution_name,
         is_complete=True,
-        specific_character_set=character_set_for_highdicom(sources.images[0]),
-        series_description=kind.series_description,
-        contributing_equipment=options.contributing_equipment(result.algorithms),
+        **options.object_arguments(
+            ObjectKindValues.SR, sources.images[0], instance_number, result.algorithms
+        ),
         coding_schemes=[
             CodingSchemeIdentificationItem(
                 designator=codes.PRIVATE_SCHEME, name=codes.PRIVATE_SCHEME_NAME
