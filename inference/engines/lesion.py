@@ -1,0 +1,240 @@
+"""Liver and breast lesion engines: detect, classify, track, explain.
+
+Each engine chains a single-class detector (the letterboxed scan area in,
+boxes out) with a 4-class ROI classifier (a crop around each detection in,
+class probabilities out), as the published real-time system does.  On a
+cine, up to :attr:`LesionEngine.max_frames` evenly sampled frames are
+analysed, detections are tracked (:mod:`inference.cine`), each track's class
+is voted 3-of-5 and its probabilities smoothed.  Each finding carries a
+Grad-CAM map of the classifier's evidence at full image size.
+
+Weights are loaded once per process from ``inference/weights`` (or
+``weights_dir``): ``<organ>_detector.pt`` and ``<organ>_classifier.pt`` with
+their ``.json`` cards (the detector card holds the score threshold).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import structlog
+import torch
+from PIL import Image
+from pydicom.uid import generate_uid
+
+from inference.cine import Detection, Track, smooth, track, vote
+from inference.engines.base import ImageInput
+from inference.findings import (
+    BREAST_CLASSES,
+    LIVER_CLASSES,
+    MALIGNANT_CLASSES,
+    AlgorithmInfo,
+    AnatomyValues,
+    BoundingBox,
+    ImageResult,
+    LesionFinding,
+    LesionObservation,
+    NotAssessed,
+    NotAssessedReasonValues,
+)
+from inference.models.lesion_nets import LesionClassifier, LesionDetector, decode, grad_cam
+from inference.models.roi import letterbox, roi_crop, roi_square
+from inference.preprocessing import scan_area
+
+logger = structlog.get_logger(__name__)
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+"""Default location of the shipped weights."""
+
+_LOCK = threading.Lock()
+_LOADED: dict[tuple[Path, str], _Models] = {}
+
+
+@dataclass(frozen=True)
+class _Models:
+    detector: LesionDetector
+    classifier: LesionClassifier
+    threshold: float
+    sha256: str
+
+
+def _load(weights_dir: Path, organ: str, n_classes: int) -> _Models:
+    """Load (once per process) the detector and classifier of ``organ``."""
+    key = (weights_dir.resolve(), organ)
+    with _LOCK:
+        if key not in _LOADED:
+            detector = LesionDetector()
+            detector.load_state_dict(torch.load(weights_dir / f"{organ}_detector.pt",
+                                                weights_only=True))
+            classifier = LesionClassifier(n_classes)
+            classifier.load_state_dict(torch.load(weights_dir / f"{organ}_classifier.pt",
+                                                  weights_only=True))
+            cards = [json.loads((weights_dir / f"{organ}_{part}.json").read_text())
+                     for part in ("detector", "classifier")]
+            sha = "".join(card["sha256"] for card in cards)
+            _LOADED[key] = _Models(detector.eval(), classifier.eval(),
+                                   float(cards[0]["threshold"]),
+                                   hashlib.sha256(sha.encode()).hexdigest())
+            logger.info("lesion_models_loaded", organ=organ, weights_dir=str(weights_dir))
+        return _LOADED[key]
+
+
+class LesionEngine:
+    """Detector + classifier engine of one organ (see the module docstring).
+
+    Parameters
+    ----------
+    weights_dir:
+        Directory of the weights (default: the shipped ones).
+    score_threshold:
+        Detection score threshold (default: the one in the detector card).
+    max_frames:
+        Frames of a cine analysed at most (evenly sampled).
+    vote_k, vote_n:
+        k-of-n frame voting of a track's class.
+    """
+
+    name: str = ""
+    anatomy: AnatomyValues = AnatomyValues.OTHER
+    classes: tuple[str, ...] = ()
+
+    def __init__(self, weights_dir: Path | None = None, score_threshold: float | None = None,
+                 max_frames: int = 16, vote_k: int = 3, vote_n: int = 5) -> None:
+        self._models = _load(weights_dir or WEIGHTS_DIR, self.name, len(self.classes))
+        self.score_threshold = (score_threshold if score_threshold is not None
+                                else self._models.threshold)
+        self.max_frames = max_frames
+        self.vote_k, self.vote_n = vote_k, vote_n
+
+    @property
+    def algorithm(self) -> AlgorithmInfo:
+        """Identity of the detector + classifier pair."""
+        try:
+            version = metadata.version("us-ai-dicom-node")
+        except metadata.PackageNotFoundError:
+            version = "0.0.0"
+        return AlgorithmInfo(
+            name=f"us-{self.name}-lesion", version=version,
+            weights_sha256=self._models.sha256,
+            parameters={"score_threshold": f"{self.score_threshold:.2f}",
+                        "cine_vote": f"{self.vote_k} of {self.vote_n} frames",
+                        "max_frames": str(self.max_frames)})
+
+    def run(self, image: ImageInput) -> ImageResult:
+        """Detect, classify and (on cine) track the lesions of one image."""
+        result = ImageResult(image.sop_instance_uid, self.anatomy, algorithm=self.algorithm)
+        try:
+            area = scan_area(image)
+        except ValueError as exc:
+            result.not_assessed = NotAssessed(image.sop_instance_uid,
+                                              NotAssessedReasonValues.IMAGE_QUALITY, str(exc))
+            return result
+        frames = image.frames
+        indices = np.round(np.linspace(0, len(frames) - 1, min(len(frames), self.max_frames))
+                           ).astype(int) if len(frames) > 1 else np.array([0])
+        per_frame = self.detect(frames, indices, area)
+        tracks = track(per_frame)
+        if len(indices) >= 4:
+            needed = max(2, int(np.ceil(0.25 * len(indices))))
+            tracks = [t for t in tracks if len(t.detections) >= needed]
+        for number, t in enumerate(sorted(tracks, key=lambda t: -t.mean_score), start=1):
+            result.lesions.append(self._finding(image, frames, indices, t, number))
+        return result
+
+    def detect(self, frames: np.ndarray, indices: np.ndarray, area: BoundingBox
+               ) -> list[list[Detection]]:
+        """Detections (original pixels) on ``frames[indices]``, one list per index.
+
+        ``Detection.frame_index`` is the position in ``indices``.
+        """
+        inputs, boxes = [], []
+        for i in indices:
+            det_in, lb = letterbox(frames[i], area)
+            inputs.append(det_in)
+            boxes.append(lb)
+        x = torch.from_numpy(np.stack(inputs)[:, None].astype(np.float32) / 255.0)
+        with torch.no_grad():
+            decoded = decode(*self._models.detector(x), threshold=self.score_threshold)
+        out = []
+        for k, (dets, lb) in enumerate(zip(decoded, boxes, strict=True)):
+            frame_dets = []
+            for d in dets:
+                b = lb.to_original(d.x0, d.y0, d.x1, d.y1)
+                x0, y0 = max(b.x0, area.x0), max(b.y0, area.y0)
+                x1, y1 = min(b.x1, area.x1), min(b.y1, area.y1)
+                if x1 - x0 >= 2 and y1 - y0 >= 2:
+                    frame_dets.append(Detection(k, BoundingBox(x0, y0, x1, y1), d.score))
+            out.append(frame_dets)
+        return out
+
+    def classify(self, frame: np.ndarray, boxes: list[BoundingBox]) -> np.ndarray:
+        """Class probabilities ``(len(boxes), classes)`` of lesion boxes on a frame."""
+        return self._classify([roi_crop(frame, b) for b in boxes])
+
+    def _classify(self, crops: list[np.ndarray]) -> np.ndarray:
+        if not crops:
+            return np.zeros((0, len(self.classes)))
+        x = torch.from_numpy(np.stack(crops)[:, None].astype(np.float32) / 255.0)
+        with torch.no_grad():
+            return torch.softmax(self._models.classifier(x), dim=1).numpy()
+
+    def _finding(self, image: ImageInput, frames: np.ndarray, indices: np.ndarray, t: Track,
+                 number: int) -> LesionFinding:
+        probs = self._classify([roi_crop(frames[indices[d.frame_index]], d.box)
+                                for d in t.detections])
+        if len(probs) > 1:
+            label_index, _ = vote(probs, self.vote_k, self.vote_n)
+            mean = smooth(probs).mean(axis=0)
+        else:
+            label_index, mean = int(probs[0].argmax()), probs[0]
+        probabilities = {c: float(p) for c, p in zip(self.classes, mean, strict=True)}
+        observations = [LesionObservation(int(indices[d.frame_index]) + 1, d.box, d.score)
+                        for d in t.detections]
+        key = max(t.detections, key=lambda d: d.score)
+        heatmap = self._heatmap(frames[indices[key.frame_index]], key.box, label_index)
+        return LesionFinding(
+            tracking_id=f"Lesion {number}", tracking_uid=generate_uid(), anatomy=self.anatomy,
+            label=self.classes[label_index], probabilities=probabilities,
+            malignancy_probability=float(sum(p for c, p in probabilities.items()
+                                             if c in MALIGNANT_CLASSES)),
+            source_sop_instance_uid=image.sop_instance_uid, observations=observations,
+            heatmap=heatmap)
+
+    def _heatmap(self, frame: np.ndarray, box: BoundingBox, class_index: int) -> np.ndarray:
+        """Grad-CAM of the classifier pasted back at full image size."""
+        crop = torch.from_numpy(roi_crop(frame, box)[None, None].astype(np.float32) / 255.0)
+        cam = grad_cam(self._models.classifier, crop, class_index)
+        cx, cy, side = roi_square(box)
+        x0, y0, span = round(cx - side / 2), round(cy - side / 2), max(round(side), 1)
+        resized = np.asarray(Image.fromarray(cam).resize((span, span), Image.BILINEAR))
+        out = np.zeros(frame.shape, dtype=np.float32)
+        sx0, sy0 = max(x0, 0), max(y0, 0)
+        sx1, sy1 = min(x0 + span, frame.shape[1]), min(y0 + span, frame.shape[0])
+        if sx1 > sx0 and sy1 > sy0:
+            out[sy0:sy1, sx0:sx1] = resized[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0]
+        return np.clip(out, 0.0, 1.0)
+
+
+class LiverEngine(LesionEngine):
+    """Liver tumours: HCC, metastasis, hemangioma, cyst."""
+
+    name = "liver"
+    anatomy = AnatomyValues.LIVER
+    classes = LIVER_CLASSES
+
+
+class BreastEngine(LesionEngine):
+    """Breast tumours: carcinoma, fibroadenoma, simple cyst, other."""
+
+    name = "breast"
+    anatomy = AnatomyValues.BREAST
+    classes = BREAST_CLASSES
+
+
+__all__ = ["BreastEngine", "LesionEngine", "LiverEngine"]
