@@ -29,7 +29,13 @@ import structlog
 from pydicom import Dataset
 from pydicom.sr.coding import Code
 
-from inference.findings import AlgorithmInfo, LesionFinding, StudyResult
+from inference.findings import (
+    AlgorithmInfo,
+    BoundingBox,
+    CardiacFinding,
+    LesionFinding,
+    StudyResult,
+)
 from sr_templates import codes
 from sr_templates.options import ObjectKindValues, ResultOptions
 from sr_templates.shapes import rasterize_box, rasterize_polygon
@@ -51,6 +57,15 @@ MASK_FROM_BOX = "Mask derived from the AI bounding box (no mask or contour given
 
 
 @dataclass(frozen=True)
+class SegmentCoding:
+    """Segmented property category and type, and the anatomic region."""
+
+    category: Code
+    property_type: Code
+    anatomy: Code
+
+
+@dataclass(frozen=True)
 class MaskItem:
     """One segment to write: a mask on one frame of one source image."""
 
@@ -60,11 +75,25 @@ class MaskItem:
     label: str
     tracking_id: str
     tracking_uid: str
-    property_category: Code
-    property_type: Code
-    anatomy: Code
+    coding: SegmentCoding
     algorithm: AlgorithmInfo
     description: str
+
+
+@dataclass(frozen=True)
+class _Outline:
+    """What an engine gave for one segment, before a mask is derived."""
+
+    source_sop_instance_uid: str
+    frame_number: int
+    label: str
+    tracking_id: str
+    tracking_uid: str
+    coding: SegmentCoding
+    mask: np.ndarray | None
+    contour: np.ndarray | None
+    box: BoundingBox | None
+    note: str = ""
 
 
 def _checked(mask: np.ndarray, ds: Dataset, what: str) -> np.ndarray:
@@ -76,72 +105,91 @@ def _checked(mask: np.ndarray, ds: Dataset, what: str) -> np.ndarray:
     return array.astype(bool)
 
 
-def lesion_mask(lesion: LesionFinding, ds: Dataset) -> tuple[np.ndarray, str]:
-    """The lesion's mask on its key frame and where it came from.
+def derive_mask(outline: _Outline, ds: Dataset) -> tuple[np.ndarray, str] | None:
+    """The mask of an outline and where it came from: mask, else contour, else box.
 
     Raises
     ------
     ValueError
         If the engine's mask does not have the image's shape.
     """
+    if outline.mask is not None:
+        return _checked(outline.mask, ds, outline.label), MASK_FROM_ENGINE
+    if outline.contour is not None:
+        return rasterize_polygon(outline.contour, ds.Rows, ds.Columns), MASK_FROM_CONTOUR
+    if outline.box is not None:
+        return rasterize_box(outline.box, ds.Rows, ds.Columns), MASK_FROM_BOX
+    return None
+
+
+def _lesion_outline(lesion: LesionFinding) -> _Outline:
     key = lesion.key_observation
-    if lesion.mask is not None:
-        return _checked(lesion.mask, ds, lesion.tracking_id), MASK_FROM_ENGINE
-    if key.contour is not None:
-        return rasterize_polygon(key.contour, ds.Rows, ds.Columns), MASK_FROM_CONTOUR
-    return rasterize_box(key.box, ds.Rows, ds.Columns), MASK_FROM_BOX
+    return _Outline(
+        source_sop_instance_uid=lesion.source_sop_instance_uid,
+        frame_number=key.frame_number,
+        label=f"{lesion.tracking_id} ({lesion.label})",
+        tracking_id=lesion.tracking_id,
+        tracking_uid=lesion.tracking_uid,
+        coding=SegmentCoding(
+            codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE, codes.MASS, codes.finding_site(lesion.anatomy)
+        ),
+        mask=lesion.mask,
+        contour=key.contour,
+        box=key.box,
+    )
+
+
+def _cardiac_outlines(finding: CardiacFinding) -> list[_Outline]:
+    coding = SegmentCoding(codes.ANATOMICAL_STRUCTURE, codes.LEFT_VENTRICLE, codes.HEART)
+    phases = (
+        ("end-diastole", finding.end_diastolic_frame, finding.end_diastolic_mask,
+         finding.end_diastolic_contour),
+        ("end-systole", finding.end_systolic_frame, finding.end_systolic_mask,
+         finding.end_systolic_contour),
+    )
+    return [
+        _Outline(
+            source_sop_instance_uid=finding.source_sop_instance_uid,
+            frame_number=frame,
+            label=f"{finding.tracking_id} ({phase})",
+            tracking_id=finding.tracking_id,
+            tracking_uid=finding.tracking_uid,
+            coding=coding,
+            mask=mask,
+            contour=contour,
+            box=None,
+            note=f", {phase}",
+        )
+        for phase, frame, mask, contour in phases
+    ]
 
 
 def mask_items(result: StudyResult, sources: SourceSet) -> Iterator[MaskItem]:
-    """Every segment of the job, in the order of the findings."""
+    """Every segment of the job, in the order of the findings.
+
+    LV cavities without mask or contour have no segment.
+    """
     for image in result.images:
         if image.algorithm is None:
             continue
-        for lesion in image.lesions:
-            ds = sources.image(lesion.source_sop_instance_uid)
-            mask, description = lesion_mask(lesion, ds)
-            yield MaskItem(
-                source_sop_instance_uid=lesion.source_sop_instance_uid,
-                frame_number=lesion.key_observation.frame_number,
-                mask=mask,
-                label=f"{lesion.tracking_id} ({lesion.label})"[:64],
-                tracking_id=lesion.tracking_id,
-                tracking_uid=lesion.tracking_uid,
-                property_category=codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
-                property_type=codes.MASS,
-                anatomy=codes.finding_site(lesion.anatomy),
-                algorithm=image.algorithm,
-                description=description,
-            )
+        outlines = [_lesion_outline(lesion) for lesion in image.lesions]
         for finding in image.cardiac:
-            ds = sources.image(finding.source_sop_instance_uid)
-            phases = (
-                ("end-diastole", finding.end_diastolic_frame, finding.end_diastolic_mask,
-                 finding.end_diastolic_contour),
-                ("end-systole", finding.end_systolic_frame, finding.end_systolic_mask,
-                 finding.end_systolic_contour),
+            outlines.extend(_cardiac_outlines(finding))
+        for outline in outlines:
+            derived = derive_mask(outline, sources.image(outline.source_sop_instance_uid))
+            if derived is None:
+                continue
+            yield MaskItem(
+                source_sop_instance_uid=outline.source_sop_instance_uid,
+                frame_number=outline.frame_number,
+                mask=derived[0],
+                label=outline.label[:64],
+                tracking_id=outline.tracking_id,
+                tracking_uid=outline.tracking_uid,
+                coding=outline.coding,
+                algorithm=image.algorithm,
+                description=derived[1] + outline.note,
             )
-            for phase, frame, mask, contour in phases:
-                if mask is not None:
-                    array, description = _checked(mask, ds, phase), MASK_FROM_ENGINE
-                elif contour is not None:
-                    array = rasterize_polygon(contour, ds.Rows, ds.Columns)
-                    description = MASK_FROM_CONTOUR
-                else:
-                    continue
-                yield MaskItem(
-                    source_sop_instance_uid=finding.source_sop_instance_uid,
-                    frame_number=frame,
-                    mask=array,
-                    label=f"{finding.tracking_id} ({phase})"[:64],
-                    tracking_id=finding.tracking_id,
-                    tracking_uid=finding.tracking_uid,
-                    property_category=codes.ANATOMICAL_STRUCTURE,
-                    property_type=codes.LEFT_VENTRICLE,
-                    anatomy=codes.HEART,
-                    algorithm=image.algorithm,
-                    description=f"{description}, {phase}",
-                )
 
 
 def _restore_multiframe_references(seg: Dataset, source: Dataset, frame: int) -> None:
@@ -172,8 +220,8 @@ def _segment(number: int, item: MaskItem) -> hd.seg.SegmentDescription:
     description = hd.seg.SegmentDescription(
         segment_number=number,
         segment_label=item.label,
-        segmented_property_category=item.property_category,
-        segmented_property_type=item.property_type,
+        segmented_property_category=item.coding.category,
+        segmented_property_type=item.coding.property_type,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=hd.AlgorithmIdentificationSequence(
             name=item.algorithm.name,
@@ -183,7 +231,7 @@ def _segment(number: int, item: MaskItem) -> hd.seg.SegmentDescription:
         ),
         tracking_uid=item.tracking_uid,
         tracking_id=item.tracking_id,
-        anatomic_regions=[item.anatomy],
+        anatomic_regions=[item.coding.anatomy],
     )
     description.SegmentDescription = item.description
     return description
