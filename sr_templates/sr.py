@@ -26,11 +26,13 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import highdicom as hd
 import numpy as np
 import structlog
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
+from pydicom import Dataset
 from pydicom.sr.coding import Code
 
 from inference.findings import (
@@ -39,6 +41,7 @@ from inference.findings import (
     CardiacFinding,
     ImageResult,
     LesionFinding,
+    NotAssessedReasonValues,
     StudyResult,
 )
 from inference.geometry import box_axes_mm, spatial_region_for
@@ -69,9 +72,9 @@ def algorithm_identification(algorithm: AlgorithmInfo) -> hd.sr.AlgorithmIdentif
     )
 
 
-def reference_frames(ds: object, frames: Sequence[int]) -> list[int] | None:
+def reference_frames(ds: Dataset, frames: Sequence[int]) -> list[int] | None:
     """Frame numbers to reference on ``ds``: ``None`` for single-frame images."""
-    return sorted(set(frames)) if is_multiframe(ds) else None  # type: ignore[arg-type]
+    return sorted(set(frames)) if is_multiframe(ds) else None
 
 
 def reportable_volumes(finding: CardiacFinding) -> bool:
@@ -82,11 +85,11 @@ def reportable_volumes(finding: CardiacFinding) -> bool:
 
 
 def _num(
-    name: Code, value: float, unit: Code, **kwargs: object
+    name: Code, value: float, unit: Code, **kwargs: Any
 ) -> hd.sr.Measurement:
     if not math.isfinite(value):
         raise ValueError(f"{name.meaning} is not a finite number: {value}.")
-    return hd.sr.Measurement(name=name, value=float(value), unit=unit, **kwargs)  # type: ignore[arg-type]
+    return hd.sr.Measurement(name=name, value=float(value), unit=unit, **kwargs)
 
 
 def _lesion_measurements(lesion: LesionFinding, sources: SourceSet) -> list[hd.sr.Measurement]:
@@ -262,13 +265,13 @@ def _nothing_found_groups(
 def _not_assessed_groups(
     result: StudyResult, sources: SourceSet, options: ResultOptions
 ) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
-    by_reason: dict[object, list[ImageResult]] = defaultdict(list)
+    by_reason: dict[NotAssessedReasonValues, list[ImageResult]] = defaultdict(list)
     for image in result.images:
         if image.not_assessed is not None:
             by_reason[image.not_assessed.reason].append(image)
     groups = []
     for reason, images in by_reason.items():
-        code = codes.not_assessed_reason(reason)  # type: ignore[arg-type]
+        code = codes.not_assessed_reason(reason)
         groups.append(
             hd.sr.MeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(
@@ -345,12 +348,12 @@ def build_measurement_report(
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(
             observer_device_context=hd.sr.ObserverContext(
-                observer_type=codes.OBSERVER_TYPE_DEVICE,  # type: ignore[arg-type]
+                observer_type=hd.sr.CodedConcept.from_code(codes.OBSERVER_TYPE_DEVICE),
                 observer_identifying_attributes=device,
             )
         ),
         procedure_reported=codes.IMAGING_PROCEDURE,
-        imaging_measurements=groups,  # type: ignore[arg-type]
+        imaging_measurements=groups,
         referenced_images=list(sources),
     )
     sr = hd.sr.Comprehensive3DSR(
