@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
+import highdicom as hd
 import structlog
 from pydicom import Dataset
 
@@ -44,9 +46,16 @@ def build_result_objects(
     ValueError
         If the sources mix patients or studies, or the result refers to
         images, frames or boxes the sources do not have.
+
+    Notes
+    -----
+    Without ``options.uid_seed`` a random seed is drawn per call, so all
+    instances of one kind share one series and UIDs differ between calls.
     """
     if not isinstance(options, ResultOptions):
         raise TypeError("Argument 'options' must be a ResultOptions.")
+    if options.uid_seed is None:
+        options = dataclasses.replace(options, uid_seed=str(hd.UID()))
     source_set = SourceSet.from_datasets(sources, result)
     objects: list[Dataset] = []
     report = build_measurement_report(source_set, result, options)

@@ -80,7 +80,9 @@ class ResultOptions:
         Say in the SR which images were not analysed and why.
     uid_seed:
         When set, every UID is derived from it and the inputs, so that the
-        same job gives the same UIDs; when ``None`` UIDs are random.
+        same job gives the same UIDs; when ``None``,
+        :func:`~sr_templates.build_result_objects` draws a random seed per
+        call (and :meth:`uid` called directly returns random UIDs).
     series_number_base:
         Base of the series numbers.
     """

@@ -119,6 +119,23 @@ def test_each_job_writes_new_series() -> None:
     assert not {o.SeriesNumber for o in first} & {o.SeriesNumber for o in second}
 
 
+def test_instances_of_one_kind_share_one_series() -> None:
+    first, second = make_us_image(), make_us_image("RGB")
+    result = study_of(
+        analysed(first, [make_lesion(first, BoundingBox(1, 1, 20, 20))]),
+        analysed(second, [make_lesion(second, BoundingBox(1, 1, 20, 20), index=2)]),
+        source=first,
+    )
+    objects = build_result_objects([first, second], result, EVERYTHING)
+    series: dict[str, set[str]] = {}
+    for obj in objects:
+        series.setdefault(obj.SOPClassUID, set()).add(obj.SeriesInstanceUID)
+    assert len(objects) == 7
+    assert all(len(uids) == 1 for uids in series.values())
+    assert len(set.union(*series.values())) == len(ObjectKindValues)
+    assert len({o.SOPInstanceUID for o in objects}) == 7
+
+
 def test_same_seed_gives_the_same_objects() -> None:
     source = make_us_image()
     result = findings_for(source)
