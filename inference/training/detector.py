@@ -24,6 +24,7 @@ from inference.training.common import (
     WEIGHTS_DIR,
     CosineSchedule,
     Deadline,
+    command_line,
     intensity_augment,
     set_seed,
     write_card,
@@ -191,7 +192,7 @@ def run(args: argparse.Namespace) -> None:
             logger.info("deadline_reached", epoch=epoch + 1)
             break
     p, r, f1 = best[2]
-    write_card(out_path, seed=args.seed,
+    write_card(out_path, command=command_line(args), seed=args.seed,
                data={"cache": str(args.cache), "cache_seeds": [int(cache.seeds[0]),
                                                               int(cache.seeds[-1])],
                      "train_images": len(train), "val_images": len(val),

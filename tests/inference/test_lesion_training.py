@@ -1,0 +1,52 @@
+"""The lesion training path end to end in a tiny configuration (no real training)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inference.engines.base import Engine
+from inference.engines.lesion import LiverEngine
+from inference.evaluation.lesion import image_input
+from inference.phantoms.generator import generate
+from inference.training.cli import SUBCOMMANDS, main
+from inference.training.common import sha256_file
+from inference.training.lesion_data import load_cache
+
+
+def test_cli_knows_every_model() -> None:
+    assert {"liver-detector", "liver-classifier", "breast-detector", "breast-classifier",
+            "lesion-data", "cardiac", "view"} <= set(SUBCOMMANDS)
+    with pytest.raises(SystemExit):
+        main(["no-such-model"])
+
+
+def test_tiny_cache_train_and_run(tmp_path: Path) -> None:
+    cache = tmp_path / "liver.npz"
+    weights = tmp_path / "weights"
+    assert main(["lesion-data", "--organ", "liver", "--count", "6", "--output", str(cache),
+                 "--crops-per-lesion", "2"]) == 0
+    data = load_cache(cache)
+    assert data.det.shape == (6, 256, 256)
+    assert len(data.crops) == 2 * len(data.labels)
+    assert main(["liver-detector", "--cache", str(cache), "--output", str(weights),
+                 "--epochs", "1", "--batch-size", "2", "--seed", "3"]) == 0
+    assert main(["liver-classifier", "--cache", str(cache), "--output", str(weights),
+                 "--epochs", "1", "--folds", "2", "--cv-epochs", "1", "--seed", "3"]) == 0
+    for part in ("detector", "classifier"):
+        card = json.loads((weights / f"liver_{part}.json").read_text())
+        assert card["sha256"] == sha256_file(weights / f"liver_{part}.pt")
+        assert card["command"].startswith(f"us-ai-train liver-{part}")
+        assert card["seed"] == 3
+    engine = LiverEngine(weights_dir=weights)
+    assert isinstance(engine, Engine)
+    sample = generate("liver", 99, 240, 320)
+    result = engine.run(image_input(sample, "2.25.99", True))
+    assert result.not_assessed is None
+    assert result.algorithm is not None and len(result.algorithm.weights_sha256) == 64
+    for finding in result.lesions:
+        assert finding.heatmap is not None and finding.heatmap.shape == (240, 320)
+        assert np.isclose(sum(finding.probabilities.values()), 1.0, atol=1e-4)
