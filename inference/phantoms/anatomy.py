@@ -293,6 +293,11 @@ def liver_scene(rng: np.random.Generator, probe: ProbeGeometry,
             Layer(float(rng.uniform(0.6, 1.2)), float(rng.uniform(2.0, 3.5)), 0.6),
             parenchyma]
     wall_depth = sum(layer.thickness_mm for layer in wall[:-1])
+    if wall_depth > 0.3 * probe.depth_mm:
+        shrink = 0.3 * probe.depth_mm / wall_depth
+        for layer in wall[:-1]:
+            layer.thickness_mm *= shrink
+        wall_depth *= shrink
     scene = Scene("liver", parenchyma.echo, parenchyma.atten)
     scene.background.append(LayerStack(wall, probe, _texture(rng, probe, (25.0, 25.0)),
                                        float(rng.uniform(0.5, 3.0))))
@@ -300,7 +305,7 @@ def liver_scene(rng: np.random.Generator, probe: ProbeGeometry,
     bottom = depth
     diaphragm = None
     if rng.random() < 0.5:
-        bottom = float(rng.uniform(0.65, 0.95)) * depth
+        bottom = wall_depth + float(rng.uniform(0.6, 0.95)) * (depth - wall_depth)
         diaphragm = Blob(float(rng.uniform(-30, 30)), bottom + 300.0, 300.0)
         scene.background.append(_diaphragm(rng, diaphragm))
     liver_z = (wall_depth + 2.0, bottom - 2.0)

@@ -1,0 +1,110 @@
+"""Markdown report and plots of the held-out evaluation (``docs/evaluation.md``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import structlog
+from matplotlib.figure import Figure
+
+from inference.evaluation.lesion import OrganEvaluation
+from inference.evaluation.metrics import pr_curve
+
+logger = structlog.get_logger(__name__)
+
+PUBLISHED: dict[str, dict[str, float]] = {
+    "liver": {"det_recall": 0.929, "det_precision": 0.906, "det_f1": 0.917, "accuracy": 0.911,
+              "bm_accuracy": 0.943, "sensitivity": 0.831, "specificity": 0.967,
+              "clip_accuracy": 0.891, "clip_bm_accuracy": 0.909},
+    "breast": {"accuracy": 0.845, "bm_accuracy": 0.897, "sensitivity": 0.919,
+               "specificity": 0.871, "auc": 0.960},
+}
+"""Published figures (JSUM reports, see docs/clinical background) per organ."""
+
+
+def _fmt(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    return f"{value:.3f}"
+
+
+def _verdict(ours: float, published: float | None) -> str:
+    if published is None or np.isnan(ours):
+        return ""
+    return "beats" if ours > published else "**misses**"
+
+
+def plot_pr(ev: OrganEvaluation, path: Path) -> None:
+    """Precision-recall curve of the detector at IoU 0.25."""
+    precision, recall = pr_curve(ev.matches, ev.lesions)
+    p, r, _ = ev.detection
+    fig = Figure(figsize=(4.5, 4))
+    ax = fig.subplots()
+    ax.plot(recall, precision, lw=1.5)
+    ax.scatter([r], [p], color="red", zorder=3, label=f"operating point (t={ev.threshold:.2f})")
+    pub = PUBLISHED[ev.organ]
+    if "det_recall" in pub:
+        ax.scatter([pub["det_recall"]], [pub["det_precision"]], marker="x", color="k",
+                   label="published YOLOv5")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02),
+           title=f"{ev.organ} detection, IoU 0.25")
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot_confusion(ev: OrganEvaluation, kind: str, path: Path) -> None:
+    """Confusion matrix (rows truth, columns prediction) of ``kind`` predictions."""
+    cm = ev.confusion(kind)
+    fig = Figure(figsize=(4.8, 4.2))
+    ax = fig.subplots()
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
+                    color="white" if norm[i, j] > 0.5 else "black", fontsize=9)
+    ax.set_xticks(range(len(ev.classes)), ev.classes, rotation=30, fontsize=8)
+    ax.set_yticks(range(len(ev.classes)), ev.classes, fontsize=8)
+    ax.set(xlabel="predicted", ylabel="truth", title=f"{ev.organ} {kind} classification")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def organ_section(ev: OrganEvaluation, plot_dir: Path, link_prefix: str) -> str:
+    """Markdown section of one organ, writing its plots into ``plot_dir``."""
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    plot_pr(ev, plot_dir / f"pr_{ev.organ}.png")
+    plot_confusion(ev, "roi", plot_dir / f"confusion_{ev.organ}.png")
+    p, r, f1 = ev.detection
+    roi, chained, clip = ev.summary("roi"), ev.summary("chained"), ev.summary("clip")
+    pub = PUBLISHED[ev.organ]
+    rows = [
+        ("Detection recall (IoU 0.25)", r, pub.get("det_recall")),
+        ("Detection precision (IoU 0.25)", p, pub.get("det_precision")),
+        ("Detection F1 (IoU 0.25)", f1, pub.get("det_f1")),
+        ("4-class accuracy (ROI)", roi["accuracy"], pub.get("accuracy")),
+        ("Benign/malignant accuracy (ROI)", roi["bm_accuracy"], pub.get("bm_accuracy")),
+        ("Sensitivity for malignancy (ROI)", roi["sensitivity"], pub.get("sensitivity")),
+        ("Specificity for malignancy (ROI)", roi["specificity"], pub.get("specificity")),
+        ("ROC AUC malignancy (ROI)", roi["auc"], pub.get("auc")),
+        ("4-class accuracy (detector + classifier)", chained["accuracy"], None),
+        ("Benign/malignant accuracy (detector + classifier)", chained["bm_accuracy"], None),
+        ("Cine clip 4-class accuracy (3-of-5 vote)", clip["accuracy"], pub.get("clip_accuracy")),
+        ("Cine clip benign/malignant accuracy", clip["bm_accuracy"],
+         pub.get("clip_bm_accuracy")),
+    ]
+    lines = [f"## {ev.organ.capitalize()}", "",
+             f"{ev.images} held-out images with {ev.lesions} lesions; "
+             f"{len(ev.roi_truth)} ROIs classified; {ev.clips} cine clips "
+             f"(one lesion each). Detector threshold {ev.threshold:.2f}.", "",
+             "| Measure | Ours | Published | |", "|---|---|---|---|"]
+    for name, ours, published in rows:
+        lines.append(f"| {name} | {_fmt(ours)} | {_fmt(published)} | "
+                     f"{_verdict(ours, published)} |")
+    lines += ["", "Per-class accuracy (ROI): " + ", ".join(
+        f"{c} {_fmt(roi[f'accuracy_{c}'])}" for c in ev.classes) + ".", "",
+        f"![PR curve]({link_prefix}/pr_{ev.organ}.png) "
+        f"![Confusion matrix]({link_prefix}/confusion_{ev.organ}.png)", ""]
+    return "\n".join(lines)
