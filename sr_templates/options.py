@@ -131,7 +131,8 @@ class ResultOptions:
 
     def series_uid(self, study_instance_uid: str, kind: ObjectKindValues) -> str:
         """Series Instance UID of objects of ``kind`` in this job."""
-        return self.uid(study_instance_uid, self.job_sequence, ObjectKindValues(kind).name)
+        kind = ObjectKindValues(kind)
+        return self.uid(study_instance_uid, self.job_sequence, kind.name, "series")
 
     def object_arguments(
         self,
@@ -152,7 +153,9 @@ class ResultOptions:
         return {
             "series_instance_uid": self.series_uid(study, kind),
             "series_number": self.series_number(kind),
-            "sop_instance_uid": self.uid(study, self.job_sequence, kind.name, *uid_parts),
+            "sop_instance_uid": self.uid(
+                study, self.job_sequence, kind.name, "instance", *uid_parts
+            ),
             "instance_number": instance_number,
             "manufacturer": self.manufacturer,
             "manufacturer_model_name": self.device_name,

@@ -133,7 +133,9 @@ def test_instances_of_one_kind_share_one_series() -> None:
     assert len(objects) == 7
     assert all(len(uids) == 1 for uids in series.values())
     assert len(set.union(*series.values())) == len(ObjectKindValues)
-    assert len({o.SOPInstanceUID for o in objects}) == 7
+    instance_uids = {o.SOPInstanceUID for o in objects}
+    assert len(instance_uids) == 7
+    assert not instance_uids & set.union(*series.values())
 
 
 def test_same_seed_gives_the_same_objects() -> None:
