@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ import structlog
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
+from dicom_node.admin.commands import add_admin_commands
+from dicom_node.admin.operations import as_utc
 from dicom_node.clock import SystemClock
 from dicom_node.config import (
     ConfigError,
@@ -46,9 +49,22 @@ def parse_address(text: str) -> Target:
         raise argparse.ArgumentTypeError(f"expected AET@HOST:PORT, got {text!r} ({exc})") from exc
 
 
+def config_file(args: argparse.Namespace) -> Path:
+    """The YAML file of ``--config``, else ``<data-dir>/config.yaml`` (quick start)."""
+    if args.config:
+        return Path(args.config)
+    data_dir = getattr(args, "data_dir", None) or NodeConfig().data_dir
+    return Path(data_dir) / "config.yaml"
+
+
 def build_config(args: argparse.Namespace) -> NodeConfig:
-    """The configuration from ``--config`` (or defaults) and the quick-start flags."""
-    config = load_config(Path(args.config)) if args.config else NodeConfig()
+    """The configuration from ``--config`` (or defaults) and the quick-start flags.
+
+    Without ``--config``, ``<data-dir>/config.yaml`` is loaded when it exists:
+    it holds the changes administrators made to a quick-start node.
+    """
+    path = config_file(args)
+    config = load_config(path) if args.config or path.exists() else NodeConfig()
     values: dict[str, Any] = config.model_dump()
     for flag, key in (
         ("ae_title", "ae_title"),
@@ -56,6 +72,8 @@ def build_config(args: argparse.Namespace) -> NodeConfig:
         ("port", "port"),
         ("data_dir", "data_dir"),
         ("database_url", "database_url"),
+        ("api_host", "api_host"),
+        ("api_port", "api_port"),
     ):
         value = getattr(args, flag, None)
         if value is not None:
@@ -91,13 +109,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from dicom_node.service import Node
 
     config = build_config(args)
-    node = Node(config, clock=SystemClock())
+    node = Node(config, clock=SystemClock(), config_path=config_file(args))
     for pipeline in config.pipelines:
         if pipeline.allowed_callers is None:
             LOGGER.warning("pipeline_accepts_any_caller", called_ae=pipeline.called_ae)
         if not pipeline.destinations:
             LOGGER.warning("pipeline_has_no_destination", called_ae=pipeline.called_ae)
-    node.start()
+    node.start(api=True)
     signal.signal(signal.SIGTERM, lambda *_: node.request_stop())
     signal.signal(signal.SIGINT, lambda *_: node.request_stop())
     node.wait()
@@ -174,7 +192,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     elif args.what == "exports":
         _print(queries.exports(ExportState(args.state) if args.state else None, limit=args.limit))
     else:
-        _print(queries.associations(limit=args.limit, calling_ae=args.calling_ae))
+        accepted = None if args.accepted is None else args.accepted == "yes"
+        _print(
+            queries.associations(
+                limit=args.limit,
+                calling_ae=args.calling_ae,
+                called_ae=args.called_ae,
+                accepted=accepted,
+                since=as_utc(args.since) if args.since else None,
+            )
+        )
     return 0
 
 
@@ -201,6 +228,10 @@ def cmd_job_rerun(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_and_file(args: argparse.Namespace) -> tuple[NodeConfig, Path]:
+    return build_config(args), config_file(args)
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML configuration file")
     parser.add_argument("--data-dir", type=Path, help="spool and index folder (default ./var)")
@@ -221,6 +252,8 @@ def make_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="DICOM port (default 11112)")
     serve.add_argument("--archive", type=parse_address, help="AET@HOST:PORT to send results to")
     serve.add_argument("--quiet-seconds", type=float, help="study quiet period (default 30)")
+    serve.add_argument("--api-host", help="admin API address (default 127.0.0.1)")
+    serve.add_argument("--api-port", type=int, help="admin API port (default 8080, 0: off)")
     serve.set_defaults(func=cmd_serve)
 
     for name, func, help_text in (
@@ -249,6 +282,12 @@ def make_parser() -> argparse.ArgumentParser:
         listing.add_argument("--limit", type=int, default=50)
         listing.add_argument("--state", help="filter by state")
         listing.add_argument("--calling-ae", help="filter associations by calling AE")
+        if what == "associations":
+            listing.add_argument("--called-ae", help="filter by called AE")
+            listing.add_argument("--accepted", choices=("yes", "no"), help="filter by outcome")
+            listing.add_argument(
+                "--since", type=datetime.fromisoformat, help="ISO time (UTC unless a zone)"
+            )
         listing.set_defaults(func=cmd_list, what=what)
         if what == "exports":
             for action in ("retry", "discard"):
@@ -261,6 +300,7 @@ def make_parser() -> argparse.ArgumentParser:
             rerun.add_argument("job_id", type=int)
             _common(rerun)
             rerun.set_defaults(func=cmd_job_rerun)
+    add_admin_commands(sub, _common, _config_and_file, parse_address)
     return parser
 
 

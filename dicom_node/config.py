@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -202,6 +203,12 @@ class NodeConfig(_Model):
     pipelines: list[Pipeline] = Field(default_factory=list)
     manufacturer: str = "US-AI DICOM Node project"
     institution_name: str | None = None
+    api_host: str = "127.0.0.1"
+    """Address of the admin REST API and status page."""
+    api_port: int = Field(default=8080, ge=0, le=65535)
+    """Port of the admin REST API; 0 disables it."""
+    admin_token: SecretStr | None = None
+    """Bearer token for state-changing API calls (env ``DICOM_NODE_ADMIN_TOKEN`` wins)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> NodeConfig:

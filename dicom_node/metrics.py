@@ -54,3 +54,26 @@ ADMISSION_REFUSED = Gauge(
     "1 while new data is refused because free disk is below the floor.",
     registry=REGISTRY,
 )
+JOBS_BY_STATE = Gauge(
+    "dicom_node_jobs",
+    "Jobs in the index by state (refreshed on scrape).",
+    ["state"],
+    registry=REGISTRY,
+)
+EXPORTS_BY_STATE = Gauge(
+    "dicom_node_exports_by_state",
+    "Exports in the index by state; 'failed' is the error queue (refreshed on scrape).",
+    ["state"],
+    registry=REGISTRY,
+)
+STUDIES_RECEIVING = Gauge(
+    "dicom_node_studies_receiving",
+    "Studies with instances not yet handed to a job (refreshed on scrape).",
+    registry=REGISTRY,
+)
+CONFIG_CHANGES = Counter(
+    "dicom_node_config_changes",
+    "Configuration changes applied by the admin API or CLI, by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)

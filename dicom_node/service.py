@@ -11,11 +11,14 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
+from dicom_node.admin.configstore import ConfigStore
 from dicom_node.clock import Clock, SystemClock
 from dicom_node.config import NodeConfig
 from dicom_node.dispatch import Analyze, Build, Decode, Dispatcher
@@ -23,6 +26,9 @@ from dicom_node.export import Exporter, Sender, c_store_batch
 from dicom_node.index import Index, InstanceMeta, Peer, worker_name
 from dicom_node.network import Receiver, start_receiver
 from dicom_node.spool import Spool
+
+if TYPE_CHECKING:
+    from dicom_node.admin.server import ApiServer
 
 LOGGER = structlog.get_logger(__name__)
 
@@ -69,6 +75,9 @@ class Node:
         Time source for completion, retries and records.
     sender:
         C-STORE function of the exporter.
+    config_path:
+        YAML file that administrators' changes are saved to;
+        ``<data_dir>/config.yaml`` when omitted.
     """
 
     def __init__(
@@ -77,6 +86,7 @@ class Node:
         stages: Stages | None = None,
         clock: Clock | None = None,
         sender: Sender = c_store_batch,
+        config_path: Path | None = None,
     ) -> None:
         self._config = config
         self._config_lock = threading.Lock()
@@ -103,6 +113,10 @@ class Node:
         self._server: object | None = None
         self._ae: object | None = None
         self.port: int | None = None
+        self.config_store = ConfigStore(
+            config_path or config.data_dir / "config.yaml", self.config, self.reconfigure
+        )
+        self.api: ApiServer | None = None
 
     def config(self) -> NodeConfig:
         """The current configuration."""
@@ -186,16 +200,19 @@ class Node:
     def _export_step(self, destination: str) -> Callable[[], bool]:
         return lambda: self.exporter.run_destination(destination) > 0
 
-    def start(self, workers: bool = True) -> None:
-        """Reconcile, then start the receiver and (unless told not to) the workers.
+    def start(self, workers: bool = True, api: bool = False) -> None:
+        """Reconcile, then start the receiver, the admin API if asked, and the workers.
 
         Without workers, callers drive :meth:`dispatch_step` and the exporter
-        themselves, which keeps tests deterministic.
+        themselves, which keeps tests deterministic.  The API listens on
+        ``api_host:api_port`` of the configuration (port 0 disables it).
         """
         self.reconcile()
         self._ae, server = start_receiver(self.config(), self.receiver)
         self._server = server
         self.port = int(server.server_address[1])
+        if api and self.config().api_port:
+            self.start_api(self.config().api_host, self.config().api_port)
         if not workers:
             return
         for name, step in (("dispatch", self.dispatch_step), ("exports", self._supervise_exports)):
@@ -203,9 +220,23 @@ class Node:
             thread.start()
             self._threads.append(thread)
 
+    def start_api(self, host: str, port: int) -> int:
+        """Serve the admin REST API and status page; returns the port it listens on."""
+        from dicom_node.admin.api import create_app
+        from dicom_node.admin.server import ApiServer
+
+        self.api = ApiServer(create_app(self), host, port)
+        return self.api.start()
+
+    def is_running(self) -> bool:
+        """Whether the receiver is listening and no stop was requested."""
+        return self.port is not None and not self._stop.is_set()
+
     def stop(self) -> None:
         """Stop accepting, finish the current step of each worker, close the index."""
         self._stop.set()
+        if self.api is not None:
+            self.api.stop()
         if self._ae is not None:
             self._ae.shutdown()  # type: ignore[attr-defined]
         for thread in self._threads:

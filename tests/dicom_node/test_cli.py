@@ -36,6 +36,8 @@ def served(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         str(data),
         "--ae-title",
         "CLI_NODE",
+        "--api-port",
+        "0",
     ]
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:

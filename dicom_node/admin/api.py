@@ -1,0 +1,307 @@
+"""The admin REST API (FastAPI) and the status page it serves.
+
+Read-only endpoints are open to clients on the loopback interface; other
+clients need the bearer token.  Every endpoint that changes state needs the
+token; without a configured token those endpoints are refused (403).
+``/healthz``, ``/readyz`` and ``/metrics`` are always open.  OpenAPI docs are
+at ``/docs``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import structlog
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+import dicom_node
+from dicom_node import metrics
+from dicom_node.admin.client import TOKEN_ENV
+from dicom_node.admin.configstore import NotFound
+from dicom_node.admin.operations import (
+    as_utc,
+    destinations_with_health,
+    echo_destination,
+    refresh_gauges,
+    studies_with_results,
+)
+from dicom_node.config import ConfigError, Destination, Pipeline
+from dicom_node.index import ExportState, IndexQueries, JobState
+
+if TYPE_CHECKING:
+    from dicom_node.service import Node
+
+__all__ = ["TOKEN_ENV", "create_app"]
+
+LOGGER = structlog.get_logger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+_bearer = HTTPBearer(auto_error=False)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+def _is_loopback(request: Request) -> bool:
+    if request.client is None:
+        return False
+    try:
+        return ipaddress.ip_address(request.client.host).is_loopback
+    except ValueError:
+        return False
+
+
+def create_app(node: Node) -> FastAPI:
+    """The API application bound to a node.
+
+    Parameters
+    ----------
+    node:
+        The running node: its configuration, config store, index and spool.
+    """
+    app = FastAPI(
+        title="Ultrasound AI DICOM node",
+        version=dicom_node.__version__,
+        description=__doc__,
+    )
+    queries = IndexQueries(node.index)
+
+    def expected_token() -> str | None:
+        token = os.environ.get(TOKEN_ENV)
+        if token:
+            return token
+        configured = node.config().admin_token
+        return configured.get_secret_value() if configured is not None else None
+
+    def token_ok(credentials: HTTPAuthorizationCredentials | None, expected: str) -> bool:
+        return credentials is not None and hmac.compare_digest(
+            credentials.credentials.encode(), expected.encode()
+        )
+
+    def may_change(credentials: Credentials) -> None:
+        expected = expected_token()
+        if not expected:
+            raise HTTPException(
+                403,
+                "changes are disabled: no admin token is configured "
+                f"(set admin_token in the configuration or {TOKEN_ENV})",
+            )
+        if not token_ok(credentials, expected):
+            raise HTTPException(
+                401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    def may_read(request: Request, credentials: Credentials) -> None:
+        if _is_loopback(request):
+            return
+        expected = expected_token()
+        if not expected or not token_ok(credentials, expected):
+            raise HTTPException(
+                401,
+                "clients outside this host need the bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    read = [Depends(may_read)]
+    change = [Depends(may_change)]
+
+    @app.exception_handler(ConfigError)
+    async def _config_error(_request: Request, exc: ConfigError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+    @app.exception_handler(LookupError)
+    async def _not_found(_request: Request, exc: LookupError) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+    # -- health ------------------------------------------------------------------------
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """The process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz() -> JSONResponse:
+        """Ready when the receiver listens, the index answers and the disk is above its floor."""
+        problems = []
+        if not node.is_running():
+            problems.append("the DICOM receiver is not running")
+        try:
+            queries.counts()
+        except Exception as exc:
+            problems.append(f"the index does not answer: {type(exc).__name__}")
+        floor = node.config().limits.min_free_disk_mb * 1024 * 1024
+        if node.spool.free_bytes() < floor:
+            problems.append("free disk is below the floor: new associations are refused")
+        status = 200 if not problems else 503
+        return JSONResponse(
+            status_code=status, content={"ready": not problems, "problems": problems}
+        )
+
+    @app.get("/metrics", tags=["health"])
+    def prometheus() -> Response:
+        """Prometheus metrics (no patient data in any label)."""
+        refresh_gauges(queries, node.spool.free_bytes())
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    # -- status page -------------------------------------------------------------------
+
+    @app.get("/", include_in_schema=False)
+    def index_page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/api/status", dependencies=read, tags=["status"])
+    def status() -> dict[str, Any]:
+        """Node identity, queue counts, disk and error counts."""
+        config = node.config()
+        free = node.spool.free_bytes()
+        counts = refresh_gauges(queries, free)
+        return {
+            "version": dicom_node.__version__,
+            "ae_title": config.ae_title,
+            "dicom_port": node.port,
+            "called_aes": [p.called_ae for p in config.pipelines],
+            "ready": node.is_running(),
+            "spool_free_bytes": free,
+            "refusing_for_disk": free < config.limits.min_free_disk_mb * 1024 * 1024,
+            "queues": counts,
+        }
+
+    # -- AE titles (pipelines) ---------------------------------------------------------
+
+    @app.get("/api/ae", dependencies=read, tags=["ae titles"])
+    def list_ae() -> list[dict[str, Any]]:
+        """Called AE titles and their pipelines."""
+        return [p.model_dump(mode="json") for p in node.config().pipelines]
+
+    @app.get("/api/ae/{called_ae}", dependencies=read, tags=["ae titles"])
+    def get_ae(called_ae: str) -> dict[str, Any]:
+        """One called AE title's pipeline."""
+        return node.config_store.pipeline(called_ae).model_dump(mode="json")
+
+    @app.post("/api/ae", status_code=201, dependencies=change, tags=["ae titles"])
+    def add_ae(pipeline: Pipeline) -> dict[str, Any]:
+        """Add a called AE title; new associations to it are accepted at once."""
+        node.config_store.add_pipeline(pipeline)
+        return pipeline.model_dump(mode="json")
+
+    @app.put("/api/ae/{called_ae}", dependencies=change, tags=["ae titles"])
+    def update_ae(called_ae: str, pipeline: Pipeline) -> dict[str, Any]:
+        """Replace a called AE title's pipeline (the body's ``called_ae`` may rename it)."""
+        node.config_store.update_pipeline(called_ae, pipeline)
+        return pipeline.model_dump(mode="json")
+
+    @app.delete("/api/ae/{called_ae}", dependencies=change, tags=["ae titles"])
+    def remove_ae(called_ae: str) -> dict[str, str]:
+        """Remove a called AE title; new associations to it are rejected."""
+        node.config_store.remove_pipeline(called_ae)
+        return {"removed": called_ae}
+
+    # -- destinations ------------------------------------------------------------------
+
+    @app.get("/api/destinations", dependencies=read, tags=["destinations"])
+    def list_destinations() -> list[dict[str, Any]]:
+        """Destinations with their last success and failure."""
+        return destinations_with_health(node.config(), queries)
+
+    @app.post("/api/destinations", status_code=201, dependencies=change, tags=["destinations"])
+    def add_destination(destination: Destination) -> dict[str, Any]:
+        """Add a destination (name it in a pipeline to send results there)."""
+        node.config_store.add_destination(destination)
+        return destination.model_dump(mode="json")
+
+    @app.delete("/api/destinations/{name}", dependencies=change, tags=["destinations"])
+    def remove_destination(name: str) -> dict[str, str]:
+        """Remove a destination no pipeline uses."""
+        node.config_store.remove_destination(name)
+        return {"removed": name}
+
+    @app.post("/api/destinations/{name}/echo", dependencies=change, tags=["destinations"])
+    def echo(name: str) -> dict[str, Any]:
+        """C-ECHO a destination; the outcome becomes its last success or failure."""
+        return echo_destination(node.config(), node.index, node.clock, name)
+
+    # -- listings ----------------------------------------------------------------------
+
+    @app.get("/api/associations", dependencies=read, tags=["listings"])
+    def associations(
+        limit: Limit = 100,
+        called_ae: str | None = None,
+        calling_ae: str | None = None,
+        accepted: bool | None = None,
+        since: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """The association log, newest first (``since`` without a zone is UTC)."""
+        return queries.associations(
+            limit=limit,
+            calling_ae=calling_ae,
+            called_ae=called_ae,
+            accepted=accepted,
+            since=as_utc(since) if since is not None else None,
+        )
+
+    @app.get("/api/studies", dependencies=read, tags=["listings"])
+    def studies(limit: Limit = 20, state: str | None = None) -> list[dict[str, Any]]:
+        """Recent studies with their jobs and exports (``state``: receiving|completed)."""
+        try:
+            return studies_with_results(queries, limit=limit, state=state)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from exc
+
+    @app.get("/api/jobs", dependencies=read, tags=["listings"])
+    def jobs(limit: Limit = 100, state: JobState | None = None) -> list[dict[str, Any]]:
+        """Jobs, newest first."""
+        return queries.jobs(state, limit=limit)
+
+    @app.get("/api/exports", dependencies=read, tags=["listings"])
+    def exports(limit: Limit = 100, state: ExportState | None = None) -> list[dict[str, Any]]:
+        """Exports, newest first (``failed`` is the error queue)."""
+        return queries.exports(state, limit=limit)
+
+    # -- actions -----------------------------------------------------------------------
+
+    @app.post("/api/studies/{study_uid}/complete", dependencies=change, tags=["actions"])
+    def complete_study(study_uid: str) -> dict[str, Any]:
+        """Force a study complete now; the dispatcher creates its job."""
+        count = node.index.force_complete(study_uid)
+        if count == 0:
+            raise NotFound(f"no study {study_uid}")
+        LOGGER.info("study_force_completed", study_instance_uid=study_uid)
+        return {"study_instance_uid": study_uid, "pipelines": count}
+
+    @app.post("/api/jobs/{job_id}/rerun", dependencies=change, tags=["actions"])
+    def rerun_job(job_id: int) -> dict[str, Any]:
+        """Queue a finished or failed job again."""
+        if not node.index.requeue_job(job_id):
+            raise HTTPException(409, f"job {job_id} cannot be re-run (missing or running)")
+        LOGGER.info("job_requeued", job_id=job_id)
+        return {"job_id": job_id, "state": JobState.QUEUED.value}
+
+    @app.post("/api/exports/{export_id}/retry", dependencies=change, tags=["actions"])
+    def retry_export(export_id: int) -> dict[str, Any]:
+        """Move a failed or discarded export back to its queue, due now."""
+        if not node.index.retry_export(export_id, node.clock.now()):
+            raise HTTPException(409, f"export {export_id} is not failed or discarded")
+        LOGGER.info("export_retry_requested", export_id=export_id)
+        return {"export_id": export_id, "state": ExportState.PENDING.value}
+
+    @app.post("/api/exports/{export_id}/discard", dependencies=change, tags=["actions"])
+    def discard_export(export_id: int) -> dict[str, Any]:
+        """Give up on a failed export."""
+        if not node.index.discard_export(export_id):
+            raise HTTPException(409, f"export {export_id} is not in the error queue")
+        LOGGER.info("export_discarded", export_id=export_id)
+        return {"export_id": export_id, "state": ExportState.DISCARDED.value}
+
+    return app

@@ -1,0 +1,117 @@
+"""Every log line of a node's working day is JSON and free of patient identity."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+
+from dicom_node.admin.api import TOKEN_ENV
+from dicom_node.logs import configure_logging
+from tests.dicom_node.conftest import NodeHarness, free_port, make_study
+from tests.dicom_node.fake_engine import FakeAnalyzer
+
+TOKEN = "log-test-token"
+PATIENT_NAME = "Phiname^Secretgiven"
+PATIENT_ID = "PHI-ID-4711"
+BIRTH_DATE = "19330817"
+ACCESSION = "ACC98765"
+IDENTIFYING = ("Phiname", "Secretgiven", PATIENT_ID, BIRTH_DATE, "1933-08-17", ACCESSION)
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """Production logging (JSON, DEBUG) into a buffer; restored afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    buffer = io.StringIO()
+    configure_logging(json=True, level="DEBUG", stream=buffer)
+    yield buffer
+    structlog.reset_defaults()
+    root.handlers, root.level = handlers, level
+
+
+def _call(url: str, method: str = "GET", body: dict[str, object] | None = None) -> object:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Authorization", f"Bearer {TOKEN}")
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def test_logs_of_receive_process_export_and_admin_carry_no_phi(
+    make_node: Callable[..., NodeHarness],
+    json_log: io.StringIO,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    archive = make_node(data_dir=tmp_path / "archive")
+    archive_destination = {
+        "name": "archive",
+        "ae_title": "NODE",
+        "host": "127.0.0.1",
+        "port": archive.port,
+    }
+    study = make_study(3, series=2, patient_name=PATIENT_NAME, patient_id=PATIENT_ID)
+    for ds in study:
+        ds.PatientBirthDate = BIRTH_DATE
+        ds.AccessionNumber = ACCESSION
+    node = make_node(
+        analyzer=FakeAnalyzer(fail_on={str(study[2].SOPInstanceUID)}),
+        admin_token=TOKEN,
+        destinations=[archive_destination],
+        pipeline={
+            "called_ae": "NODE",
+            "destinations": ["archive"],
+            "allowed_callers": [{"ae_title": "MODALITY"}],
+        },
+    )
+    api = f"http://127.0.0.1:{node.node.start_api('127.0.0.1', 0)}"
+
+    assert node.store(study[:2]) == [0, 0]
+    assert node.store(study[:1]) == [0], "a duplicate is stored once and logged"
+    assert not node.associate(calling="STRANGER").is_established
+    _call(f"{api}/api/studies/{study[0].StudyInstanceUID}/complete", "POST")
+    node.settle()
+    assert node.node.exporter.run_destination("archive") == 1
+    node.store(study[2:])
+    node.settle()
+    _call(f"{api}/api/ae", "POST", {"called_ae": "SECOND_AE"})
+    _call(f"{api}/api/destinations/archive/echo", "POST")
+    dead = {"name": "dead", "ae_title": "DEAD", "host": "127.0.0.1", "port": free_port()}
+    _call(f"{api}/api/destinations", "POST", dead)
+    _call(f"{api}/api/destinations/dead/echo", "POST")
+    for path in ("/api/studies", "/api/jobs", "/api/exports", "/api/associations", "/metrics"):
+        request = urllib.request.urlopen(f"{api}{path}", timeout=60)
+        assert not any(text in request.read().decode() for text in IDENTIFYING), path
+
+    lines = [line for line in json_log.getvalue().splitlines() if line.strip()]
+    events = [json.loads(line) for line in lines]
+    names = {e["event"] for e in events}
+    for expected in (
+        "association_closed",
+        "association_rejected",
+        "duplicate_instance",
+        "study_complete",
+        "job_done",
+        "job_failed",
+        "export_delivered",
+        "config_saved",
+        "destination_echo_ok",
+        "destination_echo_failed",
+    ):
+        assert expected in names, f"{expected} was not logged"
+    for line in lines:
+        for text in IDENTIFYING:
+            assert text not in line, f"{text!r} leaked into the log: {line}"
+    for database in (tmp_path / "var").glob("index.sqlite*"):
+        content = database.read_bytes()
+        assert not any(text.encode() in content for text in IDENTIFYING), database.name
