@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import structlog
 from pydicom import Dataset
-from pydicom.uid import UID, UltrasoundImageStorage
+from pydicom.uid import UID, SecondaryCaptureImageStorage, UltrasoundImageStorage
 
 from inference.findings import BoundingBox, StudyResult
 from inference.geometry import UltrasoundRegion, regions_from_dataset
@@ -29,9 +29,19 @@ def number_of_frames(ds: Dataset) -> int:
     return int(ds.get("NumberOfFrames", 1) or 1)
 
 
+_SINGLE_FRAME_CLASSES = frozenset(
+    {
+        UltrasoundImageStorage,
+        UID("1.2.840.10008.5.1.4.1.1.6"),  # Ultrasound Image Storage (Retired)
+        SecondaryCaptureImageStorage,
+    }
+)
+"""Image SOP classes without the Multi-frame module, even if NumberOfFrames is set."""
+
+
 def is_multiframe(ds: Dataset) -> bool:
     """Whether frame numbers must be given when referencing ``ds``."""
-    return "NumberOfFrames" in ds
+    return "NumberOfFrames" in ds and ds.SOPClassUID not in _SINGLE_FRAME_CLASSES
 
 
 @dataclass(frozen=True)

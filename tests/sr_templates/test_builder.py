@@ -46,7 +46,7 @@ SOURCES: dict[str, Callable[[], Dataset]] = {
 
 def findings_for(source: Dataset) -> StudyResult:
     """A lesion with contour and heat map on a source (frame 2 of a cine)."""
-    frames = (1, 2, 3) if "NumberOfFrames" in source else (1,)
+    frames = (1, 2, 3) if int(source.get("NumberOfFrames", 1)) > 1 else (1,)
     heat = np.zeros((source.Rows, source.Columns))
     heat[20:60, 20:60] = 0.9
     lesion = make_lesion(source, BoundingBox(20, 20, 60, 60), frames=frames, contour=CONTOUR,
@@ -95,6 +95,16 @@ def _pdf(like: Dataset) -> Dataset:
     pdf.SOPInstanceUID = generate_uid()
     pdf.EncapsulatedDocument = b"%PDF-1.4"
     return pdf
+
+
+def test_single_frame_class_with_number_of_frames_is_referenced_without_frames(
+    dciodvfy: Callable,
+) -> None:
+    source = make_us_image()
+    source.NumberOfFrames = 1
+    objects = build_result_objects([source], findings_for(source), EVERYTHING)
+    for obj in objects:
+        dciodvfy(obj)
 
 
 def test_non_image_instances_are_ignored(tmp_path: Path) -> None:
