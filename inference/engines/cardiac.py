@@ -155,10 +155,12 @@ class CardiacEngine:
         indices = _frame_indices(image.number_of_frames)
         frames = image.frames[indices]
         probabilities = predict_probabilities(self._model, prepare_frames(frames, box))
-        masks = masks_on_image(probabilities, box, frames.shape[1:])
         calibrated = image.geometry.pixel_size_mm is not None
         pixel = image.geometry.pixel_size_mm or (1.0, 1.0)
-        measurements = [measure_discs(mask, pixel) for mask in masks]
+        shape = frames.shape[1:]
+        # One frame at a time: full-size masks of a long cine would not fit in memory.
+        measurements = [measure_discs(masks_on_image(p[None], box, shape)[0], pixel)
+                        for p in probabilities]
         found = np.array([m is not None for m in measurements])
         if found.mean() < MIN_SEGMENTED_SHARE:
             return self._not_assessed(
@@ -167,6 +169,7 @@ class CardiacEngine:
         volumes = np.array([m.volume if m is not None else np.nan for m in measurements])
         smooth = _smooth_curve(volumes, image.frame_time_ms)
         ed, es = int(np.nanargmax(smooth)), int(np.nanargmin(smooth))
+        ed_mask, es_mask = masks_on_image(probabilities[[ed, es]], box, shape)
         edv, esv = float(smooth[ed]), float(smooth[es])
         ef = 100.0 * (edv - esv) / edv if edv > 0 else float("nan")
         if not np.isfinite(ef):
@@ -181,10 +184,10 @@ class CardiacEngine:
             end_systolic_volume_ml=round(esv, 1) if calibrated else float("nan"),
             end_diastolic_frame=int(indices[ed]) + 1,
             end_systolic_frame=int(indices[es]) + 1,
-            end_diastolic_mask=masks[ed],
-            end_systolic_mask=masks[es],
-            end_diastolic_contour=mask_contour(masks[ed]),
-            end_systolic_contour=mask_contour(masks[es]),
+            end_diastolic_mask=ed_mask,
+            end_systolic_mask=es_mask,
+            end_diastolic_contour=mask_contour(ed_mask),
+            end_systolic_contour=mask_contour(es_mask),
             volumes_calibrated=calibrated,
         )
         logger.info("cardiac_measured", ef=finding.ejection_fraction_percent,

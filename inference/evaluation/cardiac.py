@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import structlog
+from matplotlib.figure import Figure
 
 from inference.engines.base import ImageInput
 from inference.engines.cardiac import CardiacEngine
+from inference.evaluation.view import evaluate_view, view_markdown
 from inference.findings import BoundingBox
 from inference.geometry import ImageGeometry
 from inference.phantoms.echo import EchoCine, random_echo_spec, render_echo
@@ -132,12 +135,8 @@ def agreement(truth: np.ndarray, measured: np.ndarray) -> dict[str, float]:
 def plot_bland_altman(path: Path, truth: np.ndarray, measured: np.ndarray,
                       stats: dict[str, float], title: str) -> None:
     """Scatter (measured vs true) and Bland-Altman plot of the EF, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.5))
+    fig = Figure(figsize=(10, 4.5))
+    ax1, ax2 = fig.subplots(1, 2)
     ax1.scatter(truth, measured, s=18)
     ax1.plot([10, 80], [10, 80], "k--", lw=1)
     ax1.set(xlabel="True EF (%)", ylabel="Engine EF (%)", xlim=(10, 80), ylim=(10, 80),
@@ -153,7 +152,6 @@ def plot_bland_altman(path: Path, truth: np.ndarray, measured: np.ndarray,
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def evaluate(output_dir: Path, *, n_cines: int = 40, seed: int = EVAL_SEED,
@@ -238,3 +236,49 @@ def _write_csv(path: Path, outcomes: list[CineOutcome]) -> None:
         writer.writeheader()
         for outcome in outcomes:
             writer.writerow({f: getattr(outcome, f) for f in fields})
+
+
+def section(plot_dir: Path, quick: bool) -> str:
+    """Markdown section of the evaluation report: EF agreement and the view classifier.
+
+    Called by ``us-ai-evaluate`` (:mod:`inference.evaluation.cli`).
+
+    Parameters
+    ----------
+    plot_dir:
+        Directory of the report's figures (its name is the link prefix).
+    quick:
+        Few cines and images (a smoke run) instead of the full held-out set.
+
+    Returns
+    -------
+    str
+        The section, with the Bland-Altman figure linked.
+    """
+    started = time.time()
+    n_cines, n_view = (8, 10) if quick else (40, 60)
+    m = evaluate(plot_dir, n_cines=n_cines)
+    view = evaluate_view(n_view)
+    lines = [
+        "## Cardiac: LV ejection fraction (apical four-chamber cine)", "",
+        f"{m['n_cines']} held-out phantom cines (seed {m['seed']}, EF 15-75 %, 1.2-2 beats, "
+        "random depth, gain, dynamic range, frequency, heart rate and size); single-plane "
+        "method of discs on the U-Net's LV masks, ED/ES = largest/smallest smoothed volume. "
+        f"{m['n_assessed']} of {m['n_cines']} cines assessed with regions, "
+        f"{m['n_assessed_no_regions']} without. Evaluated in {time.time() - started:.0f} s.", "",
+        "| Measure | Value |", "|---|---|",
+        f"| EF mean absolute error (target <= {TARGET_EF_MAE:.0f} points) | "
+        f"{m['ef_mae']:.2f} {'(meets target)' if m['meets_target'] else '(**misses target**)'} |",
+        f"| EF bias (engine - truth) | {m['ef_bias']:+.2f} |",
+        f"| EF 95 % limits of agreement | {m['ef_loa_low']:+.2f} / {m['ef_loa_high']:+.2f} |",
+        f"| EF RMSE / Pearson r | {m['ef_rmse']:.2f} / {m['ef_r']:.3f} |",
+        f"| EF MAE without regions (scan area from pixels, uncalibrated) | "
+        f"{m['ef_mae_no_regions']:.2f} |",
+        f"| EDV MAE / bias (ml) | {m['edv_mae_ml']:.1f} / {m['edv_bias_ml']:+.1f} |",
+        f"| ESV MAE / bias (ml) | {m['esv_mae_ml']:.1f} / {m['esv_bias_ml']:+.1f} |",
+        "", "No published EF figures exist for the JSUM cardiac programme; EF MAE <= 5 points "
+        "is this project's target.", "",
+        f"![EF Bland-Altman]({plot_dir.name}/{FIGURE_NAME})", "",
+        *view_markdown(view),
+    ]
+    return "\n".join(lines)
