@@ -1,0 +1,147 @@
+"""Screening of received data sets before they are parsed, stored or acknowledged.
+
+:func:`check_structure` walks the encoded bytes without recursion: every
+element must fit in the bytes that enclose it, every undefined-length
+sequence and item must be closed, and sequences may nest only so deep (a
+recursion bomb of nested sequences crashes parsers that recurse, such as
+DCMTK's storescp).  Image semantics (pixel data length, Rows, frames) are
+left to decoding, which marks such an image not assessed without touching
+the study's other images.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pydicom.datadict import dictionary_VR
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
+
+MAX_SEQUENCE_DEPTH = 32
+"""Deepest sequence nesting accepted; real objects (SR trees included) stay far below."""
+
+UNDEFINED = 0xFFFFFFFF
+ITEM = 0xFFFEE000
+ITEM_END = 0xFFFEE00D
+SEQUENCE_END = 0xFFFEE0DD
+PIXEL_DATA = 0x7FE00010
+_LONG_VRS = frozenset(vr.encode() for vr in EXPLICIT_VR_LENGTH_32)
+
+
+class MalformedDataset(ValueError):
+    """The encoded data set is not well formed; the message says why."""
+
+
+def _is_sequence(tag: int) -> bool:
+    try:
+        return dictionary_VR(tag) == "SQ"
+    except KeyError:
+        return False
+
+
+class _Walker:
+    """Iterative walk over an encoded data set, one frame per open container."""
+
+    def __init__(self, data: bytes, implicit: bool, little: bool, max_depth: int) -> None:
+        self.data = data
+        self.implicit = implicit
+        self.order = "<" if little else ">"
+        self.max_depth = max_depth
+        self.pos = 0
+        # (end offset or None when undefined, kind, implicit VR) per open container
+        self.frames: list[tuple[int | None, str, bool]] = [(len(data), "dataset", implicit)]
+
+    def _unpack(self, fmt: str, offset: int) -> tuple[int, ...]:
+        return struct.unpack_from(self.order + fmt, self.data, offset)
+
+    def _limit(self) -> int:
+        end = self.frames[-1][0]
+        return len(self.data) if end is None else end
+
+    def _need(self, count: int, what: str) -> None:
+        if self.pos + count > self._limit():
+            raise MalformedDataset(f"truncated {what} at byte {self.pos}")
+
+    def _push(self, length: int, kind: str, implicit: bool) -> None:
+        if length != UNDEFINED:
+            self._need(length, kind)
+        depth = sum(1 for _, k, _ in self.frames if k == "sequence")
+        if kind == "sequence" and depth >= self.max_depth:
+            raise MalformedDataset(f"sequences nested deeper than {self.max_depth} levels")
+        self.frames.append((None if length == UNDEFINED else self.pos + length, kind, implicit))
+
+    def run(self) -> None:
+        while self.frames:
+            end, kind, implicit = self.frames[-1]
+            if end is not None and self.pos == end:
+                self.frames.pop()
+                continue
+            if end is None and self.pos >= len(self.data):
+                raise MalformedDataset(f"undefined-length {kind} is never closed")
+            self._need(8, "element header")
+            group, element = self._unpack("HH", self.pos)
+            tag = group << 16 | element
+            if kind == "dataset":
+                self._element(tag, end, implicit)
+            else:
+                self._item(tag, end, kind, implicit)
+
+    def _item(self, tag: int, end: int | None, kind: str, implicit: bool) -> None:
+        (length,) = self._unpack("L", self.pos + 4)
+        self.pos += 8
+        if tag == SEQUENCE_END and end is None:
+            self.frames.pop()
+        elif tag != ITEM:
+            found = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+            raise MalformedDataset(f"expected an item in a sequence, found {found}")
+        elif kind == "fragments":
+            if length == UNDEFINED:
+                raise MalformedDataset("pixel data fragment of undefined length")
+            self._need(length, "pixel data fragment")
+            self.pos += length
+        else:
+            self._push(length, "dataset", implicit)
+
+    def _element(self, tag: int, end: int | None, implicit: bool) -> None:
+        if tag == ITEM_END:
+            if end is not None:
+                raise MalformedDataset("item delimiter inside a defined-length item")
+            self.pos += 8
+            self.frames.pop()
+            return
+        if implicit:
+            (length,) = self._unpack("L", self.pos + 4)
+            vr = b"SQ" if _is_sequence(tag) else b"UN"
+            self.pos += 8
+        else:
+            vr = self.data[self.pos + 4 : self.pos + 6]
+            if vr in _LONG_VRS:
+                self._need(12, "element header")
+                (length,) = self._unpack("L", self.pos + 8)
+                self.pos += 12
+            else:
+                (length,) = self._unpack("H", self.pos + 6)
+                self.pos += 8
+        if tag == PIXEL_DATA and length == UNDEFINED:
+            self._push(length, "fragments", implicit)
+        elif length == UNDEFINED:
+            # An undefined-length UN is read as an implicit VR sequence (PS3.5 6.2.2).
+            self._push(length, "sequence", implicit or vr == b"UN")
+        elif vr == b"SQ":
+            self._push(length, "sequence", implicit)
+        else:
+            self._need(length, "element value")
+            self.pos += length
+
+
+def check_structure(
+    data: bytes, implicit: bool, little: bool, max_depth: int = MAX_SEQUENCE_DEPTH
+) -> None:
+    """Check that an encoded data set (no file meta) is well formed.
+
+    Raises
+    ------
+    MalformedDataset
+        If an element runs past the bytes that enclose it, a container is
+        never closed, or sequences nest deeper than ``max_depth``.
+    """
+    _Walker(data, implicit, little, max_depth).run()
