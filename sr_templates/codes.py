@@ -17,6 +17,10 @@ Scheme Identification Sequence by :data:`PRIVATE_CODING_SCHEME`) is used:
 ``USAI-CLASS``
     "Lesion class by AI": name of the CODE evaluation whose value is the
     winning class (a SNOMED CT code).
+``USAI-OUTCOME`` = ``USAI-NO-RESULT``
+    "Algorithm outcome" = "No finding or measurement": an analysed image
+    outside liver and breast (where SCT "Mass" = "Absent" is used) gave no
+    result.
 ``PROB-<CLASS>``
     "Probability of <class meaning>": the model's softmax output for one
     lesion class, a NUM with UCUM unit ``1`` (values in
@@ -137,6 +141,10 @@ LESION_CLASS = Code("USAI-CLASS", PRIVATE_SCHEME, "Lesion class by AI")
 Not DCM 121071 "Finding": TID 1410 already uses that name for the finding
 type (Mass), and readers (OHIF, highdicom) take the first item of that name.
 """
+ALGORITHM_OUTCOME = Code("USAI-OUTCOME", PRIVATE_SCHEME, "Algorithm outcome")
+"""Name of the CODE evaluation stating an analysed image gave no result."""
+NO_RESULT = Code("USAI-NO-RESULT", PRIVATE_SCHEME, "No finding or measurement")
+"""An engine analysed the image (echo, other views) and reported nothing."""
 REASON_NOT_ASSESSED = Code("USAI-NA-REASON", PRIVATE_SCHEME, "Reason not assessed")
 
 _NOT_ASSESSED_MEANINGS: dict[NotAssessedReasonValues, str] = {

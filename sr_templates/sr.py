@@ -17,8 +17,9 @@ Content per job:
 * one TID 1501 group per echo finding: EF (%), EDV and ESV (ml), each
   referencing the frames it was computed from (the volumes only when they
   are numbers: without spatial calibration the engine gives NaN);
-* TID 1501 groups saying which analysed images showed no lesion
-  ("Mass" = "Absent") and which images were not analysed and why.
+* TID 1501 groups saying which analysed images showed nothing (liver and
+  breast: "Mass" = "Absent"; other views: "Algorithm outcome" = "No
+  finding or measurement") and which images were not analysed and why.
 """
 
 from __future__ import annotations
@@ -229,33 +230,45 @@ def _source_images(
     ]
 
 
+def _negative_statement(
+    anatomy: AnatomyValues,
+) -> tuple[Code | None, list[hd.sr.FindingSite], hd.sr.QualitativeEvaluation]:
+    """Finding type, sites and evaluation saying an analysed image gave nothing."""
+    if anatomy in _LESION_ANATOMIES:
+        site = [hd.sr.FindingSite(codes.finding_site(anatomy))]
+        return codes.MASS, site, hd.sr.QualitativeEvaluation(codes.MASS, codes.ABSENT)
+    no_result = hd.sr.QualitativeEvaluation(codes.ALGORITHM_OUTCOME, codes.NO_RESULT)
+    if anatomy is AnatomyValues.HEART:
+        return codes.LEFT_VENTRICLE, [hd.sr.FindingSite(codes.HEART)], no_result
+    return None, [], no_result
+
+
 def _nothing_found_groups(
     result: StudyResult, sources: SourceSet, options: ResultOptions
 ) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
     negatives: dict[tuple[str, AnatomyValues], list[ImageResult]] = defaultdict(list)
     algorithms: dict[str, AlgorithmInfo] = {}
     for image in result.images:
-        analysed = image.algorithm is not None and image.not_assessed is None
-        if analysed and not image.lesions and not image.cardiac:
-            if image.anatomy not in _LESION_ANATOMIES:
-                LOGGER.info("no_negative_statement_for_anatomy", anatomy=image.anatomy.value)
-                continue
-            assert image.algorithm is not None
-            algorithms[image.algorithm.device_uid] = image.algorithm
-            negatives[(image.algorithm.device_uid, image.anatomy)].append(image)
+        algorithm = image.algorithm
+        if algorithm is None or image.not_assessed is not None:
+            continue
+        if not image.lesions and not image.cardiac:
+            algorithms[algorithm.device_uid] = algorithm
+            negatives[(algorithm.device_uid, image.anatomy)].append(image)
     groups = []
     for (device_uid, anatomy), images in negatives.items():
         algorithm = algorithms[device_uid]
+        finding_type, sites, evaluation = _negative_statement(anatomy)
         groups.append(
             hd.sr.MeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(
                     uid=options.uid(result.study_instance_uid, "negative", device_uid, anatomy),
-                    identifier=f"No lesion found ({anatomy.value}, {algorithm.name})",
+                    identifier=f"Nothing found ({anatomy.value}, {algorithm.name})",
                 ),
-                finding_type=codes.MASS,
+                finding_type=finding_type,
                 algorithm_id=algorithm_identification(algorithm),
-                finding_sites=[hd.sr.FindingSite(codes.finding_site(anatomy))],
-                qualitative_evaluations=[hd.sr.QualitativeEvaluation(codes.MASS, codes.ABSENT)],
+                finding_sites=sites or None,
+                qualitative_evaluations=[evaluation],
                 source_images=_source_images(images, sources),
             )
         )

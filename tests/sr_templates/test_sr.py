@@ -199,6 +199,16 @@ def test_no_findings_gives_an_explicit_negative_report(tmp_path: Path) -> None:
     assert referenced == {first.SOPInstanceUID, second.SOPInstanceUID}
 
 
+def test_echo_without_result_says_so(tmp_path: Path) -> None:
+    source = make_us_image(frames=4, body_part="HEART")
+    image = ImageResult(source.SOPInstanceUID, AnatomyValues.HEART, CARDIAC_ALGORITHM)
+    sr = read_back(build([source], study_of(image, source=source)), tmp_path)
+    (group,) = sr.content.get_image_measurement_groups()
+    (evaluation,) = group.get_qualitative_evaluations(name=codes.ALGORITHM_OUTCOME)
+    assert evaluation.value == codes.NO_RESULT
+    assert group.finding_sites[0].value == codes.HEART
+
+
 def test_fifty_findings(tmp_path: Path) -> None:
     source = make_us_image(rows=200, columns=300)
     lesions = [
@@ -323,9 +333,15 @@ def test_breast_lesion_and_sr_validators(
         analysed(cine, [moving], AnatomyValues.BREAST, BREAST_ALGORITHM),
         source=breast,
     )
-    nothing = study_of(analysed(breast, [], AnatomyValues.BREAST, BREAST_ALGORITHM),
-                       source=breast)
     echo = make_us_image(frames=6, body_part="HEART")
+    blurred = make_us_image()
+    nothing = study_of(
+        analysed(breast, [], AnatomyValues.BREAST, BREAST_ALGORITHM),
+        ImageResult(echo.SOPInstanceUID, AnatomyValues.HEART, CARDIAC_ALGORITHM),
+        ImageResult(blurred.SOPInstanceUID, AnatomyValues.LIVER, not_assessed=NotAssessed(
+            blurred.SOPInstanceUID, NotAssessedReasonValues.IMAGE_QUALITY, "blurred")),
+        source=breast,
+    )
     cardiac = study_of(
         ImageResult(echo.SOPInstanceUID, AnatomyValues.HEART, CARDIAC_ALGORITHM,
                     cardiac=[make_cardiac(echo)]),
@@ -333,7 +349,7 @@ def test_breast_lesion_and_sr_validators(
     )
     reports = [
         build([breast, cine], findings),
-        build([breast], nothing),
+        build([breast, echo, blurred], nothing),
         build([echo], cardiac),
     ]
     for report in reports:
