@@ -111,6 +111,8 @@ def create_app(node: Node) -> FastAPI:
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
+    if not expected_token():
+        LOGGER.warning("admin_api_read_only", reason=f"no admin_token and no {TOKEN_ENV}")
     read = [Depends(may_read)]
     change = [Depends(may_change)]
 
