@@ -35,6 +35,9 @@ Scheme Identification Sequence by :data:`PRIVATE_CODING_SCHEME`) is used:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from pydicom.sr.coding import Code
 
 from inference.findings import (
@@ -165,6 +168,13 @@ NOT_IN_PS3_16: frozenset[tuple[str, str]] = frozenset(
 """Standard codes not in pydicom's PS3.16 tables, with their source."""
 
 
+def _lookup(table: Mapping[Any, Code], key: object, message: str) -> Code:
+    try:
+        return table[key]
+    except KeyError:
+        raise ValueError(f"{message} {key!r}.") from None
+
+
 def finding_site(anatomy: AnatomyValues) -> Code:
     """Finding site code of an anatomy.
 
@@ -183,10 +193,7 @@ def finding_site(anatomy: AnatomyValues) -> Code:
     ValueError
         For ``AnatomyValues.OTHER``, which has no finding site.
     """
-    try:
-        return _FINDING_SITES[AnatomyValues(anatomy)]
-    except KeyError:
-        raise ValueError(f"No finding site for anatomy {anatomy!r}.") from None
+    return _lookup(_FINDING_SITES, AnatomyValues(anatomy), "No finding site for anatomy")
 
 
 def lesion_class(label: str) -> Code:
@@ -197,10 +204,7 @@ def lesion_class(label: str) -> Code:
     ValueError
         If ``label`` is not one of the liver or breast classes.
     """
-    try:
-        return _CLASS_CODES[label]
-    except KeyError:
-        raise ValueError(f"Unknown lesion class {label!r}.") from None
+    return _lookup(_CLASS_CODES, label, "Unknown lesion class")
 
 
 def class_probability(label: str) -> Code:
