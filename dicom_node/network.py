@@ -10,6 +10,7 @@ import errno
 import socket
 import ssl
 import threading
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,14 +35,16 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, evt
+from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from dicom_node import metrics
 from dicom_node.clock import Clock
 from dicom_node.config import NodeConfig, Pipeline
 from dicom_node.index import Index, InstanceMeta, Peer
+from dicom_node.screening import MalformedDataset, check_structure
 from dicom_node.spool import Spool, SpoolError, is_valid_uid
 
 LOGGER = structlog.get_logger(__name__)
@@ -288,13 +291,19 @@ class Receiver:
         config = self._config()
         request = event.request
         raw = event.encoded_dataset(include_meta=True)
-        if len(raw) > config.limits.max_instance_mb * 1024 * 1024:
+        max_bytes = int(config.limits.max_instance_mb * 1024 * 1024)
+        if len(raw) > max_bytes:
             return StoreStatus.OUT_OF_RESOURCES, "instance_too_large"
         if self.spool.free_bytes() < config.limits.min_free_disk_mb * 1024 * 1024 + len(raw):
             return StoreStatus.OUT_OF_RESOURCES, "disk_floor: free disk below the floor"
+        syntax = event.context.transfer_syntax
+        try:
+            _screen(event.encoded_dataset(include_meta=False), syntax, max_bytes)
+        except MalformedDataset as exc:
+            return StoreStatus.CANNOT_UNDERSTAND, f"malformed_dataset: {exc}"
         try:
             ds = event.dataset
-            meta = self._meta(ds, request, event.context.transfer_syntax, len(raw))
+            meta = self._meta(ds, request, syntax, len(raw))
         except ValueError as exc:
             return StoreStatus.CANNOT_UNDERSTAND, f"invalid_dataset: {exc}"
         except Exception as exc:
@@ -369,17 +378,88 @@ class Receiver:
         ]
 
 
+def _screen(data: bytes, syntax: Any, max_bytes: int) -> None:
+    """Check the structure of a received data set, inflating a deflated one (bounded)."""
+    if syntax.is_deflated:
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        try:
+            data = inflater.decompress(data, max_bytes + 1)
+        except zlib.error as exc:
+            raise MalformedDataset(f"deflated data set does not inflate: {exc}") from exc
+        if len(data) > max_bytes or inflater.unconsumed_tail:
+            raise MalformedDataset("deflated data set inflates beyond the instance size limit")
+    check_structure(data, syntax.is_implicit_VR, syntax.is_little_endian)
+
+
+PDU_HEADER_BYTES = 6
+MIN_PDU_LIMIT = 65536
+"""Association requests may be longer than a small maximum PDU; never limit below this."""
+
+
+class PduLimitedSocket(AssociationSocket):
+    """An association socket that refuses PDUs longer than the node's maximum PDU.
+
+    pynetdicom reads whatever length a PDU header announces; a peer announcing
+    gigabytes would have it buffered.  Reading more than the limit raises
+    :class:`OSError`, which pynetdicom treats as a closed connection.
+    """
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        """Read ``nr_bytes`` unless that exceeds the maximum PDU length."""
+        limit = int(self.assoc.acceptor.maximum_length or 0)
+        if limit and nr_bytes > max(limit, MIN_PDU_LIMIT) + PDU_HEADER_BYTES:
+            LOGGER.warning(
+                "pdu_too_large",
+                peer=str(self.assoc.requestor.address),
+                announced_bytes=nr_bytes,
+                limit_bytes=limit,
+            )
+            raise OSError(f"PDU of {nr_bytes} bytes exceeds the limit of {limit}")
+        return super().recv(nr_bytes)
+
+
+class GuardedRequestHandler(RequestHandler):
+    """Completes the TLS handshake in the association's own thread, limits PDU sizes."""
+
+    def _create_association(self) -> Association:
+        if isinstance(self.request, ssl.SSLSocket):
+            try:
+                self.request.do_handshake()
+            except (OSError, ssl.SSLError) as exc:
+                LOGGER.warning(
+                    "tls_handshake_failed", peer=str(self.client_address[0]), reason=str(exc)
+                )
+                raise
+        assoc = super()._create_association()
+        assoc.dul.socket.__class__ = PduLimitedSocket
+        return assoc
+
+
 class NoDelayAssociationServer(ThreadedAssociationServer):
-    """Association server that disables Nagle's algorithm on accepted sockets."""
+    """Association server that disables Nagle's algorithm on accepted sockets.
+
+    Each accepted socket gets the network timeout, so a peer that stops in
+    the middle of a PDU cannot hold an association thread forever, and the
+    TLS handshake is left to the association's thread, so a peer that never
+    completes it cannot block the accept loop.
+    """
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        """Accept a connection, set TCP_NODELAY, then wrap it for TLS if configured."""
+        """Accept a connection, set TCP_NODELAY and a timeout, wrap it for TLS if configured."""
         assert self.socket is not None
         client, address = self.socket.accept()
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client.settimeout(self.ae.network_timeout)
         if self.ssl_context:
-            client = self.ssl_context.wrap_socket(client, server_side=True)
+            client = self.ssl_context.wrap_socket(
+                client, server_side=True, do_handshake_on_connect=False
+            )
         return client, address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A failed handshake is logged by the handler; keep its traceback off the console."""
+        if not isinstance(request, ssl.SSLSocket):
+            super().handle_error(request, client_address)
 
 
 def build_ae(config: NodeConfig) -> AE:
@@ -419,6 +499,7 @@ def start_receiver(config: NodeConfig, receiver: Receiver) -> tuple[AE, Threaded
         evt_handlers=receiver.handlers(),
         ssl_context=server_ssl_context(config),
         server_class=NoDelayAssociationServer,
+        request_handler=GuardedRequestHandler,
     )
     thread = threading.Thread(target=server.serve_forever, name="dicom-receiver", daemon=True)
     thread.start()
