@@ -1,0 +1,1 @@
+"""Benchmarks of the node: ingest, turnaround, inference and memory (figures, not tests)."""
