@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -31,6 +32,9 @@ from dicom_node.index import ExportState, Index, IndexQueries, JobState
 from dicom_node.logs import configure_logging
 
 LOGGER = structlog.get_logger(__name__)
+
+DATABASE_URL_ENV = "DICOM_NODE_DATABASE_URL"
+"""Environment variable giving ``--database-url`` (used by the container image)."""
 
 
 def parse_address(text: str) -> Target:
@@ -115,7 +119,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             LOGGER.warning("pipeline_accepts_any_caller", called_ae=pipeline.called_ae)
         if not pipeline.destinations:
             LOGGER.warning("pipeline_has_no_destination", called_ae=pipeline.called_ae)
-    node.start(api=True)
+    try:
+        node.start(api=True)
+    except OSError as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        node.stop()
+        return 1
     signal.signal(signal.SIGTERM, lambda *_: node.request_stop())
     signal.signal(signal.SIGINT, lambda *_: node.request_stop())
     node.wait()
@@ -235,7 +244,11 @@ def _config_and_file(args: argparse.Namespace) -> tuple[NodeConfig, Path]:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML configuration file")
     parser.add_argument("--data-dir", type=Path, help="spool and index folder (default ./var)")
-    parser.add_argument("--database-url", help="SQLAlchemy URL of the index")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(DATABASE_URL_ENV) or None,
+        help=f"SQLAlchemy URL of the index (env {DATABASE_URL_ENV})",
+    )
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -799,7 +799,15 @@ class IndexQueries:
         if since is not None:
             query = query.where(AssociationRecord.started_at >= since)
         with self.index.session() as s:
-            return [_row(a, _ASSOCIATION_FIELDS) for a in s.scalars(query)]
+            return [
+                {
+                    **_row(a, _ASSOCIATION_FIELDS),
+                    "duration_seconds": (
+                        (a.ended_at - a.started_at).total_seconds() if a.ended_at else None
+                    ),
+                }
+                for a in s.scalars(query)
+            ]
 
     def destination_health(self) -> dict[str, dict[str, Any]]:
         """Last success, failure and echo time of each destination, by name."""

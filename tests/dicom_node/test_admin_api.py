@@ -167,6 +167,7 @@ def test_association_log_filters(harness: NodeHarness, api: TestClient) -> None:
         ("MODALITY", 2, "released")
     ]
     assert accepted[0]["bytes_received"] > 0
+    assert accepted[0]["duration_seconds"] is not None
     unknown = api.get("/api/associations", params={"called_ae": "UNKNOWN_AE"}).json()
     assert len(unknown) == 1 and unknown[0]["accepted"] is False
     future = api.get("/api/associations", params={"since": "2999-01-01T00:00:00"}).json()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -233,3 +234,15 @@ def test_quick_start_node_keeps_ae_titles_added_through_the_api(
     port, _ = serve(data)
     assert _echoscu("ADDED_AE", port) == 0, "the change survives a restart"
     assert _echoscu("DICOM_NODE", port) == 0
+
+
+def test_serve_exits_1_when_the_api_port_is_taken(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        command = [sys.executable, "-m", "dicom_node.cli", "serve", "--host", "127.0.0.1"]
+        command += ["--port", "0", "--data-dir", str(tmp_path), "--api-port"]
+        command.append(str(busy.getsockname()[1]))
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 1
+    assert "admin API cannot listen on 127.0.0.1" in result.stderr

@@ -7,11 +7,12 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import yaml
 from fastapi.testclient import TestClient
 
 from dicom_node.admin.api import create_app
-from dicom_node.cli import build_config, make_parser
+from dicom_node.cli import DATABASE_URL_ENV, build_config, make_parser
 from dicom_node.config import load_config
 from tests.dicom_node.conftest import NodeHarness
 
@@ -45,23 +46,22 @@ def test_image_configuration_is_valid_and_listens_where_published() -> None:
     assert modalities["dicom-node"] == [config.pipelines[0].called_ae, "node", config.port]
 
 
-def test_entrypoint_and_commands_parse(tmp_path: Path) -> None:
+def test_entrypoint_and_commands_find_the_index(monkeypatch: pytest.MonkeyPatch) -> None:
     entrypoint = json.loads(_instruction("ENTRYPOINT"))
     command = json.loads(_instruction("CMD"))
     assert entrypoint[0] == "dicom-node"
-    args = make_parser().parse_args([*entrypoint[1:], *command])
-    assert args.command == "serve" and args.log_json
-    args.config = str(DOCKER / "node.yaml")
-    config = build_config(args)
-    assert config.database == "sqlite:////var/lib/dicom-node/index/index.sqlite"
-    compose_command = _compose()["services"]["node"]["command"]  # type: ignore[index]
+    image_url = re.search(rf"{DATABASE_URL_ENV}=(\S+)", _instruction("ENV"))
+    assert image_url is not None
+    compose_env = _compose()["services"]["node"]["environment"]  # type: ignore[index]
+    assert image_url.group(1) in compose_env[DATABASE_URL_ENV], "compose defaults to the image's"
     postgres = "postgresql+psycopg2://node:node@postgres/node"
-    resolved = [
-        re.sub(r"\$\{DICOM_NODE_DATABASE_URL:-[^}]+\}", postgres, a) for a in compose_command
-    ]
-    args = make_parser().parse_args([*entrypoint[1:], *resolved])
-    args.config = str(DOCKER / "node.yaml")
-    assert build_config(args).database == postgres
+    for url in (image_url.group(1), postgres):
+        monkeypatch.setenv(DATABASE_URL_ENV, url)
+        for argv in (command, ["jobs", "list", "--config", "/etc/dicom-node/node.yaml"]):
+            args = make_parser().parse_args([*entrypoint[1:], *argv])
+            assert args.config == "/etc/dicom-node/node.yaml"
+            args.config = str(DOCKER / "node.yaml")
+            assert build_config(args).database == url
 
 
 def test_volumes_hold_spool_index_and_config() -> None:

@@ -100,6 +100,7 @@ function render(status, destinations, studies, failedJobs, failedExports, associ
     cell(when(a.started_at)), cell(a.calling_ae), cell(a.peer_host), cell(a.called_ae),
     cell(a.accepted ? a.outcome || "open" : "rejected: " + a.reject_reason),
     cell(a.instances), cell(a.bytes_received),
+    cell(a.duration_seconds === null ? "" : a.duration_seconds.toFixed(1)),
   ]), "no associations yet");
 }
 
