@@ -49,7 +49,7 @@ HEADER = [
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options."""
     parser = argparse.ArgumentParser(prog="us-ai-evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("--organs", nargs="+", default=["liver", "breast"],
+    parser.add_argument("--organs", nargs="*", default=["liver", "breast"],
                         choices=["liver", "breast"])
     parser.add_argument("--images", type=int, default=400, help="held-out images per organ")
     parser.add_argument("--clips", type=int, default=40, help="held-out cine clips per organ")
