@@ -51,13 +51,23 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
 def _is_loopback(request: Request) -> bool:
+    """A client on this host that asked for this host by a loopback name.
+
+    Checking the Host header too keeps a web page that rebinds its DNS name
+    to 127.0.0.1 from reading the API through a local browser.
+    """
     if request.client is None:
         return False
     try:
-        return ipaddress.ip_address(request.client.host).is_loopback
+        client_local = ipaddress.ip_address(request.client.host).is_loopback
     except ValueError:
         return False
+    host = (request.url.hostname or "").strip("[]").lower()
+    return client_local and host in LOOPBACK_NAMES
 
 
 def create_app(node: Node) -> FastAPI:

@@ -16,6 +16,7 @@ from tests.dicom_node.conftest import NodeHarness, free_port, make_study
 TOKEN = "s3cret-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LOCAL = ("127.0.0.1", 50000)
+BASE = "http://127.0.0.1:8080"
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def harness(make_node: Callable[..., NodeHarness], monkeypatch: pytest.MonkeyPat
 
 @pytest.fixture
 def api(harness: NodeHarness) -> TestClient:
-    return TestClient(create_app(harness.node), client=LOCAL)
+    return TestClient(create_app(harness.node), client=LOCAL, base_url=BASE)
 
 
 def _pipeline(called_ae: str, **values: Any) -> dict[str, Any]:
@@ -94,7 +95,7 @@ def test_changes_need_a_configured_token(
     make_node: Callable[..., NodeHarness], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(TOKEN_ENV, raising=False)
-    api = TestClient(create_app(make_node().node), client=LOCAL)
+    api = TestClient(create_app(make_node().node), client=LOCAL, base_url=BASE)
     response = api.post("/api/ae", json=_pipeline("X"), headers=AUTH)
     assert response.status_code == 403
     assert "no admin token is configured" in response.json()["detail"]
@@ -121,6 +122,15 @@ def test_remote_clients_need_the_token_to_read(harness: NodeHarness) -> None:
     assert remote.get("/api/studies", headers=AUTH).status_code == 200
     for open_path in ("/healthz", "/readyz", "/metrics"):
         assert remote.get(open_path).status_code == 200
+
+
+def test_local_reads_need_a_loopback_host_name(harness: NodeHarness) -> None:
+    for base in ("http://localhost:8080", "http://[::1]:8080"):
+        local = TestClient(create_app(harness.node), client=LOCAL, base_url=base)
+        assert local.get("/api/status").status_code == 200, base
+    rebound = TestClient(create_app(harness.node), client=LOCAL, base_url="http://evil.example")
+    assert rebound.get("/api/studies").status_code == 401
+    assert rebound.get("/api/studies", headers=AUTH).status_code == 200
 
 
 def test_config_endpoints_never_show_the_token(api: TestClient) -> None:
@@ -204,7 +214,7 @@ def test_failed_export_retry_and_discard(make_node: Callable[..., NodeHarness]) 
         pipeline={"called_ae": "NODE", "destinations": ["dead"]},
         export={"max_attempts": 1},
     )
-    api = TestClient(create_app(harness.node), client=LOCAL)
+    api = TestClient(create_app(harness.node), client=LOCAL, base_url=BASE)
     harness.store(make_study(1))
     harness.settle()
     harness.node.exporter.run_destination("dead")
