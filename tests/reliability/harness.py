@@ -6,8 +6,10 @@ import copy
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ import yaml
 from pydicom import Dataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
+from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 
@@ -213,3 +215,76 @@ def with_phi(ds: Dataset) -> Dataset:
     for keyword, value in PHI.items():
         setattr(ds, keyword, value)
     return ds
+
+
+class CountingStorageSCP:
+    """A pynetdicom Storage SCP that answers every C-STORE with ``status`` and counts them.
+
+    Parameters
+    ----------
+    port:
+        Port on 127.0.0.1 (a free one when 0).
+    status:
+        The status to answer with (Success by default).
+    ssl_context:
+        Serve DICOM TLS with this context.
+    """
+
+    def __init__(self, port: int = 0, status: int = 0x0000, ssl_context: Any = None) -> None:
+        self.port = port or free_port()
+        self.status = status
+        self.received: list[str] = []
+        self._ae = AE(ae_title="COUNTER")
+        self._ae.supported_contexts = AllStoragePresentationContexts
+        self._ssl_context = ssl_context
+
+    def _on_store(self, event: Any) -> int:
+        self.received.append(str(event.request.AffectedSOPInstanceUID))
+        return self.status
+
+    def __enter__(self) -> CountingStorageSCP:
+        self._ae.start_server(
+            ("127.0.0.1", self.port),
+            block=False,
+            evt_handlers=[(evt.EVT_C_STORE, self._on_store)],
+            ssl_context=self._ssl_context,
+        )
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._ae.shutdown()
+
+
+class HungServer:
+    """Accepts TCP connections on a port and never answers: a hung archive."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.port = port or free_port()
+        self.accepted = 0
+        self._server = socket.socket()
+        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._stop = threading.Event()
+        self._clients: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        self._server.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                self._clients.append(self._server.accept()[0])
+                self.accepted += 1
+            except TimeoutError:
+                continue
+
+    def __enter__(self) -> HungServer:
+        self._server.bind(("127.0.0.1", self.port))
+        self._server.listen(8)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        for client in self._clients:
+            client.close()
+        self._server.close()

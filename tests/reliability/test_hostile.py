@@ -196,8 +196,6 @@ def test_undecodable_images_are_not_assessed_and_spare_the_study(node: NodeProce
     assoc.release()
     assert statuses == [0] * 5
     index = queries(node.data_dir)
-    wait_until(
-        lambda: [j["state"] for j in index.jobs()] == [JobState.DONE.value], 60, "the job"
-    )
+    wait_until(lambda: [j["state"] for j in index.jobs()] == [JobState.DONE.value], 60, "the job")
     summary = index.jobs()[0]["summary"]
     assert "images=5" in summary and "not_assessed=3" in summary, summary

@@ -1,0 +1,217 @@
+"""kill -9 while four associations send, a job runs and an export hangs; then restart.
+
+Promises: every instance that got Success is on disk and in the index; every
+study is processed by exactly one finished job; every result reaches the
+archive exactly once (re-sends after the crash are counted); start-up
+reconciliation says what it repaired.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import Dataset, dcmread
+from sqlalchemy import select
+
+from dicom_node.index import ExportState, Index, JobState
+from dicom_node.index.models import Export, Instance, Job, ResultObject, Study
+from tests.dicom_node.conftest import make_study
+from tests.peers import Orthanc
+from tests.reliability.conftest import base_config
+from tests.reliability.harness import (
+    CountingStorageSCP,
+    HungServer,
+    NodeProcess,
+    associate,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+SENDERS = 4
+PER_SENDER = 12
+ACKED_BEFORE_KILL = 2
+
+
+class Sender(threading.Thread):
+    """A modality sending one study over one association, remembering what was acknowledged."""
+
+    def __init__(self, port: int, study: list[Dataset]) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.study = study
+        self.acked: list[str] = []
+        self.failed: list[str] = []
+
+    def run(self) -> None:
+        assoc = associate(self.port)
+        for ds in self.study:
+            status: Any = None
+            if assoc.is_established:
+                try:
+                    status = assoc.send_c_store(ds).get("Status")
+                except (RuntimeError, OSError):
+                    status = None
+            uid = str(ds.SOPInstanceUID)
+            (self.acked if status == 0 else self.failed).append(uid)
+        if assoc.is_established:
+            assoc.release()
+
+    def resend_unacknowledged(self) -> list[int]:
+        """What a modality does after a failure: send again what got no Success."""
+        assoc = associate(self.port)
+        assert assoc.is_established
+        pending = [ds for ds in self.study if str(ds.SOPInstanceUID) not in self.acked]
+        statuses = [int(assoc.send_c_store(ds).Status) for ds in pending]
+        assoc.release()
+        self.acked += [str(ds.SOPInstanceUID) for ds in pending]
+        return statuses
+
+
+def send_all(port: int, study: list[Dataset]) -> list[int]:
+    """Send a whole study over one association; the statuses."""
+    return Sender(port, study).resend_unacknowledged()
+
+
+def force_complete(index: Index, study: list[Dataset]) -> None:
+    assert index.force_complete(str(study[0].StudyInstanceUID)) == 1
+
+
+def small_study(count: int) -> list[Dataset]:
+    return make_study(count, rows=64, columns=80)
+
+
+def all_done(index: Index, studies: int) -> bool:
+    with index.session() as s:
+        jobs = list(s.scalars(select(Job)))
+        exports = list(s.scalars(select(Export)))
+    return (
+        len(jobs) == studies
+        and all(j.state == JobState.DONE for j in jobs)
+        and len(exports) == 2 * studies
+        and all(e.state == ExportState.DELIVERED for e in exports)
+    )
+
+
+def orthanc_sop_uids(orthanc: Orthanc) -> list[str]:
+    return [
+        orthanc.get(f"/instances/{i}/simplified-tags")["SOPInstanceUID"]
+        for i in orthanc.get("/instances")
+    ]
+
+
+def test_kill_9_loses_nothing_acknowledged_and_delivers_once(
+    tmp_path: Path,
+    orthanc: Orthanc,
+    spawn_node: Callable[..., NodeProcess],
+    figures: dict[str, object],
+) -> None:
+    data = tmp_path / "var"
+    hold = tmp_path / "hold-engine"
+    with HungServer() as hung:
+        config = base_config(
+            data,
+            destinations=[
+                {
+                    "name": "archive",
+                    "ae_title": "ORTHANC",
+                    "host": "127.0.0.1",
+                    "port": orthanc.dicom_port,
+                },
+                {"name": "second", "ae_title": "COUNTER", "host": "127.0.0.1", "port": hung.port},
+            ],
+            pipelines=[
+                {
+                    "called_ae": "NODE",
+                    "completion": {"quiet_seconds": 600},
+                    "destinations": ["archive", "second"],
+                }
+            ],
+        )
+        node = spawn_node(config, hold_file=hold)
+        index = Index(f"sqlite:///{(data / 'index.sqlite').resolve()}")
+
+        # A study whose export to the second destination hangs at the kill.
+        exported = small_study(3)
+        assert send_all(node.port, exported) == [0, 0, 0]
+        force_complete(index, exported)
+        wait_until(lambda: hung.accepted > 0, 60, "an export to hang")
+
+        # A study whose job is running (held in the engine) at the kill.
+        running = small_study(3)
+        assert send_all(node.port, running) == [0, 0, 0]
+        hold.touch()
+        force_complete(index, running)
+        wait_until(lambda: bool(node.events("engine_held")), 60, "the job to start")
+
+        # Four associations sending when the node is killed.
+        senders = [Sender(node.port, small_study(PER_SENDER)) for _ in range(SENDERS)]
+        for sender in senders:
+            sender.start()
+        wait_until(
+            lambda: all(len(s.acked) >= ACKED_BEFORE_KILL for s in senders), 120, "first acks"
+        )
+        node.kill()
+        for sender in senders:
+            sender.join(timeout=120)
+    acked_before = sum(len(s.acked) for s in senders)
+    assert all(len(s.acked) < PER_SENDER for s in senders), "a sender finished before the kill"
+
+    # What a crash can leave behind, plus a file that lost its row.
+    (data / "spool" / "tmp" / "crashed-write.part").write_bytes(b"partial")
+    (orphan,) = small_study(1)
+    orphan_path = data / "spool" / "studies" / orphan.StudyInstanceUID / orphan.SeriesInstanceUID
+    orphan_path.mkdir(parents=True)
+    orphan.save_as(orphan_path / f"{orphan.SOPInstanceUID}.dcm", enforce_file_format=True)
+
+    hold.unlink()
+    with CountingStorageSCP(port=hung.port) as second:
+        node.start()
+        reconciled = node.events("spool_reconciled")[-1]
+        assert reconciled["partial_files_removed"] >= 1
+        assert reconciled["files_indexed"] >= 1
+        assert reconciled["jobs_requeued"] == 1
+        for sender in senders:
+            assert set(sender.resend_unacknowledged()) <= {0}
+            force_complete(index, sender.study)
+        assert index.force_complete(str(orphan.StudyInstanceUID)) == 1
+        studies = 3 + SENDERS
+        wait_until(lambda: all_done(index, studies), 180, "every job and export")
+        node.stop()
+
+    sent = [ds for s in senders for ds in s.study] + exported + running + [orphan]
+    with index.session() as s:
+        instances = {i.sop_instance_uid: (i.path, i.job_id) for i in s.scalars(select(Instance))}
+        jobs = list(s.scalars(select(Job)))
+        per_study = {st.study_instance_uid: len(st.jobs) for st in s.scalars(select(Study))}
+        results = set(s.scalars(select(ResultObject.sop_instance_uid)))
+    for ds in sent:
+        path, job_id = instances[str(ds.SOPInstanceUID)]
+        assert dcmread(path).SOPInstanceUID == ds.SOPInstanceUID
+        assert job_id is not None
+    assert len(instances) == len(sent)
+    assert set(per_study.values()) == {1}, "a study processed more than once"
+    assert sorted(j.attempts for j in jobs) == [1] * (studies - 1) + [2]
+    in_archive = orthanc_sop_uids(orthanc)
+    assert sorted(in_archive) == sorted(results), "archive differs from the results"
+    assert set(second.received) == results
+    archive_sends = sum(
+        e["objects"] for e in node.events("export_delivered") if e["destination"] == "archive"
+    )
+    figures.update(
+        instances_sent=len(sent) - 1,
+        acknowledged_before_kill=acked_before,
+        resent_after_restart=len(sent) - 1 - acked_before - 6,
+        found_after_restart=len(instances),
+        studies=studies,
+        results=len(results),
+        results_in_archive=len(in_archive),
+        archive_objects_sent=archive_sends,
+        second_destination_received=len(second.received),
+        second_destination_duplicates=len(second.received) - len(set(second.received)),
+        reconciled=reconciled,
+    )
