@@ -82,11 +82,13 @@ class Orthanc:
 
 
 @contextmanager
-def run_orthanc(workdir: Path, ae_title: str = "ORTHANC") -> Iterator[Orthanc]:
-    """Start Orthanc with its storage in ``workdir``; stop it on exit."""
+def run_orthanc(
+    workdir: Path, ae_title: str = "ORTHANC", dicom_port: int | None = None
+) -> Iterator[Orthanc]:
+    """Start Orthanc with its storage in ``workdir`` (DICOM on ``dicom_port`` if given)."""
     require(ORTHANC)
     workdir.mkdir(parents=True, exist_ok=True)
-    dicom_port, http_port = free_port(), free_port()
+    dicom_port, http_port = dicom_port or free_port(), free_port()
     config = {
         "Name": "test-archive",
         "StorageDirectory": str(workdir / "storage"),
