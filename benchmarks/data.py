@@ -172,7 +172,7 @@ def make_dataset(
     ds.Manufacturer = "Synthetic"
     ds.InstanceNumber = number
     ds.PatientOrientation = ""
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "ABDOMINAL"]
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
     ds.BodyPartExamined = body_part
     ds.Rows, ds.Columns = pixels.rows, pixels.columns
     ds.SequenceOfUltrasoundRegions = [_region(pixels)]

@@ -154,17 +154,25 @@ def run_orthanc_receiver(workdir: Path) -> Iterator[Receiver]:
 
 
 def node_config(
-    workdir: Path, port: int, overrides: Mapping[str, Any], archive: Mapping[str, Any] | None
+    workdir: Path,
+    port: int,
+    overrides: Mapping[str, Any],
+    archive: Mapping[str, Any] | None,
+    quiet_seconds: float = 3600,
 ) -> dict[str, Any]:
-    """A node configuration for the benchmarks (dotted ``overrides`` keys allowed)."""
+    """A node configuration for the benchmarks (dotted ``overrides`` keys allowed).
+
+    The default quiet period keeps the engines out of ingest measurements.
+    """
     config: dict[str, Any] = {
         "ae_title": "NODE",
         "host": "127.0.0.1",
         "port": port,
+        "api_port": free_port(),
         "data_dir": str(workdir / "var"),
         "limits": {"min_free_disk_mb": 256},
         "destinations": [],
-        "pipelines": [{"called_ae": "NODE", "completion": {"quiet_seconds": 3600}}],
+        "pipelines": [{"called_ae": "NODE", "completion": {"quiet_seconds": quiet_seconds}}],
     }
     if archive is not None:
         config["destinations"] = [{"name": "archive", **archive}]
@@ -185,7 +193,7 @@ def run_node(
     overrides: Mapping[str, Any] | None = None,
     source: Path | None = None,
     archive: Mapping[str, Any] | None = None,
-    extra_env: Mapping[str, str] | None = None,
+    quiet_seconds: float = 3600,
 ) -> Iterator[Receiver]:
     """``dicom-node serve`` in its own process, with full durability (fsync + index).
 
@@ -202,18 +210,17 @@ def run_node(
         package, e.g. an earlier revision extracted with ``git archive``.
     archive:
         ``ae_title``/``host``/``port`` of the destination of results.
-    extra_env:
-        More environment variables for the node process.
+    quiet_seconds:
+        Quiet period that completes a study.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    config = node_config(workdir, port, overrides or {}, archive)
+    config = node_config(workdir, port, overrides or {}, archive, quiet_seconds)
     config_path = workdir / "node.yaml"
     config_path.write_text(yaml.safe_dump(config))
     env = dict(os.environ)
     if source is not None:
         env["PYTHONPATH"] = str(source)
-    env.update(extra_env or {})
     command = [sys.executable, "-m", "dicom_node.cli", "serve", "--config", str(config_path)]
     with open(workdir / "node.log", "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=log, env=env, cwd=workdir)

@@ -1,0 +1,218 @@
+"""Inference speed of each engine at 640x480 on the CPU, torch and ONNX Runtime.
+
+For every engine whose weights are installed:
+
+* still: ``Engine.run`` on one single-frame 640x480 phantom image, repeated;
+  frames/s = runs / seconds;
+* cine: ``Engine.run`` on a 60-frame 640x480 clip; frames/s = 60 / seconds
+  (the lesion engines analyse an even sample of the clip, ``max_frames``);
+* end to end: decoding the JPEG-baseline clip as the node does, then
+  ``Analyzer.analyze`` (quality gate, view classifier, engine);
+* each torch network of the engine alone, on the input it received during
+  the run, in torch and in ONNX Runtime (exported here, opset 17).
+
+Inputs are the project's phantoms (liver, breast, echo) through the node's
+own decoder, so geometry and scan areas are those the engines see in service.
+
+Run from the repository root::
+
+    python -m benchmarks.engines                # every engine, 2 threads
+    python -m benchmarks.engines --engines liver --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.data import Pixels, make_dataset
+from benchmarks.report import machine_summary, print_table
+from inference.engines.base import ImageInput
+from inference.preprocessing import image_input_from_dataset
+
+CINE_FRAMES = 60
+BODY_PARTS = {"liver": ("LIVER", "US LIVER"), "breast": ("BREAST", "US BREAST")}
+
+
+def _seconds(call: Callable[[], Any], repeat: int) -> float:
+    """Median wall seconds of ``call`` over ``repeat`` runs (after one warm-up)."""
+    call()
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def phantom_dataset(engine: str, frames: int) -> Any:
+    """A JPEG-baseline 640x480 dataset of ``engine``'s anatomy with ``frames`` frames."""
+    if engine == "cardiac":
+        from inference.phantoms.echo import random_echo_spec, render_echo
+
+        spec = random_echo_spec(np.random.default_rng(3), size=(480, 640), n_frames=frames)
+        cine = render_echo(spec)
+        pixels = Pixels.encode(cine.frames, jpeg=True, cine=True, pixel_mm=cine.pixel_mm)
+        body_part, description = "HEART", "ECHO TTE"
+    else:
+        from inference.phantoms.generator import generate
+
+        sample = generate(engine, seed=5, rows=480, cols=640, n_frames=frames)  # type: ignore[arg-type]
+        pixels = Pixels.encode(sample.frames, jpeg=True, cine=frames > 1, pixel_mm=sample.pixel_mm)
+        body_part, description = BODY_PARTS[engine]
+    return make_dataset(pixels, "2.25.1", "2.25.2", 1, body_part, description)
+
+
+def torch_modules(obj: object, prefix: str = "", depth: int = 2) -> dict[str, torch.nn.Module]:
+    """The torch networks held by ``obj`` (attributes, dataclass fields), by dotted name."""
+    found: dict[str, torch.nn.Module] = {}
+    if isinstance(obj, torch.nn.Module):
+        return {prefix.rstrip("."): obj}
+    if depth == 0:
+        return found
+    members = (
+        {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}  # type: ignore[arg-type]
+        if dataclasses.is_dataclass(obj)
+        else getattr(obj, "__dict__", {})
+    )
+    for name, value in members.items():
+        found.update(torch_modules(value, f"{prefix}{name.lstrip('_')}.", depth - 1))
+    return found
+
+
+def capture_inputs(
+    modules: dict[str, torch.nn.Module], run: Callable[[], Any]
+) -> dict[str, torch.Tensor]:
+    """The first input tensor each module receives while ``run`` runs."""
+    captured: dict[str, torch.Tensor] = {}
+    handles = []
+    for name, module in modules.items():
+
+        def hook(_module: torch.nn.Module, args: tuple[Any, ...], name: str = name) -> None:
+            if name not in captured and args and isinstance(args[0], torch.Tensor):
+                captured[name] = args[0].detach().clone()
+
+        handles.append(module.register_forward_pre_hook(hook))
+    try:
+        run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
+
+
+def torch_vs_onnx(
+    module: torch.nn.Module, x: torch.Tensor, threads: int, repeat: int
+) -> tuple[float, float | None, str]:
+    """(torch ms, ONNX Runtime ms or ``None``, note) of one forward pass on ``x``."""
+    import onnxruntime as ort
+
+    module.eval()
+    with torch.inference_mode():
+        torch_ms = 1000 * _seconds(lambda: module(x), repeat)
+    buffer = io.BytesIO()
+    try:
+        torch.onnx.export(module, (x,), buffer, dynamo=False, opset_version=17)
+    except Exception as exc:
+        return torch_ms, None, f"export failed: {type(exc).__name__}"
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: x.numpy()}
+    ort_ms = 1000 * _seconds(lambda: session.run(None, feed), repeat)
+    return torch_ms, ort_ms, ""
+
+
+def bench_engine(name: str, threads: int, repeat: int) -> tuple[list[str], list[list[str]]]:
+    """The engine's row and its networks' rows."""
+    from inference.analyzer import Analyzer
+    from inference.engines.registry import load_engine
+
+    engine = load_engine(name)
+    cine_ds = phantom_dataset(name, CINE_FRAMES)
+    cine = image_input_from_dataset(cine_ds)
+    still_fps = "n/a (cine only)"
+    still: ImageInput | None = None
+    if name != "cardiac":
+        still = image_input_from_dataset(phantom_dataset(name, 1))
+        still_fps = f"{1 / _seconds(lambda: engine.run(still), repeat):.1f}"
+    cine_seconds = _seconds(lambda: engine.run(cine), max(1, repeat // 5))
+    analyzer = Analyzer.load([name])
+
+    def end_to_end() -> None:
+        analyzer.analyze(image_input_from_dataset(cine_ds), [name])
+
+    e2e_seconds = _seconds(end_to_end, max(1, repeat // 5))
+    row = [
+        name,
+        still_fps,
+        f"{cine_seconds:.2f}",
+        f"{CINE_FRAMES / cine_seconds:.1f}",
+        f"{e2e_seconds:.2f}",
+        f"{CINE_FRAMES / e2e_seconds:.1f}",
+    ]
+    modules = torch_modules(engine)
+    inputs = capture_inputs(modules, lambda: engine.run(still if still is not None else cine))
+    network_rows = []
+    for module_name, x in inputs.items():
+        torch_ms, ort_ms, note = torch_vs_onnx(modules[module_name], x, threads, repeat)
+        network_rows.append(
+            [
+                f"{name}.{module_name}",
+                "x".join(map(str, x.shape)),
+                f"{torch_ms:.1f}",
+                f"{ort_ms:.1f}" if ort_ms is not None else note,
+                f"{torch_ms / ort_ms:.2f}" if ort_ms else "",
+            ]
+        )
+    return row, network_rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: print the engine and network tables."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--engines", default="liver,breast,cardiac")
+    parser.add_argument("--threads", type=int, default=2, help="torch and ORT threads")
+    parser.add_argument("--repeat", type=int, default=10, help="runs per still measurement")
+    args = parser.parse_args(argv)
+    from inference.engines.registry import EngineUnavailableError
+
+    torch.set_num_threads(args.threads)
+    print(machine_summary() + f", torch {torch.__version__}, {args.threads} thread(s)")
+    rows, networks = [], []
+    for name in args.engines.split(","):
+        try:
+            row, network_rows = bench_engine(name, args.threads, args.repeat)
+        except EngineUnavailableError as exc:
+            rows.append([name, f"pending: {exc}", "", "", "", ""])
+            continue
+        rows.append(row)
+        networks.extend(network_rows)
+    print_table(
+        [
+            "engine",
+            "still frames/s",
+            f"{CINE_FRAMES}-frame cine s",
+            "cine frames/s",
+            "end-to-end cine s",
+            "end-to-end frames/s",
+        ],
+        rows,
+    )
+    if networks:
+        print()
+        print_table(["network", "input", "torch ms", "ORT ms", "ORT speed-up"], networks)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
