@@ -115,7 +115,7 @@ def c_store_batch(calling_ae: str, target: Target, paths: Sequence[str]) -> list
     """
     datasets = [dcmread(p) for p in paths]
     ae = _requestor_ae(calling_ae, [str(ds.SOPClassUID) for ds in datasets], target.timeout)
-    tls_args = (client_ssl_context(target.tls), "") if target.tls is not None else None
+    tls_args = (client_ssl_context(target.tls), target.host) if target.tls is not None else None
     assoc = ae.associate(target.host, target.port, ae_title=target.ae_title, tls_args=tls_args)
     if not assoc.is_established:
         permanent = bool(
@@ -157,7 +157,7 @@ def c_echo(calling_ae: str, target: Target) -> float:
     ae.acse_timeout = target.timeout
     ae.network_timeout = target.timeout
     started = time.perf_counter()
-    tls_args = (client_ssl_context(target.tls), "") if target.tls is not None else None
+    tls_args = (client_ssl_context(target.tls), target.host) if target.tls is not None else None
     assoc = ae.associate(target.host, target.port, ae_title=target.ae_title, tls_args=tls_args)
     if not assoc.is_established:
         raise AssociationFailed(
