@@ -14,7 +14,7 @@ from sr_templates.capture import build_overlay_captures
 from sr_templates.options import ResultOptions
 from sr_templates.presentation import build_presentation_states
 from sr_templates.seg import build_segmentations
-from sr_templates.sources import SourceSet
+from sr_templates.sources import SourceSet, conformant_view, restore_referenced_classes
 from sr_templates.sr import build_measurement_report
 
 LOGGER = structlog.get_logger(__name__)
@@ -56,7 +56,7 @@ def build_result_objects(
         raise TypeError("Argument 'options' must be a ResultOptions.")
     if options.uid_seed is None:
         options = dataclasses.replace(options, uid_seed=str(hd.UID()))
-    source_set = SourceSet.from_datasets(sources, result)
+    source_set = SourceSet.from_datasets([conformant_view(ds) for ds in sources], result)
     objects: list[Dataset] = []
     report = build_measurement_report(source_set, result, options)
     if report is not None:
@@ -67,5 +67,7 @@ def build_result_objects(
         objects.extend(build_presentation_states(source_set, result, options))
     if options.include_overlay_capture:
         objects.extend(build_overlay_captures(source_set, result, options))
+    for obj in objects:
+        restore_referenced_classes(obj, sources)
     LOGGER.info("result_objects_built", objects=len(objects), job=options.job_sequence)
     return objects

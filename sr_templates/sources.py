@@ -8,7 +8,13 @@ from dataclasses import dataclass
 
 import structlog
 from pydicom import Dataset
-from pydicom.uid import UID, SecondaryCaptureImageStorage, UltrasoundImageStorage
+from pydicom.valuerep import DA, TM
+from pydicom.uid import (
+    UID,
+    SecondaryCaptureImageStorage,
+    UltrasoundImageStorage,
+    UltrasoundMultiFrameImageStorage,
+)
 
 from inference.findings import BoundingBox, StudyResult
 from inference.geometry import UltrasoundRegion, regions_from_dataset
@@ -179,6 +185,84 @@ def single_frame_view(ds: Dataset) -> Dataset:
     return view
 
 
+_CURRENT_CLASSES: dict[str, UID] = {
+    "1.2.840.10008.5.1.4.1.1.6": UltrasoundImageStorage,
+    "1.2.840.10008.5.1.4.1.1.3": UltrasoundMultiFrameImageStorage,
+}
+"""Retired US classes (which highdicom has no IOD for) and their current successors."""
+
+_TYPE2_PATIENT_STUDY = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
+"""Type 2 attributes the result objects copy; real devices sometimes omit them."""
+
+
+_DATE_TIME_KEYWORDS = ("StudyDate", "StudyTime", "PatientBirthDate")
+"""Dates and times the result objects copy and highdicom parses."""
+
+
+def _conformant_date_time(keyword: str, value: object) -> str:
+    """The value in DA/TM form: old ACR-NEMA separators removed, else empty."""
+    text = str(value or "").strip()
+    if keyword.endswith("Time"):
+        parse, candidate = TM, text.replace(":", "")
+    else:
+        parse, candidate = DA, text.replace(".", "").replace("-", "").replace("/", "")
+    try:
+        parse(candidate)
+    except ValueError:
+        return ""
+    return candidate
+
+
+def _bad_date_times(ds: Dataset) -> dict[str, str]:
+    fixed = {}
+    for keyword in _DATE_TIME_KEYWORDS:
+        if keyword in ds and ds[keyword].value:
+            value = _conformant_date_time(keyword, ds[keyword].value)
+            if value != str(ds[keyword].value):
+                fixed[keyword] = value
+    return fixed
+
+
+def conformant_view(ds: Dataset) -> Dataset:
+    """``ds`` itself, or a view highdicom accepts when ``ds`` is not quite standard.
+
+    A view is made for a retired US SOP class (given its current successor),
+    for missing Type 2 patient/study attributes (written empty, as Type 2
+    allows) and for dates and times in the old ACR-NEMA form (``11:20:00``,
+    ``1994.11.05``).  The pixel data element is shared, not copied.  Call
+    :func:`restore_referenced_classes` with the original sources on every
+    object built from views.
+    """
+    if not isinstance(ds, Dataset) or "SOPClassUID" not in ds:
+        return ds  # SourceSet.from_datasets reports it
+    missing = [k for k in _TYPE2_PATIENT_STUDY if k not in ds]
+    dates = _bad_date_times(ds)
+    if ds.SOPClassUID not in _CURRENT_CLASSES and not missing and not dates:
+        return ds
+    view = attribute_copy(ds)
+    if "PixelData" in ds:
+        view["PixelData"] = ds["PixelData"]
+    if hasattr(ds, "file_meta"):
+        view.file_meta = copy.deepcopy(ds.file_meta)
+    view.set_original_encoding(*ds.original_encoding)
+    view.SOPClassUID = _CURRENT_CLASSES.get(ds.SOPClassUID, ds.SOPClassUID)
+    for keyword in missing:
+        setattr(view, keyword, "")
+    for keyword, value in dates.items():
+        setattr(view, keyword, value)
+    return view
+
+
 def walk_items(ds: Dataset) -> Iterator[tuple[str, Dataset]]:
     """Every sequence item below ``ds`` with the keyword of its sequence."""
     for element in list(ds):
@@ -238,8 +322,11 @@ def copy_series_anatomy(target: Dataset, source: Dataset, empty_laterality: bool
     dciodvfy expects of images and presentation states (not of SEG: pass
     ``empty_laterality=False``).
     """
-    for keyword in ("BodyPartExamined", "Laterality"):
-        if source.get(keyword):
-            setattr(target, keyword, source[keyword].value)
+    if source.get("BodyPartExamined"):
+        target.BodyPartExamined = source.BodyPartExamined
+    # Laterality is Type 2C on a paired body part: without one it cannot be
+    # conditional-present, whatever the source (wrongly) says.
+    if source.get("Laterality") and target.get("BodyPartExamined"):
+        target.Laterality = source.Laterality
     if empty_laterality and not target.get("BodyPartExamined") and "Laterality" not in target:
         target.Laterality = ""

@@ -135,6 +135,23 @@ def run_orthanc(
             process.wait()
 
 
+STORESCU_PROPOSAL = {
+    "1.2.840.10008.1.2.2": "-xb",
+    "1.2.840.10008.1.2.1.99": "-xd",
+    "1.2.840.10008.1.2.4.50": "-xy",
+    "1.2.840.10008.1.2.4.51": "-xx",
+    "1.2.840.10008.1.2.4.57": "-xs",
+    "1.2.840.10008.1.2.4.70": "-xs",
+    "1.2.840.10008.1.2.4.80": "-xt",
+    "1.2.840.10008.1.2.4.81": "-xu",
+    "1.2.840.10008.1.2.4.90": "-xv",
+    "1.2.840.10008.1.2.4.91": "-xw",
+    "1.2.840.10008.1.2.5": "-xr",
+}
+"""storescu's option proposing a file's transfer syntax (it cannot transcode
+compressed data, so it must propose what the file holds)."""
+
+
 def storescu(
     port: int,
     files: Sequence[Path],
@@ -150,7 +167,6 @@ def storescu(
         called,
         "-aet",
         calling,
-        "--propose-jpeg8",
         "--required",
         *extra,
         "127.0.0.1",

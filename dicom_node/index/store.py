@@ -420,6 +420,7 @@ class Index:
             )
             if job is None:
                 return None
+            attempts = job.attempts + 1
             taken = s.execute(
                 update(Job)
                 .where(Job.id == job.id, Job.state == JobState.QUEUED)
@@ -441,7 +442,7 @@ class Index:
             return JobInput(
                 job_id=job.id,
                 sequence=job.sequence,
-                attempts=job.attempts + 1,
+                attempts=attempts,
                 study_instance_uid=study.study_instance_uid,
                 called_ae=study.called_ae,
                 calling_ae=study.calling_ae,
