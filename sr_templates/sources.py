@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 import structlog
 from pydicom import Dataset
-from pydicom.valuerep import DA, TM
 from pydicom.uid import (
     UID,
     SecondaryCaptureImageStorage,
     UltrasoundImageStorage,
     UltrasoundMultiFrameImageStorage,
 )
+from pydicom.valuerep import DA, TM
 
 from inference.findings import BoundingBox, StudyResult
 from inference.geometry import UltrasoundRegion, regions_from_dataset
