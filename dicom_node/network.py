@@ -37,7 +37,8 @@ from pydicom.uid import (
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event
-from pynetdicom.sop_class import Verification
+from pynetdicom.service_class import StorageServiceClass
+from pynetdicom.sop_class import Verification, register_uid, uid_to_service_class
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from dicom_node import metrics
@@ -63,6 +64,12 @@ ULTRASOUND_SOP_CLASSES: frozenset[str] = frozenset(
     }
 )
 """SOP classes the engines may process."""
+
+RETIRED_STORAGE_CLASSES: dict[str, str] = {
+    US_IMAGE_STORAGE_RETIRED: "UltrasoundImageStorageRetired",
+    US_MULTIFRAME_IMAGE_STORAGE_RETIRED: "UltrasoundMultiFrameImageStorageRetired",
+}
+"""Retired US classes pynetdicom does not know as storage classes (old scanners send them)."""
 
 ACCEPTED_ONLY_SOP_CLASSES: tuple[str, ...] = (
     "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image
@@ -462,8 +469,16 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
             super().handle_error(request, client_address)
 
 
+def register_retired_storage_classes() -> None:
+    """Teach pynetdicom that the retired US classes are Storage classes (idempotent)."""
+    for uid, keyword in RETIRED_STORAGE_CLASSES.items():
+        if uid_to_service_class(uid) is not StorageServiceClass:
+            register_uid(uid, keyword, StorageServiceClass)
+
+
 def build_ae(config: NodeConfig) -> AE:
     """An AE with the node's presentation contexts, limits and timeouts."""
+    register_retired_storage_classes()
     ae = AE(ae_title=config.ae_title)
     ae.require_called_aet = False
     ae.maximum_pdu_size = config.limits.max_pdu
