@@ -25,6 +25,7 @@ from dicom_node.dispatch import Analyze, Build, Decode, Dispatcher
 from dicom_node.export import Exporter, Sender, c_store_batch
 from dicom_node.index import Index, InstanceMeta, Peer, worker_name
 from dicom_node.network import Receiver, start_receiver
+from dicom_node.receivers import ReceiverProcesses
 from dicom_node.spool import Spool
 
 if TYPE_CHECKING:
@@ -117,6 +118,7 @@ class Node:
             config_path or config.data_dir / "config.yaml", self.config, self.reconfigure
         )
         self.api: ApiServer | None = None
+        self.receiver_processes: ReceiverProcesses | None = None
 
     def config(self) -> NodeConfig:
         """The current configuration."""
@@ -127,6 +129,8 @@ class Node:
         """Use ``config`` for new associations, jobs and exports from now on."""
         with self._config_lock:
             self._config = config
+        if self.receiver_processes is not None:
+            self.receiver_processes.reconfigure(config)
         LOGGER.info("configuration_changed", pipelines=[p.called_ae for p in config.pipelines])
 
     # -- start-up -----------------------------------------------------------------
@@ -211,6 +215,10 @@ class Node:
         self._ae, server = start_receiver(self.config(), self.receiver)
         self._server = server
         self.port = int(server.server_address[1])
+        if self.config().receivers > 1:
+            shared = self.config().model_copy(update={"port": self.port})
+            self.receiver_processes = ReceiverProcesses(shared, shared.receivers - 1)
+            self.receiver_processes.start()
         if api and self.config().api_port:
             self.start_api(self.config().api_host, self.config().api_port)
         if not workers:
@@ -229,8 +237,9 @@ class Node:
         return self.api.start()
 
     def is_running(self) -> bool:
-        """Whether the receiver is listening and no stop was requested."""
-        return self.port is not None and not self._stop.is_set()
+        """Whether the receiver listens, the workers started live and no stop was requested."""
+        workers_alive = all(thread.is_alive() for thread in self._threads)
+        return self.port is not None and workers_alive and not self._stop.is_set()
 
     def stop(self) -> None:
         """Stop accepting, finish the current step of each worker, close the index."""
@@ -239,6 +248,8 @@ class Node:
             self.api.stop()
         if self._ae is not None:
             self._ae.shutdown()  # type: ignore[attr-defined]
+        if self.receiver_processes is not None:
+            self.receiver_processes.stop()
         for thread in self._threads:
             thread.join(timeout=30)
         # An export stuck on a hung peer is abandoned: it was not marked

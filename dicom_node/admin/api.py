@@ -146,7 +146,7 @@ def create_app(node: Node) -> FastAPI:
         """Ready when the receiver listens, the index answers and the disk is above its floor."""
         problems = []
         if not node.is_running():
-            problems.append("the DICOM receiver is not running")
+            problems.append("the DICOM receiver or a worker is not running")
         try:
             queries.counts()
         except Exception as exc:

@@ -250,7 +250,22 @@ def test_health_readiness_and_metrics(harness: NodeHarness, api: TestClient) -> 
     harness.node.request_stop()
     not_ready = api.get("/readyz")
     assert not_ready.status_code == 503
-    assert "receiver is not running" in not_ready.json()["problems"][0]
+    assert "receiver or a worker is not running" in not_ready.json()["problems"][0]
+
+
+def test_not_ready_below_the_disk_floor(
+    harness: NodeHarness, api: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    floor = harness.node.config().limits.model_copy(update={"min_free_disk_mb": 10})
+    harness.node.reconfigure(harness.node.config().model_copy(update={"limits": floor}))
+    monkeypatch.setattr(harness.node.spool, "free_bytes", lambda: 5 * 2**20)
+    response = api.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["problems"] == [
+        "free disk is below the floor: new associations are refused"
+    ]
+    assert api.get("/api/status").json()["refusing_for_disk"] is True
+    assert "dicom_node_spool_free_bytes 5.24288e+06" in api.get("/metrics").text
 
 
 def test_openapi_documents_the_endpoints(api: TestClient) -> None:

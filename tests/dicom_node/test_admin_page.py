@@ -61,6 +61,7 @@ def test_status_page_shows_queues_destinations_studies_and_errors(
 
     assert 'data-loaded="true"' in dom, "the page's script did not finish loading the API"
     assert "Cannot load the status" not in dom
+    assert '<p id="readiness" class="ok">READY</p>' in dom
     assert "<td>jobs</td><td>done</td><td>1</td>" in dom
     assert "<td>exports</td><td>failed</td><td>1</td>" in dom
     assert "dead-archive" in dom and "DEAD@127.0.0.1" in dom

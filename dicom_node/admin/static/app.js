@@ -104,9 +104,19 @@ function render(status, destinations, studies, failedJobs, failedExports, associ
   ]), "no associations yet");
 }
 
+async function readiness() {
+  // /readyz answers 503 with its reasons when not ready: read the body either way.
+  const response = await fetch("/readyz");
+  const body = await response.json();
+  const element = document.getElementById("readiness");
+  element.textContent = body.ready ? "READY" : "NOT READY: " + body.problems.join("; ");
+  element.className = body.ready ? "ok" : "bad";
+}
+
 async function refresh() {
   const message = document.getElementById("message");
   try {
+    await readiness();
     const data = await Promise.all([
       getJson("/api/status"),
       getJson("/api/destinations"),
