@@ -144,3 +144,15 @@ def test_undecodable_image_is_not_assessed(make_node: MakeNode) -> None:
     assert job["state"] == JobState.DONE.value, job["error"]
     assert "not_assessed=1" in job["summary"]
     assert [c[0] for c in harness.analyzer.calls] == [fine.SOPInstanceUID]
+
+
+def test_node_runs_on_postgresql(make_node: MakeNode) -> None:
+    from tests.peers import run_postgres
+
+    with run_postgres() as url:
+        harness = make_node(pipeline=pipeline(), destinations=[ARCHIVE], database_url=url)
+        harness.store(make_study(2))
+        assert len(harness.settle()) == 1
+        job = IndexQueries(harness.node.index).jobs()[0]
+        assert job["state"] == JobState.DONE.value
+        harness.node.stop()

@@ -106,3 +106,31 @@ def test_illegal_uid_is_refused(make_node: MakeNode, tmp_path: Path) -> None:
     ds.SeriesInstanceUID = "1.2.../../../etc"
     assert harness.store([ds]) == [0xC000]
     assert harness.node.spool.instance_files() == []
+
+
+def test_concurrent_associations_all_stored(make_node: MakeNode) -> None:
+    import threading
+
+    harness = make_node()
+    studies = [make_study(5) for _ in range(4)]
+    statuses: list[list[int]] = []
+    lock = threading.Lock()
+
+    def send(study: list) -> None:  # type: ignore[type-arg]
+        result = harness.store(study)
+        with lock:
+            statuses.append(result)
+
+    threads = [threading.Thread(target=send, args=(s,)) for s in studies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(map(tuple, statuses)) == [(0,) * 5] * 4
+    assert len(harness.node.spool.instance_files()) == 20
+    assert sorted(s["instance_count"] for s in IndexQueries(harness.node.index).studies()) == [
+        5,
+        5,
+        5,
+        5,
+    ]
