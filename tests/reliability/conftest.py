@@ -11,8 +11,12 @@ from typing import Any
 import pytest
 
 from dicom_node.index import Index, IndexQueries
+from tests.dicom_node.conftest import _restore_logging, make_node
 from tests.peers import Orthanc, run_orthanc
 from tests.reliability.harness import NodeProcess, write_config
+
+__all__ = ["_restore_logging", "make_node"]
+"""Fixtures shared with the node's own tests."""
 
 FIGURES_ENV = "RELIABILITY_FIGURES"
 """When set, tests append the figures they measured (JSON lines) to this file."""

@@ -1,0 +1,66 @@
+"""Configurable limits: concurrent associations (total and per IP), PDU and instance size."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from dicom_node.config import Limits
+from dicom_node.index import IndexQueries
+from tests.dicom_node.conftest import NodeHarness, make_study
+from tests.reliability.harness import requestor
+
+MakeNode = Callable[..., NodeHarness]
+
+
+def test_defaults_are_bounded() -> None:
+    limits = Limits()
+    assert limits.max_associations_per_ip <= limits.max_associations <= 64
+    assert 0 < limits.max_pdu <= 1 << 20
+    assert max(limits.acse_timeout, limits.dimse_timeout, limits.network_timeout) <= 120
+    assert limits.min_free_disk_mb > 0
+
+
+def test_maximum_concurrent_associations(make_node: MakeNode) -> None:
+    harness = make_node(limits={"min_free_disk_mb": 0, "max_associations": 3})
+    open_ = [harness.associate() for _ in range(3)]
+    assert all(a.is_established for a in open_)
+    assert harness.associate().is_rejected
+    open_.pop().release()
+    again = harness.associate()
+    assert again.is_established
+    for assoc in [*open_, again]:
+        assoc.release()
+    reasons = [r["reject_reason"] for r in IndexQueries(harness.node.index).associations()]
+    assert reasons.count("maximum concurrent associations reached") == 1
+
+
+def test_maximum_associations_per_ip(make_node: MakeNode) -> None:
+    harness = make_node(limits={"min_free_disk_mb": 0, "max_associations_per_ip": 2})
+    local = [harness.associate() for _ in range(2)]
+    assert all(a.is_established for a in local)
+    assert harness.associate().is_rejected
+    other_ip = requestor().associate(
+        "127.0.0.1", harness.port, ae_title="NODE", bind_address=("127.0.0.2", 0)
+    )
+    assert other_ip.is_established, "a second address is limited by the first one's count"
+    for assoc in [*local, other_ip]:
+        assoc.release()
+    record = IndexQueries(harness.node.index).associations(accepted=False)[0]
+    assert record["reject_reason"] == "maximum associations from 127.0.0.1 reached"
+
+
+def test_maximum_pdu_is_announced(make_node: MakeNode) -> None:
+    harness = make_node(limits={"min_free_disk_mb": 0, "max_pdu": 16384})
+    assoc = harness.associate()
+    assert assoc.acceptor.maximum_length == 16384
+    (ds,) = make_study(1)
+    assert int(assoc.send_c_store(ds).Status) == 0, "a large instance over small PDUs"
+    assoc.release()
+
+
+def test_maximum_instance_size(make_node: MakeNode) -> None:
+    harness = make_node(limits={"min_free_disk_mb": 0, "max_instance_mb": 0.04})
+    (big,) = make_study(1)
+    (small,) = make_study(1, rows=32, columns=32)
+    assert harness.store([big, small]) == [0xA700, 0]
+    assert len(harness.node.spool.instance_files()) == 1
