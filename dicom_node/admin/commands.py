@@ -331,10 +331,13 @@ def _pipeline_flags(parser: argparse.ArgumentParser) -> None:
         help="allowed calling node AET[@IP[:PORT]] (repeat; replaces the list)",
     )
     parser.add_argument("--any-caller", action="store_true", help="accept any calling AE")
-    parser.add_argument("--modality", action="append", help="modality filter (repeat)")
+    rule = "; these four make the pipeline's one routing rule, replacing its rules"
+    parser.add_argument("--modality", action="append", help=f"modality filter (repeat{rule})")
     parser.add_argument("--body-part", action="append", help="body part filter (repeat)")
     parser.add_argument("--sop-class", action="append", help="SOP class UID filter (repeat)")
-    parser.add_argument("--engine", action="append", choices=ENGINE_NAMES, help="(repeat)")
+    parser.add_argument(
+        "--engine", action="append", choices=ENGINE_NAMES, help="engine (repeat; default all)"
+    )
     parser.add_argument("--quiet-seconds", type=float, help="study quiet period")
     parser.add_argument("--expected-series", type=int, help="complete when this many arrived")
     parser.add_argument(
