@@ -1,13 +1,17 @@
 """``us-ai-evaluate``: held-out evaluation report of the shipped engines.
 
 Writes ``docs/evaluation.md`` and PNG plots (PR curves, confusion matrices)
-next to it.  If the cardiac helper module ``inference.evaluation.cardiac``
-exists, its ``section(plot_dir: Path, quick: bool) -> str`` is called and
-its markdown appended (EF Bland-Altman).
+in ``docs/evaluation/``.  Each part of the report is kept as a section file
+there (``liver.md``, ``breast.md``, ``cardiac.md``) so parts can be
+evaluated in separate runs; the report is reassembled from the section files
+present after every run.  With ``--cardiac`` the cardiac helper module
+``inference.evaluation.cardiac`` is called (``section(plot_dir, quick)``,
+EF Bland-Altman) and its markdown kept as ``cardiac.md``.
 
-Example
--------
-``us-ai-evaluate --images 400 --clips 40``
+Examples
+--------
+``us-ai-evaluate --organs liver --images 250 --clips 25``
+``us-ai-evaluate --organs --cardiac``
 """
 
 from __future__ import annotations
@@ -55,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clips", type=int, default=40, help="held-out cine clips per organ")
     parser.add_argument("--weights-dir", type=Path, default=None)
     parser.add_argument("--output", type=Path, default=Path("docs/evaluation.md"))
-    parser.add_argument("--no-cardiac", action="store_true", help="skip the cardiac section")
+    parser.add_argument("--cardiac", action="store_true",
+                        help="(re)compute the cardiac section (needs inference.evaluation.cardiac)")
     parser.add_argument("--threads", type=int, default=1)
     return parser
 
@@ -82,11 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         (plot_dir / f"{organ}.md").write_text(section.replace("\n\n", f"\n\n{note}\n\n", 1))
         logger.info("organ_evaluated", organ=organ, detection=ev.detection,
                     roi=ev.summary("roi"), clip=ev.summary("clip"))
-    sections = [(plot_dir / f"{o}.md").read_text() for o in ("liver", "breast")
-                if (plot_dir / f"{o}.md").exists()]
-    if not args.no_cardiac and importlib.util.find_spec("inference.evaluation.cardiac"):
+    if args.cardiac and importlib.util.find_spec("inference.evaluation.cardiac"):
         cardiac = importlib.import_module("inference.evaluation.cardiac")
-        sections.append(cardiac.section(plot_dir, False))
+        (plot_dir / "cardiac.md").write_text(cardiac.section(plot_dir, False))
+    sections = [(plot_dir / f"{name}.md").read_text() for name in ("liver", "breast", "cardiac")
+                if (plot_dir / f"{name}.md").exists()]
     args.output.write_text("\n".join([*HEADER, *sections]) + "\n")
     logger.info("report_written", path=str(args.output))
     return 0
