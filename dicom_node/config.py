@@ -193,6 +193,8 @@ class NodeConfig(_Model):
     ae_title: AETitle = "DICOM_NODE"
     host: str = "0.0.0.0"
     port: int = Field(default=11112, ge=0, le=65535)
+    receivers: int = Field(default=1, ge=1, le=32)
+    """Processes receiving on ``port`` (SO_REUSEPORT); see :mod:`dicom_node.receivers`."""
     data_dir: Path = Path("./var")
     database_url: str | None = None
     """SQLAlchemy URL; SQLite in the data dir when omitted."""

@@ -506,6 +506,16 @@ def server_ssl_context(config: NodeConfig) -> ssl.SSLContext | None:
     return context
 
 
+class SharedPortAssociationServer(NoDelayAssociationServer):
+    """Association server that shares its port with the node's other receiver processes."""
+
+    def server_bind(self) -> None:
+        """Set SO_REUSEPORT, then bind."""
+        assert self.socket is not None
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
 def start_receiver(config: NodeConfig, receiver: Receiver) -> tuple[AE, ThreadedAssociationServer]:
     """Start the SCP in a background thread and return the AE and its server."""
     ae = build_ae(config)
@@ -513,7 +523,9 @@ def start_receiver(config: NodeConfig, receiver: Receiver) -> tuple[AE, Threaded
         (config.host, config.port),
         evt_handlers=receiver.handlers(),
         ssl_context=server_ssl_context(config),
-        server_class=NoDelayAssociationServer,
+        server_class=(
+            SharedPortAssociationServer if config.receivers > 1 else NoDelayAssociationServer
+        ),
         request_handler=GuardedRequestHandler,
     )
     thread = threading.Thread(target=server.serve_forever, name="dicom-receiver", daemon=True)
