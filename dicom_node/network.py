@@ -47,6 +47,7 @@ from dicom_node.config import NodeConfig, Pipeline
 from dicom_node.index import Index, InstanceMeta, Peer
 from dicom_node.screening import MalformedDataset, check_structure
 from dicom_node.spool import Spool, SpoolError, is_valid_uid
+from inference.video import VIDEO_TRANSFER_SYNTAXES
 
 LOGGER = structlog.get_logger(__name__)
 
@@ -101,8 +102,11 @@ TRANSFER_SYNTAXES: tuple[str, ...] = (
     JPEG2000Lossless,
     JPEG2000,
     RLELossless,
+    *sorted(VIDEO_TRANSFER_SYNTAXES),
 )
-"""Transfer syntaxes accepted for storage; data is stored as received."""
+"""Transfer syntaxes accepted for storage; data is stored as received.
+
+Video syntaxes (MPEG-2, H.264, HEVC cine) are decoded with FFmpeg through PyAV."""
 
 
 class StoreStatus(IntEnum):

@@ -37,6 +37,7 @@ from scipy import ndimage
 from inference.engines.base import ImageInput
 from inference.findings import AnatomyValues, BoundingBox
 from inference.geometry import ImageGeometry
+from inference.video import VIDEO_TRANSFER_SYNTAXES, VideoDecodeError, decode_video
 
 logger = structlog.get_logger(__name__)
 
@@ -182,6 +183,11 @@ def _transfer_syntax(ds: Dataset) -> UID:
 def _decode(ds: Dataset) -> tuple[np.ndarray, str]:
     """Decode all frames without colour conversion, with the resulting interpretation."""
     tsyntax = _transfer_syntax(ds)
+    if tsyntax in VIDEO_TRANSFER_SYNTAXES:
+        try:
+            return decode_video(ds), "RGB"
+        except VideoDecodeError as exc:
+            raise PixelDataError(str(exc)) from exc
     try:
         decoder = get_decoder(tsyntax)
     except NotImplementedError as exc:

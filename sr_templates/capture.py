@@ -22,6 +22,7 @@ from pydicom import Dataset
 from pydicom.pixels import apply_color_lut, apply_voi_lut, pixel_array
 
 from inference.findings import LesionFinding, StudyResult
+from inference.video import VIDEO_TRANSFER_SYNTAXES, decode_video
 from sr_templates.options import ObjectKindValues, ResultOptions
 from sr_templates.presentation import FrameDrawing, frame_drawings
 from sr_templates.sources import (
@@ -59,6 +60,8 @@ def frame_rgb(ds: Dataset, frame: int) -> np.ndarray:
         If the pixel data cannot be decoded.
     """
     try:
+        if getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID") in VIDEO_TRANSFER_SYNTAXES:
+            return decode_video(ds)[frame - 1]
         array = pixel_array(ds, index=frame - 1 if is_multiframe(ds) else None)
     except Exception as exc:
         raise ValueError(f"Cannot decode frame {frame} of {ds.SOPInstanceUID}: {exc}") from exc

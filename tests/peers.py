@@ -147,9 +147,38 @@ STORESCU_PROPOSAL = {
     "1.2.840.10008.1.2.4.90": "-xv",
     "1.2.840.10008.1.2.4.91": "-xw",
     "1.2.840.10008.1.2.5": "-xr",
+    "1.2.840.10008.1.2.4.100": "-xm",
+    "1.2.840.10008.1.2.4.101": "-xh",
+    "1.2.840.10008.1.2.4.102": "-xn",
+    "1.2.840.10008.1.2.4.103": "-xl",
+    "1.2.840.10008.1.2.4.104": "-x2",
+    "1.2.840.10008.1.2.4.105": "-x3",
+    "1.2.840.10008.1.2.4.106": "-xo",
+    "1.2.840.10008.1.2.4.107": "-x4",
+    "1.2.840.10008.1.2.4.108": "-x5",
 }
 """storescu's option proposing a file's transfer syntax (it cannot transcode
 compressed data, so it must propose what the file holds)."""
+
+
+def proposal_option(files: Sequence[Path]) -> str:
+    """The storescu option proposing the files' compressed transfer syntax.
+
+    Raises
+    ------
+    ValueError
+        If the files need two different compressed syntaxes (storescu cannot
+        transcode; send them in two runs).
+    """
+    from pydicom import dcmread
+
+    options = {
+        STORESCU_PROPOSAL.get(str(dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID))
+        for f in files
+    } - {None}
+    if len(options) > 1:
+        raise ValueError(f"files need different storescu proposals: {sorted(options)}")
+    return options.pop() if options else "-x="
 
 
 def storescu(
@@ -159,8 +188,14 @@ def storescu(
     calling: str = "STORESCU",
     extra: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """Send ``files`` with DCMTK's storescu over one association."""
+    """Send ``files`` with DCMTK's storescu over one association.
+
+    Without a ``-x...`` option in ``extra``, the one matching the files'
+    transfer syntax is chosen (see :func:`proposal_option`).
+    """
     require("storescu")
+    if not any(option.startswith("-x") for option in extra):
+        extra = [*extra, proposal_option(files)]
     command = [
         "storescu",
         "-aec",

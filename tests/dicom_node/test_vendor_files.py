@@ -85,3 +85,34 @@ def test_vendor_ultrasound_files(make_node: Callable[..., NodeHarness], tmp_path
     }
     assert {name: e for name, e in errors.items() if e} == {}
     assert len(analysed) >= len(sop_uids) - 3, f"too many undecodable files: {not_assessed}"
+
+
+def test_h264_cine_is_received_and_analysed(
+    make_node: Callable[..., NodeHarness], tmp_path: Path
+) -> None:
+    """An MPEG-4 AVC (H.264) cine, as some scanners export, sent with storescu."""
+    from tests.inference.test_video import FRAMES, encode, moving_square, video_dataset
+    from tests.sr_templates.sr_factories import make_us_image
+
+    header = make_us_image("RGB", rows=240, columns=320)
+    ds = video_dataset(encode(moving_square(FRAMES), "libx264", "h264"), "1.2.840.10008.1.2.4.102")
+    for element in header:
+        if element.keyword not in ds and element.keyword not in (
+            "PixelData",
+            "PlanarConfiguration",
+        ):
+            ds.add(element)
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.990001"
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    path = tmp_path / "h264.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    harness = make_node(ae_title="NODE")
+    sent = storescu(harness.port, [path], called="NODE", extra=["-xn"])
+    assert sent.returncode == 0, sent.stderr
+    harness.settle()
+    assert [n for _, _, n in harness.analyzer.calls] == [FRAMES]
+    results = sorted(harness.node.spool.results.glob("job-*/*.dcm"))
+    assert results
+    for result in results:
+        assert dciodvfy_errors(result) == [], result
