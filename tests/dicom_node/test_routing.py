@@ -1,0 +1,96 @@
+"""Routing rules: which engines an image goes to, where results go."""
+
+from __future__ import annotations
+
+import pytest
+
+from dicom_node.config import Caller, Destination, NodeConfig, Pipeline, Rule
+from dicom_node.routing import RoutingAttributes, RoutingError, engines_for, export_targets
+
+US = "1.2.840.10008.5.1.4.1.1.6.1"
+US_MF = "1.2.840.10008.5.1.4.1.1.3.1"
+
+
+def attrs(**kwargs: object) -> RoutingAttributes:
+    values: dict[str, object] = {
+        "sop_class_uid": US,
+        "modality": "US",
+        "body_part": None,
+        "study_description": None,
+        "calling_ae": "US_ROOM",
+    }
+    values.update(kwargs)
+    return RoutingAttributes(**values)  # type: ignore[arg-type]
+
+
+PIPELINE = Pipeline(
+    called_ae="NODE",
+    rules=[
+        Rule(name="liver", match={"body_part": ["LIVER", "ABDOMEN"]}, engines=["liver"]),
+        Rule(name="breast", match={"body_part": ["BREAST"]}, engines=["breast"]),
+        Rule(
+            name="echo",
+            match={"study_description": r"echo|cardiac", "sop_class": [US_MF]},
+            engines=["cardiac"],
+        ),
+        Rule(name="from-pacs", match={"calling_ae": ["PACS"]}, engines=["liver", "breast"]),
+        Rule(name="other-us", match={"modality": ["US"]}, engines=["liver", "breast", "cardiac"]),
+    ],
+)
+
+
+def test_body_part_routes_case_insensitively() -> None:
+    assert engines_for(PIPELINE, attrs(body_part="abdomen")) == ("liver",)
+    assert engines_for(PIPELINE, attrs(body_part="BREAST")) == ("breast",)
+
+
+def test_study_description_regex_and_sop_class_must_both_hold() -> None:
+    echo = attrs(study_description="TTE Echo rest", sop_class_uid=US_MF)
+    assert engines_for(PIPELINE, echo) == ("cardiac",)
+    still = attrs(study_description="TTE Echo rest", sop_class_uid=US)
+    assert engines_for(PIPELINE, still) == ("liver", "breast", "cardiac")
+
+
+def test_calling_ae_rule() -> None:
+    assert engines_for(PIPELINE, attrs(calling_ae="PACS")) == ("liver", "breast")
+
+
+def test_first_matching_rule_wins() -> None:
+    both = attrs(body_part="LIVER", calling_ae="PACS")
+    assert engines_for(PIPELINE, both) == ("liver",)
+
+
+def test_no_rule_matches() -> None:
+    assert engines_for(PIPELINE, attrs(modality="CT")) == ()
+    assert engines_for(PIPELINE, attrs(modality=None)) == ()
+
+
+def test_export_targets_with_return_to_sender() -> None:
+    config = NodeConfig(
+        destinations=[
+            Destination(name="pacs", ae_title="PACS", host="10.0.0.1", port=104),
+            Destination(
+                name="viewer", ae_title="VIEWER", host="10.0.0.2", port=11112, overlay_capture=True
+            ),
+        ],
+        pipelines=[
+            Pipeline(
+                called_ae="NODE",
+                allowed_callers=[Caller(ae_title="US_ROOM", port=4100)],
+                destinations=["pacs", "viewer", "return-to-sender"],
+            )
+        ],
+    )
+    pipeline = config.pipelines[0]
+    targets = export_targets(config, pipeline, "US_ROOM", "10.9.9.9")
+    assert [(t.destination, t.ae_title, t.host, t.port, t.include_overlay) for t in targets] == [
+        ("pacs", "PACS", "10.0.0.1", 104, False),
+        ("viewer", "VIEWER", "10.0.0.2", 11112, True),
+        ("return-to-sender:US_ROOM", "US_ROOM", "10.9.9.9", 4100, False),
+    ]
+
+
+def test_return_to_sender_without_a_known_port_is_an_error() -> None:
+    config = NodeConfig(pipelines=[Pipeline(called_ae="NODE", destinations=["return-to-sender"])])
+    with pytest.raises(RoutingError, match="no port configured"):
+        export_targets(config, config.pipelines[0], "US_ROOM", "10.9.9.9")
