@@ -74,6 +74,14 @@ def _lateral_edges(d: np.ndarray, dx: np.ndarray, dz: np.ndarray, outer: float
     return horizontal & (d >= 1.0) & (d <= outer)
 
 
+def _fill(echo_bg: np.ndarray, atten_bg: np.ndarray, value: np.ndarray, atten_in: float,
+          d: np.ndarray, edge: float) -> Maps:
+    """Blend a lesion interior into the background over a margin of ``edge``."""
+    w = _inside(d, edge)
+    return (echo_bg + (value - echo_bg) * w, atten_bg + (atten_in - atten_bg) * w,
+            d <= 1.0 + edge)
+
+
 def _level(echo_bg: np.ndarray) -> float:
     """Typical background echogenicity around a lesion."""
     return float(np.median(echo_bg))
@@ -145,9 +153,7 @@ def hemangioma(rng: np.random.Generator, cx: float, cz: float, size_mm: float) -
         if atypical:
             hypo = (core(dx, dz) > 0.6) & (d < 0.6)
             value = np.where(hypo, 0.6 * level, value)
-        w = _inside(d, edge)
-        return (echo_bg + (value - echo_bg) * w, atten_bg + (atten_in - atten_bg) * w,
-                d <= 1.0 + edge)
+        return _fill(echo_bg, atten_bg, value, atten_in, d, edge)
 
     return LesionPainter("hemangioma", blob, style)
 
@@ -220,9 +226,7 @@ def metastasis(rng: np.random.Generator, cx: float, cz: float, size_mm: float
             value = level * hypo_echo * (1.0 + 0.2 * grain(dx, dz))
         if necrosis:
             value = np.where(d < necrosis_r, 0.03 * level, value)
-        w = _inside(d, edge)
-        return (echo_bg + (value - echo_bg) * w, atten_bg + (atten_in - atten_bg) * w,
-                d <= 1.0 + edge)
+        return _fill(echo_bg, atten_bg, value, atten_in, d, edge)
 
     return LesionPainter("metastasis", blob, style)
 

@@ -22,9 +22,9 @@ from tqdm import tqdm
 from inference.findings import MALIGNANT_CLASSES
 from inference.models.lesion_nets import LesionClassifier
 from inference.training.common import (
-    WEIGHTS_DIR,
     CosineSchedule,
     Deadline,
+    add_model_arguments,
     command_line,
     intensity_augment,
     set_seed,
@@ -37,20 +37,11 @@ logger = structlog.get_logger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Command-line options."""
-    parser.add_argument("--organ", choices=["liver", "breast"], required=True)
-    parser.add_argument("--cache", type=Path, required=True, help="cache from lesion-data")
-    parser.add_argument("--output", type=Path, default=WEIGHTS_DIR)
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--max-minutes", type=float, default=30.0, help="final model budget")
+    add_model_arguments(parser, epochs=15, batch_size=64, lr=3e-3, minutes=30.0)
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--cv-subset", type=int, default=4000)
     parser.add_argument("--cv-epochs", type=int, default=4)
     parser.add_argument("--cv-minutes", type=float, default=8.0, help="budget of all folds")
-    parser.add_argument("--limit", type=int, default=0, help="use only this many crops")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1)
 
 
 def _tensor(crops: np.ndarray, flip: np.ndarray | None = None) -> torch.Tensor:

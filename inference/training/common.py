@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import platform
@@ -19,6 +20,22 @@ logger = structlog.get_logger(__name__)
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 """Where shipped weights and their cards live."""
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, epochs: int, batch_size: int,
+                        lr: float, minutes: float) -> None:
+    """Options every lesion model trainer takes (organ, cache, output, budget, seed)."""
+    parser.add_argument("--organ", choices=["liver", "breast"], required=True)
+    parser.add_argument("--cache", type=Path, required=True, help="cache from lesion-data")
+    parser.add_argument("--output", type=Path, default=WEIGHTS_DIR)
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--max-minutes", type=float, default=minutes,
+                        help="wall-clock budget of the final model")
+    parser.add_argument("--limit", type=int, default=0, help="use only this many samples")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1)
 
 
 def set_seed(seed: int, threads: int = 1) -> np.random.Generator:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import structlog
@@ -21,9 +20,9 @@ from tqdm import tqdm
 from inference.models.lesion_nets import STRIDE, Detection, LesionDetector, box_iou, decode
 from inference.models.roi import DETECTOR_SIZE
 from inference.training.common import (
-    WEIGHTS_DIR,
     CosineSchedule,
     Deadline,
+    add_model_arguments,
     command_line,
     intensity_augment,
     set_seed,
@@ -39,16 +38,7 @@ DETECTION_IOU = 0.25
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Command-line options."""
-    parser.add_argument("--organ", choices=["liver", "breast"], required=True)
-    parser.add_argument("--cache", type=Path, required=True, help="cache from lesion-data")
-    parser.add_argument("--output", type=Path, default=WEIGHTS_DIR)
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--max-minutes", type=float, default=60.0)
-    parser.add_argument("--limit", type=int, default=0, help="use only this many images")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1)
+    add_model_arguments(parser, epochs=12, batch_size=16, lr=2e-3, minutes=60.0)
 
 
 @dataclass
