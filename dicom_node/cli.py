@@ -228,6 +228,16 @@ def cmd_export_action(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo_study(args: argparse.Namespace) -> int:
+    """Write phantom studies (liver, breast, echo) as DICOM files."""
+    from dicom_node.demo import write_demo_studies
+
+    files = write_demo_studies(args.out_dir, args.kinds, seed=args.seed, images=args.images)
+    for path in files:
+        print(path)
+    return 0
+
+
 def cmd_job_rerun(args: argparse.Namespace) -> int:
     """Queue a finished or failed job again."""
     if not _index(args).requeue_job(args.job_id):
@@ -314,6 +324,14 @@ def make_parser() -> argparse.ArgumentParser:
             _common(rerun)
             rerun.set_defaults(func=cmd_job_rerun)
     add_admin_commands(sub, _common, _config_and_file, parse_address)
+
+    demo = sub.add_parser("demo-study", help="write phantom US studies to try the node with")
+    demo.add_argument("out_dir", type=Path)
+    demo.add_argument("--kinds", nargs="+", choices=("liver", "breast", "echo"),
+                      default=["liver", "breast", "echo"])
+    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--images", type=int, default=2, help="stills per liver/breast study")
+    demo.set_defaults(func=cmd_demo_study)
     return parser
 
 
