@@ -4,11 +4,11 @@ This package is the only part of the node that imports SQLAlchemy.
 """
 
 from dicom_node.index.models import ExportState, JobState
+from dicom_node.index.queries import IndexQueries
 from dicom_node.index.store import (
     ExportItem,
     ExportTarget,
     Index,
-    IndexQueries,
     InstanceMeta,
     JobInput,
     Peer,
