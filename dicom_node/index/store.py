@@ -9,9 +9,8 @@ database without taking the same row twice.
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -164,11 +163,6 @@ class Index:
         self.engine = make_engine(url)
         migrate(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        # SQLite lets one writer in at a time and makes the others poll with
-        # sleeps of 1-100 ms; receiving threads queue here instead.
-        self._instance_writes: AbstractContextManager[Any] = (
-            threading.Lock() if url.startswith("sqlite") else nullcontext()
-        )
 
     def close(self) -> None:
         """Dispose of the connection pool."""
@@ -238,7 +232,7 @@ class Index:
         """
         for _attempt in range(5):
             try:
-                with self._instance_writes, self.session() as s:
+                with self.session() as s:
                     return self._record_instance(s, meta, peer, association_id, now)
             except IntegrityError:
                 continue
