@@ -233,6 +233,8 @@ def run_node(
 
     try:
         wait_for_port(port, process)
+        # The admin API starts after the DICOM port: wait until start-up is over.
+        wait_for_port(config["api_port"], process)
         yield Receiver(name, "NODE", port, [process.pid], spool, durable_and_indexed)
     finally:
         _stop(process)
