@@ -138,37 +138,45 @@ class HeartParameters:
         unit = disc_volume_ml(self.profile(_S), self.length_mm(phase))
         return float(np.sqrt(self.volume_ml(phase) / unit))
 
+    def timing(self) -> tuple[float, float, float]:
+        """Isovolumic contraction, ejection and isovolumic relaxation durations (s)."""
+        root = float(np.sqrt(self.period_s))
+        return 0.04, 0.27 * root, 0.07 * root
+
     def phase(self, t_s: float | np.ndarray) -> np.ndarray:
         """Systolic phase over time: 0 at end-diastole, 1 at end-systole.
 
-        Ejection is a half cosine lasting ``0.3 sqrt(T)`` s; diastole has
-        rapid filling to 25 %, a slow diastasis to 18 % and the atrial kick.
+        Isovolumic contraction (40 ms, volume constant), ejection as a half
+        cosine over ``0.27 sqrt(T)`` s, isovolumic relaxation (``0.07 sqrt(T)``
+        s, volume constant), then rapid filling to 25 %, a slow diastasis to
+        18 % and the atrial kick.
         """
         period = self.period_s
+        ivc, ejection, ivr = self.timing()
         tau = np.mod(np.asarray(t_s, dtype=np.float64), period)
-        systole = 0.30 * np.sqrt(period)
-        rapid = 0.28 * (period - systole)
-        atrial = 0.22 * (period - systole)
-        out = np.empty_like(tau)
-        ej = tau < systole
-        out[ej] = 0.5 - 0.5 * np.cos(np.pi * tau[ej] / systole)
-        t_d = tau - systole
-        fill = ~ej & (t_d < rapid)
+        rest = period - ivc - ejection - ivr
+        rapid, atrial = 0.28 * rest, 0.22 * rest
+        out = np.zeros_like(tau)
+        ej = (tau >= ivc) & (tau < ivc + ejection)
+        out[ej] = 0.5 - 0.5 * np.cos(np.pi * (tau[ej] - ivc) / ejection)
+        out[(tau >= ivc + ejection) & (tau < ivc + ejection + ivr)] = 1.0
+        t_d = tau - (ivc + ejection + ivr)
+        fill = (t_d >= 0.0) & (t_d < rapid)
         out[fill] = 0.25 + 0.75 * (0.5 + 0.5 * np.cos(np.pi * t_d[fill] / rapid))
-        dias = ~ej & (t_d >= rapid) & (t_d < period - systole - atrial)
-        frac = (t_d[dias] - rapid) / max(period - systole - atrial - rapid, 1e-6)
-        out[dias] = 0.25 - 0.07 * frac
-        kick = ~ej & ~fill & ~dias
-        t_a = (t_d[kick] - (period - systole - atrial)) / atrial
+        dias = (t_d >= rapid) & (t_d < rest - atrial)
+        out[dias] = 0.25 - 0.07 * (t_d[dias] - rapid) / max(rest - atrial - rapid, 1e-6)
+        kick = t_d >= rest - atrial
+        t_a = (t_d[kick] - (rest - atrial)) / atrial
         out[kick] = 0.18 * (0.5 + 0.5 * np.cos(np.pi * t_a))
         return out
 
     def mitral_opening(self, t_s: float | np.ndarray) -> np.ndarray:
         """How far the atrioventricular valves are open (0 closed, 1 open)."""
         period = self.period_s
+        ivc, ejection, ivr = self.timing()
         tau = np.mod(np.asarray(t_s, dtype=np.float64), period)
-        systole = 0.30 * np.sqrt(period)
-        t_d = (tau - systole - 0.04) / max(period - systole - 0.06, 1e-6)
+        rest = period - ivc - ejection - ivr
+        t_d = (tau - (ivc + ejection + ivr)) / max(rest - 0.02, 1e-6)
         # Wide open in early filling and at the atrial kick, half open in between.
         shape = 0.55 + 0.45 * np.cos(2.0 * np.pi * np.clip(t_d, 0.0, 1.0)) ** 2
         return np.where((t_d > 0.0) & (t_d < 1.0), shape, 0.0)

@@ -37,9 +37,15 @@ def test_subset_rendering_keeps_truth_of_the_full_cine() -> None:
 
 def test_heart_cycle_phase() -> None:
     heart = random_heart(np.random.default_rng(0))
-    systole = 0.30 * np.sqrt(heart.period_s)
+    ivc, ejection, ivr = heart.timing()
     assert float(heart.phase(0.0)) == pytest.approx(0.0, abs=1e-9)
-    assert float(heart.phase(systole - 1e-9)) == pytest.approx(1.0, abs=1e-6)
+    assert float(heart.phase(ivc / 2)) == pytest.approx(0.0, abs=1e-9)
+    assert float(heart.phase(ivc + ejection / 2)) == pytest.approx(0.5, abs=1e-6)
+    # End-systole lasts through isovolumic relaxation, with the mitral valve shut.
+    for t in (ivc + ejection, ivc + ejection + ivr / 2):
+        assert float(heart.phase(t)) == pytest.approx(1.0, abs=1e-6)
+        assert float(heart.mitral_opening(t)) == 0.0
+    assert float(heart.mitral_opening(ivc + ejection + ivr + 0.05)) > 0.5
     phases = heart.phase(np.linspace(0.0, 3 * heart.period_s, 400))
     assert phases.min() >= 0.0 and phases.max() <= 1.0
     assert heart.volume_ml(0.0) == pytest.approx(heart.edv_ml)
