@@ -9,7 +9,13 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         orthanc dcmtk dicom3tools pixelmed-apps libpixelmed-java default-jre-headless \
-        chromium nodejs npm postgresql >/dev/null
+        chromium postgresql >/dev/null
+    # Node.js for the dcmjs (OHIF parser) test; some images ship a Node.js that
+    # bundles npm and conflicts with Debian's npm package.
+    if ! command -v npm >/dev/null 2>&1; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            nodejs npm >/dev/null || echo "Node.js/npm not installed: the dcmjs test will skip"
+    fi
 fi
 
 python3 -m venv .venv
