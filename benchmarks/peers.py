@@ -42,9 +42,9 @@ class Receiver:
     """Callable returning how many instances the receiver holds."""
 
     def cpu_seconds(self) -> float:
-        """CPU time used so far by the receiver's processes and their reaped children."""
+        """CPU time used so far by the receiver's processes and their children."""
         total = 0
-        for pid in self.pids:
+        for pid in {*self.pids, *(c for p in self.pids for c in _children(p))}:
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
@@ -55,6 +55,17 @@ class Receiver:
     def peak_rss_mib(self) -> float:
         """Peak resident set size (VmHWM) of the receiver's main process, in MiB."""
         return peak_rss_mib(self.pids[0])
+
+
+def _children(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (e.g. the node's extra receivers)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return children
 
 
 def peak_rss_mib(pid: int) -> float:
