@@ -77,3 +77,8 @@ CONFIG_CHANGES = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+CONNECTIONS_REFUSED = Counter(
+    "dicom_node_connections_refused",
+    "TCP connections closed at once because their address held too many.",
+    registry=REGISTRY,
+)

@@ -452,8 +452,47 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
     Each accepted socket gets the network timeout, so a peer that stops in
     the middle of a PDU cannot hold an association thread forever, and the
     TLS handshake is left to the association's thread, so a peer that never
-    completes it cannot block the accept loop.
+    completes it cannot block the accept loop.  Connections from one address
+    are capped at :attr:`max_connections_per_ip`: a connection that never
+    becomes an association (silent, or a broken request) holds its thread for
+    up to the ACSE timeout, and one address must not hold them all.
     """
+
+    max_connections_per_ip = 16
+
+    def server_activate(self) -> None:
+        """Listen, with empty connection counts."""
+        self._connections_lock = threading.Lock()
+        self._connections: Counter[str] = Counter()
+        self._open: dict[int, str] = {}
+        super().server_activate()
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """Accept a connection unless its address already holds its share."""
+        host = str(client_address[0])
+        with self._connections_lock:
+            if self._connections[host] >= self.max_connections_per_ip:
+                refused = True
+            else:
+                refused = False
+                self._connections[host] += 1
+                self._open[id(request)] = host
+        if refused:
+            metrics.CONNECTIONS_REFUSED.inc()
+            LOGGER.warning(
+                "connection_refused",
+                peer=host,
+                reason=f"more than {self.max_connections_per_ip} connections from this address",
+            )
+        return not refused
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Serve a connection in its thread, then release its address's share."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._connections_lock:
+                self._connections[self._open.pop(id(request))] -= 1
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         """Accept a connection, set TCP_NODELAY and a timeout, wrap it for TLS if configured."""
@@ -532,6 +571,7 @@ def start_receiver(config: NodeConfig, receiver: Receiver) -> tuple[AE, Threaded
         ),
         request_handler=GuardedRequestHandler,
     )
+    server.max_connections_per_ip = 2 * config.limits.max_associations_per_ip
     thread = threading.Thread(target=server.serve_forever, name="dicom-receiver", daemon=True)
     thread.start()
     ae._servers.append(server)

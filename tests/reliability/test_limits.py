@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 
 from dicom_node.config import Limits
@@ -47,6 +48,21 @@ def test_maximum_associations_per_ip(make_node: MakeNode) -> None:
         assoc.release()
     record = IndexQueries(harness.node.index).associations(accepted=False)[0]
     assert record["reject_reason"] == "maximum associations from 127.0.0.1 reached"
+
+
+def test_silent_connections_from_one_address_cannot_take_every_slot(make_node: MakeNode) -> None:
+    harness = make_node(limits={"min_free_disk_mb": 0, "max_associations_per_ip": 2})
+    silent = [socket.create_connection(("127.0.0.1", harness.port)) for _ in range(4)]
+    with socket.create_connection(("127.0.0.1", harness.port)) as extra:
+        extra.settimeout(20)
+        assert extra.recv(1) == b"", "a fifth silent connection from one address was kept"
+    other_ip = requestor().associate(
+        "127.0.0.1", harness.port, ae_title="NODE", bind_address=("127.0.0.2", 0)
+    )
+    assert other_ip.is_established
+    other_ip.release()
+    for sock in silent:
+        sock.close()
 
 
 def test_maximum_pdu_is_announced(make_node: MakeNode) -> None:
