@@ -19,7 +19,10 @@ from sqlalchemy import select
 
 from dicom_node.index import ExportState, Index, JobState
 from dicom_node.index.models import Export, Instance, Job, ResultObject, Study
-from tests.dicom_node.conftest import make_study
+from dicom_node.service import Node, Stages
+from dicom_node.stages import build, decode
+from tests.dicom_node.conftest import make_study, node_config
+from tests.dicom_node.fake_engine import FakeAnalyzer
 from tests.peers import Orthanc
 from tests.reliability.conftest import base_config
 from tests.reliability.harness import (
@@ -214,4 +217,24 @@ def test_kill_9_loses_nothing_acknowledged_and_delivers_once(
         second_destination_received=len(second.received),
         second_destination_duplicates=len(second.received) - len(set(second.received)),
         reconciled=reconciled,
+    )
+
+
+def test_reconcile_reports_rows_whose_files_are_gone(tmp_path: Path) -> None:
+    """An indexed file deleted behind the node's back is reported and forgotten."""
+    node = Node(node_config(tmp_path), Stages(FakeAnalyzer(), decode, build))
+    node.start(workers=False)
+    try:
+        assert node.port is not None
+        assoc = associate(node.port)
+        assert [int(assoc.send_c_store(ds).Status) for ds in small_study(2)] == [0, 0]
+        assoc.release()
+        node.spool.instance_files()[0].unlink()
+        result = node.reconcile()
+    finally:
+        node.stop()
+    assert (result.rows_without_files, result.files_indexed, result.partial_files_removed) == (
+        1,
+        0,
+        0,
     )
