@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from pynetdicom.association import Association
 from dicom_node.clock import ManualClock
 from dicom_node.config import Caller, Completion, Destination, NodeConfig, Pipeline
 from dicom_node.export import Sender, c_store_batch
+from dicom_node.index import IndexQueries
 from dicom_node.network import ULTRASOUND_SOP_CLASSES
 from dicom_node.service import Node, Stages
 from dicom_node.stages import build, decode
@@ -105,11 +107,23 @@ class NodeHarness:
         return ae.associate("127.0.0.1", self.port, ae_title=called)
 
     def store(self, datasets: list[Dataset], calling: str = "MODALITY") -> list[int]:
+        """Send over one association; return when the node has logged its end."""
         assoc = self.associate(calling)
         assert assoc.is_established
         statuses = [int(assoc.send_c_store(ds).Status) for ds in datasets]
         assoc.release()
+        self.wait_for_associations_closed()
         return statuses
+
+    def wait_for_associations_closed(self, timeout: float = 30.0) -> None:
+        """Wait (bounded) until the node has recorded the end of every association."""
+        deadline = time.monotonic() + timeout
+        while any(
+            a["accepted"] and a["ended_at"] is None
+            for a in IndexQueries(self.node.index).associations(limit=1000)
+        ):
+            assert time.monotonic() < deadline, "an association was never closed"
+            time.sleep(0.02)
 
     def settle(self, seconds: float = 31) -> list[int]:
         """Advance the clock past the quiet period and run every due job."""

@@ -304,7 +304,7 @@ def test_undecodable_and_inconsistent_pixel_data() -> None:
     video.file_meta.TransferSyntaxUID = MPEG2MPML
     video.PhotometricInterpretation = "YBR_PARTIAL_420"
     video.PixelData = encapsulate([b"\x00\x00\x01\xb3" + b"\x00" * 60])
-    with pytest.raises(PixelDataError, match="MPEG"):
+    with pytest.raises(PixelDataError, match="video stream"):
         image_input_from_dataset(video)
     assert issubclass(PixelDataError, ValueError)
 
