@@ -41,18 +41,27 @@ ACKED_BEFORE_KILL = 2
 
 
 class Sender(threading.Thread):
-    """A modality sending one study over one association, remembering what was acknowledged."""
+    """A modality sending one study over one association, remembering what was acknowledged.
 
-    def __init__(self, port: int, study: list[Dataset]) -> None:
+    With a ``barrier`` it waits there after its first :data:`ACKED_BEFORE_KILL`
+    instances, so that every sender is mid-study when the test kills the node.
+    """
+
+    def __init__(
+        self, port: int, study: list[Dataset], barrier: threading.Barrier | None = None
+    ) -> None:
         super().__init__(daemon=True)
         self.port = port
         self.study = study
+        self.barrier = barrier
         self.acked: list[str] = []
         self.failed: list[str] = []
 
     def run(self) -> None:
         assoc = associate(self.port)
-        for ds in self.study:
+        for number, ds in enumerate(self.study):
+            if self.barrier is not None and number == ACKED_BEFORE_KILL:
+                self.barrier.wait(timeout=120)
             status: Any = None
             if assoc.is_established:
                 try:
@@ -152,17 +161,16 @@ def test_kill_9_loses_nothing_acknowledged_and_delivers_once(
         wait_until(lambda: bool(node.events("engine_held")), 60, "the job to start")
 
         # Four associations sending when the node is killed.
-        senders = [Sender(node.port, small_study(PER_SENDER)) for _ in range(SENDERS)]
+        barrier = threading.Barrier(SENDERS + 1)
+        senders = [Sender(node.port, small_study(PER_SENDER), barrier) for _ in range(SENDERS)]
         for sender in senders:
             sender.start()
-        wait_until(
-            lambda: all(len(s.acked) >= ACKED_BEFORE_KILL for s in senders), 120, "first acks"
-        )
+        barrier.wait(timeout=120)
         node.kill()
         for sender in senders:
             sender.join(timeout=120)
     acked_before = sum(len(s.acked) for s in senders)
-    assert all(len(s.acked) < PER_SENDER for s in senders), "a sender finished before the kill"
+    assert all(ACKED_BEFORE_KILL <= len(s.acked) < PER_SENDER for s in senders)
 
     # What a crash can leave behind, plus a file that lost its row.
     (data / "spool" / "tmp" / "crashed-write.part").write_bytes(b"partial")
