@@ -14,7 +14,7 @@ from __future__ import annotations
 import struct
 
 from pydicom.datadict import dictionary_VR
-from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, STANDARD_VR
 
 MAX_SEQUENCE_DEPTH = 32
 """Deepest sequence nesting accepted; real objects (SR trees included) stay far below."""
@@ -25,6 +25,7 @@ ITEM_END = 0xFFFEE00D
 SEQUENCE_END = 0xFFFEE0DD
 PIXEL_DATA = 0x7FE00010
 _LONG_VRS = frozenset(vr.encode() for vr in EXPLICIT_VR_LENGTH_32)
+_VRS = frozenset(vr.encode() for vr in STANDARD_VR)
 
 
 class MalformedDataset(ValueError):
@@ -141,7 +142,16 @@ def check_structure(
     Raises
     ------
     MalformedDataset
-        If an element runs past the bytes that enclose it, a container is
-        never closed, or sequences nest deeper than ``max_depth``.
+        If the first element is encoded with the other VR encoding than the
+        transfer syntax says, an element runs past the bytes that enclose it,
+        a container is never closed, or sequences nest deeper than ``max_depth``.
     """
+    if len(data) >= 8:
+        vr = data[4:6]
+        looks_explicit = vr in _VRS
+        if looks_explicit == implicit:
+            found, declared = ("explicit", "implicit") if implicit else ("implicit", "explicit")
+            raise MalformedDataset(
+                f"data set is encoded {found} VR but the transfer syntax is {declared} VR"
+            )
     _Walker(data, implicit, little, max_depth).run()

@@ -1,0 +1,66 @@
+"""The receipt screening accepts real-world encodings and rejects broken ones.
+
+The corpus is pydicom's own test files: every transfer syntax, big endian,
+encapsulated pixel data, defined and undefined lengths, nested sequences.
+"""
+
+from __future__ import annotations
+
+from io import BytesIO
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.uid import UID
+
+from dicom_node.screening import MAX_SEQUENCE_DEPTH, MalformedDataset, check_structure
+from tests.dicom_node.conftest import make_study
+from tests.reliability.test_hostile import recursion_bomb
+
+CORPUS = Path(pydicom.__file__).parent / "data" / "test_files"
+BROKEN = {
+    "MR_truncated.dcm": "truncated",
+    "rtplan_truncated.dcm": "truncated",
+    "SC_rgb_jpeg.dcm": "encoded implicit VR but the transfer syntax is explicit VR",
+}
+
+
+def _data_set(path: Path) -> tuple[bytes, UID] | None:
+    """The encoded data set after the file meta, and its transfer syntax (``None`` if odd)."""
+    raw = path.read_bytes()
+    stream = BytesIO(raw)
+    try:
+        read_preamble(stream, False)
+        meta = _read_file_meta_info(stream)
+        syntax = UID(meta.TransferSyntaxUID)
+    except (AttributeError, ValueError, pydicom.errors.InvalidDicomError):
+        return None
+    if syntax.is_deflated or not syntax.is_transfer_syntax:
+        return None
+    return raw[stream.tell() :], syntax
+
+
+FILES = sorted(p for p in CORPUS.glob("*.dcm") if _data_set(p) is not None)
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
+def test_corpus(path: Path) -> None:
+    data, syntax = _data_set(path)  # type: ignore[misc]
+    if path.name in BROKEN:
+        with pytest.raises(MalformedDataset, match=BROKEN[path.name]):
+            check_structure(data, syntax.is_implicit_VR, syntax.is_little_endian)
+    else:
+        check_structure(data, syntax.is_implicit_VR, syntax.is_little_endian)
+
+
+def test_corpus_is_broad() -> None:
+    syntaxes = {str(_data_set(p)[1]) for p in FILES}  # type: ignore[index]
+    assert len(FILES) > 50 and len(syntaxes) >= 8
+
+
+def test_depth_limit_is_exact() -> None:
+    (ds,) = make_study(1, rows=8, columns=8)
+    check_structure(recursion_bomb(ds, MAX_SEQUENCE_DEPTH), False, True)
+    with pytest.raises(MalformedDataset, match="nested deeper"):
+        check_structure(recursion_bomb(ds, MAX_SEQUENCE_DEPTH + 1), False, True)
