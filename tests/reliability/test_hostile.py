@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import socket
 import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -182,6 +183,16 @@ def test_idle_connections_and_associations_are_closed(node: NodeProcess) -> None
     half_pdu.close()
     record = queries(node.data_dir).associations(limit=1)[0]
     assert record["outcome"] == "aborted"
+    assert echo_ok(node.port)
+
+
+def test_store_request_whose_data_set_never_comes_is_ended(node: NodeProcess) -> None:
+    assoc = associate(node.port)
+    assoc.dimse_timeout = 60
+    started = time.monotonic()
+    assert send_raw(assoc, b"", US_IMAGE, generate_uid()) is None
+    assert time.monotonic() - started < 30, "the node waited longer than its timeouts"
+    assoc.abort()
     assert echo_ok(node.port)
 
 
