@@ -32,6 +32,7 @@ import yaml
 from benchmarks.data import SETS, cached_set, split
 from benchmarks.peers import (
     Receiver,
+    run_minimal_scp,
     run_node,
     run_orthanc_receiver,
     run_storescp,
@@ -94,6 +95,8 @@ def starters(node_variants: Sequence[str], peers: Sequence[str]) -> dict[str, St
         result["storescp"] = lambda work, n: run_storescp(work, fork=n > 1)
     if "orthanc" in peers:
         result["orthanc"] = lambda work, n: run_orthanc_receiver(work)
+    if "pynetdicom" in peers:
+        result["pynetdicom"] = lambda work, n: run_minimal_scp(work)
     for text in node_variants:
         label, overrides, source = parse_node_variant(text)
         result[label] = lambda work, n, label=label, o=overrides, s=source: run_node(
@@ -189,7 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", default=",".join(SETS), help="comma-separated instance sets")
     parser.add_argument("--associations", default="1,4", help="comma-separated counts")
-    parser.add_argument("--peers", default="storescp,orthanc", help="reference receivers")
+    parser.add_argument(
+        "--peers",
+        default="storescp,orthanc",
+        help="reference receivers: storescp, orthanc, pynetdicom (minimal SCP)",
+    )
     parser.add_argument(
         "--node",
         action="append",

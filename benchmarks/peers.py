@@ -151,6 +151,28 @@ def run_storescp(workdir: Path, fork: bool) -> Iterator[Receiver]:
 
 
 @contextmanager
+def run_minimal_scp(workdir: Path) -> Iterator[Receiver]:
+    """The minimal pynetdicom SCP of :mod:`benchmarks.minimal_scp` (file fsync only)."""
+    storage = workdir / "minimal"
+    port = free_port()
+    command = [sys.executable, "-m", "benchmarks.minimal_scp", str(port), str(storage)]
+    with open(workdir / "minimal.log", "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=log)
+    try:
+        wait_for_port(port, process)
+        yield Receiver(
+            "pynetdicom",
+            "MINIMAL",
+            port,
+            [process.pid],
+            storage,
+            lambda: _count_files(storage, "*.dcm"),
+        )
+    finally:
+        _stop(process)
+
+
+@contextmanager
 def run_orthanc_receiver(workdir: Path) -> Iterator[Receiver]:
     """Orthanc configured like the tests' archive (SyncStorageArea: it fsyncs)."""
     with run_orthanc(workdir / "orthanc") as orthanc:
