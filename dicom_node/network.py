@@ -461,22 +461,23 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
     max_connections_per_ip = 16
 
     def server_activate(self) -> None:
-        """Listen, with empty connection counts."""
-        self._connections_lock = threading.Lock()
-        self._connections: Counter[str] = Counter()
-        self._open: dict[int, str] = {}
+        """Listen, with no connection pending."""
+        self._pending_lock = threading.Lock()
+        self._pending: Counter[str] = Counter()
         super().server_activate()
+
+    def _connections_from(self, host: str) -> int:
+        """Live associations from ``host`` plus its connections not yet handed to one."""
+        live = sum(1 for a in self.ae.active_associations if a.requestor.address == host)
+        return live + self._pending[host]
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         """Accept a connection unless its address already holds its share."""
         host = str(client_address[0])
-        with self._connections_lock:
-            if self._connections[host] >= self.max_connections_per_ip:
-                refused = True
-            else:
-                refused = False
-                self._connections[host] += 1
-                self._open[id(request)] = host
+        with self._pending_lock:
+            refused = self._connections_from(host) >= self.max_connections_per_ip
+            if not refused:
+                self._pending[host] += 1
         if refused:
             metrics.CONNECTIONS_REFUSED.inc()
             LOGGER.warning(
@@ -487,12 +488,12 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
         return not refused
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
-        """Serve a connection in its thread, then release its address's share."""
+        """Start the connection's association; from then on it counts as live."""
         try:
             super().process_request_thread(request, client_address)
         finally:
-            with self._connections_lock:
-                self._connections[self._open.pop(id(request))] -= 1
+            with self._pending_lock:
+                self._pending[str(client_address[0])] -= 1
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         """Accept a connection, set TCP_NODELAY and a timeout, wrap it for TLS if configured."""

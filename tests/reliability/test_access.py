@@ -72,6 +72,13 @@ def _http(port: int, method: str, path: str, token: str | None = None) -> tuple[
         return exc.code, exc.read()
 
 
+def _api_up(port: int) -> bool:
+    try:
+        return _http(port, "GET", "/healthz")[0] == 200
+    except urllib.error.URLError:
+        return False
+
+
 def _written_by_node(data_dir: Path, extra: list[Path]) -> dict[str, bytes]:
     """Every file the node wrote except the DICOM objects it stores and sends."""
     files = [p for p in data_dir.rglob("*") if p.is_file() and p.suffix != ".dcm"]
@@ -118,6 +125,7 @@ def test_no_phi_in_logs_metrics_or_index_and_changes_need_the_token(
         assert statuses == [0, 0, 0, 0, 0xC000, 0xC000]
         assert associate(node.port, calling="STRANGER").is_rejected
 
+        wait_until(lambda: _api_up(api_port), 60, "the admin API")
         complete = f"/api/studies/{study[0].StudyInstanceUID}/complete"
         assert _http(api_port, "POST", complete)[0] == 401
         assert _http(api_port, "POST", complete, token="wrong")[0] == 401
