@@ -28,6 +28,7 @@ import io
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -132,12 +133,34 @@ def torch_vs_onnx(
     return torch_ms, ort_ms, ""
 
 
-def bench_engine(name: str, threads: int, repeat: int) -> tuple[list[str], list[list[str]]]:
-    """The engine's row and its networks' rows."""
+def load(name: str, weights_dir: Path | None) -> tuple[Any, Any]:
+    """The engine ``name`` and an analyzer around it (shipped weights, or ``weights_dir``)."""
     from inference.analyzer import Analyzer
-    from inference.engines.registry import load_engine
 
-    engine = load_engine(name)
+    if weights_dir is None:
+        from inference.engines.registry import load_engine
+
+        return load_engine(name), Analyzer.load([name])
+    from inference.engines.view import ViewClassifier
+
+    if name == "cardiac":
+        from inference.engines.cardiac import CardiacEngine
+
+        engine: Any = CardiacEngine(weights_dir)
+    else:
+        from inference.engines import lesion
+
+        engine = {"liver": lesion.LiverEngine, "breast": lesion.BreastEngine}[name](
+            weights_dir=weights_dir
+        )
+    return engine, Analyzer({name: engine}, ViewClassifier(weights_dir))
+
+
+def bench_engine(
+    name: str, threads: int, repeat: int, weights_dir: Path | None = None
+) -> tuple[list[str], list[list[str]]]:
+    """The engine's row and its networks' rows."""
+    engine, analyzer = load(name, weights_dir)
     cine_ds = phantom_dataset(name, CINE_FRAMES)
     cine = image_input_from_dataset(cine_ds)
     still_fps = "n/a (cine only)"
@@ -146,7 +169,6 @@ def bench_engine(name: str, threads: int, repeat: int) -> tuple[list[str], list[
         still = image_input_from_dataset(phantom_dataset(name, 1))
         still_fps = f"{1 / _seconds(lambda: engine.run(still), repeat):.1f}"
     cine_seconds = _seconds(lambda: engine.run(cine), max(1, repeat // 5))
-    analyzer = Analyzer.load([name])
 
     def end_to_end() -> None:
         analyzer.analyze(image_input_from_dataset(cine_ds), [name])
@@ -183,17 +205,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--engines", default="liver,breast,cardiac")
     parser.add_argument("--threads", type=int, default=2, help="torch and ORT threads")
     parser.add_argument("--repeat", type=int, default=10, help="runs per still measurement")
+    parser.add_argument(
+        "--weights-dir",
+        type=Path,
+        help="weights to use instead of the shipped ones (all engines and the view classifier)",
+    )
     args = parser.parse_args(argv)
     from inference.engines.registry import EngineUnavailableError
 
     torch.set_num_threads(args.threads)
-    print(machine_summary() + f", torch {torch.__version__}, {args.threads} thread(s)")
+    weights = args.weights_dir or "shipped weights"
+    print(machine_summary() + f", torch {torch.__version__}, {args.threads} thread(s), {weights}")
     rows, networks = [], []
     for name in args.engines.split(","):
         try:
-            row, network_rows = bench_engine(name, args.threads, args.repeat)
-        except EngineUnavailableError as exc:
-            rows.append([name, f"pending: {exc}", "", "", "", ""])
+            row, network_rows = bench_engine(name, args.threads, args.repeat, args.weights_dir)
+        except (EngineUnavailableError, FileNotFoundError) as exc:
+            rows.append([name, f"pending: {type(exc).__name__}: {exc}", "", "", "", ""])
             continue
         rows.append(row)
         networks.extend(network_rows)
