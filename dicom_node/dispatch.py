@@ -169,14 +169,22 @@ class Dispatcher:
         log.info("job_done", seconds=round(time.perf_counter() - started, 3), **summary)
         return True
 
-    def _load(self, paths: Sequence[str]) -> list[Dataset]:
+    def _load(self, paths: Sequence[str]) -> tuple[list[Dataset], int]:
+        """Read the job's spooled files; one that cannot be read is skipped and logged.
+
+        Returns the datasets and how many files were skipped.
+        """
         sources = []
         for path in paths:
             try:
                 sources.append(dcmread(path))
-            except FileNotFoundError as exc:
-                raise JobError(f"spooled file missing: {Path(path).name}") from exc
-        return sources
+            except Exception as exc:
+                LOGGER.error(
+                    "instance_unreadable",
+                    file=Path(path).name,
+                    error=f"{type(exc).__name__}: {exc}"[:200],
+                )
+        return sources, len(paths) - len(sources)
 
     def _analyse_image(self, ds: Dataset, engines: Sequence[str]) -> ImageResult:
         if not engines:
@@ -210,7 +218,7 @@ class Dispatcher:
             raise JobError(f"no pipeline for called AE {job.called_ae!r} any more")
         targets = export_targets(config, pipeline, job.calling_ae, job.calling_host)
         shutil.rmtree(self.spool.results / f"job-{job.job_id}", ignore_errors=True)
-        sources = self._load(job.instance_paths)
+        sources, unreadable = self._load(job.instance_paths)
         images = [ds for ds in sources if str(ds.get("SOPClassUID", "")) in ULTRASOUND_SOP_CLASSES]
         result = StudyResult(study_instance_uid=job.study_instance_uid)
         for ds in images:
@@ -249,6 +257,7 @@ class Dispatcher:
         summary: dict[str, int | str] = {
             "images": len(images),
             "other_instances": len(sources) - len(images),
+            "unreadable": unreadable,
             "lesions": len(result.lesions),
             "cardiac": len(result.cardiac),
             "not_assessed": len(result.not_assessed),

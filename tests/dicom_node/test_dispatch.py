@@ -156,3 +156,16 @@ def test_node_runs_on_postgresql(make_node: MakeNode) -> None:
         job = IndexQueries(harness.node.index).jobs()[0]
         assert job["state"] == JobState.DONE.value
         harness.node.stop()
+
+
+def test_unreadable_spool_file_is_skipped_not_fatal(make_node: MakeNode) -> None:
+    broken, fine = make_study(2)
+    harness = make_node(pipeline=pipeline(), destinations=[ARCHIVE])
+    harness.store([broken, fine])
+    (path,) = [p for p in harness.node.spool.instance_files() if broken.SOPInstanceUID in p.name]
+    path.write_bytes(b"not DICOM any more")
+    harness.settle()
+    job = IndexQueries(harness.node.index).jobs()[0]
+    assert job["state"] == JobState.DONE.value, job["error"]
+    assert "unreadable=1" in job["summary"]
+    assert [c[0] for c in harness.analyzer.calls] == [fine.SOPInstanceUID]
