@@ -253,7 +253,8 @@ def section(plot_dir: Path, quick: bool) -> str:
     Returns
     -------
     str
-        The section, with the Bland-Altman figure linked.
+        The section, with the Bland-Altman figure linked (also written to
+        ``plot_dir / "cardiac.md"``).
     """
     started = time.time()
     n_cines, n_view = (8, 10) if quick else (40, 60)
@@ -281,4 +282,6 @@ def section(plot_dir: Path, quick: bool) -> str:
         f"![EF Bland-Altman]({plot_dir.name}/{FIGURE_NAME})", "",
         *view_markdown(view),
     ]
-    return "\n".join(lines)
+    markdown = "\n".join(lines)
+    (plot_dir / "cardiac.md").write_text(markdown + "\n")
+    return markdown

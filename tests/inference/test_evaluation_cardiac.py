@@ -1,0 +1,31 @@
+"""Tests of the EF agreement statistics and the Bland-Altman plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inference.evaluation.cardiac import agreement, plot_bland_altman
+
+
+def test_agreement_statistics() -> None:
+    truth = np.array([20.0, 40.0, 60.0, 70.0])
+    measured = truth + np.array([1.0, -1.0, 3.0, 1.0])
+    stats = agreement(truth, measured)
+    assert stats["mae"] == pytest.approx(1.5)
+    assert stats["bias"] == pytest.approx(1.0)
+    sd = float(np.std([1.0, -1.0, 3.0, 1.0], ddof=1))
+    assert stats["loa_low"] == pytest.approx(1.0 - 1.96 * sd)
+    assert stats["loa_high"] == pytest.approx(1.0 + 1.96 * sd)
+    assert stats["rmse"] == pytest.approx(np.sqrt(3.0))
+    assert 0.99 < stats["r"] <= 1.0
+
+
+def test_bland_altman_plot_is_written(tmp_path: Path) -> None:
+    truth = np.array([20.0, 40.0, 60.0])
+    measured = np.array([22.0, 39.0, 61.0])
+    path = tmp_path / "ba.png"
+    plot_bland_altman(path, truth, measured, agreement(truth, measured), "test")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
