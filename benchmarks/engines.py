@@ -117,6 +117,7 @@ def torch_vs_onnx(
     import onnxruntime as ort
 
     module.eval()
+    x = x.clone()  # a normal tensor: inputs captured under inference_mode cannot be traced
     with torch.inference_mode():
         torch_ms = 1000 * _seconds(lambda: module(x), repeat)
     buffer = io.BytesIO()
