@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import structlog
@@ -39,6 +40,8 @@ DETECTION_IOU = 0.25
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Command-line options."""
     add_model_arguments(parser, epochs=12, batch_size=16, lr=2e-3, minutes=60.0)
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from these weights (fine-tuning)")
 
 
 @dataclass
@@ -145,6 +148,8 @@ def run(args: argparse.Namespace) -> None:
     if args.limit:
         train, val = train[: args.limit], val[: max(args.limit // 8, 4)]
     model = LesionDetector()
+    if args.init is not None:
+        model.load_state_dict(torch.load(args.init, weights_only=True))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     steps = args.epochs * int(np.ceil(len(train) / args.batch_size))
     deadline = Deadline(args.max_minutes)
@@ -190,4 +195,5 @@ def run(args: argparse.Namespace) -> None:
                metrics={"val_precision": p, "val_recall": r, "val_f1": f1,
                         "iou": DETECTION_IOU, "best_epoch": best[3]},
                extra={"threshold": best[1], "input_size": DETECTOR_SIZE,
-                      "architecture": "CenterNet-style FPN, stride 4"})
+                      "architecture": "CenterNet-style FPN, stride 4",
+                      "init": str(args.init) if args.init else None})
