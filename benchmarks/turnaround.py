@@ -35,20 +35,24 @@ from benchmarks.data import UID_ROOT, Pixels, write_study
 from benchmarks.peers import Receiver, node_config, send_concurrently
 from benchmarks.report import machine_summary, print_table
 from dicom_node.config import NodeConfig
-from dicom_node.service import Node, Stages, real_stages
+from dicom_node.service import Node, Stages
 from tests.peers import Orthanc, free_port, run_orthanc
 
 POLL_SECONDS = 0.05
 """How often Orthanc is asked whether the SR has arrived."""
 
 
-def liver_images(count: int, jpeg: bool = True) -> list[Pixels]:
-    """``count`` single-frame 640x480 liver phantom images (seeds 0..count-1)."""
+TAGS = {"liver": ("LIVER", "US LIVER"), "breast": ("BREAST", "US BREAST")}
+"""BodyPartExamined and StudyDescription of the studies, by organ."""
+
+
+def phantom_images(organ: str, count: int, jpeg: bool = True) -> list[Pixels]:
+    """``count`` single-frame 640x480 phantom images of ``organ`` (seeds 0..count-1)."""
     from inference.phantoms.generator import generate
 
     images = []
     for seed in range(count):
-        sample = generate("liver", seed, rows=480, cols=640)
+        sample = generate(organ, seed, rows=480, cols=640)  # type: ignore[arg-type]
         images.append(Pixels.encode(sample.frames, jpeg, cine=False, pixel_mm=sample.pixel_mm))
     return images
 
@@ -81,28 +85,42 @@ def wait_for_sr(orthanc: Orthanc, study_uid: str, timeout: float) -> float:
     raise TimeoutError(f"no SR of {study_uid} in the archive after {timeout} s")
 
 
-def stages_for(engine: str) -> Stages:
-    """The real stages, or the tests' fake engine with the real decoder and builders."""
+def stages_for(engine: str, engine_names: Sequence[str]) -> Stages:
+    """The real stages (``engine_names`` loaded), or the tests' fake engine.
+
+    Both use the real decoder and result builders.
+    """
+    from dicom_node.stages import LazyAnalyzer, build, decode
+
     if engine == "real":
-        stages = real_stages()
-        stages.analyze.load()  # type: ignore[attr-defined]
-        return stages
-    from dicom_node.stages import build, decode
+        analyzer = LazyAnalyzer(engine_names)
+        analyzer.load()
+        return Stages(analyze=analyzer, decode=decode, build=build)
     from tests.dicom_node.fake_engine import FakeAnalyzer
 
     return Stages(analyze=FakeAnalyzer(), decode=decode, build=build)
 
 
 def run(
-    engine: str, studies: int, images: int, quiet: float, work: Path
+    engine: str,
+    engine_names: Sequence[str],
+    organ: str,
+    studies: int,
+    images: int,
+    quiet: float,
+    work: Path,
 ) -> tuple[list[float], list[float]]:
     """Send ``studies`` studies; return (turnarounds minus quiet period, send seconds)."""
-    pixels = liver_images(images)
+    pixels = phantom_images(organ, images)
+    body_part, description = TAGS[organ]
     folders = []
     for number in range(studies):
         uid = generate_uid(UID_ROOT)
-        folders.append((uid, write_study(work / "studies" / str(number), pixels, uid)))
-    stages = stages_for(engine)
+        folder = work / "studies" / str(number)
+        folders.append(
+            (uid, write_study(folder, pixels, uid, body_part=body_part, description=description))
+        )
+    stages = stages_for(engine, engine_names)
     turnarounds, sending = [], []
     with run_orthanc(work / "orthanc") as orthanc:
         archive = {"ae_title": orthanc.ae_title, "host": "127.0.0.1", "port": orthanc.dicom_port}
@@ -138,18 +156,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: print the turnaround table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--engine", choices=("real", "fake"), default="real")
+    parser.add_argument(
+        "--engines", default="liver,breast,cardiac", help="real engines to load (routing names)"
+    )
+    parser.add_argument("--organ", choices=sorted(TAGS), default="liver", help="phantom anatomy")
     parser.add_argument("--studies", type=int, default=20)
     parser.add_argument("--images", type=int, default=30, help="single-frame images per study")
     parser.add_argument("--quiet", type=float, default=2.0, help="quiet period in seconds")
     args = parser.parse_args(argv)
     print(machine_summary())
     with tempfile.TemporaryDirectory(prefix="turnaround-") as folder:
-        turnarounds, sending = run(args.engine, args.studies, args.images, args.quiet, Path(folder))
+        turnarounds, sending = run(
+            args.engine,
+            args.engines.split(","),
+            args.organ,
+            args.studies,
+            args.images,
+            args.quiet,
+            Path(folder),
+        )
     print_table(
-        ["engine", "studies", "images", "send s (median)", "median s", "p95 s", "max s"],
+        ["engine", "organ", "studies", "images", "send s (median)", "median s", "p95 s", "max s"],
         [
             [
-                args.engine,
+                args.engine if args.engine == "fake" else f"real ({args.engines})",
+                args.organ,
                 str(args.studies),
                 str(args.images),
                 f"{statistics.median(sending):.2f}",
