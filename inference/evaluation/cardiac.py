@@ -264,7 +264,8 @@ def section(plot_dir: Path, quick: bool) -> str:
         "## Cardiac: LV ejection fraction (apical four-chamber cine)", "",
         f"{m['n_cines']} held-out phantom cines (seed {m['seed']}, EF 15-75 %, 1.2-2 beats, "
         "random depth, gain, dynamic range, frequency, heart rate and size); single-plane "
-        "method of discs on the U-Net's LV masks, ED/ES = largest/smallest smoothed volume. "
+        "method of discs on the U-Net's LV masks, ED/ES = largest/smallest volume after a "
+        "3-frame running median. "
         f"{m['n_assessed']} of {m['n_cines']} cines assessed with regions, "
         f"{m['n_assessed_no_regions']} without. Evaluated in {time.time() - started:.0f} s.", "",
         "| Measure | Value |", "|---|---|",
