@@ -160,11 +160,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--engines", default="liver,breast,cardiac", help="real engines to load (routing names)"
     )
     parser.add_argument("--organ", choices=sorted(TAGS), default="liver", help="phantom anatomy")
+    parser.add_argument(
+        "--torch-threads", type=int, help="torch.set_num_threads for the engines (torch default)"
+    )
     parser.add_argument("--studies", type=int, default=20)
     parser.add_argument("--images", type=int, default=30, help="single-frame images per study")
     parser.add_argument("--quiet", type=float, default=2.0, help="quiet period in seconds")
     args = parser.parse_args(argv)
-    print(machine_summary())
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+    threads = args.torch_threads or "default"
+    print(machine_summary() + f", torch threads {threads}")
     with tempfile.TemporaryDirectory(prefix="turnaround-") as folder:
         turnarounds, sending = run(
             args.engine,
