@@ -1,0 +1,98 @@
+"""The shipped lesion engines on a small fixed held-out phantom set."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from pydicom.uid import UID
+
+from inference.engines.base import Engine, ImageInput
+from inference.engines.lesion import WEIGHTS_DIR, BreastEngine, LesionEngine, LiverEngine
+from inference.evaluation.lesion import image_input
+from inference.evaluation.metrics import match_detections, prf
+from inference.findings import AnatomyValues, NotAssessedReasonValues
+from inference.geometry import ImageGeometry
+from inference.phantoms.anatomy import SceneConfig
+from inference.phantoms.generator import generate
+from inference.training.common import sha256_file
+
+THRESHOLDS = {
+    # organ: (detection recall, detection precision, ROI 4-class accuracy) on 20 images;
+    # measured with the shipped weights: liver 0.70 / 0.86 / 0.88, breast 0.70 / 0.70 / 0.87.
+    "liver": (0.6, 0.75, 0.8),
+    "breast": (0.6, 0.6, 0.8),
+}
+"""Floors for the shipped weights, a margin below what they measure on this set."""
+
+ENGINES: dict[str, type[LesionEngine]] = {"liver": LiverEngine, "breast": BreastEngine}
+
+
+@pytest.mark.parametrize("organ", ["liver", "breast"])
+def test_engine_contract_and_weight_cards(organ: str) -> None:
+    engine = ENGINES[organ]()
+    assert isinstance(engine, Engine)
+    assert engine.name == organ
+    assert engine.anatomy == AnatomyValues(organ)
+    for part in ("detector", "classifier"):
+        weights = WEIGHTS_DIR / f"{organ}_{part}.pt"
+        card = json.loads(weights.with_suffix(".json").read_text())
+        assert card["sha256"] == sha256_file(weights)
+        assert weights.stat().st_size < 20 * 1024 * 1024
+        assert card["command"].startswith("us-ai-train")
+    assert ENGINES[organ]().algorithm.device_uid == engine.algorithm.device_uid
+
+
+@pytest.mark.parametrize("organ", ["liver", "breast"])
+def test_shipped_weights_reach_their_floors(organ: str) -> None:
+    engine = ENGINES[organ]()
+    matches, n_truth, correct, n_roi = [], 0, 0, 0
+    for k in range(20):
+        sample = generate(organ, 7_000_000 + k, 480, 640)  # type: ignore[arg-type]
+        result = engine.run(image_input(sample, f"2.25.{k}", with_regions=k % 2 == 0))
+        truths = sample.truths[0]
+        n_truth += len(truths)
+        matches += match_detections([f.key_observation.box for f in result.lesions],
+                                    [f.key_observation.score for f in result.lesions],
+                                    [t.box for t in truths])
+        for finding in result.lesions:
+            box = finding.key_observation.box
+            assert 0 <= box.x0 < box.x1 <= 640 and 0 <= box.y0 < box.y1 <= 480
+            assert finding.heatmap is not None and finding.heatmap.shape == (480, 640)
+            assert finding.heatmap.min() >= 0.0 and finding.heatmap.max() <= 1.0
+            assert UID(finding.tracking_uid).is_valid
+        if truths:
+            probs = engine.classify(sample.frames[0], [t.box for t in truths])
+            correct += sum(engine.classes[int(p.argmax())] == t.label
+                           for p, t in zip(probs, truths, strict=True))
+            n_roi += len(truths)
+    precision, recall, _ = prf(matches, n_truth, engine.score_threshold)
+    floor_recall, floor_precision, floor_accuracy = THRESHOLDS[organ]
+    assert recall >= floor_recall
+    assert precision >= floor_precision
+    assert correct / n_roi >= floor_accuracy
+
+
+def test_cine_gives_one_tracked_finding_per_lesion() -> None:
+    clip = generate("liver", 7_100_000, 480, 640, n_frames=12,
+                    config=SceneConfig(lesion_counts=(0.0, 1.0), size_mm=(15.0, 25.0),
+                                       classes=("cyst",)))
+    result = LiverEngine().run(image_input(clip, "2.25.1", True))
+    spanning = [f for f in result.lesions if len(f.observations) >= 6]
+    assert len(spanning) == 1
+    finding = spanning[0]
+    assert finding.frame_numbers == sorted(finding.frame_numbers)
+    assert finding.frame_numbers[0] >= 1 and finding.frame_numbers[-1] <= 12
+    assert finding.label == "cyst"
+    assert sum(finding.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+    truth = clip.truths[finding.key_observation.frame_number - 1][0].box
+    assert finding.key_observation.box.iou(truth) > 0.25
+
+
+def test_blank_image_is_not_assessed() -> None:
+    image = ImageInput("2.25.5", np.zeros((1, 480, 640), np.uint8), ImageGeometry(None, None))
+    result = BreastEngine().run(image)
+    assert result.not_assessed is not None
+    assert result.not_assessed.reason == NotAssessedReasonValues.IMAGE_QUALITY
+    assert result.lesions == []
