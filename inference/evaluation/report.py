@@ -32,6 +32,8 @@ def _fmt(value: float | None) -> str:
 def _verdict(ours: float, published: float | None) -> str:
     if published is None or np.isnan(ours):
         return ""
+    if round(ours, 3) == round(published, 3):
+        return "ties"
     return "beats" if ours > published else "**misses**"
 
 
