@@ -98,6 +98,12 @@ class LesionEngine:
         Frames of a cine analysed at most (evenly sampled).
     vote_k, vote_n:
         k-of-n frame voting of a track's class.
+    cine_threshold_factor:
+        Factor on the per-frame score threshold for a cine, where a lesion
+        must also persist on a quarter of the sampled frames.  Below 1 it
+        recovers faint lesions (0.6 raised held-out clip accuracy from 0.63 to
+        0.77, liver) but keeps more persistent false tracks (vessel
+        cross-sections), so the default is 1.
     """
 
     name: str = ""
@@ -105,12 +111,14 @@ class LesionEngine:
     classes: tuple[str, ...] = ()
 
     def __init__(self, weights_dir: Path | None = None, score_threshold: float | None = None,
-                 max_frames: int = 16, vote_k: int = 3, vote_n: int = 5) -> None:
+                 max_frames: int = 16, vote_k: int = 3, vote_n: int = 5,
+                 cine_threshold_factor: float = 1.0) -> None:
         self._models = _load(weights_dir or WEIGHTS_DIR, self.name, len(self.classes))
         self.score_threshold = (score_threshold if score_threshold is not None
                                 else self._models.threshold)
         self.max_frames = max_frames
         self.vote_k, self.vote_n = vote_k, vote_n
+        self.cine_threshold_factor = cine_threshold_factor
 
     @property
     def algorithm(self) -> AlgorithmInfo:
@@ -124,7 +132,8 @@ class LesionEngine:
             weights_sha256=self._models.sha256,
             parameters={"score_threshold": f"{self.score_threshold:.2f}",
                         "cine_vote": f"{self.vote_k} of {self.vote_n} frames",
-                        "max_frames": str(self.max_frames)})
+                        "max_frames": str(self.max_frames),
+                        "cine_threshold_factor": f"{self.cine_threshold_factor:.2f}"})
 
     def run(self, image: ImageInput) -> ImageResult:
         """Detect, classify and (on cine) track the lesions of one image."""
@@ -138,7 +147,8 @@ class LesionEngine:
         frames = image.frames
         indices = np.round(np.linspace(0, len(frames) - 1, min(len(frames), self.max_frames))
                            ).astype(int) if len(frames) > 1 else np.array([0])
-        per_frame = self.detect(frames, indices, area)
+        threshold = self.score_threshold * (self.cine_threshold_factor if len(indices) > 1 else 1)
+        per_frame = self.detect(frames, indices, area, threshold)
         tracks = track(per_frame)
         if len(indices) >= 4:
             needed = max(2, int(np.ceil(0.25 * len(indices))))
@@ -147,11 +157,12 @@ class LesionEngine:
             result.lesions.append(self._finding(image, frames, indices, t, number))
         return result
 
-    def detect(self, frames: np.ndarray, indices: np.ndarray, area: BoundingBox
-               ) -> list[list[Detection]]:
+    def detect(self, frames: np.ndarray, indices: np.ndarray, area: BoundingBox,
+               threshold: float | None = None) -> list[list[Detection]]:
         """Detections (original pixels) on ``frames[indices]``, one list per index.
 
-        ``Detection.frame_index`` is the position in ``indices``.
+        ``Detection.frame_index`` is the position in ``indices``; ``threshold``
+        defaults to :attr:`score_threshold`.
         """
         inputs, boxes = [], []
         for i in indices:
@@ -160,7 +171,8 @@ class LesionEngine:
             boxes.append(lb)
         x = torch.from_numpy(np.stack(inputs)[:, None].astype(np.float32) / 255.0)
         with torch.no_grad():
-            decoded = decode(*self._models.detector(x), threshold=self.score_threshold)
+            decoded = decode(*self._models.detector(x), threshold=(
+                self.score_threshold if threshold is None else threshold))
         out = []
         for k, (dets, lb) in enumerate(zip(decoded, boxes, strict=True)):
             frame_dets = []
