@@ -195,6 +195,9 @@ class NodeConfig(_Model):
     port: int = Field(default=11112, ge=0, le=65535)
     receivers: int = Field(default=1, ge=1, le=32)
     """Processes receiving on ``port`` (SO_REUSEPORT); see :mod:`dicom_node.receivers`."""
+    inference_threads: int = Field(default=1, ge=1, le=64)
+    """torch threads of the engines; 1 keeps a 2-core node responsive while it receives
+    (benchmarks/README.md: 1 thread was faster than 2 on a loaded 2-core machine)."""
     data_dir: Path = Path("./var")
     database_url: str | None = None
     """SQLAlchemy URL; SQLite in the data dir when omitted."""

@@ -56,11 +56,12 @@ class Stages:
     build: Build
 
 
-def real_stages() -> Stages:
+def real_stages(config: NodeConfig) -> Stages:
     """The engines, decoder and result builders of the product."""
     from dicom_node import stages
 
-    return Stages(analyze=stages.LazyAnalyzer(), decode=stages.decode, build=stages.build)
+    analyzer = stages.LazyAnalyzer(threads=config.inference_threads)
+    return Stages(analyze=analyzer, decode=stages.decode, build=stages.build)
 
 
 class Node:
@@ -95,7 +96,7 @@ class Node:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.spool = Spool(config.data_dir / "spool")
         self.index = Index(config.database)
-        self.stages = stages or real_stages()
+        self.stages = stages or real_stages(config)
         self.receiver = Receiver(self.config, self.spool, self.index, self.clock)
         self.dispatcher = Dispatcher(
             self.config,

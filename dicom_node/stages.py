@@ -32,8 +32,9 @@ def decode(ds: Dataset) -> ImageInput:
 class LazyAnalyzer:
     """Loads every engine on first use (once per process), then analyses images."""
 
-    def __init__(self, engine_names: Sequence[str] = ENGINE_NAMES) -> None:
+    def __init__(self, engine_names: Sequence[str] = ENGINE_NAMES, threads: int = 1) -> None:
         self.engine_names = tuple(engine_names)
+        self.threads = threads
         self._analyzer: Any = None
         self._lock = threading.Lock()
 
@@ -41,8 +42,11 @@ class LazyAnalyzer:
         """Load the engines now (idempotent)."""
         with self._lock:
             if self._analyzer is None:
+                import torch
+
                 from inference.analyzer import Analyzer
 
+                torch.set_num_threads(self.threads)
                 self._analyzer = Analyzer.load(self.engine_names)
                 LOGGER.info("engines_loaded", engines=list(self.engine_names))
 
