@@ -45,6 +45,9 @@ LOGGER = structlog.get_logger(__name__)
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 
+DEFER_BYTES = 256 * 1024
+"""Values larger than this are read from the spool only when used."""
+
 Analyze = Callable[[ImageInput, Sequence[str]], ImageResult]
 """Runs the routed engines (by name) on one image."""
 
@@ -169,15 +172,18 @@ class Dispatcher:
         log.info("job_done", seconds=round(time.perf_counter() - started, 3), **summary)
         return True
 
-    def _load(self, paths: Sequence[str]) -> tuple[list[Dataset], int]:
+    def _load(self, paths: Sequence[str]) -> tuple[list[tuple[str, Dataset]], int]:
         """Read the job's spooled files; one that cannot be read is skipped and logged.
 
-        Returns the datasets and how many files were skipped.
+        Large values (pixel data) are deferred: they stay on disk until a
+        result builder needs them, so a study's cine loops are never all in
+        memory at once.  Returns ``(path, dataset)`` pairs and how many files
+        were skipped.
         """
         sources = []
         for path in paths:
             try:
-                sources.append(dcmread(path))
+                sources.append((path, dcmread(path, defer_size=DEFER_BYTES)))
             except Exception as exc:
                 LOGGER.error(
                     "instance_unreadable",
@@ -186,7 +192,8 @@ class Dispatcher:
                 )
         return sources, len(paths) - len(sources)
 
-    def _analyse_image(self, ds: Dataset, engines: Sequence[str]) -> ImageResult:
+    def _analyse_image(self, ds: Dataset, path: str, engines: Sequence[str]) -> ImageResult:
+        """Decode the image at ``path`` (a fresh read, freed afterwards) and analyse it."""
         if not engines:
             return not_assessed(
                 ds,
@@ -194,7 +201,7 @@ class Dispatcher:
                 "no routing rule sends this image to an engine",
             )
         try:
-            image = self.decode(ds)
+            image = self.decode(dcmread(path))
         except Exception as exc:
             return not_assessed(
                 ds, NotAssessedReasonValues.UNDECODABLE, f"{type(exc).__name__}: {exc}"[:200]
@@ -219,11 +226,15 @@ class Dispatcher:
         targets = export_targets(config, pipeline, job.calling_ae, job.calling_host)
         shutil.rmtree(self.spool.results / f"job-{job.job_id}", ignore_errors=True)
         sources, unreadable = self._load(job.instance_paths)
-        images = [ds for ds in sources if str(ds.get("SOPClassUID", "")) in ULTRASOUND_SOP_CLASSES]
+        paths = {id(ds): path for path, ds in sources}
+        images = [
+            ds for _, ds in sources if str(ds.get("SOPClassUID", "")) in ULTRASOUND_SOP_CLASSES
+        ]
         result = StudyResult(study_instance_uid=job.study_instance_uid)
         for ds in images:
             attrs = RoutingAttributes.from_dataset(ds, job.calling_ae)
-            result.images.append(self._analyse_image(ds, engines_for(pipeline, attrs)))
+            engines = engines_for(pipeline, attrs)
+            result.images.append(self._analyse_image(ds, paths[id(ds)], engines))
         failures = [
             n.detail
             for n in result.not_assessed

@@ -169,3 +169,30 @@ def test_unreadable_spool_file_is_skipped_not_fatal(make_node: MakeNode) -> None
     assert job["state"] == JobState.DONE.value, job["error"]
     assert "unreadable=1" in job["summary"]
     assert [c[0] for c in harness.analyzer.calls] == [fine.SOPInstanceUID]
+
+
+def test_overlay_capture_for_destinations_that_want_it(make_node: MakeNode) -> None:
+    from tests.peers import dciodvfy_errors
+
+    viewer = Destination(
+        name="viewer", ae_title="VIEWER", host="127.0.0.1", port=2, overlay_capture=True
+    )
+    harness = make_node(
+        pipeline=pipeline(destinations=["archive", "viewer"]), destinations=[ARCHIVE, viewer]
+    )
+    harness.store(make_study(1, frames=4, photometric="RGB"))
+    harness.settle()
+    results = sorted(harness.node.spool.results.glob("job-*/*.dcm"))
+    captures = [
+        p for p in results if dcmread(p).Modality == "OT" or dcmread(p).SOPClassUID.endswith(".7")
+    ]
+    assert captures, "the overlay image is built from the spooled (deferred) pixel data"
+    for path in captures:
+        assert dciodvfy_errors(path) == []
+    items = {
+        i.destination: i.paths
+        for i in harness.node.index.due_exports("viewer", harness.clock.now(), 10)
+    }
+    archive_items = harness.node.index.due_exports("archive", harness.clock.now(), 10)
+    assert any(str(c) in items["viewer"] for c in captures)
+    assert not any(str(c) in archive_items[0].paths for c in captures)
