@@ -1,7 +1,7 @@
 #!/bin/sh
-# Install everything the tests need (Debian packages when run as root with apt,
-# a virtual environment with the CPU build of torch, the dcmjs test helper),
-# then run the whole test suite.  Usage: sh scripts/test.sh [pytest args]
+# Install everything the tests need: Debian packages when run as root with apt,
+# a virtual environment in .venv with the CPU build of torch, the dcmjs test
+# helper.  The README's test command then runs .venv/bin/pytest.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -25,5 +25,3 @@ python3 -m venv .venv
 if [ -f tests/sr_templates/js/package-lock.json ] && command -v npm >/dev/null 2>&1; then
     (cd tests/sr_templates/js && npm ci --no-audit --no-fund --silent)
 fi
-
-exec .venv/bin/pytest "$@"
