@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,42 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
+) -> None:
+    """Poll ``predicate`` until true; fail with ``what`` after ``timeout`` seconds.
+
+    The one place the tests wait for another process or thread: a condition
+    with a deadline, never a fixed sleep.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(interval)
+
+
+def start_logged(
+    command: Sequence[str],
+    log: Path,
+    ready: bytes,
+    timeout: float = 60,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` with its output in ``log``; return once ``ready`` is logged.
+
+    Fails with the log if the process exits or ``ready`` does not appear in time.
+    """
+    with open(log, "wb") as out:
+        process = subprocess.Popen(list(command), stdout=out, stderr=out, env=env)
+
+    def started() -> bool:
+        assert process.poll() is None, log.read_text()
+        return ready in log.read_bytes()
+
+    wait_until(started, timeout, f"{ready.decode()} from {command[0]}", interval=0.1)
+    return process
 
 
 def require(*programs: str) -> None:
@@ -71,14 +107,14 @@ class Orthanc:
 
     def wait_for(self, modality: str, count: int, timeout: float = 120) -> list[str]:
         """Wait until ``count`` instances of ``modality`` are stored; return their ids."""
-        deadline = time.monotonic() + timeout
         found: list[str] = []
-        while time.monotonic() < deadline:
-            found = self.instances_of_modality(modality)
-            if len(found) >= count:
-                return found
-            time.sleep(0.25)
-        raise AssertionError(f"Orthanc has {len(found)} {modality} instance(s), wanted {count}")
+
+        def stored() -> bool:
+            found[:] = self.instances_of_modality(modality)
+            return len(found) >= count
+
+        wait_until(stored, timeout, f"{count} {modality} instance(s) in Orthanc", interval=0.25)
+        return found
 
 
 @contextmanager
@@ -114,17 +150,16 @@ def run_orthanc(
         process = subprocess.Popen([ORTHANC, str(config_path)], stdout=log, stderr=log, env=env)
     orthanc = Orthanc(ae_title, dicom_port, http_port, process)
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def answering() -> bool:
+            assert process.poll() is None, (workdir / "orthanc.log").read_text()[-2000:]
             try:
                 orthanc.get("/system")
-                break
             except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        "Orthanc did not start: " + (workdir / "orthanc.log").read_text()[-2000:]
-                    ) from None
-                time.sleep(0.1)
+                return False
+            return True
+
+        wait_until(answering, 30, "Orthanc's REST API", interval=0.1)
         yield orthanc
     finally:
         process.terminate()

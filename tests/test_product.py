@@ -8,9 +8,7 @@ back from Orthanc's REST API and checked against the phantoms' ground truth.
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from inference.engines.registry import ENGINE_NAMES
 from inference.findings import BoundingBox
 from inference.phantoms.echo import random_echo_spec, render_echo
 from inference.phantoms.generator import generate
-from tests.peers import Orthanc, dciodvfy_errors, free_port, run_orthanc, storescu
+from tests.peers import Orthanc, dciodvfy_errors, free_port, run_orthanc, start_logged, storescu
 
 pytestmark = pytest.mark.integration
 
@@ -87,13 +85,7 @@ def node(tmp_path: Path, orthanc: Orthanc) -> Iterator[int]:
         "--api-port",
         "0",
     ]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=out)
-    deadline = time.monotonic() + 120
-    while b"receiver_started" not in log.read_bytes():
-        assert process.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, "dicom-node serve did not start"
-        time.sleep(0.2)
+    process = start_logged(command, log, b"receiver_started", timeout=120)
     yield port
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=60)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +23,7 @@ from dicom_node.network import ULTRASOUND_SOP_CLASSES
 from dicom_node.service import Node, Stages
 from dicom_node.stages import build, decode
 from tests.dicom_node.fake_engine import FakeAnalyzer
+from tests.peers import free_port, wait_until
 from tests.sr_templates.sr_factories import make_us_image
 
 __all__ = ["make_study", "make_us_image"]
@@ -39,13 +38,6 @@ def _restore_logging() -> Iterator[None]:
     structlog.reset_defaults()
     root.handlers = handlers
     root.setLevel(level)
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_study(
@@ -117,13 +109,17 @@ class NodeHarness:
 
     def wait_for_associations_closed(self, timeout: float = 30.0) -> None:
         """Wait (bounded) until the node has recorded the end of every association."""
-        deadline = time.monotonic() + timeout
-        while any(
-            a["accepted"] and a["ended_at"] is None
-            for a in IndexQueries(self.node.index).associations(limit=1000)
-        ):
-            assert time.monotonic() < deadline, "an association was never closed"
-            time.sleep(0.02)
+        wait_until(
+            lambda: (
+                not any(
+                    a["accepted"] and a["ended_at"] is None
+                    for a in IndexQueries(self.node.index).associations(limit=1000)
+                )
+            ),
+            timeout,
+            "the node to log the end of every association",
+            interval=0.02,
+        )
 
     def settle(self, seconds: float = 31) -> list[int]:
         """Advance the clock past the quiet period and run every due job."""

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from dicom_node.admin.api import TOKEN_ENV
 from dicom_node.cli import main
 from dicom_node.config import load_config
 from tests.dicom_node.conftest import NodeHarness, free_port, make_study
-from tests.peers import require
+from tests.peers import require, start_logged
 
 TOKEN = "cli-admin-token"
 
@@ -193,15 +192,9 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., tuple[int, int]]]:
         command = [sys.executable, "-m", "dicom_node.cli", "--log-json", "serve"]
         command += ["--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data)]
         command += ["--api-port", str(api_port)]
-        with open(log, "wb") as out:
-            env = {**os.environ, TOKEN_ENV: TOKEN}
-            process = subprocess.Popen(command, stdout=out, stderr=out, env=env)
+        env = {**os.environ, TOKEN_ENV: TOKEN}
+        process = start_logged(command, log, b"admin_api_started", env=env)
         processes.append((process, log))
-        deadline = time.monotonic() + 60
-        while b"admin_api_started" not in log.read_bytes():
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "dicom-node serve did not start"
-            time.sleep(0.1)
         return port, api_port
 
     yield start

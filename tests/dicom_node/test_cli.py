@@ -7,14 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from dicom_node.cli import main, parse_address
-from tests.peers import free_port, require
+from tests.peers import free_port, require, start_logged
 
 
 @pytest.fixture
@@ -40,13 +39,7 @@ def served(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         "0",
     ]
     log = tmp_path / "serve.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=out)
-    deadline = time.monotonic() + 60
-    while b"receiver_started" not in log.read_bytes():
-        assert process.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, "dicom-node serve did not start"
-        time.sleep(0.1)
+    process = start_logged(command, log, b"receiver_started")
     yield port, data
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0, log.read_text()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -14,7 +13,8 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from dicom_node.config import Completion, Destination, ExportPolicy, Pipeline
 from dicom_node.export import AssociationFailed, SendOutcome, Target, backoff_seconds
 from dicom_node.index import ExportState, IndexQueries
-from tests.dicom_node.conftest import NodeHarness, free_port, make_study
+from tests.dicom_node.conftest import NodeHarness, make_study
+from tests.peers import free_port, wait_until
 
 MakeNode = Callable[..., NodeHarness]
 
@@ -209,11 +209,15 @@ def test_hung_archive_does_not_delay_a_live_one(
     try:
         harness = NodeHarness(node, None, None)  # type: ignore[arg-type]
         harness.store(make_study(1))
-        deadline = time.monotonic() + 60
         exports: dict[str, str] = {}
-        while exports.get("good") != ExportState.DELIVERED.value and time.monotonic() < deadline:
-            time.sleep(0.1)
-            exports = {e["destination"]: e["state"] for e in IndexQueries(node.index).exports()}
+
+        def good_delivered() -> bool:
+            exports.update(
+                (e["destination"], e["state"]) for e in IndexQueries(node.index).exports()
+            )
+            return exports.get("good") == ExportState.DELIVERED.value
+
+        wait_until(good_delivered, 60, "delivery to the live archive")
         assert received, "the live archive got nothing while the other one hung"
         assert exports["good"] == ExportState.DELIVERED.value
         assert exports["hung"] == ExportState.PENDING.value

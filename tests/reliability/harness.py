@@ -10,8 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -26,7 +25,7 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 
 from dicom_node.network import ULTRASOUND_SOP_CLASSES
-from tests.peers import free_port
+from tests.peers import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,14 +36,6 @@ PHI = {
     "AccessionNumber": "ACCPHI55213",
 }
 """Patient identity no log line or metric may ever contain."""
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``predicate`` until true; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def write_config(path: Path, config: dict[str, Any]) -> Path:
@@ -198,8 +189,7 @@ def send_raw(
     request.Priority = 2
     request.DataSet = BytesIO(payload)
     assoc._reactor_checkpoint.clear()
-    while not assoc._is_paused:
-        time.sleep(0.0001)
+    wait_until(lambda: assoc._is_paused, 10, "the association reactor to pause", interval=0.0001)
     try:
         assoc.dimse.send_msg(request, int(context.context_id))
         _, response = assoc.dimse.get_msg(block=True)
