@@ -14,6 +14,7 @@ from typing import Literal
 
 import numpy as np
 import structlog
+from scipy import ndimage
 
 from inference.findings import BoundingBox
 from inference.phantoms import acoustics as ac
@@ -27,6 +28,11 @@ Organ = Literal["liver", "breast"]
 MIN_VISIBLE_MM = 3.0
 """A lesion counts on a frame when its visible part is at least this wide (equivalent
 diameter); smaller slivers at the edge of a sweep are not ground truth."""
+
+MIN_ROSE_INDEX = 4.0
+"""A lesion counts only when its Rose index (see :func:`rose_index`) reaches this: the
+Rose criterion for what an observer can detect is about 3-5.  Lesions inside a rib
+shadow or a blown-out region, or too faint for their size, are not ground truth."""
 
 
 @dataclass(frozen=True)
@@ -91,16 +97,58 @@ def _draw_probe(organ: Organ, rng: np.random.Generator
     return probe, ac.random_settings(rng, pick[3])
 
 
-def _truths(scene: Scene, masks: list[np.ndarray | None], layout: ac.ScanLayout
-            ) -> list[LesionTruth]:
+def rose_index(frame: np.ndarray, lesion: np.ndarray, scan: np.ndarray, cell_px: float
+               ) -> float:
+    """How visible a lesion is on a rendered frame.
+
+    The lesion is split into its rim (the outer third of its radius: wall, halo,
+    capsule) and its core; each part's contrast-to-noise ratio against the tissue
+    ring around the lesion, times the square root of the resolution cells the part
+    covers, is a Rose index, and the larger one is returned.  A target lesion whose
+    bright core and dark halo average out is still seen by its halo.
+
+    Parameters
+    ----------
+    frame:
+        The rendered frame (``uint8``).
+    lesion:
+        The lesion's pixels inside the field of view.
+    scan:
+        The field of view.
+    cell_px:
+        Area of a speckle resolution cell in pixels.
+    """
+    depth = ndimage.distance_transform_edt(lesion)
+    radius = float(np.sqrt(lesion.sum() / np.pi))
+    outer = ndimage.binary_dilation(lesion, iterations=max(int(radius * 0.6), 3))
+    ring = frame[outer & ~ndimage.binary_dilation(lesion, iterations=2) & scan].astype(np.float64)
+    if ring.size < 3:
+        return 0.0
+    best = 0.0
+    for part in (lesion & (depth <= radius / 3.0), lesion & (depth > radius / 3.0)):
+        values = frame[part].astype(np.float64)
+        if values.size < 3:
+            continue
+        sd = float(np.sqrt((values.var() + ring.var()) / 2.0)) + 1.0
+        cnr = abs(float(values.mean()) - float(ring.mean())) / sd
+        best = max(best, cnr * float(np.sqrt(values.size / max(cell_px, 1e-6))))
+    return best
+
+
+def _truths(scene: Scene, masks: list[np.ndarray | None], layout: ac.ScanLayout,
+            frame: np.ndarray, frequency_mhz: float) -> list[LesionTruth]:
     out = []
     min_area = np.pi * (MIN_VISIBLE_MM / 2.0 / layout.pixel_mm) ** 2
+    axial, lateral = ac.resolution_mm(frequency_mhz)
+    cell_px = axial * lateral / layout.pixel_mm**2
     for index, (lesion, mask) in enumerate(zip(scene.lesions, masks, strict=True)):
         if mask is None:
             continue
         visible = mask & layout.mask
         area = int(visible.sum())
         if area < min_area:
+            continue
+        if rose_index(frame, visible, layout.mask, cell_px) < MIN_ROSE_INDEX:
             continue
         ys, xs = np.nonzero(visible)
         box = BoundingBox(float(xs.min()), float(ys.min()), float(xs.max() + 1),
@@ -196,10 +244,10 @@ def generate(organ: Organ, seed: int, rows: int = 480, cols: int = 640, n_frames
         grid = base.moved(dx, dz, y)
         echo, atten, masks = scene.paint(grid)
         frame = ac.render(layout, echo, atten, settings, rng, scatterers=scatterers)
+        truths.append(_truths(scene, masks, layout, frame, settings.frequency_mhz))
         if overlay is not None:
             frame = np.where(overlay > 0, overlay, frame)
         frames.append(frame)
-        truths.append(_truths(scene, masks, layout))
     x0, y0, x1, y1 = layout.bbox
     return PhantomSample(
         organ=organ, seed=seed, frames=np.stack(frames), truths=truths,

@@ -88,11 +88,14 @@ def metrics(probs: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]
 
 def fit(crops: np.ndarray, labels: np.ndarray, n_classes: int, epochs: int,
         args: argparse.Namespace, rng: np.random.Generator, minutes: float,
-        val: tuple[np.ndarray, np.ndarray] | None = None, save_to: Path | None = None
-        ) -> tuple[LesionClassifier, float, int]:
-    """Train a classifier; keep the best validation accuracy (when ``val`` is given)."""
+        val: tuple[np.ndarray, np.ndarray] | None = None, save_to: Path | None = None,
+        init: Path | None = None) -> tuple[LesionClassifier, float, int]:
+    """Train a classifier (from ``init`` when given); keep the best validation accuracy
+    (when ``val`` is given)."""
     gen = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
     model = LesionClassifier(n_classes)
+    if init is not None:
+        model.load_state_dict(torch.load(init, weights_only=True))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=5e-4)
     per_epoch = int(np.ceil(len(balanced_order(labels, n_classes, rng)) / args.batch_size))
     deadline = Deadline(minutes)
@@ -163,7 +166,8 @@ def run(args: argparse.Namespace) -> None:
     args.output.mkdir(parents=True, exist_ok=True)
     model, val_acc, epoch = fit(cache.crops[train], cache.crop_labels[train], len(classes),
                                 args.epochs, args, rng, args.max_minutes,
-                                val=(cache.crops[val], cache.crop_labels[val]), save_to=out_path)
+                                val=(cache.crops[val], cache.crop_labels[val]), save_to=out_path,
+                                init=args.init)
     test_metrics = metrics(predict(model, cache.crops[test]), cache.crop_labels[test], classes)
     write_card(out_path, command=command_line(args), seed=args.seed,
                data={"cache": str(args.cache), "cache_seeds": [int(cache.seeds[0]),
@@ -174,7 +178,7 @@ def run(args: argparse.Namespace) -> None:
                      "augmentation": "hflip, rotation within 10 deg, box jitter, grey levels"},
                metrics={"val_accuracy": val_acc, "best_epoch": epoch,
                         "internal_test": test_metrics, "cross_validation": cv},
-               extra={"classes": list(classes)})
+               extra={"classes": list(classes), "init": str(args.init) if args.init else None})
 
 
 def _first_of_lesion(cache: LesionCache) -> np.ndarray:

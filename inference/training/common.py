@@ -24,7 +24,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, epochs: int, batch_size: int,
                         lr: float, minutes: float) -> None:
-    """Options every lesion model trainer takes (organ, cache, output, budget, seed)."""
+    """Options every lesion model trainer takes (organ, cache, output, budget, seed, init)."""
     parser.add_argument("--organ", choices=["liver", "breast"], required=True)
     parser.add_argument("--cache", type=Path, required=True, help="cache from lesion-data")
     parser.add_argument("--output", type=Path, default=WEIGHTS_DIR)
@@ -36,6 +36,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, epochs: int, batch_s
     parser.add_argument("--limit", type=int, default=0, help="use only this many samples")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from these weights (fine-tuning)")
 
 
 def set_seed(seed: int, threads: int = 1) -> np.random.Generator:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import structlog
@@ -40,8 +39,6 @@ DETECTION_IOU = 0.25
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Command-line options."""
     add_model_arguments(parser, epochs=12, batch_size=16, lr=2e-3, minutes=60.0)
-    parser.add_argument("--init", type=Path, default=None,
-                        help="start from these weights (fine-tuning)")
 
 
 @dataclass

@@ -8,7 +8,7 @@ import pytest
 from inference.findings import BREAST_CLASSES, LIVER_CLASSES
 from inference.phantoms import acoustics as ac
 from inference.phantoms.anatomy import SceneConfig
-from inference.phantoms.generator import generate
+from inference.phantoms.generator import MIN_ROSE_INDEX, generate, rose_index
 from inference.phantoms.lesions import BREAST_FACTORIES, LIVER_FACTORIES
 from inference.phantoms.scene import Grid, Scene
 
@@ -47,6 +47,42 @@ def test_cine_tracks_keep_their_index_and_move() -> None:
     centres = [s[0].box.center for s in spans if s]
     assert centres[0] != centres[-1]
     assert not np.array_equal(clip.frames[0], clip.frames[-1])
+
+
+def _disc_frame(inside: float, halo: float | None, background: float, seed: int = 0
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """A speckle-like frame with a 20-pixel disc of mean ``inside`` (rim ``halo``)."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:120, 0:120]
+    r = np.hypot(xs - 60, ys - 60)
+    mean = np.where(r < 20, inside, background)
+    if halo is not None:
+        mean = np.where((r >= 14) & (r < 20), halo, mean)
+    frame = np.clip(mean * rng.rayleigh(1.0, mean.shape) / 1.25, 0, 255).astype(np.uint8)
+    return frame, r < 20
+
+
+@pytest.mark.parametrize(("inside", "halo", "background", "visible"), [
+    (2.0, None, 120.0, True),      # anechoic cyst in tissue
+    (120.0, 30.0, 120.0, True),    # target lesion: core like the tissue, dark halo
+    (0.0, None, 0.0, False),       # inside a rib shadow: black on black
+    (900.0, None, 900.0, False),   # blown-out region: white on white
+    (124.0, None, 120.0, False),   # too faint for its size
+])
+def test_ground_truth_needs_a_visible_lesion(inside: float, halo: float | None,
+                                             background: float, visible: bool) -> None:
+    frame, disc = _disc_frame(inside, halo, background)
+    scan = np.ones_like(disc)
+    assert (rose_index(frame, disc, scan, cell_px=6.0) >= MIN_ROSE_INDEX) is visible
+
+
+def test_generator_drops_lesions_nobody_could_see(monkeypatch: pytest.MonkeyPatch) -> None:
+    def count() -> int:
+        return sum(len(generate("liver", seed, 240, 320).truths[0]) for seed in range(30))
+
+    shown = count()
+    monkeypatch.setattr("inference.phantoms.generator.MIN_ROSE_INDEX", 0.0)
+    assert 0 < shown < count()
 
 
 def _render_single(label: str, size_mm: float, seed: int = 0) -> tuple[np.ndarray, ac.ScanLayout]:
