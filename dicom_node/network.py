@@ -36,6 +36,7 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.events import Event
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import Verification, register_uid, uid_to_service_class
@@ -301,20 +302,23 @@ class Receiver:
     def _store(self, event: Event, stats: _AssociationStats) -> tuple[StoreStatus, str]:
         config = self._config()
         request = event.request
-        raw = event.encoded_dataset(include_meta=True)
+        # The received bytes are written as they are, after a file meta header.
+        stream = event.encoded_dataset(include_meta=False)
+        header = b"".join((b"\x00" * 128, b"DICM", encode_file_meta(event.file_meta)))
+        size = len(header) + len(stream)
         max_bytes = int(config.limits.max_instance_mb * 1024 * 1024)
-        if len(raw) > max_bytes:
+        if size > max_bytes:
             return StoreStatus.OUT_OF_RESOURCES, "instance_too_large"
-        if self.spool.free_bytes() < config.limits.min_free_disk_mb * 1024 * 1024 + len(raw):
+        if self.spool.free_bytes() < config.limits.min_free_disk_mb * 1024 * 1024 + size:
             return StoreStatus.OUT_OF_RESOURCES, "disk_floor: free disk below the floor"
         syntax = event.context.transfer_syntax
         try:
-            _screen(event.encoded_dataset(include_meta=False), syntax, max_bytes)
+            _screen(stream, syntax, max_bytes)
         except MalformedDataset as exc:
             return StoreStatus.CANNOT_UNDERSTAND, f"malformed_dataset: {exc}"
         try:
             ds = event.dataset
-            meta = self._meta(ds, request, syntax, len(raw))
+            meta = self._meta(ds, request, syntax, size)
         except ValueError as exc:
             return StoreStatus.CANNOT_UNDERSTAND, f"invalid_dataset: {exc}"
         except Exception as exc:
@@ -325,7 +329,7 @@ class Receiver:
             meta.study_instance_uid, meta.series_instance_uid, meta.sop_instance_uid
         )
         try:
-            self.spool.write(path, raw)
+            self.spool.write(path, header, stream)
         except SpoolError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 return StoreStatus.OUT_OF_RESOURCES, "disk_full"
@@ -341,10 +345,10 @@ class Receiver:
         with self._lock:
             if created:
                 stats.instances += 1
-                stats.bytes += len(raw)
+                stats.bytes += size
         if created:
             metrics.INSTANCES.labels(stats.peer.called_ae).inc()
-            metrics.BYTES.inc(len(raw))
+            metrics.BYTES.inc(size)
         else:
             metrics.DUPLICATES.inc()
             LOGGER.info("duplicate_instance", sop_instance_uid=meta.sop_instance_uid)

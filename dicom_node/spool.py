@@ -83,8 +83,8 @@ class Spool:
             directory.mkdir(exist_ok=True)
             _fsync_dir(directory.parent)
 
-    def write(self, path: Path, data: bytes) -> SpooledFile:
-        """Durably write ``data`` to ``path`` unless it already exists.
+    def write(self, path: Path, *parts: bytes) -> SpooledFile:
+        """Durably write ``parts``, one after the other, to ``path`` unless it already exists.
 
         Raises
         ------
@@ -97,7 +97,8 @@ class Spool:
         tmp = self.tmp / f"{uuid.uuid4().hex}.part"
         try:
             with open(tmp, "wb") as handle:
-                handle.write(data)
+                for part in parts:
+                    handle.write(part)
                 handle.flush()
                 os.fsync(handle.fileno())
             self._make_dirs(path.parent)
@@ -106,7 +107,7 @@ class Spool:
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise SpoolError(exc.errno, f"cannot spool instance: {exc.strerror}") from exc
-        return SpooledFile(path=path, created=True, size=len(data))
+        return SpooledFile(path=path, created=True, size=sum(len(part) for part in parts))
 
     def write_result(self, job_id: int, sop_uid: str, data: bytes) -> Path:
         """Durably write a result object of ``job_id``."""

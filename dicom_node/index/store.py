@@ -19,8 +19,8 @@ from typing import Any
 import structlog
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import create_engine, event, func, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import bindparam, create_engine, event, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -117,6 +117,35 @@ class ExportTarget:
     host: str
     port: int
     include_overlay: bool = False
+
+
+_STUDY_ID = select(Study.id).where(
+    Study.study_instance_uid == bindparam("study_uid"), Study.called_ae == bindparam("called_ae")
+)
+_SERIES_ID = select(Series.id).where(
+    Series.study_id == bindparam("study_id"),
+    Series.series_instance_uid == bindparam("series_uid"),
+)
+_DUPLICATE = (
+    select(Instance.id)
+    .join(Series)
+    .where(
+        Series.study_id == bindparam("study_id"), Instance.sop_instance_uid == bindparam("sop_uid")
+    )
+    .limit(1)
+)
+_COUNT_INSTANCE = (
+    update(Study)
+    .where(Study.id == bindparam("study_id"))
+    .values(
+        instance_count=Study.instance_count + 1,
+        pending_count=Study.pending_count + 1,
+        last_received_at=bindparam("now", type_=Study.last_received_at.type),
+        calling_ae=bindparam("caller"),
+        calling_host=bindparam("host"),
+    )
+)
+"""Statements of :meth:`Index.record_instance`, built once (it runs per instance)."""
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -228,88 +257,77 @@ class Index:
 
         A duplicate SOP Instance UID (in the same study and called AE) is
         counted once.  Safe under concurrent writers: a lost race on a new
-        study or series is retried.
+        study or series is retried, and the study's counters are incremented
+        in the database, not read and written back.  This runs once per
+        received instance, so it uses plain SQL statements (no ORM unit of work).
         """
         for _attempt in range(5):
             try:
-                with self.session() as s:
-                    return self._record_instance(s, meta, peer, association_id, now)
+                with self.engine.begin() as connection:
+                    return self._record_instance(connection, meta, peer, association_id, now)
             except IntegrityError:
                 continue
         raise RuntimeError("could not index instance after repeated conflicts")
 
+    @staticmethod
     def _record_instance(
-        self,
-        s: Session,
+        connection: Connection,
         meta: InstanceMeta,
         peer: Peer,
         association_id: int | None,
         now: datetime,
     ) -> bool:
-        study = s.scalar(
-            select(Study).where(
-                Study.study_instance_uid == meta.study_instance_uid,
-                Study.called_ae == peer.called_ae,
-            )
-        )
-        if study is None:
-            study = Study(
-                study_instance_uid=meta.study_instance_uid,
-                called_ae=peer.called_ae,
-                calling_ae=peer.calling_ae,
-                calling_host=peer.host,
-                study_description=meta.study_description,
-                first_received_at=now,
-                last_received_at=now,
-                instance_count=0,
-                pending_count=0,
-                force_complete=False,
-            )
-            s.add(study)
-            s.flush()
-        series = s.scalar(
-            select(Series).where(
-                Series.study_id == study.id,
-                Series.series_instance_uid == meta.series_instance_uid,
-            )
-        )
-        if series is None:
-            series = Series(
-                study_id=study.id,
-                series_instance_uid=meta.series_instance_uid,
-                modality=meta.modality,
-                body_part=meta.body_part,
-            )
-            s.add(series)
-            s.flush()
-        duplicate = s.scalar(
-            select(Instance.id)
-            .join(Series)
-            .where(
-                Series.study_id == study.id,
-                Instance.sop_instance_uid == meta.sop_instance_uid,
-            )
-        )
-        if duplicate is not None:
+        study = {"study_uid": meta.study_instance_uid, "called_ae": peer.called_ae}
+        study_id = connection.scalar(_STUDY_ID, study)
+        if study_id is None:
+            study_id = connection.execute(
+                insert(Study),
+                {
+                    "study_instance_uid": meta.study_instance_uid,
+                    "called_ae": peer.called_ae,
+                    "calling_ae": peer.calling_ae,
+                    "calling_host": peer.host,
+                    "study_description": meta.study_description,
+                    "first_received_at": now,
+                    "last_received_at": now,
+                    "instance_count": 0,
+                    "pending_count": 0,
+                    "force_complete": False,
+                },
+            ).inserted_primary_key[0]
+        series = {"study_id": study_id, "series_uid": meta.series_instance_uid}
+        series_id = connection.scalar(_SERIES_ID, series)
+        if series_id is None:
+            series_id = connection.execute(
+                insert(Series),
+                {
+                    "study_id": study_id,
+                    "series_instance_uid": meta.series_instance_uid,
+                    "modality": meta.modality,
+                    "body_part": meta.body_part,
+                },
+            ).inserted_primary_key[0]
+        duplicate = {"study_id": study_id, "sop_uid": meta.sop_instance_uid}
+        if connection.scalar(_DUPLICATE, duplicate) is not None:
             return False
-        s.add(
-            Instance(
-                series_id=series.id,
-                sop_instance_uid=meta.sop_instance_uid,
-                sop_class_uid=meta.sop_class_uid,
-                transfer_syntax_uid=meta.transfer_syntax_uid,
-                path=meta.path,
-                size_bytes=meta.size_bytes,
-                received_at=now,
-                association_id=association_id,
-                job_id=None,
-            )
+        connection.execute(
+            insert(Instance),
+            {
+                "series_id": series_id,
+                "sop_instance_uid": meta.sop_instance_uid,
+                "sop_class_uid": meta.sop_class_uid,
+                "transfer_syntax_uid": meta.transfer_syntax_uid,
+                "path": meta.path,
+                "size_bytes": meta.size_bytes,
+                "received_at": now,
+                "association_id": association_id,
+                "job_id": None,
+            },
         )
-        study.instance_count += 1
-        study.pending_count += 1
-        study.last_received_at = now
-        study.calling_ae = peer.calling_ae
-        study.calling_host = peer.host
+        connection.execute(
+            _COUNT_INSTANCE,
+            {"study_id": study_id, "now": now, "caller": peer.calling_ae, "host": peer.host},
+        )
         return True
 
     def indexed_paths(self) -> set[str]:

@@ -43,7 +43,14 @@ from inference.findings import (
     NotAssessed,
     NotAssessedReasonValues,
 )
-from inference.models.lesion_nets import LesionClassifier, LesionDetector, decode, grad_cam
+from inference.models.lesion_nets import (
+    DETECTOR_HEAD,
+    DETECTOR_WIDTHS,
+    LesionClassifier,
+    LesionDetector,
+    decode,
+    grad_cam,
+)
 from inference.models.roi import letterbox, roi_crop, roi_square
 from inference.preprocessing import scan_area
 
@@ -69,14 +76,15 @@ def _load(weights_dir: Path, organ: str, n_classes: int) -> _Models:
     key = (weights_dir.resolve(), organ)
     with _LOCK:
         if key not in _LOADED:
-            detector = LesionDetector()
+            cards = [json.loads((weights_dir / f"{organ}_{part}.json").read_text())
+                     for part in ("detector", "classifier")]
+            detector = LesionDetector(tuple(cards[0].get("widths", DETECTOR_WIDTHS)),
+                                      int(cards[0].get("head", DETECTOR_HEAD)))
             detector.load_state_dict(torch.load(weights_dir / f"{organ}_detector.pt",
                                                 weights_only=True))
             classifier = LesionClassifier(n_classes)
             classifier.load_state_dict(torch.load(weights_dir / f"{organ}_classifier.pt",
                                                   weights_only=True))
-            cards = [json.loads((weights_dir / f"{organ}_{part}.json").read_text())
-                     for part in ("detector", "classifier")]
             sha = "".join(card["sha256"] for card in cards)
             _LOADED[key] = _Models(detector.eval(), classifier.eval(),
                                    float(cards[0]["threshold"]),

@@ -23,6 +23,12 @@ logger = structlog.get_logger(__name__)
 STRIDE = 4
 """Output stride of the detector."""
 
+DETECTOR_WIDTHS = (16, 24, 48, 64, 96)
+"""Default channels of the detector's stem and four stages (its card may say others)."""
+
+DETECTOR_HEAD = 32
+"""Default channels of the detector's FPN head."""
+
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
@@ -37,7 +43,8 @@ def _stage(cin: int, cout: int) -> nn.Sequential:
 class LesionDetector(nn.Module):
     """Small FPN + CenterNet head; outputs ``(heat logits, log size, offset)``."""
 
-    def __init__(self, widths: tuple[int, ...] = (16, 24, 48, 64, 96), head: int = 32) -> None:
+    def __init__(self, widths: tuple[int, ...] = DETECTOR_WIDTHS, head: int = DETECTOR_HEAD
+                 ) -> None:
         super().__init__()
         w = widths
         self.stem = _conv(1, w[0], 2)

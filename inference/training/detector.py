@@ -17,7 +17,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from inference.models.lesion_nets import STRIDE, Detection, LesionDetector, box_iou, decode
+from inference.models.lesion_nets import (
+    DETECTOR_HEAD,
+    DETECTOR_WIDTHS,
+    STRIDE,
+    Detection,
+    LesionDetector,
+    box_iou,
+    decode,
+)
 from inference.models.roi import DETECTOR_SIZE
 from inference.training.common import (
     CosineSchedule,
@@ -39,6 +47,9 @@ DETECTION_IOU = 0.25
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Command-line options."""
     add_model_arguments(parser, epochs=12, batch_size=16, lr=2e-3, minutes=60.0)
+    parser.add_argument("--widths", default=",".join(map(str, DETECTOR_WIDTHS)),
+                        help="channels of the stem and the four stages")
+    parser.add_argument("--head", type=int, default=DETECTOR_HEAD, help="channels of the FPN head")
 
 
 @dataclass
@@ -144,7 +155,8 @@ def run(args: argparse.Namespace) -> None:
     train, val, test = split_indices(len(cache.det), args.seed)
     if args.limit:
         train, val = train[: args.limit], val[: max(args.limit // 8, 4)]
-    model = LesionDetector()
+    widths = tuple(int(w) for w in args.widths.split(","))
+    model = LesionDetector(widths, args.head)
     if args.init is not None:
         model.load_state_dict(torch.load(args.init, weights_only=True))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -193,4 +205,5 @@ def run(args: argparse.Namespace) -> None:
                         "iou": DETECTION_IOU, "best_epoch": best[3]},
                extra={"threshold": best[1], "input_size": DETECTOR_SIZE,
                       "architecture": "CenterNet-style FPN, stride 4",
+                      "widths": list(widths), "head": args.head,
                       "init": str(args.init) if args.init else None})
