@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import structlog
+import torch
 from scipy import ndimage
 
 from inference.engines.base import ImageInput
@@ -44,6 +45,7 @@ from inference.findings import (
     NotAssessed,
     NotAssessedReasonValues,
 )
+from inference.models.runtime import make_runner
 from inference.preprocessing import scan_area
 
 logger = structlog.get_logger(__name__)
@@ -98,9 +100,12 @@ class CardiacEngine:
     anatomy = AnatomyValues.HEART
 
     def __init__(self, weights_dir: Path | None = None) -> None:
-        self._model, card = load_model((weights_dir or DEFAULT_WEIGHTS_DIR) / WEIGHTS_NAME,
-                                       "Cardiac", lambda arch: LVUNet(int(arch["base"])))
+        self._weights = (weights_dir or DEFAULT_WEIGHTS_DIR) / WEIGHTS_NAME
+        self._model, card = load_model(self._weights, "Cardiac",
+                                       lambda arch: LVUNet(int(arch["base"])))
         digest = str(card["sha256"])
+        self._runner = make_runner(self._model, self._weights, digest)
+        self._input_size = int(card["architecture"]["input_size"])
         self._algorithm = AlgorithmInfo(
             name=ALGORITHM_NAME,
             version=ENGINE_VERSION,
@@ -110,6 +115,7 @@ class CardiacEngine:
                 "input_size": str(card["architecture"]["input_size"]),
                 "mask_threshold": "0.5",
                 "volume_filter": f"running median of {MEDIAN_FRAMES} frames",
+                "runtime": self._runner.backend,
             },
         )
         logger.info("cardiac_engine_loaded", sha256=digest[:12])
@@ -118,6 +124,10 @@ class CardiacEngine:
     def algorithm(self) -> AlgorithmInfo:
         """Identity of the segmentation model and measurement."""
         return self._algorithm
+
+    def networks(self) -> list[tuple[Path, torch.nn.Module, tuple[int, ...]]]:
+        """The network this engine runs: weights file, module and input shape (for export)."""
+        return [(self._weights, self._model, (1, 1, self._input_size, self._input_size))]
 
     def _not_assessed(self, image: ImageInput, reason: NotAssessedReasonValues,
                       detail: str) -> ImageResult:
@@ -156,7 +166,7 @@ class CardiacEngine:
             return self._not_assessed(image, NotAssessedReasonValues.IMAGE_QUALITY, str(exc))
         indices = _frame_indices(image.number_of_frames)
         frames = image.frames[indices]
-        probabilities = predict_probabilities(self._model, prepare_frames(frames, box))
+        probabilities = predict_probabilities(self._runner, prepare_frames(frames, box))
         calibrated = image.geometry.pixel_size_mm is not None
         pixel = image.geometry.pixel_size_mm or (1.0, 1.0)
         shape = frames.shape[1:]

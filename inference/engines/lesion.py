@@ -51,7 +51,14 @@ from inference.models.lesion_nets import (
     decode,
     grad_cam,
 )
-from inference.models.roi import letterbox, roi_crop, roi_square
+from inference.models.roi import (
+    CLASSIFIER_SIZE,
+    DETECTOR_SIZE,
+    letterbox,
+    roi_crop,
+    roi_square,
+)
+from inference.models.runtime import Runner, make_runner
 from inference.preprocessing import scan_area
 
 logger = structlog.get_logger(__name__)
@@ -67,6 +74,8 @@ _LOADED: dict[tuple[Path, str], _Models] = {}
 class _Models:
     detector: LesionDetector
     classifier: LesionClassifier
+    detect: Runner
+    classify: Runner
     threshold: float
     sha256: str
 
@@ -86,10 +95,15 @@ def _load(weights_dir: Path, organ: str, n_classes: int) -> _Models:
             classifier.load_state_dict(torch.load(weights_dir / f"{organ}_classifier.pt",
                                                   weights_only=True))
             sha = "".join(card["sha256"] for card in cards)
-            _LOADED[key] = _Models(detector.eval(), classifier.eval(),
-                                   float(cards[0]["threshold"]),
-                                   hashlib.sha256(sha.encode()).hexdigest())
-            logger.info("lesion_models_loaded", organ=organ, weights_dir=str(weights_dir))
+            models = _Models(
+                detector.eval(), classifier.eval(),
+                make_runner(detector, weights_dir / f"{organ}_detector.pt", cards[0]["sha256"]),
+                make_runner(classifier, weights_dir / f"{organ}_classifier.pt",
+                            cards[1]["sha256"]),
+                float(cards[0]["threshold"]), hashlib.sha256(sha.encode()).hexdigest())
+            _LOADED[key] = models
+            logger.info("lesion_models_loaded", organ=organ, weights_dir=str(weights_dir),
+                        runtime=models.detect.backend)
         return _LOADED[key]
 
 
@@ -121,7 +135,8 @@ class LesionEngine:
     def __init__(self, weights_dir: Path | None = None, score_threshold: float | None = None,
                  max_frames: int = 16, vote_k: int = 3, vote_n: int = 5,
                  cine_threshold_factor: float = 1.0) -> None:
-        self._models = _load(weights_dir or WEIGHTS_DIR, self.name, len(self.classes))
+        self.weights_dir = weights_dir or WEIGHTS_DIR
+        self._models = _load(self.weights_dir, self.name, len(self.classes))
         self.score_threshold = (score_threshold if score_threshold is not None
                                 else self._models.threshold)
         self.max_frames = max_frames
@@ -139,9 +154,19 @@ class LesionEngine:
             name=f"us-{self.name}-lesion", version=version,
             weights_sha256=self._models.sha256,
             parameters={"score_threshold": f"{self.score_threshold:.2f}",
+                        "runtime": self._models.detect.backend,
                         "cine_vote": f"{self.vote_k} of {self.vote_n} frames",
                         "max_frames": str(self.max_frames),
                         "cine_threshold_factor": f"{self.cine_threshold_factor:.2f}"})
+
+    def networks(self) -> list[tuple[Path, torch.nn.Module, tuple[int, ...]]]:
+        """The networks this engine runs: weights file, module and input shape (for export)."""
+        return [
+            (self.weights_dir / f"{self.name}_detector.pt", self._models.detector,
+             (1, 1, DETECTOR_SIZE, DETECTOR_SIZE)),
+            (self.weights_dir / f"{self.name}_classifier.pt", self._models.classifier,
+             (1, 1, CLASSIFIER_SIZE, CLASSIFIER_SIZE)),
+        ]
 
     def run(self, image: ImageInput) -> ImageResult:
         """Detect, classify and (on cine) track the lesions of one image."""
@@ -178,9 +203,8 @@ class LesionEngine:
             inputs.append(det_in)
             boxes.append(lb)
         x = torch.from_numpy(np.stack(inputs)[:, None].astype(np.float32) / 255.0)
-        with torch.no_grad():
-            decoded = decode(*self._models.detector(x), threshold=(
-                self.score_threshold if threshold is None else threshold))
+        decoded = decode(*self._models.detect(x), threshold=(
+            self.score_threshold if threshold is None else threshold))
         out = []
         for k, (dets, lb) in enumerate(zip(decoded, boxes, strict=True)):
             frame_dets = []
@@ -201,8 +225,7 @@ class LesionEngine:
         if not crops:
             return np.zeros((0, len(self.classes)))
         x = torch.from_numpy(np.stack(crops)[:, None].astype(np.float32) / 255.0)
-        with torch.no_grad():
-            return torch.softmax(self._models.classifier(x), dim=1).numpy()
+        return torch.softmax(self._models.classify(x)[0], dim=1).numpy()
 
     def _finding(self, image: ImageInput, frames: np.ndarray, indices: np.ndarray, t: Track,
                  number: int) -> LesionFinding:

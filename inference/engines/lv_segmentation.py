@@ -21,6 +21,7 @@ from scipy import ndimage
 from torch import nn
 
 from inference.findings import BoundingBox
+from inference.models.runtime import Runner
 
 logger = structlog.get_logger(__name__)
 
@@ -106,14 +107,12 @@ def prepare_frames(frames: np.ndarray, box: BoundingBox, size: int = INPUT_SIZE)
     return resize_stack(frames[:, rows, cols], (size, size)) / 255.0
 
 
-def predict_probabilities(model: LVUNet, inputs: np.ndarray, batch: int = 16) -> np.ndarray:
-    """LV probabilities ``(n, size, size)`` of prepared inputs."""
-    model.eval()
+def predict_probabilities(model: Runner, inputs: np.ndarray, batch: int = 16) -> np.ndarray:
+    """LV probabilities ``(n, size, size)`` of prepared inputs, run by ``model``."""
     out = []
-    with torch.inference_mode():
-        for start in range(0, len(inputs), batch):
-            x = torch.from_numpy(inputs[start : start + batch])[:, None]
-            out.append(torch.sigmoid(model(x))[:, 0].numpy())
+    for start in range(0, len(inputs), batch):
+        x = torch.from_numpy(np.ascontiguousarray(inputs[start : start + batch], np.float32))
+        out.append(torch.sigmoid(model(x[:, None])[0])[:, 0].numpy())
     return np.concatenate(out) if out else np.zeros((0, *inputs.shape[1:]), np.float32)
 
 

@@ -21,6 +21,7 @@ from inference.engines.base import ImageInput
 from inference.engines.lv_segmentation import prepare_frames
 from inference.engines.model_card import load_model
 from inference.findings import AlgorithmInfo, AnatomyValues
+from inference.models.runtime import make_runner
 from inference.preprocessing import scan_area
 
 logger = structlog.get_logger(__name__)
@@ -115,9 +116,11 @@ class ViewClassifier:
     """
 
     def __init__(self, weights_dir: Path | None = None) -> None:
-        self._model, card = load_model((weights_dir or DEFAULT_WEIGHTS_DIR) / WEIGHTS_NAME,
-                                       "View classifier", lambda arch: ViewCNN(int(arch["width"])))
+        self._weights = (weights_dir or DEFAULT_WEIGHTS_DIR) / WEIGHTS_NAME
+        self._model, card = load_model(self._weights, "View classifier",
+                                       lambda arch: ViewCNN(int(arch["width"])))
         digest = str(card["sha256"])
+        self._runner = make_runner(self._model, self._weights, digest)
         self._algorithm = AlgorithmInfo(
             name=ALGORITHM_NAME, version=VERSION, weights_sha256=digest,
             parameters={"classes": ",".join(c.value for c in VIEW_CLASSES),
@@ -128,6 +131,10 @@ class ViewClassifier:
     def algorithm(self) -> AlgorithmInfo:
         """Identity of the classifier."""
         return self._algorithm
+
+    def networks(self) -> list[tuple[Path, torch.nn.Module, tuple[int, ...]]]:
+        """The network this classifier runs: weights file, module and input shape (for export)."""
+        return [(self._weights, self._model, (1, 1, VIEW_INPUT_SIZE, VIEW_INPUT_SIZE))]
 
     def predict(self, image: ImageInput) -> ViewPrediction:
         """Classify the anatomy/view of ``image``.
@@ -151,9 +158,8 @@ class ViewClassifier:
         count = min(VIEW_FRAMES, image.number_of_frames)
         picks = np.unique(np.linspace(0, image.number_of_frames - 1, count).round().astype(int))
         inputs = prepare_frames(image.frames[picks], box, VIEW_INPUT_SIZE)
-        with torch.inference_mode():
-            logits = self._model(torch.from_numpy(inputs)[:, None])
-            probs = torch.softmax(logits, dim=1).mean(dim=0).numpy()
+        x = torch.from_numpy(np.ascontiguousarray(inputs, np.float32))[:, None]
+        probs = torch.softmax(self._runner(x)[0], dim=1).mean(dim=0).numpy()
         best = int(np.argmax(probs))
         return ViewPrediction(
             anatomy=VIEW_CLASSES[best],

@@ -11,6 +11,7 @@ Examples
 ``us-ai-train lesion-data --organ liver --count 4500 --output /work/cache/lesion/liver-train.npz``
 ``us-ai-train liver-detector --cache /work/cache/lesion/liver-train.npz``
 ``us-ai-train liver-classifier --cache /work/cache/lesion/liver-train.npz``
+``us-ai-train export-onnx`` (after any training: ONNX exports of the shipped weights)
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ SUBCOMMANDS: dict[str, tuple[str, dict[str, str]]] = {
     "breast-classifier": ("classifier", {"organ": "breast"}),
     "cardiac": ("cardiac", {}),
     "view": ("view", {}),
+    "export-onnx": ("onnx_export", {}),
 }
 """Subcommand -> (module under ``inference.training``, fixed option defaults)."""
 
