@@ -467,26 +467,31 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
     def server_activate(self) -> None:
         """Listen, with no connection pending."""
         self._pending_lock = threading.Lock()
-        self._pending: Counter[str] = Counter()
+        self._pending: set[tuple[str, int]] = set()
         super().server_activate()
 
     def _connections_from(self, host: str) -> int:
-        """Live associations from ``host`` plus its connections not yet handed to one."""
-        live = sum(1 for a in self.ae.active_associations if a.requestor.address == host)
-        return live + self._pending[host]
+        """Connections from ``host``: its live associations and the connections not yet
+        handed to one, each counted once (a connection is briefly both)."""
+        live = {
+            (a.requestor.address, a.requestor.port)
+            for a in self.ae.active_associations
+            if a.requestor.address == host
+        }
+        return len(live | {peer for peer in self._pending if peer[0] == host})
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         """Accept a connection unless its address already holds its share."""
-        host = str(client_address[0])
+        peer = (str(client_address[0]), int(client_address[1]))
         with self._pending_lock:
-            refused = self._connections_from(host) >= self.max_connections_per_ip
+            refused = self._connections_from(peer[0]) >= self.max_connections_per_ip
             if not refused:
-                self._pending[host] += 1
+                self._pending.add(peer)
         if refused:
             metrics.CONNECTIONS_REFUSED.inc()
             LOGGER.warning(
                 "connection_refused",
-                peer=host,
+                peer=peer[0],
                 reason=f"more than {self.max_connections_per_ip} connections from this address",
             )
         return not refused
@@ -497,7 +502,7 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
             super().process_request_thread(request, client_address)
         finally:
             with self._pending_lock:
-                self._pending[str(client_address[0])] -= 1
+                self._pending.discard((str(client_address[0]), int(client_address[1])))
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         """Accept a connection, set TCP_NODELAY and a timeout, wrap it for TLS if configured."""
