@@ -77,6 +77,7 @@ class _Models:
     detect: Runner
     classify: Runner
     threshold: float
+    cine_threshold_factor: float
     sha256: str
 
 
@@ -100,7 +101,8 @@ def _load(weights_dir: Path, organ: str, n_classes: int) -> _Models:
                 make_runner(detector, weights_dir / f"{organ}_detector.pt", cards[0]["sha256"]),
                 make_runner(classifier, weights_dir / f"{organ}_classifier.pt",
                             cards[1]["sha256"]),
-                float(cards[0]["threshold"]), hashlib.sha256(sha.encode()).hexdigest())
+                float(cards[0]["threshold"]), float(cards[0].get("cine_threshold_factor", 1.0)),
+                hashlib.sha256(sha.encode()).hexdigest())
             _LOADED[key] = models
             logger.info("lesion_models_loaded", organ=organ, weights_dir=str(weights_dir),
                         runtime=models.detect.backend)
@@ -123,9 +125,9 @@ class LesionEngine:
     cine_threshold_factor:
         Factor on the per-frame score threshold for a cine, where a lesion
         must also persist on a quarter of the sampled frames.  Below 1 it
-        recovers faint lesions (0.6 raised held-out clip accuracy from 0.63 to
-        0.77, liver) but keeps more persistent false tracks (vessel
-        cross-sections), so the default is 1.
+        recovers faint lesions but keeps more persistent false tracks (vessel
+        cross-sections).  Default: the factor chosen on validation clips by
+        ``us-ai-train cine-vote`` and written in the detector card (1 if none).
     """
 
     name: str = ""
@@ -134,14 +136,15 @@ class LesionEngine:
 
     def __init__(self, weights_dir: Path | None = None, score_threshold: float | None = None,
                  max_frames: int = 16, vote_k: int = 3, vote_n: int = 5,
-                 cine_threshold_factor: float = 1.0) -> None:
+                 cine_threshold_factor: float | None = None) -> None:
         self.weights_dir = weights_dir or WEIGHTS_DIR
         self._models = _load(self.weights_dir, self.name, len(self.classes))
         self.score_threshold = (score_threshold if score_threshold is not None
                                 else self._models.threshold)
         self.max_frames = max_frames
         self.vote_k, self.vote_n = vote_k, vote_n
-        self.cine_threshold_factor = cine_threshold_factor
+        self.cine_threshold_factor = (cine_threshold_factor if cine_threshold_factor is not None
+                                      else self._models.cine_threshold_factor)
 
     @property
     def algorithm(self) -> AlgorithmInfo:

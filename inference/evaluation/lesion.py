@@ -130,6 +130,29 @@ def _clip_finding(findings: list[LesionFinding], sample: PhantomSample) -> Lesio
     return best
 
 
+CLIP_CONFIG = SceneConfig(lesion_counts=(0.0, 1.0))
+"""Scene of an evaluation clip: exactly one lesion."""
+
+
+def clip_sample(organ: str, seed: int, clip_frames: tuple[int, int] = (20, 30)
+                ) -> PhantomSample | None:
+    """The one-lesion 640x480 clip of ``seed`` (20-30 frames), or ``None`` if its lesion
+    is never visible."""
+    n_frames = clip_frames[0] + seed % (clip_frames[1] - clip_frames[0] + 1)
+    sample = generate(organ, seed, 480, 640, n_frames=n_frames,  # type: ignore[arg-type]
+                      config=CLIP_CONFIG)
+    return sample if sample.labels and any(sample.truths) else None
+
+
+def clip_prediction(engine: LesionEngine, sample: PhantomSample
+                    ) -> tuple[LesionFinding | None, int]:
+    """The engine's finding for the clip's lesion (``None`` when it was not tracked) and
+    the number of other tracks it reported (false tracks: the clip has one lesion)."""
+    result = engine.run(image_input(sample, f"2.25.{sample.seed}", True))
+    finding = _clip_finding(result.lesions, sample)
+    return finding, len(result.lesions) - (finding is not None)
+
+
 def evaluate_organ(organ: str, n_images: int, n_clips: int, weights_dir: Path | None = None,
                    clip_frames: tuple[int, int] = (20, 30)) -> OrganEvaluation:
     """Run the engine of ``organ`` on held-out images and clips and collect the figures."""
@@ -141,18 +164,13 @@ def evaluate_organ(organ: str, n_images: int, n_clips: int, weights_dir: Path | 
         seed = first_image + k
         sample = generate(organ, seed, *image_size(seed))  # type: ignore[arg-type]
         _score_image(ev, engine, sample, f"2.25.{seed}", with_regions=k % 4 != 3)
-    config = SceneConfig(lesion_counts=(0.0, 1.0))
     for k in tqdm(range(n_clips), desc=f"{organ} clips", mininterval=10):
-        seed = first_clip + k
-        n_frames = clip_frames[0] + seed % (clip_frames[1] - clip_frames[0] + 1)
-        sample = generate(organ, seed, 480, 640, n_frames=n_frames,  # type: ignore[arg-type]
-                          config=config)
-        if not sample.labels or not any(sample.truths):
+        clip = clip_sample(organ, first_clip + k, clip_frames)
+        if clip is None:
             continue
         ev.clips += 1
-        result = operating.run(image_input(sample, f"2.25.{seed}", True))
-        finding = _clip_finding(result.lesions, sample)
-        ev.clip_truth.append(sample.labels[0])
+        finding, _ = clip_prediction(operating, clip)
+        ev.clip_truth.append(clip.labels[0])
         ev.clip_pred.append(finding.label if finding else "missed")
         ev.clip_malignancy.append(finding.malignancy_probability if finding else 0.0)
     return ev

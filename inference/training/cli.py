@@ -12,6 +12,7 @@ Examples
 ``us-ai-train liver-detector --cache /work/cache/lesion/liver-train.npz``
 ``us-ai-train liver-classifier --cache /work/cache/lesion/liver-train.npz``
 ``us-ai-train export-onnx`` (after any training: ONNX exports of the shipped weights)
+``us-ai-train cine-vote --organ liver`` (after a detector: its cine threshold factor)
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ SUBCOMMANDS: dict[str, tuple[str, dict[str, str]]] = {
     "cardiac": ("cardiac", {}),
     "view": ("view", {}),
     "export-onnx": ("onnx_export", {}),
+    "cine-vote": ("cine_vote", {}),
 }
 """Subcommand -> (module under ``inference.training``, fixed option defaults)."""
 
