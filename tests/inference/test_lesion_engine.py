@@ -12,7 +12,7 @@ from inference.engines.base import Engine, ImageInput
 from inference.engines.lesion import WEIGHTS_DIR, BreastEngine, LesionEngine, LiverEngine
 from inference.evaluation.lesion import image_input
 from inference.evaluation.metrics import match_detections, prf
-from inference.findings import AnatomyValues, NotAssessedReasonValues
+from inference.findings import AnatomyValues, LesionFinding, NotAssessedReasonValues
 from inference.geometry import ImageGeometry
 from inference.phantoms.anatomy import SceneConfig
 from inference.phantoms.generator import generate
@@ -20,8 +20,8 @@ from inference.training.common import sha256_file
 
 THRESHOLDS = {
     # organ: (detection recall, detection precision, ROI 4-class accuracy) on 20 images;
-    # measured with the shipped weights: liver 0.70 / 0.86 / 0.88, breast 0.70 / 0.70 / 0.87.
-    "liver": (0.6, 0.75, 0.8),
+    # measured with the shipped weights: liver 0.82 / 0.85 / 0.90, breast 0.70 / 0.70 / 0.87.
+    "liver": (0.7, 0.75, 0.8),
     "breast": (0.6, 0.6, 0.8),
 }
 """Floors for the shipped weights, a margin below what they measure on this set."""
@@ -79,8 +79,17 @@ def test_cine_gives_one_tracked_finding_per_lesion() -> None:
                     config=SceneConfig(lesion_counts=(0.0, 1.0), size_mm=(15.0, 25.0),
                                        classes=("cyst",)))
     result = LiverEngine().run(image_input(clip, "2.25.1", True))
-    spanning = [f for f in result.lesions if len(f.observations) >= 6]
+
+    def on_the_lesion(finding: LesionFinding) -> bool:
+        return any(clip.truths[o.frame_number - 1]
+                   and o.box.iou(clip.truths[o.frame_number - 1][0].box) > 0.25
+                   for o in finding.observations)
+
+    # One track follows the cyst through the clip (not several fragments). Other tracks
+    # are false positives (this clip's kidney look-alike), scored by precision elsewhere.
+    spanning = [f for f in result.lesions if len(f.observations) >= 6 and on_the_lesion(f)]
     assert len(spanning) == 1
+    assert [f for f in result.lesions if on_the_lesion(f)] == spanning
     finding = spanning[0]
     assert finding.frame_numbers == sorted(finding.frame_numbers)
     assert finding.frame_numbers[0] >= 1 and finding.frame_numbers[-1] <= 12
