@@ -8,8 +8,8 @@ For every engine whose weights are installed:
   (the lesion engines analyse an even sample of the clip, ``max_frames``);
 * end to end: decoding the JPEG-baseline clip as the node does, then
   ``Analyzer.analyze`` (quality gate, view classifier, engine);
-* each torch network of the engine alone, on the input it received during
-  the run, in torch and in ONNX Runtime (exported here, opset 17).
+* each network of the engine alone (`Engine.networks()`), on a random input of
+  its shape, in torch and in ONNX Runtime (the export shipped next to the weights).
 
 Inputs are the project's phantoms (liver, breast, echo) through the node's
 own decoder, so geometry and scan areas are those the engines see in service.
@@ -23,8 +23,6 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import io
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -72,66 +70,21 @@ def phantom_dataset(engine: str, frames: int) -> Any:
     return make_dataset(pixels, "2.25.1", "2.25.2", 1, body_part, description)
 
 
-def torch_modules(obj: object, prefix: str = "", depth: int = 2) -> dict[str, torch.nn.Module]:
-    """The torch networks held by ``obj`` (attributes, dataclass fields), by dotted name."""
-    found: dict[str, torch.nn.Module] = {}
-    if isinstance(obj, torch.nn.Module):
-        return {prefix.rstrip("."): obj}
-    if depth == 0:
-        return found
-    members = (
-        {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}  # type: ignore[arg-type]
-        if dataclasses.is_dataclass(obj)
-        else getattr(obj, "__dict__", {})
-    )
-    for name, value in members.items():
-        found.update(torch_modules(value, f"{prefix}{name.lstrip('_')}.", depth - 1))
-    return found
-
-
-def capture_inputs(
-    modules: dict[str, torch.nn.Module], run: Callable[[], Any]
-) -> dict[str, torch.Tensor]:
-    """The first input tensor each module receives while ``run`` runs."""
-    captured: dict[str, torch.Tensor] = {}
-    handles = []
-    for name, module in modules.items():
-
-        def hook(_module: torch.nn.Module, args: tuple[Any, ...], name: str = name) -> None:
-            if name not in captured and args and isinstance(args[0], torch.Tensor):
-                captured[name] = args[0].detach().clone()
-
-        handles.append(module.register_forward_pre_hook(hook))
-    try:
-        run()
-    finally:
-        for handle in handles:
-            handle.remove()
-    return captured
-
-
 def torch_vs_onnx(
-    module: torch.nn.Module, x: torch.Tensor, threads: int, repeat: int
+    module: torch.nn.Module, weights: Path, x: torch.Tensor, repeat: int
 ) -> tuple[float, float | None, str]:
-    """(torch ms, ONNX Runtime ms or ``None``, note) of one forward pass on ``x``."""
-    import onnxruntime as ort
+    """(torch ms, ONNX Runtime ms or ``None``, note) of one forward pass on ``x``.
 
-    module.eval()
-    x = x.clone()  # a normal tensor: inputs captured under inference_mode cannot be traced
-    with torch.inference_mode():
-        torch_ms = 1000 * _seconds(lambda: module(x), repeat)
-    buffer = io.BytesIO()
-    try:
-        torch.onnx.export(module, (x,), buffer, dynamo=False, opset_version=17)
-    except Exception as exc:
-        return torch_ms, None, f"export failed: {type(exc).__name__}"
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: x.numpy()}
-    ort_ms = 1000 * _seconds(lambda: session.run(None, feed), repeat)
-    return torch_ms, ort_ms, ""
+    ONNX Runtime runs the export shipped next to the weights, as the engine does.
+    """
+    from inference.engines.model_card import sha256_of
+    from inference.models.runtime import TorchRunner, make_runner
+
+    torch_ms = 1000 * _seconds(lambda: TorchRunner(module)(x), repeat)
+    runner = make_runner(module, weights, sha256_of(weights))
+    if runner.backend != "onnxruntime":
+        return torch_ms, None, "no matching ONNX export"
+    return torch_ms, 1000 * _seconds(lambda: runner(x), repeat), ""
 
 
 def load(name: str, weights_dir: Path | None) -> tuple[Any, Any]:
@@ -183,14 +136,14 @@ def bench_engine(
         f"{e2e_seconds:.2f}",
         f"{CINE_FRAMES / e2e_seconds:.1f}",
     ]
-    modules = torch_modules(engine)
-    inputs = capture_inputs(modules, lambda: engine.run(still if still is not None else cine))
     network_rows = []
-    for module_name, x in inputs.items():
-        torch_ms, ort_ms, note = torch_vs_onnx(modules[module_name], x, threads, repeat)
+    batch = 16 if name == "cardiac" else 1  # the cardiac engine segments 16 frames at a time
+    for weights, module, shape in engine.networks():
+        x = torch.rand((batch, *shape[1:]), generator=torch.Generator().manual_seed(0))
+        torch_ms, ort_ms, note = torch_vs_onnx(module, weights, x, repeat)
         network_rows.append(
             [
-                f"{name}.{module_name}",
+                weights.stem,
                 "x".join(map(str, x.shape)),
                 f"{torch_ms:.1f}",
                 f"{ort_ms:.1f}" if ort_ms is not None else note,
