@@ -226,15 +226,17 @@ class Dispatcher:
         targets = export_targets(config, pipeline, job.calling_ae, job.calling_host)
         shutil.rmtree(self.spool.results / f"job-{job.job_id}", ignore_errors=True)
         sources, unreadable = self._load(job.instance_paths)
-        paths = {id(ds): path for path, ds in sources}
-        images = [
-            ds for _, ds in sources if str(ds.get("SOPClassUID", "")) in ULTRASOUND_SOP_CLASSES
+        ultrasound = [
+            (path, ds)
+            for path, ds in sources
+            if str(ds.get("SOPClassUID", "")) in ULTRASOUND_SOP_CLASSES
         ]
+        images = [ds for _, ds in ultrasound]
         result = StudyResult(study_instance_uid=job.study_instance_uid)
-        for ds in images:
+        for path, ds in ultrasound:
             attrs = RoutingAttributes.from_dataset(ds, job.calling_ae)
             engines = engines_for(pipeline, attrs)
-            result.images.append(self._analyse_image(ds, paths[id(ds)], engines))
+            result.images.append(self._analyse_image(ds, path, engines))
         failures = [
             n.detail
             for n in result.not_assessed
