@@ -253,8 +253,7 @@ def section(plot_dir: Path, quick: bool) -> str:
     Returns
     -------
     str
-        The section, with the Bland-Altman figure linked (also written to
-        ``plot_dir / "cardiac.md"``).
+        The section, with the Bland-Altman figure linked.
     """
     started = time.time()
     n_cines, n_view = (8, 10) if quick else (40, 60)
@@ -283,6 +282,4 @@ def section(plot_dir: Path, quick: bool) -> str:
         f"![EF Bland-Altman]({plot_dir.name}/{FIGURE_NAME})", "",
         *view_markdown(view),
     ]
-    markdown = "\n".join(lines)
-    (plot_dir / "cardiac.md").write_text(markdown + "\n")
-    return markdown
+    return "\n".join(lines)
