@@ -42,12 +42,9 @@ class LazyAnalyzer:
         """Load the engines now (idempotent)."""
         with self._lock:
             if self._analyzer is None:
-                import torch
-
                 from inference.analyzer import Analyzer
 
-                torch.set_num_threads(self.threads)
-                self._analyzer = Analyzer.load(self.engine_names)
+                self._analyzer = Analyzer.load(self.engine_names, threads=self.threads)
                 LOGGER.info("engines_loaded", engines=list(self.engine_names))
 
     def __call__(self, image: ImageInput, engines: Sequence[str]) -> ImageResult:

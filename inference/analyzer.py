@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
+import torch
 
 from inference.engines.base import Engine, ImageInput
 from inference.engines.view import ViewClassifier, ViewPrediction
@@ -99,13 +100,16 @@ class Analyzer:
         self.thresholds = thresholds or QualityThresholds()
 
     @classmethod
-    def load(cls, engine_names: Sequence[str]) -> Analyzer:
+    def load(cls, engine_names: Sequence[str], threads: int | None = None) -> Analyzer:
         """Load the named engines (cached per process) and the shipped view classifier.
 
         Parameters
         ----------
         engine_names:
             Engine names from :data:`inference.engines.registry.ENGINE_NAMES`.
+        threads:
+            Threads of the networks (torch and ONNX Runtime sessions, which are
+            created with torch's count); the current setting when ``None``.
 
         Returns
         -------
@@ -114,6 +118,8 @@ class Analyzer:
         """
         from inference.engines.registry import load_engine
 
+        if threads is not None:
+            torch.set_num_threads(threads)
         engines = {name: load_engine(name) for name in engine_names}
         return cls(engines, ViewClassifier())
 
