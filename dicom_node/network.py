@@ -480,9 +480,14 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
         }
         return len(live | {peer for peer in self._pending if peer[0] == host})
 
+    @staticmethod
+    def _peer(client_address: Any) -> tuple[str, int]:
+        """``(host, port)`` of a client address (IPv4 or IPv6)."""
+        return str(client_address[0]), int(client_address[1])
+
     def verify_request(self, request: Any, client_address: Any) -> bool:
         """Accept a connection unless its address already holds its share."""
-        peer = (str(client_address[0]), int(client_address[1]))
+        peer = self._peer(client_address)
         with self._pending_lock:
             refused = self._connections_from(peer[0]) >= self.max_connections_per_ip
             if not refused:
@@ -502,7 +507,7 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
             super().process_request_thread(request, client_address)
         finally:
             with self._pending_lock:
-                self._pending.discard((str(client_address[0]), int(client_address[1])))
+                self._pending.discard(self._peer(client_address))
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         """Accept a connection, set TCP_NODELAY and a timeout, wrap it for TLS if configured."""

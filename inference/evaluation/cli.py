@@ -49,8 +49,7 @@ HEADER = [
     "Ground truth holds the lesions a sonographer could see on the rendered frame (Rose index "
     ">= 4, docs/dataset-card.md); lesions hidden under a rib shadow, in a blown-out region or "
     "too faint for their size are not counted (reports before 2026-11-25 20:00 UTC counted "
-    "them). On "
-    "cine the engine uses the score-threshold factor of its detector card, chosen by "
+    "them). On cine the engine uses the score-threshold factor of its detector card, chosen by "
     "`us-ai-train cine-vote` on validation clips (seeds 9,500 and up), never on these.", "",
 ]
 """Opening of the report."""
