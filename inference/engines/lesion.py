@@ -1,8 +1,10 @@
 """Liver and breast lesion engines: detect, classify, track, explain.
 
 Each engine chains a single-class detector (the letterboxed scan area in,
-boxes out) with a 4-class ROI classifier (a crop around each detection in,
-class probabilities out), as the published real-time system does.  On a
+boxes out; it also sees the mirror image and the two outputs are averaged,
+see :func:`~inference.models.lesion_nets.predict_mirrored`) with a 4-class
+ROI classifier (a crop around each detection in, class probabilities out), as
+the published real-time system does.  On a
 cine, up to :attr:`LesionEngine.max_frames` evenly sampled frames are
 analysed, detections are tracked (:mod:`inference.cine`), each track's class
 is voted 3-of-5 and its probabilities smoothed.  Each finding carries a
@@ -50,6 +52,7 @@ from inference.models.lesion_nets import (
     LesionDetector,
     decode,
     grad_cam,
+    predict_mirrored,
 )
 from inference.models.roi import (
     CLASSIFIER_SIZE,
@@ -206,7 +209,7 @@ class LesionEngine:
             inputs.append(det_in)
             boxes.append(lb)
         x = torch.from_numpy(np.stack(inputs)[:, None].astype(np.float32) / 255.0)
-        decoded = decode(*self._models.detect(x), threshold=(
+        decoded = decode(*predict_mirrored(self._models.detect, x), threshold=(
             self.score_threshold if threshold is None else threshold))
         out = []
         for k, (dets, lb) in enumerate(zip(decoded, boxes, strict=True)):

@@ -10,6 +10,7 @@ logits; its last convolution is the Grad-CAM layer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,6 +104,29 @@ class Detection:
     x1: float
     y1: float
     score: float
+
+
+def predict_mirrored(run: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], x: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Detector outputs averaged with those of the left-right mirrored input.
+
+    The test-time counterpart of the horizontal flips of training: ``run`` (the
+    detector, or a runtime running it) sees the batch and its mirror image at
+    once; heatmap logits and log sizes are averaged cell by cell (the stride
+    divides the input side, so mirrored cells line up) and the sub-cell offsets
+    are those of the unmirrored input.
+
+    Parameters
+    ----------
+    run:
+        Detector forward pass: ``(n, 1, S, S)`` -> ``(heat, size, offset)``.
+    x:
+        ``(n, 1, S, S)`` input.
+    """
+    n = x.shape[0]
+    heat, size, offset = run(torch.cat([x, torch.flip(x, dims=[3])]))[:3]
+    return ((heat[:n] + torch.flip(heat[n:], dims=[3])) / 2.0,
+            (size[:n] + torch.flip(size[n:], dims=[3])) / 2.0, offset[:n])
 
 
 def decode(heat: torch.Tensor, size: torch.Tensor, offset: torch.Tensor, threshold: float,

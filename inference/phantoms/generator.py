@@ -9,6 +9,7 @@ with the same ``lesion_index`` on every frame the lesion spans.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -97,20 +98,26 @@ def _draw_probe(organ: Organ, rng: np.random.Generator
     return probe, ac.random_settings(rng, pick[3])
 
 
-def rose_index(frame: np.ndarray, lesion: np.ndarray, scan: np.ndarray, cell_px: float
-               ) -> float:
+def rose_index(frame: np.ndarray, empty: np.ndarray, lesion: np.ndarray, scan: np.ndarray,
+               cell_px: float) -> float:
     """How visible a lesion is on a rendered frame.
 
     The lesion is split into its rim (the outer third of its radius: wall, halo,
-    capsule) and its core; each part's contrast-to-noise ratio against the tissue
-    ring around the lesion, times the square root of the resolution cells the part
-    covers, is a Rose index, and the larger one is returned.  A target lesion whose
-    bright core and dark halo average out is still seen by its halo.
+    capsule) and its core.  Each part is compared twice: with the tissue ring
+    around the lesion, and with the same pixels of ``empty``, the frame rendered
+    without the lesions and with the same speckle.  The smaller of the two
+    contrast-to-noise ratios, times the square root of the resolution cells the
+    part covers, is the part's Rose index, and the larger part's is returned.  A
+    target lesion whose bright core and dark halo average out is still seen by its
+    halo; a lesion under a rib shadow changes nothing on the frame, however dark
+    the shadow is against the tissue beside it.
 
     Parameters
     ----------
     frame:
         The rendered frame (``uint8``).
+    empty:
+        The same frame rendered without the lesions (``uint8``).
     lesion:
         The lesion's pixels inside the field of view.
     scan:
@@ -129,14 +136,19 @@ def rose_index(frame: np.ndarray, lesion: np.ndarray, scan: np.ndarray, cell_px:
         values = frame[part].astype(np.float64)
         if values.size < 3:
             continue
-        sd = float(np.sqrt((values.var() + ring.var()) / 2.0)) + 1.0
-        cnr = abs(float(values.mean()) - float(ring.mean())) / sd
+        cnr = min(_cnr(values, ring), _cnr(values, empty[part].astype(np.float64)))
         best = max(best, cnr * float(np.sqrt(values.size / max(cell_px, 1e-6))))
     return best
 
 
+def _cnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Contrast-to-noise ratio of two sets of grey levels."""
+    sd = float(np.sqrt((a.var() + b.var()) / 2.0)) + 1.0
+    return abs(float(a.mean()) - float(b.mean())) / sd
+
+
 def _truths(scene: Scene, masks: list[np.ndarray | None], layout: ac.ScanLayout,
-            frame: np.ndarray, frequency_mhz: float) -> list[LesionTruth]:
+            frame: np.ndarray, empty: np.ndarray, frequency_mhz: float) -> list[LesionTruth]:
     out = []
     min_area = np.pi * (MIN_VISIBLE_MM / 2.0 / layout.pixel_mm) ** 2
     axial, lateral = ac.resolution_mm(frequency_mhz)
@@ -148,7 +160,7 @@ def _truths(scene: Scene, masks: list[np.ndarray | None], layout: ac.ScanLayout,
         area = int(visible.sum())
         if area < min_area:
             continue
-        if rose_index(frame, visible, layout.mask, cell_px) < MIN_ROSE_INDEX:
+        if rose_index(frame, empty, visible, layout.mask, cell_px) < MIN_ROSE_INDEX:
             continue
         ys, xs = np.nonzero(visible)
         box = BoundingBox(float(xs.min()), float(ys.min()), float(xs.max() + 1),
@@ -242,9 +254,12 @@ def generate(organ: Organ, seed: int, rows: int = 480, cols: int = 640, n_frames
             previous = (previous[0] + shift[1] * layout.lateral_step_mm,
                         previous[1] + shift[0] * layout.axial_step_mm)
         grid = base.moved(dx, dz, y)
-        echo, atten, masks = scene.paint(grid)
-        frame = ac.render(layout, echo, atten, settings, rng, scatterers=scatterers)
-        truths.append(_truths(scene, masks, layout, frame, settings.frequency_mhz))
+        layers = scene.paint_layers(grid)
+        same_noise = copy.deepcopy(rng)
+        frame = ac.render(layout, layers.echo, layers.atten, settings, rng, scatterers=scatterers)
+        empty = ac.render(layout, layers.empty_echo, layers.empty_atten, settings, same_noise,
+                          scatterers=scatterers)
+        truths.append(_truths(scene, layers.masks, layout, frame, empty, settings.frequency_mhz))
         if overlay is not None:
             frame = np.where(overlay > 0, overlay, frame)
         frames.append(frame)

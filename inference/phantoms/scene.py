@@ -247,14 +247,36 @@ class Scene:
 
     def paint(self, grid: Grid) -> tuple[np.ndarray, np.ndarray, list[np.ndarray | None]]:
         """Echogenicity, attenuation and one mask per lesion (``None`` if unseen)."""
+        layers = self.paint_layers(grid)
+        return layers.echo, layers.atten, layers.masks
+
+    def paint_layers(self, grid: Grid) -> PaintedScene:
+        """The scene's maps and masks, and its maps with the lesions left out."""
         echo = np.full(grid.shape, self.background_echo, dtype=np.float32)
         atten = np.full(grid.shape, self.background_atten, dtype=np.float32)
         for painter in self.background:
             painter.paint(grid, echo, atten)
+        empty_echo, empty_atten = echo.copy(), atten.copy()
         masks = [lesion.paint(grid, echo, atten) for lesion in self.lesions]
         for painter in self.overlays:
             painter.paint(grid, echo, atten)
-        return echo, atten, masks
+            painter.paint(grid, empty_echo, empty_atten)
+        return PaintedScene(echo, atten, masks, empty_echo, empty_atten)
+
+
+@dataclass(frozen=True)
+class PaintedScene:
+    """Maps of a painted scene (see :meth:`Scene.paint_layers`).
+
+    ``empty_echo`` and ``empty_atten`` are the same scene without its lesions:
+    rendered with the same speckle, they show what the lesions changed.
+    """
+
+    echo: np.ndarray
+    atten: np.ndarray
+    masks: list[np.ndarray | None]
+    empty_echo: np.ndarray
+    empty_atten: np.ndarray
 
 
 def random_outline(rng: np.random.Generator, irregularity: float, n_harmonics: int = 4

@@ -30,7 +30,13 @@ from inference.training.common import (
     set_seed,
     write_card,
 )
-from inference.training.lesion_data import CLASSES, LesionCache, load_cache, split_indices
+from inference.training.lesion_data import (
+    CLASSES,
+    LesionCache,
+    load_caches,
+    seed_ranges,
+    split_indices,
+)
 
 logger = structlog.get_logger(__name__)
 
@@ -152,7 +158,7 @@ def cross_validate(cache: LesionCache, idx: np.ndarray, n_classes: int,
 def run(args: argparse.Namespace) -> None:
     """Cross-validate, train on the train split, keep the best on validation, write the card."""
     rng = set_seed(args.seed, args.threads)
-    cache = load_cache(args.cache)
+    cache = load_caches(args.cache)
     classes = CLASSES[args.organ]
     train_img, val_img, test_img = split_indices(len(cache.det), args.seed)
     train = np.flatnonzero(np.isin(cache.crop_image, train_img))
@@ -170,8 +176,8 @@ def run(args: argparse.Namespace) -> None:
                                 init=args.init)
     test_metrics = metrics(predict(model, cache.crops[test]), cache.crop_labels[test], classes)
     write_card(out_path, command=command_line(args), seed=args.seed,
-               data={"cache": str(args.cache), "cache_seeds": [int(cache.seeds[0]),
-                                                              int(cache.seeds[-1])],
+               data={"cache": [str(path) for path in args.cache],
+                     "cache_seeds": seed_ranges(cache.seeds),
                      "train_crops": len(train), "val_lesions": len(val),
                      "test_lesions": len(test), "split": "8:1:1 by image",
                      "balanced": True,

@@ -10,6 +10,7 @@ Examples
 --------
 ``us-ai-train lesion-data --organ liver --count 4500 --output /work/cache/lesion/liver-train.npz``
 ``us-ai-train liver-detector --cache /work/cache/lesion/liver-train.npz``
+(``--cache a.npz b.npz`` trains on several caches together)
 ``us-ai-train liver-classifier --cache /work/cache/lesion/liver-train.npz``
 ``us-ai-train export-onnx`` (after any training: ONNX exports of the shipped weights)
 ``us-ai-train cine-vote --organ liver`` (after a detector: its cine threshold factor)

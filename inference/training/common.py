@@ -26,7 +26,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, epochs: int, batch_s
                         lr: float, minutes: float) -> None:
     """Options every lesion model trainer takes (organ, cache, output, budget, seed, init)."""
     parser.add_argument("--organ", choices=["liver", "breast"], required=True)
-    parser.add_argument("--cache", type=Path, required=True, help="cache from lesion-data")
+    parser.add_argument("--cache", type=Path, nargs="+", required=True,
+                        help="one or more caches from lesion-data (used together)")
     parser.add_argument("--output", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--epochs", type=int, default=epochs)
     parser.add_argument("--batch-size", type=int, default=batch_size)

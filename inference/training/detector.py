@@ -3,7 +3,8 @@
 CenterNet targets (Gaussian centre heatmap, log box size, centre offset) on
 the letterboxed phantom images of a cache; focal loss; horizontal flips and
 grey-level augmentation; 8:1:1 split of the cache; the checkpoint with the
-best validation F1 at IoU 0.25 is kept, with the score threshold that gave it.
+best validation F1 at IoU 0.25 is kept, with the score threshold that gave it
+(validated as the engine runs the detector: averaged with the mirrored input).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from inference.models.lesion_nets import (
     LesionDetector,
     box_iou,
     decode,
+    predict_mirrored,
 )
 from inference.models.roi import DETECTOR_SIZE
 from inference.training.common import (
@@ -36,7 +38,7 @@ from inference.training.common import (
     set_seed,
     write_card,
 )
-from inference.training.lesion_data import LesionCache, load_cache, split_indices
+from inference.training.lesion_data import LesionCache, load_caches, seed_ranges, split_indices
 
 logger = structlog.get_logger(__name__)
 
@@ -135,7 +137,7 @@ def evaluate_detector(model: LesionDetector, cache: LesionCache, idx: np.ndarray
         for start in range(0, len(idx), 32):
             part = idx[start:start + 32]
             x, boxes = _batch(cache, part, None)
-            dets = decode(*model(x), threshold=float(thresholds.min()))
+            dets = decode(*predict_mirrored(model, x), threshold=float(thresholds.min()))
             for d, b in zip(dets, boxes, strict=True):
                 for t in thresholds:
                     counts[float(t)] += match_counts([e for e in d if e.score >= t], b)
@@ -151,7 +153,7 @@ def run(args: argparse.Namespace) -> None:
     """Train, keep the best checkpoint, write weights and card."""
     rng = set_seed(args.seed, args.threads)
     gen = torch.Generator().manual_seed(args.seed)
-    cache = load_cache(args.cache)
+    cache = load_caches(args.cache)
     train, val, test = split_indices(len(cache.det), args.seed)
     if args.limit:
         train, val = train[: args.limit], val[: max(args.limit // 8, 4)]
@@ -197,8 +199,8 @@ def run(args: argparse.Namespace) -> None:
             break
     p, r, f1 = best[2]
     write_card(out_path, command=command_line(args), seed=args.seed,
-               data={"cache": str(args.cache), "cache_seeds": [int(cache.seeds[0]),
-                                                              int(cache.seeds[-1])],
+               data={"cache": [str(path) for path in args.cache],
+                     "cache_seeds": seed_ranges(cache.seeds),
                      "train_images": len(train), "val_images": len(val),
                      "test_images": len(test), "split": "8:1:1"},
                metrics={"val_precision": p, "val_recall": r, "val_f1": f1,

@@ -204,6 +204,26 @@ def load_cache(path: Path) -> LesionCache:
                               for k in data.files})
 
 
+def load_caches(paths: list[Path]) -> LesionCache:
+    """Load several caches (of one organ) as one, in the order given."""
+    caches = [load_cache(path) for path in paths]
+    organs = {cache.organ for cache in caches}
+    if len(organs) != 1:
+        raise ValueError(f"caches of different organs: {sorted(organs)}")
+    return caches[0] if len(caches) == 1 else _merge(caches)
+
+
+def seed_ranges(seeds: np.ndarray) -> list[list[int]]:
+    """Consecutive runs of ``seeds`` as ``[first, last]`` pairs (for the model card)."""
+    ranges: list[list[int]] = []
+    for seed in (int(s) for s in seeds):
+        if ranges and seed == ranges[-1][1] + 1:
+            ranges[-1][1] = seed
+        else:
+            ranges.append([seed, seed])
+    return ranges
+
+
 class _Serial:
     """A stand-in for a pool that runs in this process."""
 

@@ -32,7 +32,10 @@ def test_tiny_cache_train_and_run(tmp_path: Path) -> None:
     data = load_cache(cache)
     assert data.det.shape == (6, 256, 256)
     assert len(data.crops) == 2 * len(data.labels)
-    assert main(["liver-detector", "--cache", str(cache), "--output", str(weights),
+    more = tmp_path / "liver-more.npz"
+    assert main(["lesion-data", "--organ", "liver", "--first-seed", "10", "--count", "3",
+                 "--output", str(more), "--crops-per-lesion", "2"]) == 0
+    assert main(["liver-detector", "--cache", str(cache), str(more), "--output", str(weights),
                  "--epochs", "1", "--batch-size", "2", "--seed", "3"]) == 0
     assert main(["liver-classifier", "--cache", str(cache), "--output", str(weights),
                  "--epochs", "1", "--folds", "2", "--cv-epochs", "1", "--seed", "3"]) == 0
@@ -41,6 +44,11 @@ def test_tiny_cache_train_and_run(tmp_path: Path) -> None:
         assert card["sha256"] == sha256_file(weights / f"liver_{part}.pt")
         assert card["command"].startswith(f"us-ai-train liver-{part}")
         assert card["seed"] == 3
+    detector_data = json.loads((weights / "liver_detector.json").read_text())["data"]
+    assert detector_data["cache"] == [str(cache), str(more)]
+    assert detector_data["cache_seeds"] == [[0, 5], [10, 12]]
+    assert detector_data["train_images"] + detector_data["val_images"] \
+        + detector_data["test_images"] == 9
     engine = LiverEngine(weights_dir=weights)
     assert isinstance(engine, Engine)
     sample = generate("liver", 99, 240, 320)

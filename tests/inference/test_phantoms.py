@@ -49,31 +49,39 @@ def test_cine_tracks_keep_their_index_and_move() -> None:
     assert not np.array_equal(clip.frames[0], clip.frames[-1])
 
 
-def _disc_frame(inside: float, halo: float | None, background: float, seed: int = 0
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """A speckle-like frame with a 20-pixel disc of mean ``inside`` (rim ``halo``)."""
+def _disc_frames(inside: float, halo: float | None, background: float, shadow: bool = False,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A speckle-like frame with a 20-pixel disc of mean ``inside`` (rim ``halo``), the
+    same frame without the disc, and the disc; ``shadow`` blacks out the left part of
+    both frames, disc included, as a rib shadow would."""
     rng = np.random.default_rng(seed)
     ys, xs = np.mgrid[0:120, 0:120]
     r = np.hypot(xs - 60, ys - 60)
+    empty_mean = np.full(r.shape, background)
     mean = np.where(r < 20, inside, background)
     if halo is not None:
         mean = np.where((r >= 14) & (r < 20), halo, mean)
-    frame = np.clip(mean * rng.rayleigh(1.0, mean.shape) / 1.25, 0, 255).astype(np.uint8)
-    return frame, r < 20
+    if shadow:
+        mean[:, :85] = empty_mean[:, :85] = 0.0
+    speckle = rng.rayleigh(1.0, r.shape) / 1.25
+    frame, empty = (np.clip(m * speckle, 0, 255).astype(np.uint8) for m in (mean, empty_mean))
+    return frame, empty, r < 20
 
 
-@pytest.mark.parametrize(("inside", "halo", "background", "visible"), [
-    (2.0, None, 120.0, True),      # anechoic cyst in tissue
-    (120.0, 30.0, 120.0, True),    # target lesion: core like the tissue, dark halo
-    (0.0, None, 0.0, False),       # inside a rib shadow: black on black
-    (900.0, None, 900.0, False),   # blown-out region: white on white
-    (124.0, None, 120.0, False),   # too faint for its size
+@pytest.mark.parametrize(("inside", "halo", "background", "shadow", "visible"), [
+    (2.0, None, 120.0, False, True),      # anechoic cyst in tissue
+    (120.0, 30.0, 120.0, False, True),    # target lesion: core like the tissue, dark halo
+    (0.0, None, 0.0, False, False),       # black on black
+    (2.0, None, 120.0, True, False),      # under a rib shadow, tissue beside it
+    (900.0, None, 900.0, False, False),   # blown-out region: white on white
+    (124.0, None, 120.0, False, False),   # too faint for its size
 ])
 def test_ground_truth_needs_a_visible_lesion(inside: float, halo: float | None,
-                                             background: float, visible: bool) -> None:
-    frame, disc = _disc_frame(inside, halo, background)
+                                             background: float, shadow: bool,
+                                             visible: bool) -> None:
+    frame, empty, disc = _disc_frames(inside, halo, background, shadow)
     scan = np.ones_like(disc)
-    assert (rose_index(frame, disc, scan, cell_px=6.0) >= MIN_ROSE_INDEX) is visible
+    assert (rose_index(frame, empty, disc, scan, cell_px=6.0) >= MIN_ROSE_INDEX) is visible
 
 
 def test_generator_drops_lesions_nobody_could_see(monkeypatch: pytest.MonkeyPatch) -> None:
