@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from inference.engines.base import Engine
 from inference.engines.lesion import LiverEngine
@@ -14,6 +15,7 @@ from inference.evaluation.lesion import image_input
 from inference.phantoms.generator import generate
 from inference.training.cli import SUBCOMMANDS, main
 from inference.training.common import sha256_file
+from inference.training.detector import zoom_augment
 from inference.training.lesion_data import load_cache
 
 
@@ -58,3 +60,20 @@ def test_tiny_cache_train_and_run(tmp_path: Path) -> None:
     for finding in result.lesions:
         assert finding.heatmap is not None and finding.heatmap.shape == (240, 320)
         assert np.isclose(sum(finding.probabilities.values()), 1.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_zoom_augment_moves_boxes_with_the_pixels(seed: int) -> None:
+    x = torch.zeros((1, 1, 256, 256))
+    x[0, 0, 100:140, 60:100] = 1.0
+    out, boxes = zoom_augment(x, [np.array([[60.0, 100.0, 100.0, 140.0]], np.float32)],
+                              np.random.default_rng(seed), probability=1.0)
+    image = out[0, 0].numpy()
+    bright = image > 0.5
+    if len(boxes[0]) == 0:
+        assert bright.sum() < 0.5 * 40 * 40 * 0.7**2
+        return
+    x0, y0, x1, y1 = boxes[0][0]
+    ys, xs = np.nonzero(bright)
+    assert abs(xs.min() - x0) <= 1.5 and abs(xs.max() + 1 - x1) <= 1.5
+    assert abs(ys.min() - y0) <= 1.5 and abs(ys.max() + 1 - y1) <= 1.5
