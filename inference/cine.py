@@ -47,6 +47,12 @@ class Track:
         """Mean detection score."""
         return float(np.mean([d.score for d in self.detections]))
 
+    def evidence(self, frames: int) -> float:
+        """Sum of the detection scores over the ``frames`` analysed: a lesion seen
+        faintly on every frame and one seen clearly on a few score alike, and a
+        flicker on one or two frames scores low."""
+        return float(sum(d.score for d in self.detections)) / max(frames, 1)
+
 
 def _affinity(a: BoundingBox, b: BoundingBox) -> float:
     """IoU, or a small positive value when the centres are close (fast motion)."""

@@ -4,15 +4,17 @@ Each engine chains a single-class detector (the letterboxed scan area in,
 boxes out; it also sees the mirror image and the two outputs are averaged,
 see :func:`~inference.models.lesion_nets.predict_mirrored`) with a 4-class
 ROI classifier (a crop around each detection in, class probabilities out), as
-the published real-time system does.  On a
-cine, up to :attr:`LesionEngine.max_frames` evenly sampled frames are
-analysed, detections are tracked (:mod:`inference.cine`), each track's class
-is voted 3-of-5 and its probabilities smoothed.  Each finding carries a
+the published real-time system does.  On a cine, up to
+:attr:`LesionEngine.max_frames` evenly sampled frames are analysed, detections
+are tracked (:mod:`inference.cine`), a track is reported when its evidence
+over the frames reaches the card's ``cine_track_score``, and its class is voted
+3-of-5 and its probabilities smoothed.  Each finding carries a
 Grad-CAM map of the classifier's evidence at full image size.
 
 Weights are loaded once per process from ``inference/weights`` (or
 ``weights_dir``): ``<organ>_detector.pt`` and ``<organ>_classifier.pt`` with
-their ``.json`` cards (the detector card holds the score threshold).
+their ``.json`` cards (the detector card holds the score threshold and the
+cine track score).
 """
 
 from __future__ import annotations
@@ -69,6 +71,16 @@ logger = structlog.get_logger(__name__)
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 """Default location of the shipped weights."""
 
+MIN_CINE_FRAMES = 4
+"""Analysed frames from which a clip is scored by tracks rather than frame by frame."""
+
+CINE_FLOOR_FACTOR = 0.5
+"""On a cine, detections down to this fraction of the score threshold are tracked."""
+
+DEFAULT_TRACK_SCORE_FACTOR = 0.4
+"""Track evidence a cine needs, as a fraction of the score threshold, when the detector
+card holds no tuned ``cine_track_score``."""
+
 _LOCK = threading.Lock()
 _LOADED: dict[tuple[Path, str], _Models] = {}
 
@@ -80,7 +92,7 @@ class _Models:
     detect: Runner
     classify: Runner
     threshold: float
-    cine_threshold_factor: float
+    cine_track_score: float
     sha256: str
 
 
@@ -104,7 +116,9 @@ def _load(weights_dir: Path, organ: str, n_classes: int) -> _Models:
                 make_runner(detector, weights_dir / f"{organ}_detector.pt", cards[0]["sha256"]),
                 make_runner(classifier, weights_dir / f"{organ}_classifier.pt",
                             cards[1]["sha256"]),
-                float(cards[0]["threshold"]), float(cards[0].get("cine_threshold_factor", 1.0)),
+                float(cards[0]["threshold"]),
+                float(cards[0].get("cine_track_score",
+                                   DEFAULT_TRACK_SCORE_FACTOR * cards[0]["threshold"])),
                 hashlib.sha256(sha.encode()).hexdigest())
             _LOADED[key] = models
             logger.info("lesion_models_loaded", organ=organ, weights_dir=str(weights_dir),
@@ -125,12 +139,15 @@ class LesionEngine:
         Frames of a cine analysed at most (evenly sampled).
     vote_k, vote_n:
         k-of-n frame voting of a track's class.
-    cine_threshold_factor:
-        Factor on the per-frame score threshold for a cine, where a lesion
-        must also persist on a quarter of the sampled frames.  Below 1 it
-        recovers faint lesions but keeps more persistent false tracks (vessel
-        cross-sections).  Default: the factor chosen on validation clips by
-        ``us-ai-train cine-vote`` and written in the detector card (1 if none).
+    cine_track_score:
+        On a cine of at least :data:`MIN_CINE_FRAMES` analysed frames, detections
+        down to :data:`CINE_FLOOR_FACTOR` times the score threshold are tracked,
+        and a track is reported when its evidence (its scores summed over the
+        analysed frames, :meth:`~inference.cine.Track.evidence`) reaches this.
+        Lower values recover faint lesions but keep more persistent false tracks
+        (vessel cross-sections).  Default: the value chosen on validation clips
+        by ``us-ai-train cine-vote`` and written in the detector card
+        (:data:`DEFAULT_TRACK_SCORE_FACTOR` times the score threshold if none).
     """
 
     name: str = ""
@@ -139,15 +156,15 @@ class LesionEngine:
 
     def __init__(self, weights_dir: Path | None = None, score_threshold: float | None = None,
                  max_frames: int = 16, vote_k: int = 3, vote_n: int = 5,
-                 cine_threshold_factor: float | None = None) -> None:
+                 cine_track_score: float | None = None) -> None:
         self.weights_dir = weights_dir or WEIGHTS_DIR
         self._models = _load(self.weights_dir, self.name, len(self.classes))
         self.score_threshold = (score_threshold if score_threshold is not None
                                 else self._models.threshold)
         self.max_frames = max_frames
         self.vote_k, self.vote_n = vote_k, vote_n
-        self.cine_threshold_factor = (cine_threshold_factor if cine_threshold_factor is not None
-                                      else self._models.cine_threshold_factor)
+        self.cine_track_score = (cine_track_score if cine_track_score is not None
+                                 else self._models.cine_track_score)
 
     @property
     def algorithm(self) -> AlgorithmInfo:
@@ -163,7 +180,7 @@ class LesionEngine:
                         "runtime": self._models.detect.backend,
                         "cine_vote": f"{self.vote_k} of {self.vote_n} frames",
                         "max_frames": str(self.max_frames),
-                        "cine_threshold_factor": f"{self.cine_threshold_factor:.2f}"})
+                        "cine_track_score": f"{self.cine_track_score:.3f}"})
 
     def networks(self) -> list[tuple[Path, torch.nn.Module, tuple[int, ...]]]:
         """The networks this engine runs: weights file, module and input shape (for export)."""
@@ -186,12 +203,12 @@ class LesionEngine:
         frames = image.frames
         indices = np.round(np.linspace(0, len(frames) - 1, min(len(frames), self.max_frames))
                            ).astype(int) if len(frames) > 1 else np.array([0])
-        threshold = self.score_threshold * (self.cine_threshold_factor if len(indices) > 1 else 1)
-        per_frame = self.detect(frames, indices, area, threshold)
-        tracks = track(per_frame)
-        if len(indices) >= 4:
-            needed = max(2, int(np.ceil(0.25 * len(indices))))
-            tracks = [t for t in tracks if len(t.detections) >= needed]
+        if len(indices) >= MIN_CINE_FRAMES:
+            per_frame = self.detect(frames, indices, area, self.score_threshold * CINE_FLOOR_FACTOR)
+            tracks = [t for t in track(per_frame) if len(t.detections) >= 2
+                      and t.evidence(len(indices)) >= self.cine_track_score]
+        else:
+            tracks = track(self.detect(frames, indices, area))
         for number, t in enumerate(sorted(tracks, key=lambda t: -t.mean_score), start=1):
             result.lesions.append(self._finding(image, frames, indices, t, number))
         return result

@@ -47,9 +47,10 @@ HEADER = [
     "tracked counts as wrong. 25 % of the images are passed without ultrasound regions, so the "
     "engine finds the scan area from the pixels.", "",
     "Ground truth holds the lesions a sonographer could see on the rendered frame (Rose index "
-    ">= 4, docs/dataset-card.md); lesions hidden under a rib shadow, in a blown-out region or "
-    "too faint for their size are not counted (reports before 2026-11-25 20:00 UTC counted "
-    "them). On cine the engine uses the score-threshold factor of its detector card, chosen by "
+    ">= 4 against the tissue around the lesion and against the frame rendered without it, "
+    "docs/dataset-card.md); lesions hidden under a rib shadow, in a blown-out region or too "
+    "faint for their size are not counted (reports before 2026-11-25 23:00 UTC counted some "
+    "of them). On cine the engine uses the track score of its detector card, chosen by "
     "`us-ai-train cine-vote` on validation clips (seeds 9,500 and up), never on these.", "",
 ]
 """Opening of the report."""

@@ -1,16 +1,17 @@
-"""Choose a lesion engine's cine threshold factor on validation clips (``us-ai-train cine-vote``).
+"""Choose a lesion engine's cine track score on validation clips (``us-ai-train cine-vote``).
 
-On a cine the engine keeps a track when its detections pass the per-frame
-score threshold times a factor on enough sampled frames.  This command runs
-the engine on one-lesion validation clips (seeds 9,500 and up: no training
-cache and no held-out set uses them) for each candidate factor and writes
-into the detector card the factor with the best 4-class clip accuracy among
-those that report at most ``--max-false-tracks`` false tracks per clip
-(default 0.5: one every other clip; ties: the larger factor), with the
-accuracy, the false tracks per clip and the tracking F1 of every candidate.
-A lower factor always tracks more lesions, so accuracy alone would pick the
-loosest one and fill the radiologist's screen with false tracks.  The
-held-out evaluation never sees these clips.
+On a cine the engine tracks detections down to half the per-frame score
+threshold and reports a track when its evidence (scores summed over the
+analysed frames) reaches the track score.  This command runs the engine on
+one-lesion validation clips (seeds 9,500 and up: no training cache and no
+held-out set uses them) for each candidate track score and writes into the
+detector card the one with the best 4-class clip accuracy among those that
+report at most ``--max-false-tracks`` false tracks per clip (default 0.5: one
+every other clip; ties: the larger score), with the accuracy, the false tracks
+per clip and the tracking F1 of every candidate.  A lower score always tracks
+more lesions, so accuracy alone would pick the loosest one and fill the
+radiologist's screen with false tracks.  The held-out evaluation never sees
+these clips.
 """
 
 from __future__ import annotations
@@ -38,30 +39,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--organ", choices=sorted(ENGINES), required=True)
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--clips", type=int, default=40)
-    parser.add_argument("--factors", default="0.5,0.6,0.7,0.8,0.9,1.0")
+    parser.add_argument("--track-scores", default="0.08,0.1,0.12,0.14,0.16,0.18,0.2,0.24",
+                        help="candidate track scores (comma-separated)")
     parser.add_argument("--max-false-tracks", type=float, default=0.5,
-                        help="false tracks per clip a factor may report")
+                        help="false tracks per clip a candidate may report")
     parser.add_argument("--threads", type=int, default=1)
 
 
 @dataclass(frozen=True)
-class FactorScore:
-    """How the engine did on the validation clips with one threshold factor."""
+class TrackScoreResult:
+    """How the engine did on the validation clips with one track score."""
 
     f1: float
     accuracy: float
     false_tracks_per_clip: float
 
 
-def score_factors(organ: str, weights_dir: Path, clips: int, factors: list[float]
-                  ) -> dict[float, FactorScore]:
-    """Tracking F1, 4-class accuracy and false tracks per clip, per threshold factor."""
+def score_candidates(organ: str, weights_dir: Path, clips: int, candidates: list[float]
+                     ) -> dict[float, TrackScoreResult]:
+    """Tracking F1, 4-class accuracy and false tracks per clip, per track score."""
     samples = [s for s in (clip_sample(organ, FIRST_SEED + k)
                            for k in tqdm(range(clips), desc=f"{organ} clips", mininterval=10))
                if s is not None]
     out = {}
-    for factor in factors:
-        engine = ENGINES[organ](weights_dir, cine_threshold_factor=factor)
+    for candidate in candidates:
+        engine = ENGINES[organ](weights_dir, cine_track_score=candidate)
         found = [clip_prediction(engine, s) for s in samples]
         correct = sum(1 for (f, _), s in zip(found, samples, strict=True)
                       if f is not None and f.label == s.labels[0])
@@ -69,25 +71,29 @@ def score_factors(organ: str, weights_dir: Path, clips: int, factors: list[float
         false = sum(extra for _, extra in found)
         n = max(len(samples), 1)
         f1 = 2 * tracked / max(2 * tracked + false + (len(samples) - tracked), 1)
-        out[factor] = FactorScore(f1, correct / n, false / n)
-        logger.info("cine_factor_scored", organ=organ, factor=factor, **vars(out[factor]))
+        out[candidate] = TrackScoreResult(f1, correct / n, false / n)
+        logger.info("cine_track_score_scored", organ=organ, track_score=candidate,
+                    **vars(out[candidate]))
     return out
 
 
 def run(args: argparse.Namespace) -> None:
-    """Score every factor and write the best into the detector card."""
+    """Score every candidate and write the best into the detector card."""
     torch.set_num_threads(args.threads)
-    factors = sorted(float(f) for f in args.factors.split(","))
-    scores = score_factors(args.organ, args.weights_dir, args.clips, factors)
-    allowed = [f for f in factors if scores[f].false_tracks_per_clip <= args.max_false_tracks]
-    best = max(allowed or [max(factors)], key=lambda f: (scores[f].accuracy, f))
+    candidates = sorted(float(f) for f in args.track_scores.split(","))
+    scores = score_candidates(args.organ, args.weights_dir, args.clips, candidates)
+    allowed = [c for c in candidates if scores[c].false_tracks_per_clip <= args.max_false_tracks]
+    best = max(allowed or [max(candidates)], key=lambda c: (scores[c].accuracy, c))
     card_file = args.weights_dir / f"{args.organ}_detector.json"
     card = json.loads(card_file.read_text())
-    card["cine_threshold_factor"] = best
-    card["cine_vote_tuning"] = {
+    card.pop("cine_threshold_factor", None)
+    card.pop("cine_vote_tuning", None)
+    card["cine_track_score"] = best
+    card["cine_track_tuning"] = {
         "command": command_line(args), "first_seed": FIRST_SEED, "clips": args.clips,
         "max_false_tracks_per_clip": args.max_false_tracks,
-        "by_factor": {f"{f:.2f}": vars(scores[f]) for f in factors},
+        "by_track_score": {f"{c:.3f}": vars(scores[c]) for c in candidates},
     }
     card_file.write_text(json.dumps(card, indent=2) + "\n")
-    logger.info("cine_factor_chosen", organ=args.organ, factor=best, **vars(scores[best]))
+    logger.info("cine_track_score_chosen", organ=args.organ, track_score=best,
+                **vars(scores[best]))

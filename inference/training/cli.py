@@ -13,7 +13,7 @@ Examples
 (``--cache a.npz b.npz`` trains on several caches together)
 ``us-ai-train liver-classifier --cache /work/cache/lesion/liver-train.npz``
 ``us-ai-train export-onnx`` (after any training: ONNX exports of the shipped weights)
-``us-ai-train cine-vote --organ liver`` (after a detector: its cine threshold factor)
+``us-ai-train cine-vote --organ liver`` (after a detector: its cine track score)
 """
 
 from __future__ import annotations

@@ -50,3 +50,12 @@ def test_smoothing_reduces_flicker() -> None:
     smoothed = smooth(flicker)
     assert np.abs(np.diff(smoothed[:, 0])).max() < np.abs(np.diff(flicker[:, 0])).max()
     np.testing.assert_allclose(smoothed.sum(1), 1.0)
+
+
+def test_evidence_weighs_persistence_and_confidence() -> None:
+    faint_everywhere = [[_det(f, 10, 10, score=0.25)] for f in range(16)]
+    clear_flicker = [[_det(f, 10, 10, score=0.9)] if f in (3, 4) else [] for f in range(16)]
+    faint, flicker = track(faint_everywhere)[0], track(clear_flicker)[0]
+    assert np.isclose(faint.evidence(16), 0.25)
+    assert np.isclose(flicker.evidence(16), 1.8 / 16)
+    assert faint.evidence(16) > flicker.evidence(16)

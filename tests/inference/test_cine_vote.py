@@ -1,4 +1,4 @@
-"""``us-ai-train cine-vote``: the cine threshold factor is chosen on validation clips."""
+"""``us-ai-train cine-vote``: the cine track score is chosen on validation clips."""
 
 from __future__ import annotations
 
@@ -12,22 +12,23 @@ from inference.training import cine_vote
 from inference.training.cli import main
 
 
-def test_chosen_factor_lands_in_the_card_and_the_engine_uses_it(tmp_path: Path) -> None:
+def test_chosen_track_score_lands_in_the_card_and_the_engine_uses_it(tmp_path: Path) -> None:
     for path in WEIGHTS_DIR.glob("breast_*"):
         shutil.copy(path, tmp_path / path.name)
     assert main(["cine-vote", "--organ", "breast", "--weights-dir", str(tmp_path),
-                 "--clips", "3", "--factors", "1.0,0.5"]) == 0
+                 "--clips", "3", "--track-scores", "0.3,0.05"]) == 0
     card = json.loads((tmp_path / "breast_detector.json").read_text())
-    scores = card["cine_vote_tuning"]["by_factor"]
-    assert set(scores) == {"0.50", "1.00"}
+    scores = card["cine_track_tuning"]["by_track_score"]
+    assert set(scores) == {"0.050", "0.300"}
     allowed = {k: v for k, v in scores.items() if v["false_tracks_per_clip"] <= 0.5} or {
-        "1.00": scores["1.00"]}
+        "0.300": scores["0.300"]}
     best = max(allowed.items(), key=lambda kv: (kv[1]["accuracy"], float(kv[0])))
-    assert card["cine_threshold_factor"] == float(best[0])
-    assert scores["0.50"]["false_tracks_per_clip"] >= scores["1.00"]["false_tracks_per_clip"]
+    assert card["cine_track_score"] == float(best[0])
+    assert "cine_threshold_factor" not in card
+    assert scores["0.050"]["false_tracks_per_clip"] >= scores["0.300"]["false_tracks_per_clip"]
     _LOADED.clear()  # the models (and their cards) were loaded once by the tuning run
-    assert BreastEngine(tmp_path).cine_threshold_factor == card["cine_threshold_factor"]
-    assert BreastEngine(tmp_path, cine_threshold_factor=0.7).cine_threshold_factor == 0.7
+    assert BreastEngine(tmp_path).cine_track_score == card["cine_track_score"]
+    assert BreastEngine(tmp_path, cine_track_score=0.2).cine_track_score == 0.2
 
 
 def test_validation_clips_are_neither_training_nor_held_out() -> None:
