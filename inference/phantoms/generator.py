@@ -257,9 +257,13 @@ def generate(organ: Organ, seed: int, rows: int = 480, cols: int = 640, n_frames
         layers = scene.paint_layers(grid)
         same_noise = copy.deepcopy(rng)
         frame = ac.render(layout, layers.echo, layers.atten, settings, rng, scatterers=scatterers)
-        empty = ac.render(layout, layers.empty_echo, layers.empty_atten, settings, same_noise,
-                          scatterers=scatterers)
-        truths.append(_truths(scene, layers.masks, layout, frame, empty, settings.frequency_mhz))
+        if any(mask is not None for mask in layers.masks):
+            empty = ac.render(layout, layers.empty_echo, layers.empty_atten, settings,
+                              same_noise, scatterers=scatterers)
+            truths.append(_truths(scene, layers.masks, layout, frame, empty,
+                                  settings.frequency_mhz))
+        else:
+            truths.append([])
         if overlay is not None:
             frame = np.where(overlay > 0, overlay, frame)
         frames.append(frame)

@@ -33,8 +33,8 @@ from inference.training.common import (
 from inference.training.lesion_data import (
     CLASSES,
     LesionCache,
+    cache_card_data,
     load_caches,
-    seed_ranges,
     split_indices,
 )
 
@@ -176,8 +176,7 @@ def run(args: argparse.Namespace) -> None:
                                 init=args.init)
     test_metrics = metrics(predict(model, cache.crops[test]), cache.crop_labels[test], classes)
     write_card(out_path, command=command_line(args), seed=args.seed,
-               data={"cache": [str(path) for path in args.cache],
-                     "cache_seeds": seed_ranges(cache.seeds),
+               data={**cache_card_data(args.cache, cache),
                      "train_crops": len(train), "val_lesions": len(val),
                      "test_lesions": len(test), "split": "8:1:1 by image",
                      "balanced": True,

@@ -38,7 +38,7 @@ from inference.training.common import (
     set_seed,
     write_card,
 )
-from inference.training.lesion_data import LesionCache, load_caches, seed_ranges, split_indices
+from inference.training.lesion_data import LesionCache, cache_card_data, load_caches, split_indices
 
 logger = structlog.get_logger(__name__)
 
@@ -248,8 +248,7 @@ def run(args: argparse.Namespace) -> None:
             break
     p, r, f1 = best[2]
     write_card(out_path, command=command_line(args), seed=args.seed,
-               data={"cache": [str(path) for path in args.cache],
-                     "cache_seeds": seed_ranges(cache.seeds),
+               data={**cache_card_data(args.cache, cache),
                      "train_images": len(train), "val_images": len(val),
                      "test_images": len(test), "split": "8:1:1"},
                metrics={"val_precision": p, "val_recall": r, "val_f1": f1,

@@ -213,6 +213,11 @@ def load_caches(paths: list[Path]) -> LesionCache:
     return caches[0] if len(caches) == 1 else _merge(caches)
 
 
+def cache_card_data(paths: list[Path], cache: LesionCache) -> dict[str, object]:
+    """The caches a model was trained on, for its card: paths and seed ranges."""
+    return {"cache": [str(path) for path in paths], "cache_seeds": seed_ranges(cache.seeds)}
+
+
 def seed_ranges(seeds: np.ndarray) -> list[list[int]]:
     """Consecutive runs of ``seeds`` as ``[first, last]`` pairs (for the model card)."""
     ranges: list[list[int]] = []

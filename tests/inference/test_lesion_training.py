@@ -68,11 +68,8 @@ def test_zoom_augment_moves_boxes_with_the_pixels(seed: int) -> None:
     x[0, 0, 100:140, 60:100] = 1.0
     out, boxes = zoom_augment(x, [np.array([[60.0, 100.0, 100.0, 140.0]], np.float32)],
                               np.random.default_rng(seed), probability=1.0)
-    image = out[0, 0].numpy()
-    bright = image > 0.5
-    if len(boxes[0]) == 0:
-        assert bright.sum() < 0.5 * 40 * 40 * 0.7**2
-        return
+    bright = out[0, 0].numpy() > 0.5
+    assert len(boxes[0]) == 1  # a lesion in the middle is never cut off by these zooms
     x0, y0, x1, y1 = boxes[0][0]
     ys, xs = np.nonzero(bright)
     assert abs(xs.min() - x0) <= 1.5 and abs(xs.max() + 1 - x1) <= 1.5
