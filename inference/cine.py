@@ -48,9 +48,9 @@ class Track:
         return float(np.mean([d.score for d in self.detections]))
 
     def evidence(self, frames: int) -> float:
-        """Sum of the detection scores over the ``frames`` analysed: a lesion seen
-        faintly on every frame and one seen clearly on a few score alike, and a
-        flicker on one or two frames scores low."""
+        """The track's detection scores summed and divided by the ``frames`` analysed
+        (a missed frame counts as 0): a lesion seen faintly on every frame and one
+        seen clearly on a few score alike, and a flicker on one or two frames scores low."""
         return float(sum(d.score for d in self.detections)) / max(frames, 1)
 
 

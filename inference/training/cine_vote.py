@@ -1,8 +1,8 @@
 """Choose a lesion engine's cine track score on validation clips (``us-ai-train cine-vote``).
 
 On a cine the engine tracks detections down to half the per-frame score
-threshold and reports a track when its evidence (scores summed over the
-analysed frames) reaches the track score.  This command runs the engine on
+threshold and reports a track when its evidence (its scores summed and divided
+by the analysed frames) reaches the track score.  This command runs the engine on
 one-lesion validation clips (seeds 9,500 and up: no training cache and no
 held-out set uses them) for each candidate track score and writes into the
 detector card the one with the best 4-class clip accuracy among those that
