@@ -12,6 +12,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from pynetdicom import _config as pynetdicom_config
 
 PHI_KEYS = frozenset(
     {
@@ -87,3 +88,6 @@ def configure_logging(json: bool = False, level: str = "INFO", stream: Any = Non
     root.setLevel(level)
     # pynetdicom logs dataset contents at DEBUG; keep it at WARNING so no PHI leaks.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # Its standard event handlers only write those INFO/DEBUG lines, yet they format
+    # every PDU and DIMSE message: about 0.3 ms of CPU per received instance.
+    pynetdicom_config.LOG_HANDLER_LEVEL = "none"
