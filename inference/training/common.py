@@ -108,6 +108,28 @@ def intensity_augment(batch: torch.Tensor, generator: torch.Generator) -> torch.
     return torch.where(batch > 0, out.clamp(0.0, 1.0), batch)
 
 
+
+def sharpness_augment(batch: torch.Tensor, generator: torch.Generator,
+                      probability: float = 0.5) -> torch.Tensor:
+    """Random edge enhancement or smoothing, as scanners' post-processing applies.
+
+    With ``probability`` an image of the ``(n, 1, h, w)`` batch (in ``[0, 1]``)
+    becomes ``x + a * (x - blur(x))``, ``blur`` a Gaussian of 1 pixel and ``a``
+    uniform in ``[-0.7, 1.6]``: below 0 speckle reduction (smoothing), above 0
+    unsharp masking (edge enhancement).  Pixels that are exactly black (the
+    background) stay black.
+    """
+    n = batch.shape[0]
+    taps = torch.exp(-torch.arange(-2.0, 3.0) ** 2 / 2.0)
+    taps = taps / taps.sum()
+    padded = torch.nn.functional.pad(batch, (2, 2, 2, 2), mode="replicate")
+    blurred = torch.nn.functional.conv2d(padded, taps.view(1, 1, 1, 5))
+    blurred = torch.nn.functional.conv2d(blurred, taps.view(1, 1, 5, 1))
+    amount = torch.empty((n, 1, 1, 1)).uniform_(-0.7, 1.6, generator=generator)
+    applied = torch.rand((n, 1, 1, 1), generator=generator) < probability
+    out = batch + torch.where(applied, amount, torch.zeros_like(amount)) * (batch - blurred)
+    return torch.where(batch > 0, out.clamp(0.0, 1.0), batch)
+
 class Deadline:
     """Wall-clock budget for a training run."""
 

@@ -36,6 +36,7 @@ from inference.training.common import (
     command_line,
     intensity_augment,
     set_seed,
+    sharpness_augment,
     write_card,
 )
 from inference.training.lesion_data import LesionCache, cache_card_data, load_caches, split_indices
@@ -227,7 +228,7 @@ def run(args: argparse.Namespace) -> None:
             idx = order[start:start + args.batch_size]
             x, boxes = _batch(cache, idx, rng.random(len(idx)) < 0.5)
             x, boxes = zoom_augment(x, boxes, rng)
-            x = intensity_augment(x, gen)
+            x = intensity_augment(sharpness_augment(x, gen), gen)
             loss = detector_loss(model(x), make_targets(boxes, DETECTOR_SIZE // STRIDE))
             opt.zero_grad()
             loss.backward()

@@ -14,7 +14,7 @@ from inference.engines.lesion import LiverEngine
 from inference.evaluation.lesion import image_input
 from inference.phantoms.generator import generate
 from inference.training.cli import SUBCOMMANDS, main
-from inference.training.common import sha256_file
+from inference.training.common import sha256_file, sharpness_augment
 from inference.training.detector import zoom_augment
 from inference.training.lesion_data import load_cache
 
@@ -74,3 +74,18 @@ def test_zoom_augment_moves_boxes_with_the_pixels(seed: int) -> None:
     ys, xs = np.nonzero(bright)
     assert abs(xs.min() - x0) <= 1.5 and abs(xs.max() + 1 - x1) <= 1.5
     assert abs(ys.min() - y0) <= 1.5 and abs(ys.max() + 1 - y1) <= 1.5
+
+
+def test_sharpness_augment_sharpens_some_smooths_others_keeps_background() -> None:
+    speckle = torch.rand((32, 1, 64, 64), generator=torch.Generator().manual_seed(1)) * 0.8 + 0.1
+    speckle[:, :, :6, :] = 0.0  # black background above the scan area
+    out = sharpness_augment(speckle, torch.Generator().manual_seed(2))
+    assert out.shape == speckle.shape
+    assert bool((out[:, :, :6, :] == 0).all())
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    ratio = out[:, :, 8:].std(dim=(1, 2, 3)) / speckle[:, :, 8:].std(dim=(1, 2, 3))
+    assert int((ratio > 1.05).sum()) >= 3  # edge enhancement: more high-frequency contrast
+    assert int((ratio < 0.95).sum()) >= 2  # speckle reduction
+    assert int((ratio == 1.0).sum()) >= 8  # about half the images are left as they are
+    again = sharpness_augment(speckle, torch.Generator().manual_seed(2))
+    assert torch.equal(out, again)
