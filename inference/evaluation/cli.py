@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                         choices=["liver", "breast"])
     parser.add_argument("--images", type=int, default=400, help="held-out images per organ")
     parser.add_argument("--clips", type=int, default=40, help="held-out cine clips per organ")
+    parser.add_argument("--perturbed-images", type=int, default=150,
+                        help="held-out images also scored changed as other scanners would")
     parser.add_argument("--weights-dir", type=Path, default=None)
     parser.add_argument("--output", type=Path, default=Path("docs/evaluation.md"))
     parser.add_argument("--cardiac", action="store_true",
@@ -85,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     for organ in args.organs:
         started = time.time()
-        ev = evaluate_organ(organ, args.images, args.clips, args.weights_dir)
+        ev = evaluate_organ(organ, args.images, args.clips, args.weights_dir,
+                            n_perturbed=args.perturbed_images)
         section = organ_section(ev, plot_dir, plot_dir.name)
         note = (f"Produced by `{command}` in {time.time() - started:.0f} s "
                 f"({args.threads} CPU thread); held-out images from seed {FIRST_SEEDS[organ][0]}, "

@@ -26,10 +26,12 @@ from inference.evaluation.metrics import (
     match_detections,
     prf,
 )
+from inference.evaluation.robustness import PERTURBATIONS, perturb
 from inference.findings import MALIGNANT_CLASSES, BoundingBox, LesionFinding
 from inference.geometry import ImageGeometry
 from inference.phantoms.anatomy import SceneConfig
 from inference.phantoms.generator import PhantomSample, generate
+from inference.preprocessing import scan_area
 from inference.training.lesion_data import image_size
 
 logger = structlog.get_logger(__name__)
@@ -38,6 +40,9 @@ FIRST_SEEDS = {"liver": (1_000_000, 3_000_000), "breast": (2_000_000, 4_000_000)
 """Per organ: first seed of the held-out images and of the held-out clips."""
 
 ENGINES: dict[str, type[LesionEngine]] = {"liver": LiverEngine, "breast": BreastEngine}
+
+UNCHANGED = "unchanged"
+"""Name of the unperturbed images in :attr:`OrganEvaluation.perturbed`."""
 
 PR_THRESHOLD = 0.05
 """Score threshold of the run that collects detections for the PR curve."""
@@ -63,11 +68,19 @@ class OrganEvaluation:
     clip_truth: list[str] = field(default_factory=list)
     clip_pred: list[str] = field(default_factory=list)
     clip_malignancy: list[float] = field(default_factory=list)
+    perturbed_images: int = 0
+    perturbed_lesions: int = 0
+    perturbed: dict[str, list[Match]] = field(default_factory=dict)
 
     @property
     def detection(self) -> tuple[float, float, float]:
         """Precision, recall, F1 at the engine's threshold."""
         return prf(self.matches, self.lesions, self.threshold)
+
+    def detection_under(self, change: str) -> tuple[float, float, float]:
+        """Precision, recall, F1 on the images changed by ``change`` (``unchanged``: the
+        same images as they are)."""
+        return prf(self.perturbed[change], self.perturbed_lesions, self.threshold)
 
     def summary(self, kind: str) -> dict[str, float]:
         """Classification figures of ``roi``, ``chained`` or ``clip`` predictions."""
@@ -88,6 +101,23 @@ def image_input(sample: PhantomSample, uid: str, with_regions: bool) -> ImageInp
     geometry = (ImageGeometry((sample.pixel_mm, sample.pixel_mm), sample.scan_box)
                 if with_regions else ImageGeometry(None, None))
     return ImageInput(uid, sample.frames, geometry, frame_time_ms=sample.frame_time_ms)
+
+
+def _score_perturbed(ev: OrganEvaluation, engine: LesionEngine, sample: PhantomSample) -> None:
+    """Detection on ``sample`` (with its regions) as it is and changed by each of
+    :data:`PERTURBATIONS`, in one batch of the engine's detector."""
+    truths = [t.box for t in sample.truths[0]]
+    ev.perturbed_images += 1
+    ev.perturbed_lesions += len(truths)
+    frame = sample.frames[:1]
+    variants = np.concatenate(
+        [frame, *(perturb(frame, change, sample.seed) for change in PERTURBATIONS)])
+    area = scan_area(image_input(sample, "", True))
+    detections = engine.detect(variants, np.arange(len(variants)), area,
+                               engine.score_threshold)
+    for change, found in zip([UNCHANGED, *PERTURBATIONS], detections, strict=True):
+        ev.perturbed.setdefault(change, []).extend(match_detections(
+            [d.box for d in found], [d.score for d in found], truths))
 
 
 def _score_image(ev: OrganEvaluation, engine: LesionEngine, sample: PhantomSample,
@@ -154,8 +184,14 @@ def clip_prediction(engine: LesionEngine, sample: PhantomSample
 
 
 def evaluate_organ(organ: str, n_images: int, n_clips: int, weights_dir: Path | None = None,
-                   clip_frames: tuple[int, int] = (20, 30)) -> OrganEvaluation:
-    """Run the engine of ``organ`` on held-out images and clips and collect the figures."""
+                   clip_frames: tuple[int, int] = (20, 30), n_perturbed: int = 0
+                   ) -> OrganEvaluation:
+    """Run the engine of ``organ`` on held-out images and clips and collect the figures.
+
+    The first ``n_perturbed`` images (at most ``n_images``) are also scored as they are
+    and changed by each of :data:`~inference.evaluation.robustness.PERTURBATIONS`, all
+    with their ultrasound regions.
+    """
     engine = ENGINES[organ](weights_dir, score_threshold=PR_THRESHOLD)
     operating = ENGINES[organ](weights_dir)
     ev = OrganEvaluation(organ, engine.classes, operating.score_threshold)
@@ -164,6 +200,8 @@ def evaluate_organ(organ: str, n_images: int, n_clips: int, weights_dir: Path | 
         seed = first_image + k
         sample = generate(organ, seed, *image_size(seed))  # type: ignore[arg-type]
         _score_image(ev, engine, sample, f"2.25.{seed}", with_regions=k % 4 != 3)
+        if k < n_perturbed:
+            _score_perturbed(ev, engine, sample)
     for k in tqdm(range(n_clips), desc=f"{organ} clips", mininterval=10):
         clip = clip_sample(organ, first_clip + k, clip_frames)
         if clip is None:

@@ -8,7 +8,7 @@ import numpy as np
 import structlog
 from matplotlib.figure import Figure
 
-from inference.evaluation.lesion import OrganEvaluation
+from inference.evaluation.lesion import UNCHANGED, OrganEvaluation
 from inference.evaluation.metrics import pr_curve
 
 logger = structlog.get_logger(__name__)
@@ -109,4 +109,22 @@ def organ_section(ev: OrganEvaluation, plot_dir: Path, link_prefix: str) -> str:
         f"{c} {_fmt(roi[f'accuracy_{c}'])}" for c in ev.classes) + ".", "",
         f"![PR curve]({link_prefix}/pr_{ev.organ}.png) "
         f"![Confusion matrix]({link_prefix}/confusion_{ev.organ}.png)", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + robustness_lines(ev))
+
+
+def robustness_lines(ev: OrganEvaluation) -> list[str]:
+    """Markdown table of detection on the changed images (none if none were scored)."""
+    if not ev.perturbed:
+        return []
+    images = ev.perturbed_images
+    _, _, base = ev.detection_under(UNCHANGED)
+    lines = [f"Detection on the first {images} held-out images (with regions, "
+             f"{ev.perturbed_lesions} lesions) as they are and changed the way other scanners "
+             "and generators differ (inference/evaluation/robustness.py), at the same "
+             "threshold:", "",
+             "| Image change | Precision | Recall | F1 | F1 change |", "|---|---|---|---|---|"]
+    for change in ev.perturbed:
+        p, r, f1 = ev.detection_under(change)
+        delta = "" if change == UNCHANGED else f"{f1 - base:+.3f}"
+        lines.append(f"| {change} | {_fmt(p)} | {_fmt(r)} | {_fmt(f1)} | {delta} |")
+    return [*lines, ""]
