@@ -28,7 +28,10 @@ def _gamma(value: float) -> Perturbation:
 
 
 def _contrast(factor: float) -> Perturbation:
+    """Grey levels pulled towards mid-grey by ``factor``; the black outside the scan
+    area stays black, as on a scanner."""
     table = np.clip(128.0 + (np.arange(256) - 128.0) * factor, 0, 255).round().astype(np.uint8)
+    table[0] = 0
     return lambda frame, _rng: table[frame]
 
 
@@ -59,7 +62,7 @@ PERTURBATIONS: dict[str, Perturbation] = {
     "speckle reduction (Gaussian blur, 1.2 px)": _filtered(ImageFilter.GaussianBlur(1.2)),
     "display gamma 0.6 (brighter)": _gamma(0.6),
     "display gamma 1.6 (darker)": _gamma(1.6),
-    "contrast 0.6 (lower dynamic range)": _contrast(0.6),
+    "contrast 0.6 (softer grey scale)": _contrast(0.6),
     "half resolution (down and up again)": _half_resolution,
     "electronic noise (sigma 12 grey levels)": _noise,
     "JPEG quality 40": _jpeg,
