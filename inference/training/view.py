@@ -32,7 +32,7 @@ from inference.findings import AnatomyValues, BoundingBox
 from inference.phantoms.echo import random_echo_spec, render_echo
 from inference.phantoms.generator import generate as generate_lesion_phantom
 from inference.phantoms.other import generate_other
-from inference.training.common import intensity_augment
+from inference.training.common import intensity_augment, sharpness_augment
 from inference.training.data_cache import jittered_box, load_cache, save_cache
 from inference.training.loop import add_fit_arguments, fit, fit_options
 
@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
     def batch(idx: np.ndarray, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(train_x[idx].astype(np.float32) / 255.0)[:, None]
-        x = intensity_augment(x, gen)
+        x = intensity_augment(sharpness_augment(x, gen), gen)
         flip = (torch.rand(len(idx), generator=gen) < 0.5)[:, None, None, None]
         return torch.where(flip, x.flip(-1), x), torch.from_numpy(train_y[idx])
 
