@@ -108,7 +108,6 @@ def intensity_augment(batch: torch.Tensor, generator: torch.Generator) -> torch.
     return torch.where(batch > 0, out.clamp(0.0, 1.0), batch)
 
 
-
 def sharpness_augment(batch: torch.Tensor, generator: torch.Generator,
                       probability: float = 0.5) -> torch.Tensor:
     """Random edge enhancement or smoothing, as scanners' post-processing applies.
@@ -129,6 +128,7 @@ def sharpness_augment(batch: torch.Tensor, generator: torch.Generator,
     applied = torch.rand((n, 1, 1, 1), generator=generator) < probability
     out = batch + torch.where(applied, amount, torch.zeros_like(amount)) * (batch - blurred)
     return torch.where(batch > 0, out.clamp(0.0, 1.0), batch)
+
 
 class Deadline:
     """Wall-clock budget for a training run."""
