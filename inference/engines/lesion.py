@@ -94,6 +94,7 @@ class _Models:
     threshold: float
     cine_track_score: float
     sha256: str
+    input_size: int
 
 
 def _load(weights_dir: Path, organ: str, n_classes: int) -> _Models:
@@ -119,7 +120,8 @@ def _load(weights_dir: Path, organ: str, n_classes: int) -> _Models:
                 float(cards[0]["threshold"]),
                 float(cards[0].get("cine_track_score",
                                    DEFAULT_TRACK_SCORE_FACTOR * cards[0]["threshold"])),
-                hashlib.sha256(sha.encode()).hexdigest())
+                hashlib.sha256(sha.encode()).hexdigest(),
+                int(cards[0].get("input_size", DETECTOR_SIZE)))
             _LOADED[key] = models
             logger.info("lesion_models_loaded", organ=organ, weights_dir=str(weights_dir),
                         runtime=models.detect.backend)
@@ -186,7 +188,7 @@ class LesionEngine:
         """The networks this engine runs: weights file, module and input shape (for export)."""
         return [
             (self.weights_dir / f"{self.name}_detector.pt", self._models.detector,
-             (1, 1, DETECTOR_SIZE, DETECTOR_SIZE)),
+             (1, 1, self._models.input_size, self._models.input_size)),
             (self.weights_dir / f"{self.name}_classifier.pt", self._models.classifier,
              (1, 1, CLASSIFIER_SIZE, CLASSIFIER_SIZE)),
         ]
@@ -222,7 +224,7 @@ class LesionEngine:
         """
         inputs, boxes = [], []
         for i in indices:
-            det_in, lb = letterbox(frames[i], area)
+            det_in, lb = letterbox(frames[i], area, self._models.input_size)
             inputs.append(det_in)
             boxes.append(lb)
         x = torch.from_numpy(np.stack(inputs)[:, None].astype(np.float32) / 255.0)

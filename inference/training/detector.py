@@ -1,9 +1,12 @@
 """Train the single-class lesion detector of an organ (``us-ai-train liver-detector``).
 
-CenterNet targets (Gaussian centre heatmap, log box size, centre offset) on
-the letterboxed phantom images of a cache; focal loss; horizontal flips, zoom
-(0.7-1.5x) and grey-level augmentation; 8:1:1 split of the cache; the checkpoint with the
-best validation F1 at IoU 0.25 is kept, with the score threshold that gave it
+The detector's input side is the one its cache was built at
+(``lesion-data --detector-size``); it is written in the card as ``input_size``
+and the engine letterboxes to it.  CenterNet targets (Gaussian centre
+heatmap, log box size, centre offset) on the letterboxed phantom images of a
+cache; focal loss; horizontal flips, zoom (0.7-1.5x) and grey-level
+augmentation; 8:1:1 split of the cache; the checkpoint with the best
+validation F1 at IoU 0.25 is kept, with the score threshold that gave it
 (validated as the engine runs the detector: averaged with the mirrored input).
 """
 
@@ -28,7 +31,6 @@ from inference.models.lesion_nets import (
     decode,
     predict_mirrored,
 )
-from inference.models.roi import DETECTOR_SIZE
 from inference.training.common import (
     CosineSchedule,
     Deadline,
@@ -110,7 +112,7 @@ def _batch(cache: LesionCache, idx: np.ndarray, flip: np.ndarray | None
         for k in np.nonzero(flip)[0]:
             images[k] = images[k, :, ::-1]
             b = boxes[k]
-            b[:, [0, 2]] = DETECTOR_SIZE - b[:, [2, 0]]
+            b[:, [0, 2]] = images.shape[-1] - b[:, [2, 0]]
     return torch.from_numpy(np.ascontiguousarray(images[:, None])), boxes
 
 
@@ -229,7 +231,7 @@ def run(args: argparse.Namespace) -> None:
             x, boxes = _batch(cache, idx, rng.random(len(idx)) < 0.5)
             x, boxes = zoom_augment(x, boxes, rng)
             x = intensity_augment(sharpness_augment(x, gen), gen)
-            loss = detector_loss(model(x), make_targets(boxes, DETECTOR_SIZE // STRIDE))
+            loss = detector_loss(model(x), make_targets(boxes, x.shape[-1] // STRIDE))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -254,7 +256,7 @@ def run(args: argparse.Namespace) -> None:
                      "test_images": len(test), "split": "8:1:1"},
                metrics={"val_precision": p, "val_recall": r, "val_f1": f1,
                         "iou": DETECTION_IOU, "best_epoch": best[3]},
-               extra={"threshold": best[1], "input_size": DETECTOR_SIZE,
+               extra={"threshold": best[1], "input_size": int(cache.det.shape[-1]),
                       "architecture": "CenterNet-style FPN, stride 4",
                       "widths": list(widths), "head": args.head,
                       "init": str(args.init) if args.init else None})

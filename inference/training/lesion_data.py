@@ -19,7 +19,7 @@ import structlog
 from tqdm import tqdm
 
 from inference.findings import BREAST_CLASSES, LIVER_CLASSES, BoundingBox
-from inference.models.roi import CLASSIFIER_SIZE, letterbox, roi_crop
+from inference.models.roi import CLASSIFIER_SIZE, DETECTOR_SIZE, letterbox, roi_crop
 from inference.phantoms.generator import Organ, PhantomSample, generate
 
 logger = structlog.get_logger(__name__)
@@ -49,12 +49,12 @@ def jitter_box(box: BoundingBox, rng: np.random.Generator, amount: float = 0.12
     return BoundingBox(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
 
 
-def sample_arrays(sample: PhantomSample, rng: np.random.Generator, crops_per_lesion: int
-                  ) -> dict[str, np.ndarray]:
-    """Detector input, boxes and classifier crops of a single-frame sample."""
+def sample_arrays(sample: PhantomSample, rng: np.random.Generator, crops_per_lesion: int,
+                  detector_size: int = DETECTOR_SIZE) -> dict[str, np.ndarray]:
+    """Detector input (``detector_size`` square), boxes and classifier crops of a still."""
     classes = CLASSES[sample.organ]
     frame = sample.frames[0]
-    det, lb = letterbox(frame, sample.scan_box)
+    det, lb = letterbox(frame, sample.scan_box, detector_size)
     boxes, labels, crops, crop_labels = [], [], [], []
     for truth in sample.truths[0]:
         boxes.append(lb.to_input(truth.box))
@@ -72,11 +72,12 @@ def sample_arrays(sample: PhantomSample, rng: np.random.Generator, crops_per_les
     }
 
 
-def _work(args: tuple[Organ, int, int]) -> dict[str, np.ndarray]:
-    organ, seed, crops_per_lesion = args
+def _work(args: tuple[Organ, int, int, int]) -> dict[str, np.ndarray]:
+    organ, seed, crops_per_lesion, detector_size = args
     rows, cols = image_size(seed)
     sample = generate(organ, seed, rows, cols)
-    return sample_arrays(sample, np.random.default_rng([seed, 11]), crops_per_lesion)
+    return sample_arrays(sample, np.random.default_rng([seed, 11]), crops_per_lesion,
+                         detector_size)
 
 
 @dataclass
@@ -144,7 +145,7 @@ def _chunk_paths(path: Path) -> list[Path]:
 
 
 def build_cache(organ: Organ, first_seed: int, count: int, path: Path, workers: int = 1,
-                crops_per_lesion: int = 4) -> LesionCache:
+                crops_per_lesion: int = 4, detector_size: int = DETECTOR_SIZE) -> LesionCache:
     """Generate ``count`` phantom images from ``first_seed`` on and save them.
 
     Work is saved in chunks of :data:`CHUNK` images (``<stem>.partNNNN.npz``)
@@ -162,6 +163,9 @@ def build_cache(organ: Organ, first_seed: int, count: int, path: Path, workers: 
         Worker processes (keep at 1-2 on a shared machine).
     crops_per_lesion:
         Classifier crops per lesion (the first one unjittered).
+    detector_size:
+        Side of the letterboxed detector input; a detector trained on the
+        cache runs at this size (it is recorded in the detector's card).
 
     Returns
     -------
@@ -177,7 +181,7 @@ def build_cache(organ: Organ, first_seed: int, count: int, path: Path, workers: 
             chunks.append(load_cache(chunk_path))
             bar.update(len(seeds))
             continue
-        jobs = [(organ, int(s), crops_per_lesion) for s in seeds]
+        jobs = [(organ, int(s), crops_per_lesion, detector_size) for s in seeds]
         parts = []
         with mp.get_context("fork").Pool(workers) if workers > 1 else _Serial() as pool:
             for part in pool.imap(_work, jobs, chunksize=8):
@@ -259,9 +263,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, required=True, help=".npz path")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--crops-per-lesion", type=int, default=4)
+    parser.add_argument("--detector-size", type=int, default=DETECTOR_SIZE,
+                        help="side of the letterboxed detector input, pixels (a multiple of 32)")
 
 
 def run(args: argparse.Namespace) -> None:
     """Build a cache."""
+    if args.detector_size % 32:
+        raise SystemExit("--detector-size must be a multiple of 32")
     build_cache(args.organ, args.first_seed, args.count, args.output, args.workers,
-                args.crops_per_lesion)
+                args.crops_per_lesion, args.detector_size)

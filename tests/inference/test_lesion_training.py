@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
+from inference.engines import lesion as lesion_engine
 from inference.engines.base import Engine
 from inference.engines.lesion import LiverEngine
 from inference.evaluation.lesion import image_input
+from inference.models.roi import Letterbox, letterbox
 from inference.phantoms.generator import generate
 from inference.training.cli import SUBCOMMANDS, main
 from inference.training.common import sha256_file, sharpness_augment
@@ -60,6 +63,38 @@ def test_tiny_cache_train_and_run(tmp_path: Path) -> None:
     for finding in result.lesions:
         assert finding.heatmap is not None and finding.heatmap.shape == (240, 320)
         assert np.isclose(sum(finding.probabilities.values()), 1.0, atol=1e-4)
+
+
+def test_detector_runs_at_the_input_size_of_its_cache(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "liver96.npz"
+    weights = tmp_path / "weights"
+    assert main(["lesion-data", "--organ", "liver", "--count", "4", "--output", str(cache),
+                 "--crops-per-lesion", "1", "--detector-size", "96"]) == 0
+    data = load_cache(cache)
+    assert data.det.shape == (4, 96, 96)
+    assert float(data.boxes.max()) <= 96.0
+    with pytest.raises(SystemExit):
+        main(["lesion-data", "--organ", "liver", "--count", "1", "--output", str(cache),
+              "--detector-size", "100"])
+    assert main(["liver-detector", "--cache", str(cache), "--output", str(weights),
+                 "--epochs", "1", "--batch-size", "2"]) == 0
+    assert main(["liver-classifier", "--cache", str(cache), "--output", str(weights),
+                 "--epochs", "1", "--folds", "2", "--cv-epochs", "1"]) == 0
+    assert json.loads((weights / "liver_detector.json").read_text())["input_size"] == 96
+    engine = LiverEngine(weights_dir=weights)
+    assert engine.networks()[0][2] == (1, 1, 96, 96)
+    seen: list[tuple[int, ...]] = []
+
+    def recording(*args: Any) -> tuple[np.ndarray, Letterbox]:
+        out = letterbox(*args)
+        seen.append(out[0].shape)
+        return out
+
+    monkeypatch.setattr(lesion_engine, "letterbox", recording)
+    sample = generate("liver", 7, 240, 320)
+    assert engine.run(image_input(sample, "2.25.7", True)).not_assessed is None
+    assert seen and all(shape == (96, 96) for shape in seen)
 
 
 @pytest.mark.parametrize("seed", range(6))
