@@ -1,7 +1,9 @@
 """The DICOM receiver: Verification and Storage SCP built on pynetdicom.
 
-Handlers decide admission, spool and index each instance, and answer with a
-named status.  They hold no routing or model logic.
+Handlers decide admission, spool each instance (file and directory synced)
+and answer with a named status; the instance's index row is written right
+after by the :class:`~dicom_node.index.writer.IndexWriter`, batched with
+others.  They hold no routing or model logic.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import structlog
 from pydicom import Dataset
+from pydicom.dataset import FileMetaDataset
 from pydicom.uid import (
     JPEG2000,
     DeflatedExplicitVRLittleEndian,
@@ -46,6 +49,7 @@ from dicom_node import metrics
 from dicom_node.clock import Clock
 from dicom_node.config import NodeConfig, Pipeline
 from dicom_node.index import Index, InstanceMeta, Peer
+from dicom_node.index.writer import IndexWriter, Received
 from dicom_node.screening import MalformedDataset, check_structure
 from dicom_node.spool import Spool, SpoolError, is_valid_uid
 from inference.video import VIDEO_TRANSFER_SYNTAXES
@@ -108,6 +112,30 @@ TRANSFER_SYNTAXES: tuple[str, ...] = (
 """Transfer syntaxes accepted for storage; data is stored as received.
 
 Video syntaxes (MPEG-2, H.264, HEVC cine) are decoded with FFmpeg through PyAV."""
+
+
+MAX_INDEX_BACKLOG = 5000
+"""Spooled instances awaiting their index row above which C-STOREs are refused.
+
+Only reached when the database is down or far slower than the network: the
+sender then gets Out of Resources and sends again later, rather than the node
+piling up files that nothing routes until the next start."""
+
+
+def receipt_meta(event: Event, peer: Peer) -> FileMetaDataset:
+    """File meta information of a received instance, with who sent it to whom.
+
+    Sending and Receiving Application Entity Title (0002,0017) / (0002,0018)
+    and Sending Presentation Address (0002,0027) record the association, so
+    that start-up reconciliation can index a file whose row was not yet
+    written when the process stopped.
+    """
+    meta = event.file_meta
+    meta.SendingApplicationEntityTitle = peer.calling_ae
+    meta.ReceivingApplicationEntityTitle = peer.called_ae
+    host = f"[{peer.host}]" if ":" in peer.host else peer.host
+    meta.SendingPresentationAddress = f"dicom://{host}:{peer.port}"
+    return meta
 
 
 class StoreStatus(IntEnum):
@@ -183,6 +211,11 @@ class Receiver:
         self.clock = clock
         self._lock = threading.Lock()
         self._associations: dict[int, _AssociationStats] = {}
+        self.writer = IndexWriter(index, self._indexed)
+
+    def close(self) -> None:
+        """Commit the index rows still queued and stop the index writer."""
+        self.writer.close()
 
     # -- admission -------------------------------------------------------------------
 
@@ -277,7 +310,7 @@ class Receiver:
         return 0x0000
 
     def on_store(self, event: Event) -> Dataset | int:
-        """EVT_C_STORE: validate, spool durably, index, then answer."""
+        """EVT_C_STORE: validate, spool durably, answer; the index row follows."""
         with self._lock:
             stats = self._associations.get(id(event.assoc))
         if stats is None:
@@ -304,13 +337,16 @@ class Receiver:
         request = event.request
         # The received bytes are written as they are, after a file meta header.
         stream = event.encoded_dataset(include_meta=False)
-        header = b"".join((b"\x00" * 128, b"DICM", encode_file_meta(event.file_meta)))
+        file_meta = encode_file_meta(receipt_meta(event, stats.peer))
+        header = b"".join((b"\x00" * 128, b"DICM", file_meta))
         size = len(header) + len(stream)
         max_bytes = int(config.limits.max_instance_mb * 1024 * 1024)
         if size > max_bytes:
             return StoreStatus.OUT_OF_RESOURCES, "instance_too_large"
         if self.spool.free_bytes() < config.limits.min_free_disk_mb * 1024 * 1024 + size:
             return StoreStatus.OUT_OF_RESOURCES, "disk_floor: free disk below the floor"
+        if self.writer.backlog >= MAX_INDEX_BACKLOG:
+            return StoreStatus.OUT_OF_RESOURCES, "index_backlog: the index is not keeping up"
         syntax = event.context.transfer_syntax
         try:
             _screen(stream, syntax, max_bytes)
@@ -335,24 +371,20 @@ class Receiver:
                 return StoreStatus.OUT_OF_RESOURCES, "disk_full"
             return StoreStatus.OUT_OF_RESOURCES, f"spool_error: {exc.strerror}"
         meta = InstanceMeta(**{**meta.__dict__, "path": str(path)})
-        try:
-            created = self.index.record_instance(
-                meta, stats.peer, stats.record_id, self.clock.now()
-            )
-        except Exception as exc:
-            LOGGER.exception("index_failed", sop_instance_uid=meta.sop_instance_uid)
-            return StoreStatus.OUT_OF_RESOURCES, f"index_error: {type(exc).__name__}"
+        self.writer.submit(Received(meta, stats.peer, stats.record_id, self.clock.now()))
         with self._lock:
-            if created:
-                stats.instances += 1
-                stats.bytes += size
+            stats.instances += 1
+            stats.bytes += size
+        metrics.BYTES.inc(size)
+        return StoreStatus.SUCCESS, "stored"
+
+    @staticmethod
+    def _indexed(item: Received, created: bool) -> None:
         if created:
-            metrics.INSTANCES.labels(stats.peer.called_ae).inc()
-            metrics.BYTES.inc(size)
+            metrics.INSTANCES.labels(item.peer.called_ae).inc()
         else:
             metrics.DUPLICATES.inc()
-            LOGGER.info("duplicate_instance", sop_instance_uid=meta.sop_instance_uid)
-        return StoreStatus.SUCCESS, "stored"
+            LOGGER.info("duplicate_instance", sop_instance_uid=item.meta.sop_instance_uid)
 
     @staticmethod
     def _meta(ds: Dataset, request: Any, transfer_syntax: str, size: int) -> InstanceMeta:

@@ -8,10 +8,10 @@ associations over the listening processes), writing to the same spool and
 index.  Completion, jobs, exports and the admin API stay in the main process.
 
 Each extra receiver answers Success exactly as the main one does (file and
-directory synced, index row committed).  Limits such as ``max_associations``
-apply per receiver process; configuration changes reach the extra receivers
-through a queue; their Prometheus counters are their own (not served by the
-admin API).
+directory synced; its own index writer thread adds the row right after).
+Limits such as ``max_associations`` apply per receiver process; configuration
+changes reach the extra receivers through a queue; their Prometheus counters
+are their own (not served by the admin API).
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ def serve(config: NodeConfig, updates: Queue[NodeConfig | None], ready: Any) -> 
     ready.set()
     _follow(updates, state)
     ae.shutdown()
+    receiver.close()
     index.close()
     LOGGER.info("receiver_process_stopped")
 

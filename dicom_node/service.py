@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import structlog
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 
 from dicom_node.admin.configstore import ConfigStore
@@ -35,6 +36,10 @@ LOGGER = structlog.get_logger(__name__)
 
 POLL_SECONDS = 0.5
 """How often idle workers look for work (wall time; correctness never depends on it)."""
+
+
+FLUSH_SECONDS = 10.0
+"""How long a dispatch step waits for the receiver's queued index rows."""
 
 
 @dataclass(frozen=True)
@@ -154,8 +159,6 @@ class Node:
         except (InvalidDicomError, OSError, ValueError) as exc:
             LOGGER.warning("unreadable_spool_file", path=path, error=type(exc).__name__)
             return 0
-        config = self.config()
-        called = config.pipelines[0].called_ae if config.pipelines else config.ae_title
         meta = InstanceMeta(
             study_instance_uid=str(ds.StudyInstanceUID),
             series_instance_uid=str(ds.SeriesInstanceUID),
@@ -168,8 +171,26 @@ class Node:
             path=path,
             size_bytes=os.path.getsize(path),
         )
-        peer = Peer(calling_ae="UNKNOWN", called_ae=called, host="", port=0)
-        return int(self.index.record_instance(meta, peer, None, self.clock.now()))
+        return int(self.index.record_instance(meta, self._sender(ds), None, self.clock.now()))
+
+    def _sender(self, ds: Dataset) -> Peer:
+        """The association a spooled file came on, from its file meta information.
+
+        Files spooled before the receiver recorded it there go to the first
+        pipeline, from an unknown caller.
+        """
+        file_meta = ds.file_meta
+        called = str(file_meta.get("ReceivingApplicationEntityTitle", "")).strip()
+        if not called:
+            config = self.config()
+            called = config.pipelines[0].called_ae if config.pipelines else config.ae_title
+        calling = str(file_meta.get("SendingApplicationEntityTitle", "")).strip() or "UNKNOWN"
+        address = urlsplit(str(file_meta.get("SendingPresentationAddress", "")))
+        try:
+            port = address.port or 0
+        except ValueError:
+            port = 0
+        return Peer(calling_ae=calling, called_ae=called, host=address.hostname or "", port=port)
 
     # -- loops ------------------------------------------------------------------------
 
@@ -184,7 +205,12 @@ class Node:
                 self._stop.wait(POLL_SECONDS)
 
     def dispatch_step(self) -> bool:
-        """Complete due studies and run one job; ``True`` if a job ran."""
+        """Complete due studies and run one job; ``True`` if a job ran.
+
+        Studies are judged with every instance this process has answered
+        indexed (the receiver's writer is flushed first).
+        """
+        self.receiver.writer.flush(FLUSH_SECONDS)
         self.dispatcher.complete_due_studies()
         return self.dispatcher.run_next_job()
 
@@ -251,6 +277,7 @@ class Node:
             self._ae.shutdown()  # type: ignore[attr-defined]
         if self.receiver_processes is not None:
             self.receiver_processes.stop()
+        self.receiver.close()
         for thread in self._threads:
             thread.join(timeout=30)
         # An export stuck on a hung peer is abandoned: it was not marked

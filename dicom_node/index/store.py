@@ -253,21 +253,29 @@ class Index:
     def record_instance(
         self, meta: InstanceMeta, peer: Peer, association_id: int | None, now: datetime
     ) -> bool:
-        """Index a spooled instance; ``False`` if it was already indexed.
+        """Index a spooled instance; ``False`` if it was already indexed."""
+        return self.record_instances([(meta, peer, association_id, now)])[0]
 
-        A duplicate SOP Instance UID (in the same study and called AE) is
+    def record_instances(
+        self, items: Sequence[tuple[InstanceMeta, Peer, int | None, datetime]]
+    ) -> list[bool]:
+        """Index spooled instances in one transaction; per item, ``False`` for a duplicate.
+
+        Each item is ``(meta, peer, association_id, received_at)``.  A
+        duplicate SOP Instance UID (in the same study and called AE) is
         counted once.  Safe under concurrent writers: a lost race on a new
-        study or series is retried, and the study's counters are incremented
-        in the database, not read and written back.  This runs once per
-        received instance, so it uses plain SQL statements (no ORM unit of work).
+        study or series is retried (the whole batch, whose transaction was
+        rolled back), and the study's counters are incremented in the database, not read and
+        written back.  This runs for every received instance, so it uses
+        plain SQL statements (no ORM unit of work).
         """
         for _attempt in range(5):
             try:
                 with self.engine.begin() as connection:
-                    return self._record_instance(connection, meta, peer, association_id, now)
+                    return [self._record_instance(connection, *item) for item in items]
             except IntegrityError:
                 continue
-        raise RuntimeError("could not index instance after repeated conflicts")
+        raise RuntimeError("could not index instances after repeated conflicts")
 
     @staticmethod
     def _record_instance(

@@ -98,13 +98,17 @@ class NodeHarness:
         ae.add_requested_context("1.2.840.10008.1.1")
         return ae.associate("127.0.0.1", self.port, ae_title=called)
 
-    def store(self, datasets: list[Dataset], calling: str = "MODALITY") -> list[int]:
-        """Send over one association; return when the node has logged its end."""
-        assoc = self.associate(calling)
+    def store(
+        self, datasets: list[Dataset], calling: str = "MODALITY", called: str = "NODE"
+    ) -> list[int]:
+        """Send over one association; return when the node has logged its end
+        and indexed what it stored."""
+        assoc = self.associate(calling, called)
         assert assoc.is_established
         statuses = [int(assoc.send_c_store(ds).Status) for ds in datasets]
         assoc.release()
         self.wait_for_associations_closed()
+        self.node.receiver.writer.flush(30.0)
         return statuses
 
     def wait_for_associations_closed(self, timeout: float = 30.0) -> None:

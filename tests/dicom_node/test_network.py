@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydicom import dcmread
 
+from dicom_node import metrics
 from dicom_node.config import Caller, Completion, Pipeline
 from dicom_node.index import IndexQueries
 from tests.dicom_node.conftest import NodeHarness, make_study
@@ -35,15 +36,22 @@ def test_store_is_on_disk_and_indexed_before_success(make_node: MakeNode) -> Non
     assert studies[0]["pending_count"] == 2
 
 
+def _duplicates_counted() -> float:
+    return metrics.REGISTRY.get_sample_value("dicom_node_duplicate_instances_total") or 0.0
+
+
 def test_duplicate_is_kept_once_and_counted_once(make_node: MakeNode) -> None:
     harness = make_node()
     study = make_study(1)
+    duplicates = _duplicates_counted()
     assert harness.store(study) == [0]
     assert harness.store(study) == [0]
     assert len(harness.node.spool.instance_files()) == 1
     assert IndexQueries(harness.node.index).studies()[0]["instance_count"] == 1
+    assert _duplicates_counted() == duplicates + 1
+    # Each association stored one instance (the second one again).
     associations = IndexQueries(harness.node.index).associations()
-    assert [a["instances"] for a in associations] == [0, 1]
+    assert [a["instances"] for a in associations] == [1, 1]
 
 
 def test_unknown_called_ae_is_rejected_and_logged(make_node: MakeNode) -> None:

@@ -1,0 +1,140 @@
+"""Index rows of received instances, written by one thread, many per transaction.
+
+The receiver answers a C-STORE once the instance's file and its directory are
+synced to disk: the spool is the record of what was received.  The index row
+follows a few milliseconds later, written by an :class:`IndexWriter` together
+with every other instance that arrived meanwhile, in one transaction.  Each
+association thread then spends no time on the database, and under load one
+commit serves many instances.
+
+Nothing is lost if the process dies between the answer and the commit: the
+start-up reconciliation indexes every spooled file that has no row, reading
+the calling and called AE titles that the receiver wrote into the file's meta
+information (see :func:`dicom_node.network.receipt_meta`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+
+from dicom_node.index.store import Index, InstanceMeta, Peer
+
+LOGGER = structlog.get_logger(__name__)
+
+MAX_BATCH = 500
+"""Instances written in one transaction at most."""
+
+RETRY_SECONDS = 2.0
+"""Wait after a failed transaction before the batch is tried again."""
+
+
+@dataclass(frozen=True)
+class Received:
+    """One spooled instance waiting for its index row."""
+
+    meta: InstanceMeta
+    peer: Peer
+    association_id: int | None
+    received_at: datetime
+
+
+class IndexWriter:
+    """A thread that writes :class:`Received` instances to the index in batches.
+
+    Parameters
+    ----------
+    index:
+        Where the rows go.
+    on_indexed:
+        Called with each instance and whether it was new (``False``: a
+        duplicate SOP Instance UID), after its batch committed.
+    retry_seconds:
+        Wait after a failed transaction before trying the batch again.
+    """
+
+    def __init__(
+        self,
+        index: Index,
+        on_indexed: Callable[[Received, bool], None] | None = None,
+        retry_seconds: float = RETRY_SECONDS,
+    ) -> None:
+        self._index = index
+        self._on_indexed = on_indexed
+        self._retry_seconds = retry_seconds
+        self._pending: list[Received] = []
+        self._submitted = 0
+        self._written = 0
+        self._stopping = False
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="index-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def backlog(self) -> int:
+        """Instances submitted and not yet committed."""
+        with self._changed:
+            return len(self._pending)
+
+    def submit(self, item: Received) -> None:
+        """Queue ``item`` for the next batch."""
+        with self._changed:
+            self._pending.append(item)
+            self._submitted += 1
+            self._changed.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything submitted so far is committed.
+
+        Returns ``False`` if that did not happen within ``timeout`` seconds
+        or the writer was closed first.
+        """
+        with self._changed:
+            target = self._submitted
+            self._changed.wait_for(lambda: self._written >= target or self._stopping, timeout)
+            return self._written >= target
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is queued (for up to ``timeout`` seconds), then stop the thread.
+
+        Rows still unwritten then (the index is down) are made at the next
+        start, from the spool.  Closing again does nothing.
+        """
+        self.flush(timeout)
+        with self._changed:
+            if self._stopping:
+                return
+            self._stopping = True
+            left = len(self._pending)
+            self._changed.notify_all()
+        self._thread.join(timeout)
+        if left:
+            LOGGER.warning("index_rows_left_to_reconciliation", instances=left)
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._pending or self._stopping)
+                if self._stopping:
+                    return
+                batch = self._pending[:MAX_BATCH]
+            try:
+                created = self._index.record_instances(
+                    [(r.meta, r.peer, r.association_id, r.received_at) for r in batch]
+                )
+            except Exception:
+                LOGGER.exception("index_failed", instances=len(batch))
+                with self._changed:
+                    self._changed.wait_for(lambda: self._stopping, self._retry_seconds)
+                continue
+            with self._changed:
+                del self._pending[: len(batch)]
+                self._written += len(batch)
+                self._changed.notify_all()
+            if self._on_indexed is not None:
+                for item, new in zip(batch, created, strict=True):
+                    self._on_indexed(item, new)

@@ -1,0 +1,131 @@
+"""The index writer: rows follow the answer, in batches, and survive a dead database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dicom_node import network
+from dicom_node.config import Completion, Pipeline
+from dicom_node.index import Index, IndexQueries, InstanceMeta, Peer
+from dicom_node.index.writer import IndexWriter, Received
+from dicom_node.network import StoreStatus
+from tests.dicom_node.conftest import NodeHarness, make_study
+
+MakeNode = Callable[..., NodeHarness]
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+PEER = Peer(calling_ae="US_ROOM", called_ae="NODE", host="127.0.0.1", port=4000)
+
+
+def _received(study: str, sop: str) -> Received:
+    meta = InstanceMeta(
+        study_instance_uid=study,
+        series_instance_uid=f"{study}.1",
+        sop_instance_uid=sop,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.6.1",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        modality="US",
+        body_part=None,
+        study_description=None,
+        path=f"/spool/{sop}.dcm",
+        size_bytes=100,
+    )
+    return Received(meta, PEER, None, NOW)
+
+
+class FlakyIndex:
+    """An index whose first ``failures`` batches raise, as a database going away would."""
+
+    def __init__(self, index: Index, failures: int) -> None:
+        self.index = index
+        self.failures = failures
+        self.batches: list[int] = []
+
+    def record_instances(self, items: Sequence[Any]) -> list[bool]:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("database unreachable")
+        self.batches.append(len(items))
+        return self.index.record_instances(items)
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Index:
+    return Index(f"sqlite:///{tmp_path / 'index.db'}")
+
+
+def test_rows_are_written_and_duplicates_reported(index: Index) -> None:
+    seen: list[tuple[str, bool]] = []
+    writer = IndexWriter(index, lambda item, new: seen.append((item.meta.sop_instance_uid, new)))
+    for sop in ("1.2.3.1", "1.2.3.2", "1.2.3.1"):
+        writer.submit(_received("1.2.3", sop))
+    assert writer.flush(30)
+    writer.close()
+    assert writer.backlog == 0
+    assert seen == [("1.2.3.1", True), ("1.2.3.2", True), ("1.2.3.1", False)]
+    study = IndexQueries(index).studies()[0]
+    assert study["instance_count"] == 2
+    assert study["calling_ae"] == "US_ROOM"
+
+
+def test_failed_batches_are_retried_until_written(index: Index) -> None:
+    flaky = FlakyIndex(index, failures=2)
+    seen: list[bool] = []
+    writer = IndexWriter(flaky, lambda item, new: seen.append(new),  # type: ignore[arg-type]
+                         retry_seconds=0.0)
+    writer.submit(_received("1.2.4", "1.2.4.1"))
+    writer.submit(_received("1.2.4", "1.2.4.2"))
+    assert writer.flush(30)
+    writer.close()
+    assert flaky.failures == 0
+    assert sum(flaky.batches) == 2
+    assert seen == [True, True]
+    assert IndexQueries(index).studies()[0]["instance_count"] == 2
+
+
+def test_closing_with_the_database_down_leaves_rows_to_reconciliation(index: Index) -> None:
+    writer = IndexWriter(FlakyIndex(index, failures=10**6))  # type: ignore[arg-type]
+    writer.submit(_received("1.2.5", "1.2.5.1"))
+    writer.close(timeout=0)
+    assert writer.backlog == 1
+    assert not writer.flush(30)  # closed: returns at once
+    writer.close()  # again: nothing to do
+    assert IndexQueries(index).studies() == []
+
+
+def test_answered_instance_is_indexed_at_restart_with_its_association(
+    make_node: MakeNode,
+) -> None:
+    pipelines = [
+        Pipeline(called_ae="NODE", completion=Completion(quiet_seconds=30)),
+        Pipeline(called_ae="SECOND", completion=Completion(quiet_seconds=30)),
+    ]
+    harness = make_node(pipelines=pipelines)
+    # The writer stops as if the process died between the answers and the commit.
+    harness.node.receiver.writer.close(timeout=0)
+    assert harness.store(make_study(2), calling="US_ROOM", called="SECOND") == [0, 0]
+    assert len(harness.node.spool.instance_files()) == 2
+    assert IndexQueries(harness.node.index).studies() == []
+    harness.node.stop()
+
+    restarted = make_node(pipelines=pipelines)
+    studies = IndexQueries(restarted.node.index).studies()
+    assert [(s["called_ae"], s["calling_ae"], s["instance_count"]) for s in studies] == [
+        ("SECOND", "US_ROOM", 2)
+    ]
+
+
+def test_store_is_refused_while_the_index_is_far_behind(
+    make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    harness = make_node()
+    monkeypatch.setattr(network, "MAX_INDEX_BACKLOG", 1)
+    harness.node.receiver.writer.close(timeout=0)  # nothing drains the queue any more
+    statuses = harness.store(make_study(2))
+    assert statuses[0] == 0x0000
+    assert statuses[1] == StoreStatus.OUT_OF_RESOURCES
+    assert len(harness.node.spool.instance_files()) == 1
