@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,30 +10,17 @@ import pytest
 
 from dicom_node import network
 from dicom_node.config import Completion, Pipeline
-from dicom_node.index import Index, IndexQueries, InstanceMeta, Peer
+from dicom_node.index import Index, IndexQueries
 from dicom_node.index.writer import IndexWriter, Received
 from dicom_node.network import StoreStatus
 from tests.dicom_node.conftest import NodeHarness, make_study
+from tests.dicom_node.test_index import NOW, PEER, meta
 
 MakeNode = Callable[..., NodeHarness]
-NOW = datetime(2026, 1, 1, tzinfo=UTC)
-PEER = Peer(calling_ae="US_ROOM", called_ae="NODE", host="127.0.0.1", port=4000)
 
 
 def _received(study: str, sop: str) -> Received:
-    meta = InstanceMeta(
-        study_instance_uid=study,
-        series_instance_uid=f"{study}.1",
-        sop_instance_uid=sop,
-        sop_class_uid="1.2.840.10008.5.1.4.1.1.6.1",
-        transfer_syntax_uid="1.2.840.10008.1.2.1",
-        modality="US",
-        body_part=None,
-        study_description=None,
-        path=f"/spool/{sop}.dcm",
-        size_bytes=100,
-    )
-    return Received(meta, PEER, None, NOW)
+    return Received(meta(study, sop), PEER, None, NOW)
 
 
 class FlakyIndex:
@@ -69,7 +55,7 @@ def test_rows_are_written_and_duplicates_reported(index: Index) -> None:
     assert seen == [("1.2.3.1", True), ("1.2.3.2", True), ("1.2.3.1", False)]
     study = IndexQueries(index).studies()[0]
     assert study["instance_count"] == 2
-    assert study["calling_ae"] == "US_ROOM"
+    assert study["calling_ae"] == PEER.calling_ae
 
 
 def test_failed_batches_are_retried_until_written(index: Index) -> None:
