@@ -5,7 +5,8 @@ analysed twice: with its Sequence of Ultrasound Regions (scan area and pixel
 size known: EF and volumes) and without (scan area found in the pixels, no
 calibration: EF only).  The report gets the EF mean absolute error, a
 Bland-Altman analysis (bias and 95 % limits of agreement) and its plot, and
-the EDV/ESV errors in ml.
+the EDV/ESV errors in ml.  The first cines are also measured changed the way
+other scanners differ (:mod:`inference.evaluation.robustness`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from matplotlib.figure import Figure
 
 from inference.engines.base import ImageInput
 from inference.engines.cardiac import CardiacEngine
+from inference.evaluation.robustness import PERTURBATIONS, perturb
 from inference.evaluation.view import evaluate_view, view_markdown
 from inference.findings import BoundingBox
 from inference.geometry import ImageGeometry
@@ -104,6 +106,41 @@ def _measure(engine: CardiacEngine, cine: EchoCine, index: int) -> CineOutcome:
     )
 
 
+UNCHANGED = "unchanged"
+"""Name of the unperturbed cines in :func:`robustness`."""
+
+
+def robustness(engine: CardiacEngine, cines: list[EchoCine], seed: int
+               ) -> dict[str, dict[str, float]]:
+    """EF MAE and cines assessed, unchanged and under each perturbation.
+
+    Every frame of each cine is changed by each of
+    :data:`~inference.evaluation.robustness.PERTURBATIONS` (noise seeded by
+    ``seed`` and the cine's number) and measured with its regions.
+
+    Returns
+    -------
+    dict
+        Per perturbation name (first :data:`UNCHANGED`): ``ef_mae`` over the
+        assessed cines, ``assessed`` (their count) and ``cines``.
+    """
+    out = {}
+    for change in (UNCHANGED, *PERTURBATIONS):
+        errors = []
+        for index, cine in enumerate(cines):
+            frames = cine.frames if change == UNCHANGED else perturb(cine.frames, change,
+                                                                     seed + index)
+            result = engine.run(image_input(replace(cine, frames=frames),
+                                            uid=f"2.25.{index + 1}"))
+            if result.cardiac:
+                errors.append(abs(result.cardiac[0].ejection_fraction_percent
+                                  - cine.ejection_fraction))
+        out[change] = {"ef_mae": float(np.mean(errors)) if errors else float("nan"),
+                       "assessed": len(errors), "cines": len(cines)}
+        logger.info("cardiac_perturbation_evaluated", change=change, **out[change])
+    return out
+
+
 def agreement(truth: np.ndarray, measured: np.ndarray) -> dict[str, float]:
     """MAE, bias, SD of the differences, 95 % limits of agreement, RMSE and r.
 
@@ -155,8 +192,8 @@ def plot_bland_altman(path: Path, truth: np.ndarray, measured: np.ndarray,
 
 
 def evaluate(output_dir: Path, *, n_cines: int = 40, seed: int = EVAL_SEED,
-             weights_dir: Path | None = None, size: tuple[int, int] | None = None
-             ) -> dict[str, object]:
+             weights_dir: Path | None = None, size: tuple[int, int] | None = None,
+             n_perturbed: int = 0) -> dict[str, object]:
     """Run the cardiac engine on held-out phantom cines and write the report files.
 
     Parameters
@@ -172,18 +209,25 @@ def evaluate(output_dir: Path, *, n_cines: int = 40, seed: int = EVAL_SEED,
         Weights to evaluate (the shipped ones when ``None``).
     size:
         Fixed ``(rows, cols)`` of the cines, random when ``None``.
+    n_perturbed:
+        The first ``n_perturbed`` cines are also measured changed (see
+        :func:`robustness`).
 
     Returns
     -------
     dict
-        The metrics, including ``ef_mae``, the Bland-Altman figures and the
-        path of the plot (``figure``).
+        The metrics, including ``ef_mae``, the Bland-Altman figures, the path
+        of the plot (``figure``) and ``robustness``.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     engine = CardiacEngine(weights_dir)
     outcomes = []
+    kept = []
     for index in range(n_cines):
-        outcome = _measure(engine, heldout_cine(index, seed, size), index)
+        cine = heldout_cine(index, seed, size)
+        if index < n_perturbed:
+            kept.append(cine)
+        outcome = _measure(engine, cine, index)
         outcomes.append(outcome)
         logger.info("cine_evaluated", index=index, ef_true=round(outcome.ef_true, 1),
                     ef=outcome.ef, ef_no_regions=outcome.ef_no_regions)
@@ -223,6 +267,7 @@ def evaluate(output_dir: Path, *, n_cines: int = 40, seed: int = EVAL_SEED,
         "seed": seed,
         "weights_sha256": engine.algorithm.weights_sha256,
         "figure": str(figure),
+        "robustness": robustness(engine, kept, seed) if kept else {},
     }
     (output_dir / "cardiac_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     logger.info("cardiac_evaluated", ef_mae=round(stats["mae"], 2), n=len(measured))
@@ -256,8 +301,8 @@ def section(plot_dir: Path, quick: bool) -> str:
         The section, with the Bland-Altman figure linked.
     """
     started = time.time()
-    n_cines, n_view = (8, 10) if quick else (40, 60)
-    m = evaluate(plot_dir, n_cines=n_cines)
+    n_cines, n_view, n_perturbed = (8, 10, 2) if quick else (40, 60, 20)
+    m = evaluate(plot_dir, n_cines=n_cines, n_perturbed=n_perturbed)
     view = evaluate_view(n_view)
     lines = [
         "## Cardiac: LV ejection fraction (apical four-chamber cine)", "",
@@ -280,6 +325,20 @@ def section(plot_dir: Path, quick: bool) -> str:
         "", "No published EF figures exist for the JSUM cardiac programme; EF MAE <= 5 points "
         "is this project's target.", "",
         f"![EF Bland-Altman]({plot_dir.name}/{FIGURE_NAME})", "",
+        *robustness_markdown(m["robustness"]),  # type: ignore[arg-type]
         *view_markdown(view),
     ]
     return "\n".join(lines)
+
+
+def robustness_markdown(changes: dict[str, dict[str, float]]) -> list[str]:
+    """The report's table of EF under the perturbations (empty without any)."""
+    if not changes:
+        return []
+    n = changes[UNCHANGED]["cines"]
+    lines = [f"EF on the first {n:.0f} held-out cines, with regions, as they are and changed the "
+             "way other scanners and generators differ (inference/evaluation/robustness.py):",
+             "", "| Cines | EF MAE (points) | Assessed |", "|---|---|---|"]
+    for change, m in changes.items():
+        lines.append(f"| {change} | {m['ef_mae']:.2f} | {m['assessed']:.0f} of {n:.0f} |")
+    return [*lines, ""]

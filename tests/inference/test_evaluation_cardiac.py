@@ -1,13 +1,21 @@
-"""Tests of the EF agreement statistics and the Bland-Altman plot."""
+"""Tests of the EF agreement statistics, the Bland-Altman plot and EF under perturbations."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from inference.evaluation.cardiac import agreement, plot_bland_altman
+from inference.evaluation.cardiac import (
+    UNCHANGED,
+    agreement,
+    evaluate,
+    plot_bland_altman,
+    robustness_markdown,
+)
+from inference.evaluation.robustness import PERTURBATIONS
 
 
 def test_agreement_statistics() -> None:
@@ -29,3 +37,20 @@ def test_bland_altman_plot_is_written(tmp_path: Path) -> None:
     path = tmp_path / "ba.png"
     plot_bland_altman(path, truth, measured, agreement(truth, measured), "test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ef_is_measured_under_every_perturbation(tmp_path: Path) -> None:
+    metrics = evaluate(tmp_path, n_cines=2, size=(240, 320), n_perturbed=1)
+    changes = metrics["robustness"]
+    assert isinstance(changes, dict)
+    assert list(changes) == [UNCHANGED, *PERTURBATIONS]
+    assert all(m["cines"] == 1 for m in changes.values())
+    # The unchanged cine scores exactly as in the main figures.
+    with (tmp_path / "cardiac_cines.csv").open() as handle:
+        first = next(csv.DictReader(handle))
+    assert changes[UNCHANGED]["assessed"] == (first["ef"] != "")
+    if first["ef"]:
+        error = abs(float(first["ef"]) - float(first["ef_true"]))
+        assert changes[UNCHANGED]["ef_mae"] == pytest.approx(error)
+    table = robustness_markdown(changes)
+    assert len([line for line in table if line.startswith("| ")]) == 2 + len(PERTURBATIONS)
