@@ -176,13 +176,14 @@ class Node:
     def _sender(self, ds: Dataset) -> Peer:
         """The association a spooled file came on, from its file meta information.
 
-        Files spooled before the receiver recorded it there go to the first
-        pipeline, from an unknown caller.
+        Files spooled before the receiver recorded it there, or for a called
+        AE title no longer configured, go to the first pipeline; an unrecorded
+        caller is ``UNKNOWN``.
         """
         file_meta = ds.file_meta
         called = str(file_meta.get("ReceivingApplicationEntityTitle", "")).strip()
-        if not called:
-            config = self.config()
+        config = self.config()
+        if config.pipeline_for(called) is None:
             called = config.pipelines[0].called_ae if config.pipelines else config.ae_title
         calling = str(file_meta.get("SendingApplicationEntityTitle", "")).strip() or "UNKNOWN"
         address = urlsplit(str(file_meta.get("SendingPresentationAddress", "")))
