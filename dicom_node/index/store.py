@@ -265,9 +265,9 @@ class Index:
         duplicate SOP Instance UID (in the same study and called AE) is
         counted once.  Safe under concurrent writers: a lost race on a new
         study or series is retried (the whole batch, whose transaction was
-        rolled back), and the study's counters are incremented in the database, not read and
-        written back.  This runs for every received instance, so it uses
-        plain SQL statements (no ORM unit of work).
+        rolled back), and the study's counters are incremented in the
+        database, not read and written back.  This runs for every received
+        instance, so it uses plain SQL statements (no ORM unit of work).
         """
         for _attempt in range(5):
             try:

@@ -135,6 +135,14 @@ class IndexWriter:
                 del self._pending[: len(batch)]
                 self._written += len(batch)
                 self._changed.notify_all()
-            if self._on_indexed is not None:
-                for item, new in zip(batch, created, strict=True):
-                    self._on_indexed(item, new)
+            self._report(batch, created)
+
+    def _report(self, batch: list[Received], created: list[bool]) -> None:
+        """Call ``on_indexed`` per instance; its errors are logged, never fatal here."""
+        if self._on_indexed is None:
+            return
+        for item, new in zip(batch, created, strict=True):
+            try:
+                self._on_indexed(item, new)
+            except Exception:
+                LOGGER.exception("index_callback_failed")

@@ -115,3 +115,16 @@ def test_store_is_refused_while_the_index_is_far_behind(
     assert statuses[0] == 0x0000
     assert statuses[1] == StoreStatus.OUT_OF_RESOURCES
     assert len(harness.node.spool.instance_files()) == 1
+
+
+def test_a_failing_callback_does_not_stop_the_writer(index: Index) -> None:
+    def broken(item: Received, new: bool) -> None:
+        raise ValueError("metrics backend gone")
+
+    writer = IndexWriter(index, broken)
+    writer.submit(_received("1.2.6", "1.2.6.1"))
+    assert writer.flush(30)
+    writer.submit(_received("1.2.6", "1.2.6.2"))
+    assert writer.flush(30)
+    writer.close()
+    assert IndexQueries(index).studies()[0]["instance_count"] == 2
