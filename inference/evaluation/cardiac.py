@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 
 from inference.engines.base import ImageInput
 from inference.engines.cardiac import CardiacEngine
-from inference.evaluation.robustness import PERTURBATIONS, perturb
+from inference.evaluation.robustness import PERTURBATIONS, UNCHANGED, perturb
 from inference.evaluation.view import evaluate_view, view_markdown
 from inference.findings import BoundingBox
 from inference.geometry import ImageGeometry
@@ -106,10 +106,6 @@ def _measure(engine: CardiacEngine, cine: EchoCine, index: int) -> CineOutcome:
     )
 
 
-UNCHANGED = "unchanged"
-"""Name of the unperturbed cines in :func:`robustness`."""
-
-
 def robustness(engine: CardiacEngine, cines: list[EchoCine], seed: int
                ) -> dict[str, dict[str, float]]:
     """EF MAE and cines assessed, unchanged and under each perturbation.
@@ -121,8 +117,9 @@ def robustness(engine: CardiacEngine, cines: list[EchoCine], seed: int
     Returns
     -------
     dict
-        Per perturbation name (first :data:`UNCHANGED`): ``ef_mae`` over the
-        assessed cines, ``assessed`` (their count) and ``cines``.
+        Per perturbation name (first
+        :data:`~inference.evaluation.robustness.UNCHANGED`): ``ef_mae`` over
+        the assessed cines, ``assessed`` (their count) and ``cines``.
     """
     out = {}
     for change in (UNCHANGED, *PERTURBATIONS):

@@ -26,7 +26,7 @@ from inference.evaluation.metrics import (
     match_detections,
     prf,
 )
-from inference.evaluation.robustness import PERTURBATIONS, perturb
+from inference.evaluation.robustness import PERTURBATIONS, UNCHANGED, perturb
 from inference.findings import MALIGNANT_CLASSES, BoundingBox, LesionFinding
 from inference.geometry import ImageGeometry
 from inference.phantoms.anatomy import SceneConfig
@@ -40,9 +40,6 @@ FIRST_SEEDS = {"liver": (1_000_000, 3_000_000), "breast": (2_000_000, 4_000_000)
 """Per organ: first seed of the held-out images and of the held-out clips."""
 
 ENGINES: dict[str, type[LesionEngine]] = {"liver": LiverEngine, "breast": BreastEngine}
-
-UNCHANGED = "unchanged"
-"""Name of the unperturbed images in :attr:`OrganEvaluation.perturbed`."""
 
 PR_THRESHOLD = 0.05
 """Score threshold of the run that collects detections for the PR curve."""

@@ -8,8 +8,9 @@ import numpy as np
 import structlog
 from matplotlib.figure import Figure
 
-from inference.evaluation.lesion import UNCHANGED, OrganEvaluation
+from inference.evaluation.lesion import OrganEvaluation
 from inference.evaluation.metrics import pr_curve
+from inference.evaluation.robustness import UNCHANGED
 
 logger = structlog.get_logger(__name__)
 

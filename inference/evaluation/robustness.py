@@ -69,6 +69,9 @@ PERTURBATIONS: dict[str, Perturbation] = {
 }
 """The image changes, by the name the report gives them."""
 
+UNCHANGED = "unchanged"
+"""Name the report gives the images as they are, beside :data:`PERTURBATIONS`."""
+
 
 def perturb(frames: np.ndarray, name: str, seed: int) -> np.ndarray:
     """Every frame of ``frames`` (``(n, rows, cols)`` uint8) changed by ``PERTURBATIONS[name]``.

@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 
 from inference.evaluation.cardiac import (
-    UNCHANGED,
     agreement,
     evaluate,
     plot_bland_altman,
     robustness_markdown,
 )
-from inference.evaluation.robustness import PERTURBATIONS
+from inference.evaluation.robustness import PERTURBATIONS, UNCHANGED
 
 
 def test_agreement_statistics() -> None:

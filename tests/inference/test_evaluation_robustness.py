@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from inference.evaluation.lesion import UNCHANGED, evaluate_organ
+from inference.evaluation.lesion import evaluate_organ
 from inference.evaluation.report import robustness_lines
-from inference.evaluation.robustness import PERTURBATIONS, perturb
+from inference.evaluation.robustness import PERTURBATIONS, UNCHANGED, perturb
 from inference.phantoms.generator import generate
 
 
