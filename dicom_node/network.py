@@ -21,7 +21,6 @@ from typing import Any
 
 import structlog
 from pydicom import Dataset
-from pydicom.dataset import FileMetaDataset
 from pydicom.uid import (
     JPEG2000,
     DeflatedExplicitVRLittleEndian,
@@ -39,7 +38,6 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
-from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.events import Event
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import Verification, register_uid, uid_to_service_class
@@ -48,6 +46,7 @@ from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAsso
 from dicom_node import metrics
 from dicom_node.clock import Clock
 from dicom_node.config import NodeConfig, Pipeline
+from dicom_node.file_meta import file_header
 from dicom_node.index import Index, InstanceMeta, Peer
 from dicom_node.index.writer import IndexWriter, Received
 from dicom_node.screening import MalformedDataset, check_structure
@@ -120,22 +119,6 @@ MAX_INDEX_BACKLOG = 5000
 Only reached when the database is down or far slower than the network: the
 sender then gets Out of Resources and sends again later, rather than the node
 piling up files that nothing routes until the next start."""
-
-
-def receipt_meta(event: Event, peer: Peer) -> FileMetaDataset:
-    """File meta information of a received instance, with who sent it to whom.
-
-    Sending and Receiving Application Entity Title (0002,0017) / (0002,0018)
-    and Sending Presentation Address (0002,0027) record the association, so
-    that start-up reconciliation can index a file whose row was not yet
-    written when the process stopped.
-    """
-    meta = event.file_meta
-    meta.SendingApplicationEntityTitle = peer.calling_ae
-    meta.ReceivingApplicationEntityTitle = peer.called_ae
-    host = f"[{peer.host}]" if ":" in peer.host else peer.host
-    meta.SendingPresentationAddress = f"dicom://{host}:{peer.port}"
-    return meta
 
 
 class StoreStatus(IntEnum):
@@ -337,8 +320,9 @@ class Receiver:
         request = event.request
         # The received bytes are written as they are, after a file meta header.
         stream = event.encoded_dataset(include_meta=False)
-        file_meta = encode_file_meta(receipt_meta(event, stats.peer))
-        header = b"".join((b"\x00" * 128, b"DICM", file_meta))
+        syntax = event.context.transfer_syntax
+        header = file_header(str(request.AffectedSOPClassUID),
+                             str(request.AffectedSOPInstanceUID), str(syntax), stats.peer)
         size = len(header) + len(stream)
         max_bytes = int(config.limits.max_instance_mb * 1024 * 1024)
         if size > max_bytes:
@@ -347,7 +331,6 @@ class Receiver:
             return StoreStatus.OUT_OF_RESOURCES, "disk_floor: free disk below the floor"
         if self.writer.backlog >= MAX_INDEX_BACKLOG:
             return StoreStatus.OUT_OF_RESOURCES, "index_backlog: the index is not keeping up"
-        syntax = event.context.transfer_syntax
         try:
             _screen(stream, syntax, max_bytes)
         except MalformedDataset as exc:

@@ -10,7 +10,7 @@ commit serves many instances.
 Nothing is lost if the process dies between the answer and the commit: the
 start-up reconciliation indexes every spooled file that has no row, reading
 the calling and called AE titles that the receiver wrote into the file's meta
-information (see :func:`dicom_node.network.receipt_meta`).
+information (see :func:`dicom_node.file_meta.file_header`).
 """
 
 from __future__ import annotations
