@@ -1,13 +1,15 @@
 """Memory: resident set size of ``dicom-node serve``, idle and under load.
 
 The node runs as ``dicom-node serve`` (admin API on) with Orthanc as its
-archive and a 1 s quiet period.  Figures, all of the serve process:
+archive and a 1 s quiet period.  Figures are summed over the serve process and
+its children (the extra receiver processes of ``receivers: auto``):
 
 1. idle after start (no engine loaded yet: the engines load on the first job);
 2. idle with all engines loaded (after a one-image warm-up study was analysed);
-3. the peak (VmHWM) while storescu sends the load over 4 associations and the
-   node analyses every study (exports run on meanwhile), then the RSS when
-   idle again.
+3. the largest sampled sum while storescu sends the load over 4 associations
+   and the node analyses every study (exports run on meanwhile), then the RSS
+   when idle again;
+4. the sum of each process's own peak (VmHWM), an upper bound of the joint peak.
 
 Run from the repository root::
 
@@ -25,7 +27,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.data import SETS, Pixels, cached_set, split, write_study
-from benchmarks.peers import Receiver, peak_rss_mib, rss_mib, run_node, send_concurrently
+from benchmarks.peers import (
+    Receiver,
+    run_node,
+    send_concurrently,
+    tree_peak_rss_mib,
+    tree_pids,
+    tree_rss_mib,
+)
 from benchmarks.report import machine_summary, print_table
 from dicom_node.index import Index, IndexQueries
 from tests.peers import run_orthanc
@@ -62,7 +71,8 @@ def wait_until_idle(database: str, timeout: float) -> dict[str, dict[str, int]]:
 
 
 class RssSampler:
-    """Samples a process's RSS every 0.2 s in a thread and keeps the maximum."""
+    """Samples the summed RSS of a process and its descendants every 0.2 s in a thread
+    and keeps the maximum."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -72,7 +82,7 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(0.2):
-            self.maximum = max(self.maximum, rss_mib(self.pid))
+            self.maximum = max(self.maximum, tree_rss_mib(self.pid))
 
     def __enter__(self) -> RssSampler:
         self._thread.start()
@@ -103,19 +113,21 @@ def run(load: Sequence[str], data_dir: Path, work: Path, timeout: float) -> list
             database = f"sqlite:///{work / 'node' / 'var' / 'index.sqlite'}"
             pid = node.pids[0]
             time.sleep(SETTLE_SECONDS)
-            rows.append(["idle, engines not loaded", f"{rss_mib(pid):.0f}", ""])
+            rows.append(["idle, engines not loaded", f"{tree_rss_mib(pid):.0f}",
+                         f"{len(tree_pids(pid))} processes"])
             send_concurrently(node, [warm])
             counts = wait_until_idle(database, timeout)
             time.sleep(SETTLE_SECONDS)
             rows.append(
                 [
                     "idle after a one-image warm-up job (it loads the engines)",
-                    f"{rss_mib(pid):.0f}",
+                    f"{tree_rss_mib(pid):.0f}",
                     f"warm-up: {_summary(counts)}",
                 ]
             )
             rows.extend(_under_load(node, load, load_files, database, timeout))
-            rows.append(["peak since start (VmHWM)", f"{peak_rss_mib(pid):.0f}", ""])
+            rows.append(["peak since start (VmHWM, summed over the processes: an upper bound)",
+                         f"{tree_peak_rss_mib(pid):.0f}", ""])
     return rows
 
 
@@ -148,7 +160,7 @@ def _under_load(
             f"{sampler.maximum:.0f}",
             f"{seconds:.0f} s to receive and analyse; so far {_summary(counts)}",
         ],
-        ["idle after the load", f"{rss_mib(node.pids[0]):.0f}", ""],
+        ["idle after the load", f"{tree_rss_mib(node.pids[0]):.0f}", ""],
     ]
 
 

@@ -92,6 +92,27 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and its descendants (the node's extra receivers and helpers)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(_children(current))
+    return found
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Summed VmRSS of ``pid`` and its descendants, in MiB."""
+    return sum(rss_mib(p) for p in tree_pids(pid))
+
+
+def tree_peak_rss_mib(pid: int) -> float:
+    """Summed VmHWM of ``pid`` and its descendants, in MiB: an upper bound of their
+    joint peak, since each process peaks at its own time."""
+    return sum(peak_rss_mib(p) for p in tree_pids(pid))
+
+
 def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
     """Wait until something accepts TCP connections on 127.0.0.1:``port``.
 

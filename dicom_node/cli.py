@@ -119,14 +119,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             LOGGER.warning("pipeline_accepts_any_caller", called_ae=pipeline.called_ae)
         if not pipeline.destinations:
             LOGGER.warning("pipeline_has_no_destination", called_ae=pipeline.called_ae)
+    # Handled from the start: a SIGTERM while the extra receivers start still stops cleanly.
+    signal.signal(signal.SIGTERM, lambda *_: node.request_stop())
+    signal.signal(signal.SIGINT, lambda *_: node.request_stop())
     try:
         node.start(api=True)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
         node.stop()
         return 1
-    signal.signal(signal.SIGTERM, lambda *_: node.request_stop())
-    signal.signal(signal.SIGINT, lambda *_: node.request_stop())
     node.wait()
     node.stop()
     return 0

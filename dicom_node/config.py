@@ -7,6 +7,7 @@ names the offending key and its line.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,9 @@ RETURN_TO_SENDER = "return-to-sender"
 
 ENGINE_NAMES: tuple[str, ...] = ("liver", "breast", "cardiac")
 """Engines a rule may name (kept in step with inference.engines.registry)."""
+
+MAX_AUTO_RECEIVERS = 4
+"""Most receiving processes ``receivers: auto`` starts (each holds about 100 MiB)."""
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\\]")
 
@@ -193,8 +197,9 @@ class NodeConfig(_Model):
     ae_title: AETitle = "DICOM_NODE"
     host: str = "0.0.0.0"
     port: int = Field(default=11112, ge=0, le=65535)
-    receivers: int = Field(default=1, ge=1, le=32)
-    """Processes receiving on ``port`` (SO_REUSEPORT); see :mod:`dicom_node.receivers`."""
+    receivers: Annotated[int, Field(ge=1, le=32)] | Literal["auto"] = "auto"
+    """Processes receiving on ``port`` (SO_REUSEPORT); ``auto`` is one per usable CPU
+    core, at most :data:`MAX_AUTO_RECEIVERS`.  See :mod:`dicom_node.receivers`."""
     inference_threads: int = Field(default=1, ge=1, le=64)
     """torch threads of the engines; 1 keeps a 2-core node responsive while it receives
     (benchmarks/README.md: 1 thread was faster than 2 on a loaded 2-core machine)."""
@@ -237,6 +242,13 @@ class NodeConfig(_Model):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'index.sqlite').resolve()}"
+
+    def receiver_count(self) -> int:
+        """How many processes receive on the port (``receivers`` with ``auto`` resolved)."""
+        if self.receivers != "auto":
+            return self.receivers
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return max(1, min(MAX_AUTO_RECEIVERS, cores or 1))
 
     def pipeline_for(self, called_ae: str) -> Pipeline | None:
         """The pipeline of a called AE title, or ``None``."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -37,6 +38,22 @@ def drop_phi(
     return event_dict
 
 
+@dataclass(frozen=True)
+class LogSettings:
+    """How logging was last configured in this process (handed to child processes)."""
+
+    json: bool = False
+    level: str = "INFO"
+
+
+_settings = LogSettings()
+
+
+def current_settings() -> LogSettings:
+    """The settings of the last :func:`configure_logging` call in this process."""
+    return _settings
+
+
 class _CurrentStderr:
     """Writes to whatever ``sys.stderr`` is at the time of writing."""
 
@@ -59,6 +76,8 @@ def configure_logging(json: bool = False, level: str = "INFO", stream: Any = Non
     stream:
         Where to write; standard error by default.
     """
+    global _settings
+    _settings = LogSettings(json=json, level=level)
     out = stream or _CurrentStderr()
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)

@@ -1,8 +1,18 @@
-"""Prometheus metrics of the node (no patient data in any label)."""
+"""Prometheus metrics of the node (no patient data in any label).
+
+Extra receiver processes (``receivers: N``) count what they receive in their own
+copy of these counters; the main process adds their values to its own when it
+is scraped (:func:`exposition`).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 REGISTRY = CollectorRegistry()
 
@@ -77,8 +87,65 @@ CONFIG_CHANGES = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+RECEIVING_PROCESSES = Gauge(
+    "dicom_node_receiving_processes",
+    "Processes receiving on the DICOM port, the main one included (refreshed on scrape).",
+    registry=REGISTRY,
+)
 CONNECTIONS_REFUSED = Counter(
     "dicom_node_connections_refused",
     "TCP connections closed at once because their address held too many.",
     registry=REGISTRY,
 )
+
+
+SampleKey = tuple[str, tuple[tuple[str, str], ...]]
+"""A counter sample: its name (``..._total``) and its sorted label pairs."""
+
+
+def counter_values(registry: CollectorRegistry = REGISTRY) -> dict[SampleKey, float]:
+    """The ``_total`` sample of every counter (and label set) in ``registry``."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in registry.collect()
+        if family.type == "counter"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+
+
+class _Summed(Collector):
+    """The node's registry with other processes' counter values added."""
+
+    def __init__(self, others: dict[SampleKey, float]) -> None:
+        self._others = others
+
+    def collect(self) -> Iterator[Metric]:
+        others = dict(self._others)
+        for family in REGISTRY.collect():
+            if family.type == "counter":
+                total = f"{family.name}_total"
+                family.samples = [
+                    sample._replace(value=sample.value + others.pop(
+                        (sample.name, tuple(sorted(sample.labels.items()))), 0.0))
+                    for sample in family.samples
+                ] + [
+                    Sample(name, dict(labels), value)
+                    for (name, labels), value in sorted(others.items()) if name == total
+                ]
+            yield family
+
+
+def exposition(others: dict[SampleKey, float]) -> bytes:
+    """The node's metrics in the Prometheus text format.
+
+    Parameters
+    ----------
+    others:
+        Counter values of the extra receiver processes (summed over them), as
+        :func:`counter_values` returns them there; each is added to this
+        process's value of the same sample, or listed on its own.
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Summed(others))
+    return generate_latest(registry)

@@ -597,7 +597,7 @@ def start_receiver(config: NodeConfig, receiver: Receiver) -> tuple[AE, Threaded
         evt_handlers=receiver.handlers(),
         ssl_context=server_ssl_context(config),
         server_class=(
-            SharedPortAssociationServer if config.receivers > 1 else NoDelayAssociationServer
+            SharedPortAssociationServer if config.receiver_count() > 1 else NoDelayAssociationServer
         ),
         request_handler=GuardedRequestHandler,
     )

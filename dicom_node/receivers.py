@@ -9,15 +9,22 @@ index.  Completion, jobs, exports and the admin API stay in the main process.
 
 Each extra receiver answers Success exactly as the main one does (file and
 directory synced; its own index writer thread adds the row right after).
-Limits such as ``max_associations`` apply per receiver process; configuration
-changes reach the extra receivers through a queue; their Prometheus counters
-are their own (not served by the admin API).
+Limits such as ``max_associations`` apply per receiver process.  Configuration
+changes reach the extra receivers through a queue.  They log as the main
+process does (JSON in production), and the main process asks them for their
+Prometheus counters whenever it is scraped, so ``/metrics`` counts every
+process.  An extra receiver exits when the main process does, even when that
+one was killed, so a restarted node never shares its port with a stale one.
 """
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
+import multiprocessing.connection
+import signal
 import threading
+from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
 from multiprocessing.queues import Queue
 from typing import Any
@@ -27,7 +34,8 @@ import structlog
 from dicom_node.clock import SystemClock
 from dicom_node.config import NodeConfig
 from dicom_node.index import Index
-from dicom_node.logs import configure_logging
+from dicom_node.logs import LogSettings, configure_logging, current_settings
+from dicom_node.metrics import SampleKey, counter_values
 from dicom_node.network import Receiver, start_receiver
 from dicom_node.spool import Spool
 
@@ -39,6 +47,9 @@ STOP_SECONDS = 30.0
 START_SECONDS = 120.0
 """How long a receiver process may take to import the node and listen."""
 
+METRICS_SECONDS = 2.0
+"""How long a scrape waits for an extra receiver's counters before leaving them out."""
+
 
 def _follow(updates: Queue[NodeConfig | None], state: dict[str, NodeConfig]) -> None:
     """Apply configuration updates until ``None`` (stop) arrives."""
@@ -46,7 +57,26 @@ def _follow(updates: Queue[NodeConfig | None], state: dict[str, NodeConfig]) -> 
         state["config"] = config
 
 
-def serve(config: NodeConfig, updates: Queue[NodeConfig | None], ready: Any) -> None:
+def _answer_counters(conn: Connection) -> None:
+    """Answer each request number from the main process with this process's counters."""
+    while True:
+        try:
+            number = conn.recv()
+            conn.send((number, counter_values()))
+        except (EOFError, OSError):
+            return
+
+
+def _stop_with_parent(updates: Queue[NodeConfig | None]) -> None:
+    """Stop this process once the main process has ended, however it ended."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        multiprocessing.connection.wait([parent.sentinel])
+        updates.put(None)
+
+
+def serve(config: NodeConfig, updates: Queue[NodeConfig | None], ready: Any,
+          counters: Connection, log_settings: LogSettings) -> None:
     """Body of an extra receiver process: receive until told to stop.
 
     Parameters
@@ -57,13 +87,23 @@ def serve(config: NodeConfig, updates: Queue[NodeConfig | None], ready: Any) -> 
         New configurations, then ``None`` to stop.
     ready:
         Event set once the process listens.
+    counters:
+        Where the main process asks for this process's Prometheus counters.
+    log_settings:
+        The main process's logging configuration.
     """
-    configure_logging()
+    # The main process stops this one through ``updates``; SIGTERM or Ctrl-C sent to
+    # the whole process group (systemd, a terminal) must not cut associations short.
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, signal.SIG_IGN)
+    configure_logging(json=log_settings.json, level=log_settings.level)
     state = {"config": config}
     spool = Spool(config.data_dir / "spool")
     index = Index(config.database)
     receiver = Receiver(lambda: state["config"], spool, index, SystemClock())
     ae, _server = start_receiver(config, receiver)
+    for target, argument in ((_answer_counters, counters), (_stop_with_parent, updates)):
+        threading.Thread(target=target, args=(argument,), daemon=True).start()
     ready.set()
     _follow(updates, state)
     ae.shutdown()
@@ -87,9 +127,10 @@ class ReceiverProcesses:
         self._context = multiprocessing.get_context("spawn")
         self._config = config
         self._count = count
-        self._processes: list[tuple[SpawnProcess, Queue[Any]]] = []
+        self._processes: list[tuple[SpawnProcess, Queue[Any], Connection]] = []
         self._lock = threading.Lock()
         self._stopped = False
+        self._requests = itertools.count()
 
     def start(self) -> None:
         """Start the processes and wait until each one listens.
@@ -103,23 +144,58 @@ class ReceiverProcesses:
         for number in range(self._count):
             updates: Queue[Any] = self._context.Queue()
             ready = self._context.Event()
+            ours, theirs = self._context.Pipe()
             process = self._context.Process(
                 target=serve,
-                args=(self._config, updates, ready),
+                args=(self._config, updates, ready, theirs, current_settings()),
                 name=f"dicom-receiver-{number + 2}",
                 daemon=True,
             )
             process.start()
-            self._processes.append((process, updates))
+            theirs.close()
+            self._processes.append((process, updates, ours))
             events.append(ready)
         if not all(event.wait(START_SECONDS) for event in events):
             self.stop()
             raise RuntimeError("an extra receiver process did not start listening")
         LOGGER.info("receiver_processes_started", count=self._count, port=self._config.port)
 
+    @property
+    def count(self) -> int:
+        """How many processes were started."""
+        return self._count
+
     def alive(self) -> int:
         """How many of the processes are running."""
-        return sum(process.is_alive() for process, _ in self._processes)
+        return sum(process.is_alive() for process, _, _ in self._processes)
+
+    def counter_values(self) -> dict[SampleKey, float]:
+        """The Prometheus counters of the running processes, summed.
+
+        A process that does not answer within :data:`METRICS_SECONDS` is left
+        out of this scrape (and logged).
+        """
+        total: dict[SampleKey, float] = {}
+        with self._lock:
+            if self._stopped:
+                return total
+            for process, _, conn in self._processes:
+                for key, value in self._ask(process, conn).items():
+                    total[key] = total.get(key, 0.0) + value
+        return total
+
+    def _ask(self, process: SpawnProcess, conn: Connection) -> dict[SampleKey, float]:
+        number = next(self._requests)
+        try:
+            conn.send(number)
+            while conn.poll(METRICS_SECONDS):
+                answered, values = conn.recv()
+                if answered == number:
+                    return values
+        except (EOFError, OSError):
+            pass
+        LOGGER.warning("receiver_counters_unavailable", pid=process.pid)
+        return {}
 
     def reconfigure(self, config: NodeConfig) -> None:
         """Send a new configuration (the port stays the one bound at start)."""
@@ -127,7 +203,7 @@ class ReceiverProcesses:
             if self._stopped:
                 return
             self._config = config.model_copy(update={"port": self._config.port})
-            for _, updates in self._processes:
+            for _, updates, _ in self._processes:
                 updates.put(self._config)
 
     def stop(self) -> None:
@@ -136,12 +212,13 @@ class ReceiverProcesses:
             if self._stopped:
                 return
             self._stopped = True
-        for _, updates in self._processes:
+        for _, updates, _ in self._processes:
             updates.put(None)
-        for process, updates in self._processes:
+        for process, updates, conn in self._processes:
             process.join(STOP_SECONDS)
             if process.is_alive():
                 LOGGER.warning("receiver_process_killed", pid=process.pid)
                 process.kill()
                 process.join()
             updates.close()
+            conn.close()

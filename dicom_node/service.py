@@ -25,6 +25,7 @@ from dicom_node.config import NodeConfig
 from dicom_node.dispatch import Analyze, Build, Decode, Dispatcher
 from dicom_node.export import Exporter, Sender, c_store_batch
 from dicom_node.index import Index, InstanceMeta, Peer, worker_name
+from dicom_node.metrics import SampleKey
 from dicom_node.network import Receiver, start_receiver
 from dicom_node.receivers import ReceiverProcesses
 from dicom_node.spool import Spool
@@ -243,9 +244,9 @@ class Node:
         self._ae, server = start_receiver(self.config(), self.receiver)
         self._server = server
         self.port = int(server.server_address[1])
-        if self.config().receivers > 1:
+        if self.config().receiver_count() > 1:
             shared = self.config().model_copy(update={"port": self.port})
-            self.receiver_processes = ReceiverProcesses(shared, shared.receivers - 1)
+            self.receiver_processes = ReceiverProcesses(shared, shared.receiver_count() - 1)
             self.receiver_processes.start()
         if api and self.config().api_port:
             self.start_api(self.config().api_host, self.config().api_port)
@@ -263,6 +264,17 @@ class Node:
 
         self.api = ApiServer(create_app(self), host, port)
         return self.api.start()
+
+    def receiver_counters(self) -> dict[SampleKey, float]:
+        """Prometheus counters of the extra receiver processes, summed (none without)."""
+        if self.receiver_processes is None:
+            return {}
+        return self.receiver_processes.counter_values()
+
+    def receiving_processes(self) -> int:
+        """Processes receiving on the DICOM port, this one included."""
+        extra = self.receiver_processes.alive() if self.receiver_processes is not None else 0
+        return int(self.port is not None) + extra
 
     def is_running(self) -> bool:
         """Whether the receiver listens, the workers started live and no stop was requested."""

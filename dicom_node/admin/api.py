@@ -21,7 +21,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 import dicom_node
 from dicom_node import metrics
@@ -163,7 +163,9 @@ def create_app(node: Node) -> FastAPI:
     def prometheus() -> Response:
         """Prometheus metrics (no patient data in any label)."""
         refresh_gauges(queries, node.spool.free_bytes())
-        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        metrics.RECEIVING_PROCESSES.set(node.receiving_processes())
+        return Response(metrics.exposition(node.receiver_counters()),
+                        media_type=CONTENT_TYPE_LATEST)
 
     # -- status page -------------------------------------------------------------------
 

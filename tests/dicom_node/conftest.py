@@ -61,7 +61,8 @@ def make_study(
 
 
 def node_config(tmp_path: Path, **overrides: Any) -> NodeConfig:
-    """A node config on 127.0.0.1, port 0, data in ``tmp_path``."""
+    """A node config on 127.0.0.1, port 0, data in ``tmp_path``, one receiving process
+    (tests inspect that process's receiver; ``test_receivers.py`` starts more)."""
     pipeline = overrides.pop(
         "pipeline",
         Pipeline(called_ae="NODE", completion=Completion(quiet_seconds=30)),
@@ -70,6 +71,7 @@ def node_config(tmp_path: Path, **overrides: Any) -> NodeConfig:
         "ae_title": "NODE",
         "host": "127.0.0.1",
         "port": 0,
+        "receivers": 1,
         "data_dir": tmp_path / "var",
         "pipelines": [pipeline],
         "limits": {"min_free_disk_mb": 0},

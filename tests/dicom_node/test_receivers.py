@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from dicom_node.config import ConfigError, NodeConfig, parse_config
+from dicom_node import metrics
+from dicom_node.config import MAX_AUTO_RECEIVERS, ConfigError, NodeConfig, parse_config
 from dicom_node.index import IndexQueries
 from tests.dicom_node.conftest import NodeHarness, make_study
+from tests.peers import wait_until
+
+RECEIVED = ("dicom_node_instances_received_total", (("called_ae", "NODE"),))
 
 MakeNode = Callable[..., NodeHarness]
 
@@ -18,6 +24,7 @@ def test_extra_receivers_store_durably_and_index(make_node: MakeNode) -> None:
     processes = harness.node.receiver_processes
     assert processes is not None
     assert processes.alive() == 2
+    before = metrics.counter_values().get(RECEIVED, 0.0)
     first = make_study(3)
     assert harness.store(first) == [0, 0, 0]
     # With the main receiver closed, only the extra processes listen on the port.
@@ -30,15 +37,52 @@ def test_extra_receivers_store_durably_and_index(make_node: MakeNode) -> None:
         for s in IndexQueries(harness.node.index).studies()
     }
     assert counts == {first[0].StudyInstanceUID: 3, second[0].StudyInstanceUID: 4}
+    # The extra processes' counters reach /metrics, added to the main process's
+    # (the first study may have gone to any of the three processes).
+    def counted() -> float:
+        own = metrics.counter_values().get(RECEIVED, 0.0) - before
+        return own + harness.node.receiver_counters().get(RECEIVED, 0.0)
+
+    wait_until(lambda: counted() == 7, 30, "the three receivers to count 7 instances")
+    assert harness.node.receiving_processes() == 3
+    exposed = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(
+            metrics.exposition(harness.node.receiver_counters()).decode())
+        for sample in family.samples
+    }
+    assert exposed[RECEIVED] - before == 7
     harness.node.stop()
     assert processes.alive() == 0
+    assert harness.node.receiver_counters() == {}
 
 
 def test_one_receiver_starts_no_process(make_node: MakeNode) -> None:
     assert make_node().node.receiver_processes is None
 
 
-def test_receivers_must_be_positive() -> None:
-    assert NodeConfig().receivers == 1
+def test_receivers_default_to_one_per_core() -> None:
+    config = NodeConfig()
+    assert config.receivers == "auto"
+    cores = len(os.sched_getaffinity(0))
+    assert config.receiver_count() == max(1, min(MAX_AUTO_RECEIVERS, cores))
+    assert parse_config({"receivers": 3}).receiver_count() == 3
+
+
+@pytest.mark.parametrize("value", [0, 33, "many"])
+def test_receivers_must_be_a_count_or_auto(value: object) -> None:
     with pytest.raises(ConfigError, match="receivers"):
-        parse_config({"receivers": 0})
+        parse_config({"receivers": value})
+
+
+def test_counters_of_other_processes_are_added_or_listed() -> None:
+    own = metrics.counter_values()
+    only_there = ("dicom_node_instances_received_total", (("called_ae", "ZZ-ONLY"),))
+    others = {RECEIVED: 5.0, only_there: 2.0}
+    exposed = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(metrics.exposition(others).decode())
+        for sample in family.samples
+    }
+    assert exposed[RECEIVED] == own.get(RECEIVED, 0.0) + 5.0
+    assert exposed[only_there] == 2.0

@@ -23,10 +23,16 @@ FIGURES_ENV = "RELIABILITY_FIGURES"
 
 
 def base_config(data_dir: Path, **overrides: Any) -> dict[str, Any]:
-    """A node configuration for a process on 127.0.0.1: called AE ``NODE``, no admin API."""
+    """A node configuration for a process on 127.0.0.1: called AE ``NODE``, no admin API.
+
+    One receiving process, so that per-process limits (``max_associations``) and
+    the metrics written at exit see every association; ``receivers: auto`` is
+    covered by ``test_receivers.py`` and the product test.
+    """
     config: dict[str, Any] = {
         "ae_title": "NODE",
         "host": "127.0.0.1",
+        "receivers": 1,
         "data_dir": str(data_dir),
         "api_port": 0,
         "limits": {"min_free_disk_mb": 0, "acse_timeout": 10, "network_timeout": 30},

@@ -62,8 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_config(args),
         Stages(analyze=HeldAnalyzer(extra.hold_file), decode=decode, build=build),
     )
-    node.start(api=True)
     signal.signal(signal.SIGTERM, lambda *_: node.request_stop())
+    node.start(api=True)
     node.wait()
     node.stop()
     if extra.metrics_file is not None:

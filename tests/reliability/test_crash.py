@@ -8,6 +8,7 @@ reconciliation says what it repaired.
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -246,3 +247,28 @@ def test_reconcile_reports_rows_whose_files_are_gone(tmp_path: Path) -> None:
         0,
         0,
     )
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_kill_9_takes_the_extra_receivers_with_it(
+    tmp_path: Path, spawn_node: Callable[..., NodeProcess]
+) -> None:
+    """With ``receivers: 2`` a killed node leaves no receiver holding its port."""
+    node = spawn_node(base_config(tmp_path / "var", receivers=2))
+    wait_until(lambda: len(node.events("receiver_processes_started")) == 1, 120,
+               "the extra receiver to listen")
+    # Both processes log JSON lines (events() reads only those).
+    assert len(node.events("receiver_started")) == 2
+    assert send_all(node.port, small_study(2)) == [0, 0]
+    node.kill()
+    wait_until(lambda: not _listening(node.port), 30, "the port to be free")
+    node.start()
+    wait_until(lambda: len(node.events("receiver_processes_started")) == 2, 120,
+               "the restarted extra receiver to listen")
+    assert send_all(node.port, small_study(2)) == [0, 0]
+    assert node.stop() == 0
+    assert not _listening(node.port)
