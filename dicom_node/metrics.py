@@ -114,6 +114,21 @@ def counter_values(registry: CollectorRegistry = REGISTRY) -> dict[SampleKey, fl
     }
 
 
+def _with_others(family: Metric, others: dict[SampleKey, float]) -> list[Sample]:
+    """The samples of counter ``family`` with ``others`` added to its ``_total`` samples.
+
+    Label sets only ``others`` has are appended.  Used entries are removed from ``others``.
+    """
+    samples = []
+    for sample in family.samples:
+        key = (sample.name, tuple(sorted(sample.labels.items())))
+        samples.append(sample._replace(value=sample.value + others.pop(key, 0.0)))
+    total = f"{family.name}_total"
+    for key in sorted(k for k in others if k[0] == total):
+        samples.append(Sample(total, dict(key[1]), others.pop(key)))
+    return samples
+
+
 class _Summed(Collector):
     """The node's registry with other processes' counter values added."""
 
@@ -124,15 +139,7 @@ class _Summed(Collector):
         others = dict(self._others)
         for family in REGISTRY.collect():
             if family.type == "counter":
-                total = f"{family.name}_total"
-                family.samples = [
-                    sample._replace(value=sample.value + others.pop(
-                        (sample.name, tuple(sorted(sample.labels.items()))), 0.0))
-                    for sample in family.samples
-                ] + [
-                    Sample(name, dict(labels), value)
-                    for (name, labels), value in sorted(others.items()) if name == total
-                ]
+                family.samples = _with_others(family, others)
             yield family
 
 
