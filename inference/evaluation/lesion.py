@@ -45,6 +45,19 @@ PR_THRESHOLD = 0.05
 """Score threshold of the run that collects detections for the PR curve."""
 
 
+SIZE_BANDS_MM = ((0.0, 10.0), (10.0, 20.0), (20.0, float("inf")))
+"""Lesion size bands (longest side of the ground-truth box) of the recall table."""
+
+
+@dataclass(frozen=True)
+class LesionOutcome:
+    """One ground-truth lesion of a held-out image and whether the detector found it."""
+
+    label: str
+    size_mm: float
+    found: bool
+
+
 @dataclass
 class OrganEvaluation:
     """Everything measured for one organ."""
@@ -55,6 +68,7 @@ class OrganEvaluation:
     images: int = 0
     lesions: int = 0
     matches: list[Match] = field(default_factory=list)
+    outcomes: list[LesionOutcome] = field(default_factory=list)
     roi_truth: list[str] = field(default_factory=list)
     roi_pred: list[str] = field(default_factory=list)
     roi_malignancy: list[float] = field(default_factory=list)
@@ -79,6 +93,17 @@ class OrganEvaluation:
         same images as they are)."""
         return prf(self.perturbed[change], self.perturbed_lesions, self.threshold)
 
+    def recall_by_stratum(self) -> list[tuple[str, int, float]]:
+        """Detection recall at the engine's threshold per class, then per size band:
+        ``(stratum, lesions, recall)``, strata without lesions left out."""
+        strata = [(label, [o for o in self.outcomes if o.label == label])
+                  for label in self.classes]
+        strata += [(_band_name(low, high), [o for o in self.outcomes
+                                            if low <= o.size_mm < high])
+                   for low, high in SIZE_BANDS_MM]
+        return [(name, len(group), sum(o.found for o in group) / len(group))
+                for name, group in strata if group]
+
     def summary(self, kind: str) -> dict[str, float]:
         """Classification figures of ``roi``, ``chained`` or ``clip`` predictions."""
         truth, pred, mal = (getattr(self, f"{kind}_{part}")
@@ -91,6 +116,12 @@ class OrganEvaluation:
         pairs = [(self.classes.index(t), self.classes.index(p))
                  for t, p in zip(truth, pred, strict=True) if p in self.classes]
         return confusion([t for t, _ in pairs], [p for _, p in pairs], len(self.classes))
+
+
+def _band_name(low: float, high: float) -> str:
+    if high == float("inf"):
+        return f">= {low:.0f} mm"
+    return f"< {high:.0f} mm" if low == 0 else f"{low:.0f}-{high:.0f} mm"
 
 
 def image_input(sample: PhantomSample, uid: str, with_regions: bool) -> ImageInput:
@@ -127,6 +158,11 @@ def _score_image(ev: OrganEvaluation, engine: LesionEngine, sample: PhantomSampl
     ev.images += 1
     ev.lesions += len(truths)
     ev.matches.extend(matches)
+    found = {m.truth for m in matches if m.truth >= 0 and m.score >= ev.threshold}
+    ev.outcomes.extend(
+        LesionOutcome(t.label, max(t.box.x1 - t.box.x0, t.box.y1 - t.box.y0) * sample.pixel_mm,
+                      j in found)
+        for j, t in enumerate(truths))
     order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
     for m, i in zip(matches, order, strict=True):
         if m.truth >= 0 and m.score >= ev.threshold:

@@ -110,7 +110,16 @@ def organ_section(ev: OrganEvaluation, plot_dir: Path, link_prefix: str) -> str:
         f"{c} {_fmt(roi[f'accuracy_{c}'])}" for c in ev.classes) + ".", "",
         f"![PR curve]({link_prefix}/pr_{ev.organ}.png) "
         f"![Confusion matrix]({link_prefix}/confusion_{ev.organ}.png)", ""]
-    return "\n".join(lines + robustness_lines(ev))
+    return "\n".join(lines + strata_lines(ev) + robustness_lines(ev))
+
+
+def strata_lines(ev: OrganEvaluation) -> list[str]:
+    """Markdown table of detection recall per lesion class and size band."""
+    lines = ["Detection recall at the threshold by lesion class and by size (longest side "
+             "of the ground-truth box):", "", "| Lesions | Count | Recall |", "|---|---|---|"]
+    lines += [f"| {name} | {count} | {_fmt(recall)} |"
+              for name, count, recall in ev.recall_by_stratum()]
+    return [*lines, ""]
 
 
 def robustness_lines(ev: OrganEvaluation) -> list[str]:

@@ -1,0 +1,36 @@
+"""Held-out detection recall per lesion class and size band."""
+
+from __future__ import annotations
+
+import pytest
+
+from inference.evaluation.lesion import (
+    SIZE_BANDS_MM,
+    LesionOutcome,
+    OrganEvaluation,
+    evaluate_organ,
+)
+from inference.evaluation.report import strata_lines
+
+
+def test_strata_add_up_to_the_overall_recall() -> None:
+    ev = evaluate_organ("liver", n_images=4, n_clips=0)
+    assert len(ev.outcomes) == ev.lesions > 0
+    _, recall, _ = ev.detection
+    assert sum(o.found for o in ev.outcomes) / ev.lesions == recall
+    strata = ev.recall_by_stratum()
+    by_class = [row for row in strata if row[0] in ev.classes]
+    by_size = [row for row in strata if row[0] not in ev.classes]
+    for rows in (by_class, by_size):
+        assert sum(count for _, count, _ in rows) == ev.lesions
+        assert sum(count * r for _, count, r in rows) / ev.lesions == pytest.approx(recall)
+
+
+def test_strata_table_names_classes_and_bands() -> None:
+    ev = OrganEvaluation("liver", ("hcc", "cyst"), 0.5)
+    ev.outcomes = [LesionOutcome("hcc", 8.0, True), LesionOutcome("hcc", 12.0, False),
+                   LesionOutcome("cyst", 25.0, True)]
+    assert len(SIZE_BANDS_MM) == 3
+    assert [line for line in strata_lines(ev) if line.startswith("| ")][1:] == [
+        "| hcc | 2 | 0.500 |", "| cyst | 1 | 1.000 |", "| < 10 mm | 1 | 1.000 |",
+        "| 10-20 mm | 1 | 0.000 |", "| >= 20 mm | 1 | 1.000 |"]
