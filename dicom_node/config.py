@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -199,7 +200,8 @@ class NodeConfig(_Model):
     port: int = Field(default=11112, ge=0, le=65535)
     receivers: Annotated[int, Field(ge=1, le=32)] | Literal["auto"] = "auto"
     """Processes receiving on ``port`` (SO_REUSEPORT); ``auto`` is one per usable CPU
-    core, at most :data:`MAX_AUTO_RECEIVERS`.  See :mod:`dicom_node.receivers`."""
+    core on Linux, at most :data:`MAX_AUTO_RECEIVERS`, and one elsewhere.  See
+    :mod:`dicom_node.receivers`."""
     inference_threads: int = Field(default=1, ge=1, le=64)
     """torch threads of the engines; 1 keeps a 2-core node responsive while it receives
     (benchmarks/README.md: 1 thread was faster than 2 on a loaded 2-core machine)."""
@@ -247,6 +249,8 @@ class NodeConfig(_Model):
         """How many processes receive on the port (``receivers`` with ``auto`` resolved)."""
         if self.receivers != "auto":
             return self.receivers
+        if not sys.platform.startswith("linux"):
+            return 1  # only Linux spreads connections over the SO_REUSEPORT listeners
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         return max(1, min(MAX_AUTO_RECEIVERS, cores or 1))
 

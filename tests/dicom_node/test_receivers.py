@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -67,6 +68,13 @@ def test_receivers_default_to_one_per_core() -> None:
     cores = len(os.sched_getaffinity(0))
     assert config.receiver_count() == max(1, min(MAX_AUTO_RECEIVERS, cores))
     assert parse_config({"receivers": 3}).receiver_count() == 3
+
+
+def test_auto_is_one_receiver_where_the_kernel_does_not_balance(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert NodeConfig().receiver_count() == 1
+    assert parse_config({"receivers": 2}).receiver_count() == 2
 
 
 @pytest.mark.parametrize("value", [0, 33, "many"])
