@@ -185,6 +185,7 @@ def create_app(node: Node) -> FastAPI:
             "version": dicom_node.__version__,
             "ae_title": config.ae_title,
             "dicom_port": node.port,
+            "receiving_processes": node.receiving_processes(),
             "called_aes": [p.called_ae for p in config.pipelines],
             "ready": node.is_running(),
             "spool_free_bytes": free,

@@ -7,9 +7,11 @@ import sys
 from collections.abc import Callable
 
 import pytest
+from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from dicom_node import metrics
+from dicom_node.admin.api import create_app
 from dicom_node.config import MAX_AUTO_RECEIVERS, ConfigError, NodeConfig, parse_config
 from dicom_node.index import IndexQueries
 from tests.dicom_node.conftest import NodeHarness, make_study
@@ -46,6 +48,10 @@ def test_extra_receivers_store_durably_and_index(make_node: MakeNode) -> None:
 
     wait_until(lambda: counted() == 7, 30, "the three receivers to count 7 instances")
     assert harness.node.receiving_processes() == 3
+    api = TestClient(create_app(harness.node), client=("127.0.0.1", 50000),
+                     base_url="http://localhost:8080")
+    assert api.get("/api/status").json()["receiving_processes"] == 3
+    assert "dicom_node_receiving_processes 3.0" in api.get("/metrics").text
     exposed = {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(

@@ -73,6 +73,8 @@ function results(study) {
 function render(status, destinations, studies, failedJobs, failedExports, associations) {
   document.getElementById("node").textContent =
     "AE " + status.ae_title + " · DICOM port " + status.dicom_port +
+    " (" + status.receiving_processes + " receiving " +
+    (status.receiving_processes === 1 ? "process" : "processes") + ")" +
     " · called AEs: " + status.called_aes.join(", ") +
     " · spool free " + (status.spool_free_bytes / 2 ** 30).toFixed(1) + " GiB" +
     (status.refusing_for_disk ? " · REFUSING NEW DATA (disk below floor)" : "") +
