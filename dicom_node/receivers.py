@@ -24,6 +24,7 @@ import multiprocessing
 import multiprocessing.connection
 import signal
 import threading
+import time
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
 from multiprocessing.queues import Queue
@@ -51,10 +52,16 @@ METRICS_SECONDS = 2.0
 """How long a scrape waits for an extra receiver's counters before leaving them out."""
 
 
-def _follow(updates: Queue[NodeConfig | None], state: dict[str, NodeConfig]) -> None:
-    """Apply configuration updates until ``None`` (stop) arrives."""
+READY = "ready"
+"""What an extra receiver sends on its pipe once it listens."""
+
+
+def _follow(updates: Queue[NodeConfig | None], state: dict[str, NodeConfig],
+            stop: threading.Event) -> None:
+    """Apply configuration updates until ``None`` arrives, then set ``stop``."""
     while (config := updates.get()) is not None:
         state["config"] = config
+    stop.set()
 
 
 def _answer_counters(conn: Connection) -> None:
@@ -67,16 +74,20 @@ def _answer_counters(conn: Connection) -> None:
             return
 
 
-def _stop_with_parent(updates: Queue[NodeConfig | None]) -> None:
-    """Stop this process once the main process has ended, however it ended."""
+def _stop_with_parent(stop: threading.Event) -> None:
+    """Set ``stop`` once the main process has ended, however it ended.
+
+    Nothing shared with the main process is touched on the way: a lock it held
+    when it was killed stays locked.
+    """
     parent = multiprocessing.parent_process()
     if parent is not None:
         multiprocessing.connection.wait([parent.sentinel])
-        updates.put(None)
+        stop.set()
 
 
-def serve(config: NodeConfig, updates: Queue[NodeConfig | None], ready: Any,
-          counters: Connection, log_settings: LogSettings) -> None:
+def serve(config: NodeConfig, updates: Queue[NodeConfig | None], counters: Connection,
+          log_settings: LogSettings) -> None:
     """Body of an extra receiver process: receive until told to stop.
 
     Parameters
@@ -85,10 +96,9 @@ def serve(config: NodeConfig, updates: Queue[NodeConfig | None], ready: Any,
         The node's configuration, with the port the main process bound.
     updates:
         New configurations, then ``None`` to stop.
-    ready:
-        Event set once the process listens.
     counters:
-        Where the main process asks for this process's Prometheus counters.
+        Where this process says :data:`READY` once it listens, and where the main
+        process then asks for its Prometheus counters.
     log_settings:
         The main process's logging configuration.
     """
@@ -102,14 +112,28 @@ def serve(config: NodeConfig, updates: Queue[NodeConfig | None], ready: Any,
     index = Index(config.database)
     receiver = Receiver(lambda: state["config"], spool, index, SystemClock())
     ae, _server = start_receiver(config, receiver)
-    for target, argument in ((_answer_counters, counters), (_stop_with_parent, updates)):
-        threading.Thread(target=target, args=(argument,), daemon=True).start()
-    ready.set()
-    _follow(updates, state)
+    stop = threading.Event()
+    try:
+        counters.send(READY)
+    except OSError:  # the main process is gone already
+        stop.set()
+    for target, arguments in ((_follow, (updates, state, stop)), (_answer_counters, (counters,)),
+                              (_stop_with_parent, (stop,))):
+        threading.Thread(target=target, args=arguments, daemon=True).start()
+    stop.wait()
     ae.shutdown()
     receiver.close()
     index.close()
     LOGGER.info("receiver_process_stopped")
+
+
+def _ready(conn: Connection, deadline: float) -> bool:
+    """Whether the process at the other end of ``conn`` said it listens by ``deadline``
+    (``False`` at once if it exited)."""
+    try:
+        return conn.poll(max(0.0, deadline - time.monotonic())) and conn.recv() == READY
+    except (EOFError, OSError):
+        return False
 
 
 class ReceiverProcesses:
@@ -140,22 +164,21 @@ class ReceiverProcesses:
         RuntimeError
             If a process exits or does not listen in time (it is then stopped).
         """
-        events = []
         for number in range(self._count):
             updates: Queue[Any] = self._context.Queue()
-            ready = self._context.Event()
             ours, theirs = self._context.Pipe()
             process = self._context.Process(
                 target=serve,
-                args=(self._config, updates, ready, theirs, current_settings()),
+                args=(self._config, updates, theirs, current_settings()),
                 name=f"dicom-receiver-{number + 2}",
                 daemon=True,
             )
             process.start()
+            LOGGER.info("receiver_process_spawned", pid=process.pid)
             theirs.close()
             self._processes.append((process, updates, ours))
-            events.append(ready)
-        if not all(event.wait(START_SECONDS) for event in events):
+        deadline = time.monotonic() + START_SECONDS
+        if not all(_ready(conn, deadline) for _, _, conn in self._processes):
             self.stop()
             raise RuntimeError("an extra receiver process did not start listening")
         LOGGER.info("receiver_processes_started", count=self._count, port=self._config.port)

@@ -272,3 +272,15 @@ def test_kill_9_takes_the_extra_receivers_with_it(
     assert send_all(node.port, small_study(2)) == [0, 0]
     assert node.stop() == 0
     assert not _listening(node.port)
+
+
+def test_kill_9_while_the_extra_receiver_starts(
+    tmp_path: Path, spawn_node: Callable[..., NodeProcess]
+) -> None:
+    """Killed while it waits for its extra receiver, the node leaves no receiver behind."""
+    node = spawn_node(base_config(tmp_path / "var", receivers=2))
+    wait_until(lambda: bool(node.events("receiver_process_spawned")), 60, "the spawn")
+    node.kill()
+    wait_until(lambda: bool(node.events("receiver_process_stopped")), 60,
+               "the extra receiver to stop on its own")
+    assert not _listening(node.port)
