@@ -14,7 +14,8 @@ changes reach the extra receivers through a queue.  They log as the main
 process does (JSON in production), and the main process asks them for their
 Prometheus counters whenever it is scraped, so ``/metrics`` counts every
 process.  An extra receiver exits when the main process does, even when that
-one was killed, so a restarted node never shares its port with a stale one.
+one was killed, so a restarted node never shares its port with a stale one; on
+SIGTERM or SIGINT it shuts down as when the main process stops it.
 """
 
 from __future__ import annotations
@@ -102,17 +103,18 @@ def serve(config: NodeConfig, updates: Queue[NodeConfig | None], counters: Conne
     log_settings:
         The main process's logging configuration.
     """
-    # The main process stops this one through ``updates``; SIGTERM or Ctrl-C sent to
-    # the whole process group (systemd, a terminal) must not cut associations short.
+    # Stopped by the main process through ``updates``, by its death, or by SIGTERM or
+    # Ctrl-C (systemd and terminals signal the whole group; multiprocessing's exit
+    # handler terminates daemonic children): each path ends in the same shutdown.
+    stop = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, signal.SIG_IGN)
+        signal.signal(number, lambda *_: stop.set())
     configure_logging(json=log_settings.json, level=log_settings.level)
     state = {"config": config}
     spool = Spool(config.data_dir / "spool")
     index = Index(config.database)
     receiver = Receiver(lambda: state["config"], spool, index, SystemClock())
     ae, _server = start_receiver(config, receiver)
-    stop = threading.Event()
     try:
         counters.send(READY)
     except OSError:  # the main process is gone already
@@ -187,6 +189,10 @@ class ReceiverProcesses:
     def count(self) -> int:
         """How many processes were started."""
         return self._count
+
+    def pids(self) -> list[int]:
+        """Process IDs of the started processes."""
+        return [process.pid for process, _, _ in self._processes if process.pid is not None]
 
     def alive(self) -> int:
         """How many of the processes are running."""

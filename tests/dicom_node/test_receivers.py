@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -62,6 +63,17 @@ def test_extra_receivers_store_durably_and_index(make_node: MakeNode) -> None:
     harness.node.stop()
     assert processes.alive() == 0
     assert harness.node.receiver_counters() == {}
+
+
+def test_an_extra_receiver_shuts_down_on_sigterm(
+        make_node: MakeNode, capfd: pytest.CaptureFixture[str]) -> None:
+    processes = make_node(receivers=2).node.receiver_processes
+    assert processes is not None and processes.alive() == 1
+    for pid in processes.pids():
+        os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: processes.alive() == 0, 30, "the extra receiver to exit")
+    # It shut down (closed its receiver and index), not merely died of the signal.
+    assert "receiver_process_stopped" in capfd.readouterr().err
 
 
 def test_one_receiver_starts_no_process(make_node: MakeNode) -> None:
