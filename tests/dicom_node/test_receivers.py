@@ -20,6 +20,15 @@ from tests.peers import wait_until
 
 RECEIVED = ("dicom_node_instances_received_total", (("called_ae", "NODE"),))
 
+
+def _exposed(others: dict[metrics.SampleKey, float]) -> dict[metrics.SampleKey, float]:
+    """Every sample of :func:`metrics.exposition`, parsed back from its text."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(metrics.exposition(others).decode())
+        for sample in family.samples
+    }
+
 MakeNode = Callable[..., NodeHarness]
 
 
@@ -53,12 +62,7 @@ def test_extra_receivers_store_durably_and_index(make_node: MakeNode) -> None:
                      base_url="http://localhost:8080")
     assert api.get("/api/status").json()["receiving_processes"] == 3
     assert "dicom_node_receiving_processes 3.0" in api.get("/metrics").text
-    exposed = {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(
-            metrics.exposition(harness.node.receiver_counters()).decode())
-        for sample in family.samples
-    }
+    exposed = _exposed(harness.node.receiver_counters())
     assert exposed[RECEIVED] - before == 7
     harness.node.stop()
     assert processes.alive() == 0
@@ -105,10 +109,6 @@ def test_counters_of_other_processes_are_added_or_listed() -> None:
     own = metrics.counter_values()
     only_there = ("dicom_node_instances_received_total", (("called_ae", "ZZ-ONLY"),))
     others = {RECEIVED: 5.0, only_there: 2.0}
-    exposed = {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(metrics.exposition(others).decode())
-        for sample in family.samples
-    }
+    exposed = _exposed(others)
     assert exposed[RECEIVED] == own.get(RECEIVED, 0.0) + 5.0
     assert exposed[only_there] == 2.0
