@@ -185,11 +185,6 @@ class ReceiverProcesses:
             raise RuntimeError("an extra receiver process did not start listening")
         LOGGER.info("receiver_processes_started", count=self._count, port=self._config.port)
 
-    @property
-    def count(self) -> int:
-        """How many processes were started."""
-        return self._count
-
     def pids(self) -> list[int]:
         """Process IDs of the started processes."""
         return [process.pid for process, _, _ in self._processes if process.pid is not None]
