@@ -92,7 +92,9 @@ def configure_logging(json: bool = False, level: str = "INFO", stream: Any = Non
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        # One write per line (PrintLogger writes the newline apart), so a line of the
+        # standard library's handler, under another lock, cannot land inside it.
+        logger_factory=structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(out)

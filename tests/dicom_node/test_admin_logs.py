@@ -115,3 +115,29 @@ def test_logs_of_receive_process_export_and_admin_carry_no_phi(
     for database in (tmp_path / "var").glob("index.sqlite*"):
         content = database.read_bytes()
         assert not any(text.encode() in content for text in IDENTIFYING), database.name
+
+
+class _RecordedWrites(io.StringIO):
+    """A stream that keeps each ``write`` call's text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.calls.append(text)
+        return super().write(text)
+
+
+def test_each_log_line_is_written_in_one_call() -> None:
+    """structlog and the standard library share the stream, each under its own lock:
+    a line written in two calls (text, then newline) can be split by the other's line."""
+    stream = _RecordedWrites()
+    configure_logging(json=True, stream=stream)
+    structlog.get_logger("dicom_node.test").info("from_structlog", count=1)
+    logging.getLogger("uvicorn.error").warning("from the standard library")
+    assert [json.loads(text)["event"] for text in stream.calls] == [
+        "from_structlog",
+        "from the standard library",
+    ]
+    assert all(text.endswith("\n") and text.count("\n") == 1 for text in stream.calls)
