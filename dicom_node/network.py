@@ -15,7 +15,9 @@ import threading
 import zlib
 from collections import Counter
 from collections.abc import Callable
+from copy import deepcopy
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import IntEnum
 from typing import Any
 
@@ -37,6 +39,7 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom import AE, evt
+from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.service_class import StorageServiceClass
@@ -49,6 +52,7 @@ from dicom_node.config import NodeConfig, Pipeline
 from dicom_node.file_meta import file_header
 from dicom_node.index import Index, InstanceMeta, Peer
 from dicom_node.index.writer import IndexWriter, Received
+from dicom_node.reactor import EventDrivenAssociation
 from dicom_node.screening import MalformedDataset, check_structure
 from dicom_node.spool import Spool, SpoolError, is_valid_uid
 from inference.video import VIDEO_TRANSFER_SYNTAXES
@@ -321,8 +325,12 @@ class Receiver:
         # The received bytes are written as they are, after a file meta header.
         stream = event.encoded_dataset(include_meta=False)
         syntax = event.context.transfer_syntax
-        header = file_header(str(request.AffectedSOPClassUID),
-                             str(request.AffectedSOPInstanceUID), str(syntax), stats.peer)
+        header = file_header(
+            str(request.AffectedSOPClassUID),
+            str(request.AffectedSOPInstanceUID),
+            str(syntax),
+            stats.peer,
+        )
         size = len(header) + len(stream)
         max_bytes = int(config.limits.max_instance_mb * 1024 * 1024)
         if size > max_bytes:
@@ -460,8 +468,29 @@ class GuardedRequestHandler(RequestHandler):
                     "tls_handshake_failed", peer=str(self.client_address[0]), reason=str(exc)
                 )
                 raise
-        assoc = super()._create_association()
-        assoc.dul.socket.__class__ = PduLimitedSocket
+        return self._event_driven_association()
+
+    def _event_driven_association(self) -> Association:
+        """pynetdicom 3.0's acceptor set-up, with an event-driven association and a
+        PDU-limited socket."""
+        assoc = EventDrivenAssociation(self.ae, MODE_ACCEPTOR)
+        assoc._server = self.server
+        assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
+        assoc.set_socket(PduLimitedSocket(assoc, client_socket=self.request))
+        acceptor = assoc.acceptor
+        acceptor.maximum_length = self.ae.maximum_pdu_size
+        acceptor.ae_title = self.server.ae_title
+        acceptor.address_info = self.local
+        acceptor.implementation_class_uid = self.ae.implementation_class_uid
+        acceptor.implementation_version_name = self.ae.implementation_version_name
+        acceptor.supported_contexts = deepcopy(self.server.contexts)
+        assoc.requestor.address_info = self.remote
+        for event, handlers in self.server._handlers.items():
+            if event.is_intervention and handlers:
+                assoc.bind(event, *handlers)
+            elif isinstance(event, evt.NotificationEvent):
+                for handler, args in handlers:
+                    assoc.bind(event, handler, args)
         return assoc
 
 

@@ -1,0 +1,200 @@
+"""Event-driven association threads for pynetdicom.
+
+pynetdicom runs two threads per association, and both poll: the DUL thread
+sleeps 1 ms whenever it finds nothing to do, and the association thread sleeps
+1 ms on every turn of its loop (pynetdicom's own ``TODO: try and make this
+event based rather than running loops``).  Each C-STORE waits on up to three
+such sleeps (the request's last PDU, the handler's turn, the response), which
+costs a single association about 2 ms per instance, and with several
+associations the thousands of wake-ups a second compete for the interpreter
+lock with the threads doing the work.
+
+Here both threads sleep until there is something to do:
+
+* the DUL thread waits in ``select`` on the connection and on a wake-up socket
+  that is written whenever a primitive is queued for it to send, or it is told
+  to stop;
+* the association thread waits on an event that the DUL thread sets after each
+  action of the state machine (a complete DIMSE message, a release or abort
+  request, the connection closing) and when it stops.
+
+Both waits are bounded by :data:`IDLE_CHECK_SECONDS`, so the timers that
+pynetdicom checks on each turn (ARTIM, network idle timeout) still fire.
+
+The classes override private methods of pynetdicom 3.0, so ``pyproject.toml``
+pins its minor version.  ``EventDrivenAssociation._run_reactor`` is adapted
+from pynetdicom's ``Association._run_reactor`` (MIT licence, Copyright (c)
+2014 Benjamin Rigaud and the pynetdicom contributors); the pynetdicom log lines
+it wrote are left out, as the node does not use pynetdicom's logging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import threading
+from typing import TYPE_CHECKING
+
+from pynetdicom import evt
+from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.fsm import StateMachine
+
+if TYPE_CHECKING:
+    from pynetdicom.ae import ApplicationEntity
+    from pynetdicom.dul import _PDUPrimitiveType
+
+IDLE_CHECK_SECONDS = 0.05
+"""Longest wait of either thread, so pynetdicom's timers are checked this often."""
+
+CLOSING_STATE = "Sta13"
+"""The state in which pynetdicom's DUL drains and closes the connection itself."""
+
+IDLE_STATE = "Sta1"
+
+
+class NotifyingStateMachine(StateMachine):
+    """The DUL state machine, waking the association thread after each action."""
+
+    def __init__(self, dul: EventDrivenDUL, activity: threading.Event) -> None:
+        super().__init__(dul)
+        self._activity = activity
+
+    def do_action(self, event: str) -> None:
+        """Run the action for ``event``, then wake the association thread."""
+        try:
+            super().do_action(event)
+        finally:
+            self._activity.set()
+
+
+class EventDrivenDUL(DULServiceProvider):
+    """A DUL service provider whose thread sleeps until the peer or the user acts."""
+
+    def __init__(self, assoc: Association, activity: threading.Event) -> None:
+        super().__init__(assoc)
+        self._activity = activity
+        self.state_machine = NotifyingStateMachine(self, activity)
+        self._run_loop_delay = 0.0
+        self._wake_receiver, self._wake_sender = socket.socketpair()
+        self._wake_receiver.setblocking(False)
+        self._wake_sender.setblocking(False)
+
+    def run_reactor(self) -> None:
+        """Run pynetdicom's DUL loop; wake the association thread when it ends."""
+        try:
+            super().run_reactor()
+        finally:
+            self._activity.set()
+            self._wake_receiver.close()
+            self._wake_sender.close()
+
+    def wake(self) -> None:
+        """Interrupt the thread's wait (it then checks its queues and flags)."""
+        with contextlib.suppress(OSError):  # already signalled (buffer full), or ended
+            self._wake_sender.send(b"\0")
+
+    def send_pdu(self, primitive: _PDUPrimitiveType) -> None:
+        """Queue ``primitive`` for sending and wake the thread to send it."""
+        super().send_pdu(primitive)
+        self.wake()
+
+    def kill_dul(self) -> None:
+        """Stop the thread."""
+        super().kill_dul()
+        self.wake()
+
+    def stop_dul(self) -> bool:
+        """Stop the thread if the connection is idle (``Sta1``); wait until it has."""
+        if self.state_machine.current_state != IDLE_STATE:
+            return False
+        self.kill_dul()
+        if threading.current_thread() is not self:
+            self.join()
+        return True
+
+    def _is_transport_event(self) -> bool:
+        """Wait until the peer sent data, a wake-up or the idle check is due; then read.
+
+        Never waits while the state machine has events left to process (the
+        loop takes one per turn).
+        """
+        if self.event_queue.empty() and self.state_machine.current_state != CLOSING_STATE:
+            sock = self.socket
+            connection = sock.socket if sock is not None else None
+            if connection is None:
+                self._wait([])
+            elif not sock.ready:
+                self._wait([connection])
+        return super()._is_transport_event()
+
+    def _wait(self, connections: list[socket.socket]) -> None:
+        """Block until one of ``connections`` is readable or the thread is woken."""
+        try:
+            select.select([*connections, self._wake_receiver], [], [], IDLE_CHECK_SECONDS)
+        except (OSError, ValueError):
+            return  # the connection closed; pynetdicom's own check reports it
+        with contextlib.suppress(OSError):  # raised once drained
+            while self._wake_receiver.recv(256):
+                pass
+
+
+class EventDrivenAssociation(Association):
+    """An association whose threads wait for events instead of polling every 1 ms."""
+
+    def __init__(self, ae: ApplicationEntity, mode: str) -> None:
+        super().__init__(ae, mode)
+        self._activity = threading.Event()
+        self.dul = EventDrivenDUL(self, self._activity)
+        self.acse_timeout = ae.acse_timeout
+        self.network_timeout = ae.network_timeout
+
+    def kill(self) -> None:
+        """Stop the association's threads."""
+        self._activity.set()
+        super().kill()
+
+    def _run_reactor(self) -> None:
+        """pynetdicom 3.0's acceptor loop, waiting on activity instead of sleeping."""
+        self._is_paused = False
+        while not self._kill:
+            self._activity.wait(IDLE_CHECK_SECONDS)
+            self._activity.clear()
+
+            self._is_paused = True
+            self._reactor_checkpoint.wait()
+            self._is_paused = False
+
+            context_id, msg = self.dimse.get_msg(block=False)
+            if msg:
+                self._serve_request(msg, int(context_id or 0))
+                self._activity.set()  # more messages may be queued; look again
+
+            ended = self._end_requested_by_peer()
+            if ended is not None:
+                self.is_established = False
+                evt.trigger(self, ended, {})
+                self.kill()
+                return
+
+            if not self.dul.is_alive():
+                self.kill()
+                return
+
+            if self.dul.idle_timer_expired():
+                self.abort()
+                self.kill()
+                return
+
+    def _end_requested_by_peer(self) -> evt.NotificationEvent | None:
+        """Answer a release request or take an abort; the event to report, if either came."""
+        if self.is_established and self.acse.is_release_requested():
+            self.acse.send_release(is_response=True)
+            self.is_released = True
+            return evt.EVT_RELEASED
+        if self.acse.is_aborted():
+            self.dul.receive_pdu(wait=False)
+            self.is_aborted = True
+            return evt.EVT_ABORTED
+        return None
