@@ -126,26 +126,26 @@ _SERIES_ID = select(Series.id).where(
     Series.study_id == bindparam("study_id"),
     Series.series_instance_uid == bindparam("series_uid"),
 )
-_DUPLICATE = (
-    select(Instance.id)
+_ALREADY_INDEXED = (
+    select(Instance.sop_instance_uid)
     .join(Series)
     .where(
-        Series.study_id == bindparam("study_id"), Instance.sop_instance_uid == bindparam("sop_uid")
+        Series.study_id == bindparam("study_id"),
+        Instance.sop_instance_uid.in_(bindparam("sop_uids", expanding=True)),
     )
-    .limit(1)
 )
-_COUNT_INSTANCE = (
+_COUNT_INSTANCES = (
     update(Study)
     .where(Study.id == bindparam("study_id"))
     .values(
-        instance_count=Study.instance_count + 1,
-        pending_count=Study.pending_count + 1,
+        instance_count=Study.instance_count + bindparam("count"),
+        pending_count=Study.pending_count + bindparam("count"),
         last_received_at=bindparam("now", type_=Study.last_received_at.type),
         calling_ae=bindparam("caller"),
         calling_host=bindparam("host"),
     )
 )
-"""Statements of :meth:`Index.record_instance`, built once (it runs per instance)."""
+"""Statements of :meth:`Index.record_instances`, built once (it runs for every batch)."""
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -262,81 +262,22 @@ class Index:
         """Index spooled instances in one transaction; per item, ``False`` for a duplicate.
 
         Each item is ``(meta, peer, association_id, received_at)``.  A
-        duplicate SOP Instance UID (in the same study and called AE) is
-        counted once.  Safe under concurrent writers: a lost race on a new
-        study or series is retried (the whole batch, whose transaction was
-        rolled back), and the study's counters are incremented in the
-        database, not read and written back.  This runs for every received
-        instance, so it uses plain SQL statements (no ORM unit of work).
+        duplicate SOP Instance UID (in the same study and called AE, already
+        indexed or earlier in ``items``) is counted once.  Safe under
+        concurrent writers: a lost race on a new study or series is retried
+        (the whole batch, whose transaction was rolled back), and the study's
+        counters are incremented in the database, not read and written back.
+        This runs for every received instance, so it uses plain SQL statements
+        (no ORM unit of work), a few per study and series of the batch rather
+        than per instance.
         """
         for _attempt in range(5):
             try:
                 with self.engine.begin() as connection:
-                    return [self._record_instance(connection, *item) for item in items]
+                    return _record_batch(connection, items)
             except IntegrityError:
                 continue
         raise RuntimeError("could not index instances after repeated conflicts")
-
-    @staticmethod
-    def _record_instance(
-        connection: Connection,
-        meta: InstanceMeta,
-        peer: Peer,
-        association_id: int | None,
-        now: datetime,
-    ) -> bool:
-        study = {"study_uid": meta.study_instance_uid, "called_ae": peer.called_ae}
-        study_id = connection.scalar(_STUDY_ID, study)
-        if study_id is None:
-            study_id = connection.execute(
-                insert(Study),
-                {
-                    "study_instance_uid": meta.study_instance_uid,
-                    "called_ae": peer.called_ae,
-                    "calling_ae": peer.calling_ae,
-                    "calling_host": peer.host,
-                    "study_description": meta.study_description,
-                    "first_received_at": now,
-                    "last_received_at": now,
-                    "instance_count": 0,
-                    "pending_count": 0,
-                    "force_complete": False,
-                },
-            ).inserted_primary_key[0]
-        series = {"study_id": study_id, "series_uid": meta.series_instance_uid}
-        series_id = connection.scalar(_SERIES_ID, series)
-        if series_id is None:
-            series_id = connection.execute(
-                insert(Series),
-                {
-                    "study_id": study_id,
-                    "series_instance_uid": meta.series_instance_uid,
-                    "modality": meta.modality,
-                    "body_part": meta.body_part,
-                },
-            ).inserted_primary_key[0]
-        duplicate = {"study_id": study_id, "sop_uid": meta.sop_instance_uid}
-        if connection.scalar(_DUPLICATE, duplicate) is not None:
-            return False
-        connection.execute(
-            insert(Instance),
-            {
-                "series_id": series_id,
-                "sop_instance_uid": meta.sop_instance_uid,
-                "sop_class_uid": meta.sop_class_uid,
-                "transfer_syntax_uid": meta.transfer_syntax_uid,
-                "path": meta.path,
-                "size_bytes": meta.size_bytes,
-                "received_at": now,
-                "association_id": association_id,
-                "job_id": None,
-            },
-        )
-        connection.execute(
-            _COUNT_INSTANCE,
-            {"study_id": study_id, "now": now, "caller": peer.calling_ae, "host": peer.host},
-        )
-        return True
 
     def indexed_paths(self) -> set[str]:
         """Paths of every indexed instance (for spool reconciliation)."""
@@ -684,3 +625,108 @@ class Index:
             else:
                 status.last_failure_at = now
                 status.last_error = error[:4000]
+
+
+def _study_id(connection: Connection, meta: InstanceMeta, peer: Peer, now: datetime) -> int:
+    """The index id of the instance's study under its called AE, created if new."""
+    study_id = connection.scalar(
+        _STUDY_ID, {"study_uid": meta.study_instance_uid, "called_ae": peer.called_ae}
+    )
+    if study_id is not None:
+        return int(study_id)
+    return int(
+        connection.execute(
+            insert(Study),
+            {
+                "study_instance_uid": meta.study_instance_uid,
+                "called_ae": peer.called_ae,
+                "calling_ae": peer.calling_ae,
+                "calling_host": peer.host,
+                "study_description": meta.study_description,
+                "first_received_at": now,
+                "last_received_at": now,
+                "instance_count": 0,
+                "pending_count": 0,
+                "force_complete": False,
+            },
+        ).inserted_primary_key[0]
+    )
+
+
+def _series_id(connection: Connection, study_id: int, meta: InstanceMeta) -> int:
+    """The index id of the instance's series in ``study_id``, created if new."""
+    series_id = connection.scalar(
+        _SERIES_ID, {"study_id": study_id, "series_uid": meta.series_instance_uid}
+    )
+    if series_id is not None:
+        return int(series_id)
+    return int(
+        connection.execute(
+            insert(Series),
+            {
+                "study_id": study_id,
+                "series_instance_uid": meta.series_instance_uid,
+                "modality": meta.modality,
+                "body_part": meta.body_part,
+            },
+        ).inserted_primary_key[0]
+    )
+
+
+def _record_batch(
+    connection: Connection, items: Sequence[tuple[InstanceMeta, Peer, int | None, datetime]]
+) -> list[bool]:
+    """Body of :meth:`Index.record_instances` within its transaction."""
+    study_ids: dict[tuple[str, str], int] = {}
+    series_ids: dict[tuple[int, str], int] = {}
+    placed: list[tuple[int, int]] = []
+    uids: dict[int, list[str]] = {}
+    for meta, peer, _association, now in items:
+        study_key = (meta.study_instance_uid, peer.called_ae)
+        if study_key not in study_ids:
+            study_ids[study_key] = _study_id(connection, meta, peer, now)
+        study_id = study_ids[study_key]
+        series_key = (study_id, meta.series_instance_uid)
+        if series_key not in series_ids:
+            series_ids[series_key] = _series_id(connection, study_id, meta)
+        placed.append((study_id, series_ids[series_key]))
+        uids.setdefault(study_id, []).append(meta.sop_instance_uid)
+    taken: set[tuple[int, str]] = set()
+    for study_id, study_uids in uids.items():
+        found = connection.scalars(_ALREADY_INDEXED, {"study_id": study_id, "sop_uids": study_uids})
+        taken.update((study_id, uid) for uid in found)
+    created: list[bool] = []
+    rows: list[dict[str, Any]] = []
+    counts: dict[int, dict[str, Any]] = {}
+    for (meta, peer, association_id, now), (study_id, series_id) in zip(items, placed, strict=True):
+        new = (study_id, meta.sop_instance_uid) not in taken
+        created.append(new)
+        if not new:
+            continue
+        taken.add((study_id, meta.sop_instance_uid))
+        rows.append(
+            {
+                "series_id": series_id,
+                "sop_instance_uid": meta.sop_instance_uid,
+                "sop_class_uid": meta.sop_class_uid,
+                "transfer_syntax_uid": meta.transfer_syntax_uid,
+                "path": meta.path,
+                "size_bytes": meta.size_bytes,
+                "received_at": now,
+                "association_id": association_id,
+                "job_id": None,
+            }
+        )
+        count = counts.get(study_id, {"count": 0})["count"] + 1
+        counts[study_id] = {
+            "study_id": study_id,
+            "count": count,
+            "now": now,
+            "caller": peer.calling_ae,
+            "host": peer.host,
+        }
+    if rows:
+        connection.execute(insert(Instance), rows)
+    for values in counts.values():
+        connection.execute(_COUNT_INSTANCES, values)
+    return created

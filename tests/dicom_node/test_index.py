@@ -5,16 +5,16 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, func, select, text
 
 from dicom_node.index import Index, InstanceMeta, Peer
-from dicom_node.index.models import Base
+from dicom_node.index.models import Base, Instance, Series, Study
 from tests.peers import run_postgres
 
 NOW = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
@@ -74,6 +74,40 @@ def test_duplicate_counts_once(index: Index) -> None:
     assert not index.record_instance(meta("1.2.3", "1.2.3.1.1"), PEER, None, NOW)
     (state,) = index.pending_studies()
     assert state.series_count == 1
+
+
+def test_a_batch_counts_each_instance_once_per_study_and_called_ae(index: Index) -> None:
+    assert index.record_instance(meta("1.2.3", "1.2.3.1.1"), PEER, None, NOW)
+    other_called = Peer(calling_ae="US2", called_ae="OTHER", host="127.0.0.2", port=104)
+    later = NOW + timedelta(seconds=5)
+    batch = [
+        (meta("1.2.3", "1.2.3.1.1"), PEER, None, NOW),  # indexed before
+        (meta("1.2.3", "1.2.3.1.2"), PEER, None, NOW),
+        (meta("1.2.3", "1.2.3.1.2"), PEER, None, NOW),  # twice in the batch
+        (meta("1.2.3", "1.2.3.2.1", series="1.2.3.2"), PEER, None, later),
+        (meta("1.2.4", "1.2.4.1.1"), PEER, None, NOW),
+        (meta("1.2.4", "1.2.4.1.1"), other_called, None, later),  # same UIDs, another AE
+    ]
+    assert index.record_instances(batch) == [False, True, False, True, True, True]
+    with index.session() as session:
+        studies = {
+            (row.study_instance_uid, row.called_ae): (
+                row.instance_count,
+                row.pending_count,
+                row.calling_ae,
+                row.last_received_at.replace(tzinfo=UTC),
+            )
+            for row in session.scalars(select(Study))
+        }
+        series = sorted(session.scalars(select(Series.series_instance_uid)))
+        instances = session.scalar(select(func.count(Instance.id)))
+    assert studies == {
+        ("1.2.3", "NODE"): (3, 3, "US1", later),
+        ("1.2.4", "NODE"): (1, 1, "US1", NOW),
+        ("1.2.4", "OTHER"): (1, 1, "US2", later),
+    }
+    assert series == ["1.2.3.1", "1.2.3.1", "1.2.3.1", "1.2.3.2"]  # one per study and series
+    assert instances == 5
 
 
 def test_each_job_is_claimed_by_one_worker(index: Index) -> None:
