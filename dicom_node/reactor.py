@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
+import ssl
 import threading
 from typing import TYPE_CHECKING
 
@@ -55,18 +56,20 @@ IDLE_STATE = "Sta1"
 
 
 class NotifyingStateMachine(StateMachine):
-    """The DUL state machine, waking the association thread after each action."""
+    """The DUL state machine, waking the association thread when an action left it
+    something: a complete DIMSE message, or a primitive (release, abort) for it."""
 
     def __init__(self, dul: EventDrivenDUL, activity: threading.Event) -> None:
         super().__init__(dul)
         self._activity = activity
 
     def do_action(self, event: str) -> None:
-        """Run the action for ``event``, then wake the association thread."""
+        """Run the action for ``event``, then wake the association thread if needed."""
         try:
             super().do_action(event)
         finally:
-            self._activity.set()
+            if not (self.dul.to_user_queue.empty() and self.dul.assoc.dimse.msg_queue.empty()):
+                self._activity.set()
 
 
 class EventDrivenDUL(DULServiceProvider):
@@ -80,6 +83,7 @@ class EventDrivenDUL(DULServiceProvider):
         self._wake_receiver, self._wake_sender = socket.socketpair()
         self._wake_receiver.setblocking(False)
         self._wake_sender.setblocking(False)
+        self._waiting = False
 
     def run_reactor(self) -> None:
         """Run pynetdicom's DUL loop; wake the association thread when it ends."""
@@ -91,9 +95,15 @@ class EventDrivenDUL(DULServiceProvider):
             self._wake_sender.close()
 
     def wake(self) -> None:
-        """Interrupt the thread's wait (it then checks its queues and flags)."""
-        with contextlib.suppress(OSError):  # already signalled (buffer full), or ended
-            self._wake_sender.send(b"\0")
+        """Interrupt the thread's wait, if it waits (it then checks its queues and flags).
+
+        The caller changed a queue or flag first, and :meth:`_wait` marks itself
+        waiting before it looks at them: either it sees the change, or this sees
+        it waiting.
+        """
+        if self._waiting:
+            with contextlib.suppress(OSError):  # already signalled (buffer full), or ended
+                self._wake_sender.send(b"\0")
 
     def send_pdu(self, primitive: _PDUPrimitiveType) -> None:
         """Queue ``primitive`` for sending and wake the thread to send it."""
@@ -118,26 +128,36 @@ class EventDrivenDUL(DULServiceProvider):
         """Wait until the peer sent data, a wake-up or the idle check is due; then read.
 
         Never waits while the state machine has events left to process (the
-        loop takes one per turn).
+        loop takes one per turn) or TLS holds decrypted bytes.  pynetdicom's own
+        check, which reports a broken connection, then runs as before.
         """
         if self.event_queue.empty() and self.state_machine.current_state != CLOSING_STATE:
-            sock = self.socket
-            connection = sock.socket if sock is not None else None
+            connection = self.socket.socket if self.socket is not None else None
             if connection is None:
                 self._wait([])
-            elif not sock.ready:
+            elif not (isinstance(connection, ssl.SSLSocket) and connection.pending()):
                 self._wait([connection])
         return super()._is_transport_event()
 
     def _wait(self, connections: list[socket.socket]) -> None:
         """Block until one of ``connections`` is readable or the thread is woken."""
+        readable: list[socket.socket] = []
+        self._waiting = True
         try:
-            select.select([*connections, self._wake_receiver], [], [], IDLE_CHECK_SECONDS)
-        except (OSError, ValueError):
-            return  # the connection closed; pynetdicom's own check reports it
-        with contextlib.suppress(OSError):  # raised once drained
-            while self._wake_receiver.recv(256):
-                pass
+            if self._kill_thread or not self.to_provider_queue.empty():
+                return
+            try:
+                readable, _, _ = select.select(
+                    [*connections, self._wake_receiver], [], [], IDLE_CHECK_SECONDS
+                )
+            except (OSError, ValueError):  # a closed connection: wait for a wake-up only
+                readable, _, _ = select.select([self._wake_receiver], [], [], IDLE_CHECK_SECONDS)
+        finally:
+            self._waiting = False
+        if self._wake_receiver in readable:
+            with contextlib.suppress(OSError):  # raised once drained
+                while self._wake_receiver.recv(256):
+                    pass
 
 
 class EventDrivenAssociation(Association):
@@ -169,7 +189,8 @@ class EventDrivenAssociation(Association):
             context_id, msg = self.dimse.get_msg(block=False)
             if msg:
                 self._serve_request(msg, int(context_id or 0))
-                self._activity.set()  # more messages may be queued; look again
+                if not self.dimse.msg_queue.empty():
+                    self._activity.set()  # it completed while this one was served
 
             ended = self._end_requested_by_peer()
             if ended is not None:
