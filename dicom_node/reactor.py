@@ -11,12 +11,12 @@ lock with the threads doing the work.
 
 Here both threads sleep until there is something to do:
 
-* the DUL thread waits in ``select`` on the connection and on a wake-up socket
-  that is written whenever a primitive is queued for it to send, or it is told
-  to stop;
-* the association thread waits on an event that the DUL thread sets after each
-  action of the state machine (a complete DIMSE message, a release or abort
-  request, the connection closing) and when it stops.
+* the DUL thread waits in ``select`` on the connection and on a wake-up socket,
+  written (while it waits) when a primitive is queued for it to send or it is
+  told to stop;
+* the association thread waits on an event that the DUL thread sets when an
+  action of the state machine left something for it (a complete DIMSE message,
+  a release or abort request or indication) and when the DUL thread stops.
 
 Both waits are bounded by :data:`IDLE_CHECK_SECONDS`, so the timers that
 pynetdicom checks on each turn (ARTIM, network idle timeout) still fire.
@@ -144,7 +144,9 @@ class EventDrivenDUL(DULServiceProvider):
         readable: list[socket.socket] = []
         self._waiting = True
         try:
-            if self._kill_thread or not self.to_provider_queue.empty():
+            if self._kill_thread or not (
+                self.to_provider_queue.empty() and self.event_queue.empty()
+            ):
                 return
             try:
                 readable, _, _ = select.select(
