@@ -2,10 +2,12 @@
 
 The receiver answers a C-STORE once the instance's file and its directory are
 synced to disk: the spool is the record of what was received.  The index row
-follows a few milliseconds later, written by an :class:`IndexWriter` together
-with every other instance that arrived meanwhile, in one transaction.  Each
-association thread then spends no time on the database, and under load one
-commit serves many instances.
+follows some 20 ms later, written by an :class:`IndexWriter` together with
+every other instance that arrived meanwhile, in one transaction: the writer
+waits :data:`GATHER_SECONDS` after a batch's first instance, because a
+transaction costs about as much for one row as for a few.  Each association
+thread then spends no time on the database, and one commit serves several
+instances even from a single association.
 
 Nothing is lost if the process dies between the answer and the commit: the
 start-up reconciliation indexes every spooled file that has no row, reading
@@ -32,6 +34,13 @@ MAX_BATCH = 500
 RETRY_SECONDS = 2.0
 """Wait after a failed transaction before the batch is tried again."""
 
+GATHER_SECONDS = 0.02
+"""After a batch's first instance arrives, wait this long for more (a transaction
+costs about as much for one row as for a few), unless a flush or close waits."""
+
+GATHER_ROWS = 32
+"""Stop gathering once this many instances wait."""
+
 
 @dataclass(frozen=True)
 class Received:
@@ -55,6 +64,8 @@ class IndexWriter:
         duplicate SOP Instance UID), after its batch committed.
     retry_seconds:
         Wait after a failed transaction before trying the batch again.
+    gather_seconds:
+        Wait after a batch's first instance for more to join it.
     """
 
     def __init__(
@@ -62,13 +73,16 @@ class IndexWriter:
         index: Index,
         on_indexed: Callable[[Received, bool], None] | None = None,
         retry_seconds: float = RETRY_SECONDS,
+        gather_seconds: float = GATHER_SECONDS,
     ) -> None:
         self._index = index
         self._on_indexed = on_indexed
         self._retry_seconds = retry_seconds
+        self._gather_seconds = gather_seconds
         self._pending: list[Received] = []
         self._submitted = 0
         self._written = 0
+        self._flushing = 0
         self._stopping = False
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="index-writer", daemon=True)
@@ -95,7 +109,12 @@ class IndexWriter:
         """
         with self._changed:
             target = self._submitted
-            self._changed.wait_for(lambda: self._written >= target or self._stopping, timeout)
+            self._flushing += 1
+            self._changed.notify_all()
+            try:
+                self._changed.wait_for(lambda: self._written >= target or self._stopping, timeout)
+            finally:
+                self._flushing -= 1
             return self._written >= target
 
     def close(self, timeout: float = 30.0) -> None:
@@ -119,6 +138,7 @@ class IndexWriter:
         while True:
             with self._changed:
                 self._changed.wait_for(lambda: self._pending or self._stopping)
+                self._changed.wait_for(self._batch_ready, self._gather_seconds)
                 if self._stopping:
                     return
                 batch = self._pending[:MAX_BATCH]
@@ -136,6 +156,10 @@ class IndexWriter:
                 self._written += len(batch)
                 self._changed.notify_all()
             self._report(batch, created)
+
+    def _batch_ready(self) -> bool:
+        """Whether to stop gathering (called with the lock held)."""
+        return len(self._pending) >= GATHER_ROWS or self._flushing > 0 or self._stopping
 
     def _report(self, batch: list[Received], created: list[bool]) -> None:
         """Call ``on_indexed`` per instance; its errors are logged, never fatal here."""

@@ -128,7 +128,9 @@ class NodeHarness:
         )
 
     def settle(self, seconds: float = 31) -> list[int]:
-        """Advance the clock past the quiet period and run every due job."""
+        """Index what was received, advance the clock past the quiet period and run
+        every due job."""
+        self.node.receiver.writer.flush(30.0)
         self.clock.advance(seconds)
         jobs = self.node.dispatcher.complete_due_studies()
         while self.node.dispatcher.run_next_job():

@@ -11,10 +11,11 @@ import pytest
 from dicom_node import network
 from dicom_node.config import Completion, Pipeline
 from dicom_node.index import Index, IndexQueries
-from dicom_node.index.writer import IndexWriter, Received
+from dicom_node.index.writer import GATHER_ROWS, IndexWriter, Received
 from dicom_node.network import StoreStatus
 from tests.dicom_node.conftest import NodeHarness, make_study
 from tests.dicom_node.test_index import NOW, PEER, meta
+from tests.peers import wait_until
 
 MakeNode = Callable[..., NodeHarness]
 
@@ -56,6 +57,20 @@ def test_rows_are_written_and_duplicates_reported(index: Index) -> None:
     study = IndexQueries(index).studies()[0]
     assert study["instance_count"] == 2
     assert study["calling_ae"] == PEER.calling_ae
+
+
+def test_rows_arriving_together_are_gathered_into_one_transaction(index: Index) -> None:
+    """A flush ends the gathering at once; a full batch ends it without waiting."""
+    counted = FlakyIndex(index, failures=0)
+    writer = IndexWriter(counted, gather_seconds=600.0)  # type: ignore[arg-type]
+    for number in range(5):
+        writer.submit(_received("1.2.5", f"1.2.5.{number}"))
+    assert writer.flush(30)
+    for number in range(GATHER_ROWS):
+        writer.submit(_received("1.2.6", f"1.2.6.{number}"))
+    wait_until(lambda: writer.backlog == 0, 30, "a full batch to be written unasked")
+    writer.close()
+    assert counted.batches == [5, GATHER_ROWS]
 
 
 def test_failed_batches_are_retried_until_written(index: Index) -> None:

@@ -45,11 +45,14 @@ def test_extra_receivers_store_durably_and_index(make_node: MakeNode) -> None:
     second = make_study(4)
     assert harness.store(second) == [0, 0, 0, 0]
     assert len(harness.node.spool.instance_files()) == 7
-    counts = {
-        s["study_instance_uid"]: s["instance_count"]
-        for s in IndexQueries(harness.node.index).studies()
-    }
-    assert counts == {first[0].StudyInstanceUID: 3, second[0].StudyInstanceUID: 4}
+    expected = {first[0].StudyInstanceUID: 3, second[0].StudyInstanceUID: 4}
+
+    def counts() -> dict[str, int]:
+        studies = IndexQueries(harness.node.index).studies()
+        return {s["study_instance_uid"]: s["instance_count"] for s in studies}
+
+    # The extra processes' writers commit their rows shortly after the answers.
+    wait_until(lambda: counts() == expected, 30, f"the index to count {expected}")
     # The extra processes' counters reach /metrics, added to the main process's
     # (the first study may have gone to any of the three processes).
     def counted() -> float:

@@ -238,6 +238,7 @@ def test_reconcile_reports_rows_whose_files_are_gone(tmp_path: Path) -> None:
         assoc = associate(node.port)
         assert [int(assoc.send_c_store(ds).Status) for ds in small_study(2)] == [0, 0]
         assoc.release()
+        assert node.receiver.writer.flush(30)
         node.spool.instance_files()[0].unlink()
         result = node.reconcile()
     finally:

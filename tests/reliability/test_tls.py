@@ -210,6 +210,7 @@ def test_exporting_over_tls_verifies_the_archive(
         )
         assert [int(assoc.send_c_store(ds).Status) for ds in make_study(2)] == [0, 0]
         assoc.release()
+        assert node.receiver.writer.flush(30)
         assert isinstance(node.clock, ManualClock)
         node.clock.advance(60)
         node.dispatcher.complete_due_studies()
