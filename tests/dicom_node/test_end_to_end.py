@@ -14,7 +14,7 @@ from dicom_node.service import Node, Stages
 from dicom_node.stages import build, decode
 from tests.dicom_node.conftest import make_us_image, node_config
 from tests.dicom_node.fake_engine import FakeAnalyzer
-from tests.peers import Orthanc, dciodvfy_errors, run_orthanc, storescu
+from tests.peers import Orthanc, dciodvfy_errors, run_orthanc, storescu, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +79,12 @@ def test_storescu_to_node_to_orthanc(tmp_path: Path, orthanc: Orthanc) -> None:
         queries = IndexQueries(node.index)
         jobs = queries.jobs()
         assert [j["state"] for j in jobs] == [JobState.DONE.value]
-        assert [e["state"] for e in queries.exports()] == [ExportState.DELIVERED.value]
+        # Orthanc lists the last object before the node has its answer and records it.
+        wait_until(
+            lambda: [e["state"] for e in queries.exports()] == [ExportState.DELIVERED.value],
+            30,
+            "the export to be recorded as delivered",
+        )
     finally:
         node.stop()
     assert sorted(n for _, _, n in analyzer.calls) == [1, 1, 12, 30], "all frames of each cine"
