@@ -103,10 +103,15 @@ SampleKey = tuple[str, tuple[tuple[str, str], ...]]
 """A counter sample: its name (``..._total``) and its sorted label pairs."""
 
 
+def sample_key(sample: Sample) -> SampleKey:
+    """The key of ``sample`` in :func:`counter_values`."""
+    return sample.name, tuple(sorted(sample.labels.items()))
+
+
 def counter_values(registry: CollectorRegistry = REGISTRY) -> dict[SampleKey, float]:
     """The ``_total`` sample of every counter (and label set) in ``registry``."""
     return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        sample_key(sample): sample.value
         for family in registry.collect()
         if family.type == "counter"
         for sample in family.samples
@@ -121,8 +126,7 @@ def _with_others(family: Metric, others: dict[SampleKey, float]) -> list[Sample]
     """
     samples = []
     for sample in family.samples:
-        key = (sample.name, tuple(sorted(sample.labels.items())))
-        samples.append(sample._replace(value=sample.value + others.pop(key, 0.0)))
+        samples.append(sample._replace(value=sample.value + others.pop(sample_key(sample), 0.0)))
     total = f"{family.name}_total"
     for key in sorted(k for k in others if k[0] == total):
         samples.append(Sample(total, dict(key[1]), others.pop(key)))

@@ -24,7 +24,7 @@ RECEIVED = ("dicom_node_instances_received_total", (("called_ae", "NODE"),))
 def _exposed(others: dict[metrics.SampleKey, float]) -> dict[metrics.SampleKey, float]:
     """Every sample of :func:`metrics.exposition`, parsed back from its text."""
     return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        metrics.sample_key(sample): sample.value
         for family in text_string_to_metric_families(metrics.exposition(others).decode())
         for sample in family.samples
     }
