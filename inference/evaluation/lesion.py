@@ -158,18 +158,17 @@ def _score_image(ev: OrganEvaluation, engine: LesionEngine, sample: PhantomSampl
     ev.images += 1
     ev.lesions += len(truths)
     ev.matches.extend(matches)
-    found = {m.truth for m in matches if m.truth >= 0 and m.score >= ev.threshold}
-    ev.outcomes.extend(
-        LesionOutcome(t.label, max(t.box.x1 - t.box.x0, t.box.y1 - t.box.y0) * sample.pixel_mm,
-                      j in found)
-        for j, t in enumerate(truths))
     order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
-    for m, i in zip(matches, order, strict=True):
-        if m.truth >= 0 and m.score >= ev.threshold:
-            finding = result.lesions[int(i)]
-            ev.chained_truth.append(truths[m.truth].label)
-            ev.chained_pred.append(finding.label)
-            ev.chained_malignancy.append(finding.malignancy_probability)
+    hits = [(m.truth, result.lesions[int(i)]) for m, i in zip(matches, order, strict=True)
+            if m.truth >= 0 and m.score >= ev.threshold]
+    found = {j for j, _ in hits}
+    ev.outcomes.extend(
+        LesionOutcome(t.label, max(t.box.width, t.box.height) * sample.pixel_mm, j in found)
+        for j, t in enumerate(truths))
+    for j, finding in hits:
+        ev.chained_truth.append(truths[j].label)
+        ev.chained_pred.append(finding.label)
+        ev.chained_malignancy.append(finding.malignancy_probability)
     if truths:
         probs = engine.classify(sample.frames[0], [t.box for t in truths])
         for t, p in zip(truths, probs, strict=True):
