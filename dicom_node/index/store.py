@@ -9,6 +9,7 @@ database without taking the same row twice.
 from __future__ import annotations
 
 import socket
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -697,7 +698,8 @@ def _record_batch(
         taken.update((study_id, uid) for uid in found)
     created: list[bool] = []
     rows: list[dict[str, Any]] = []
-    counts: dict[int, dict[str, Any]] = {}
+    added: Counter[int] = Counter()
+    latest: dict[int, tuple[datetime, Peer]] = {}
     for (meta, peer, association_id, now), (study_id, series_id) in zip(items, placed, strict=True):
         new = (study_id, meta.sop_instance_uid) not in taken
         created.append(new)
@@ -717,16 +719,20 @@ def _record_batch(
                 "job_id": None,
             }
         )
-        count = counts.get(study_id, {"count": 0})["count"] + 1
-        counts[study_id] = {
-            "study_id": study_id,
-            "count": count,
-            "now": now,
-            "caller": peer.calling_ae,
-            "host": peer.host,
-        }
+        added[study_id] += 1
+        latest[study_id] = (now, peer)
     if rows:
         connection.execute(insert(Instance), rows)
-    for values in counts.values():
-        connection.execute(_COUNT_INSTANCES, values)
+    for study_id, count in added.items():
+        now, peer = latest[study_id]
+        connection.execute(
+            _COUNT_INSTANCES,
+            {
+                "study_id": study_id,
+                "count": count,
+                "now": now,
+                "caller": peer.calling_ae,
+                "host": peer.host,
+            },
+        )
     return created
