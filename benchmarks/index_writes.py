@@ -28,28 +28,12 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 
 from benchmarks.report import machine_summary, print_table
-from dicom_node.index import Index, InstanceMeta, Peer
+from dicom_node.index import Index
+from tests.dicom_node.test_index import PEER, meta
 from tests.peers import run_postgres
 
 BATCH_SIZES = (1, 4, 16)
 INSTANCES_PER_STUDY = 30
-PEER = Peer(calling_ae="US1", called_ae="NODE", host="127.0.0.1", port=104)
-
-
-def _meta(study_uid: str) -> InstanceMeta:
-    sop_uid = f"2.25.{uuid.uuid4().int}"
-    return InstanceMeta(
-        study_instance_uid=study_uid,
-        series_instance_uid=f"{study_uid}.1",
-        sop_instance_uid=sop_uid,
-        sop_class_uid="1.2.840.10008.5.1.4.1.1.6.1",
-        transfer_syntax_uid="1.2.840.10008.1.2.4.50",
-        modality="US",
-        body_part=None,
-        study_description=None,
-        path=f"studies/{study_uid}/{sop_uid}.dcm",
-        size_bytes=84_000,
-    )
 
 
 def time_batches(index: Index, rows: int, batch_size: int) -> tuple[float, float]:
@@ -57,7 +41,7 @@ def time_batches(index: Index, rows: int, batch_size: int) -> tuple[float, float
     items = []
     for number in range(rows):
         study_uid = f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, str(number // INSTANCES_PER_STUDY)).int}"
-        items.append((_meta(study_uid), PEER, None, datetime.now(UTC)))
+        items.append((meta(study_uid, f"2.25.{uuid.uuid4().int}"), PEER, None, datetime.now(UTC)))
     wall, cpu = time.perf_counter(), time.process_time()
     for start in range(0, rows, batch_size):
         index.record_instances(items[start : start + batch_size])
