@@ -199,7 +199,7 @@ class NodeConfig(_Model):
     host: str = "0.0.0.0"
     port: int = Field(default=11112, ge=0, le=65535)
     receivers: Annotated[int, Field(ge=1, le=32)] | Literal["auto"] = "auto"
-    """Processes receiving on ``port`` (SO_REUSEPORT); ``auto`` is one per usable CPU
+    """Processes receiving on ``port`` (one listening socket); ``auto`` is one per usable CPU
     core on Linux, at most :data:`MAX_AUTO_RECEIVERS`, and one elsewhere.  See
     :mod:`dicom_node.receivers`."""
     inference_threads: int = Field(default=1, ge=1, le=64)
@@ -250,7 +250,7 @@ class NodeConfig(_Model):
         if self.receivers != "auto":
             return self.receivers
         if not sys.platform.startswith("linux"):
-            return 1  # only Linux spreads connections over the SO_REUSEPORT listeners
+            return 1  # several receiving processes are tested on Linux only
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         return max(1, min(MAX_AUTO_RECEIVERS, cores or 1))
 

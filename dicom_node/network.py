@@ -9,9 +9,11 @@ others.  They hold no routing or model logic.
 from __future__ import annotations
 
 import errno
+import select
 import socket
 import ssl
 import threading
+import time
 import zlib
 from collections import Counter
 from collections.abc import Callable
@@ -19,6 +21,7 @@ from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
+from functools import partial
 from typing import Any
 
 import structlog
@@ -47,6 +50,7 @@ from pynetdicom.sop_class import Verification, register_uid, uid_to_service_clas
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from dicom_node import metrics
+from dicom_node.balance import HAND_OFF_POLL_SECONDS, HAND_OFF_SECONDS, LoadSlot
 from dicom_node.clock import Clock
 from dicom_node.config import NodeConfig, Pipeline
 from dicom_node.file_meta import file_header
@@ -473,7 +477,9 @@ class GuardedRequestHandler(RequestHandler):
     def _event_driven_association(self) -> Association:
         """pynetdicom 3.0's acceptor set-up, with an event-driven association and a
         PDU-limited socket."""
-        assoc = EventDrivenAssociation(self.ae, MODE_ACCEPTOR)
+        assoc = EventDrivenAssociation(
+            self.ae, MODE_ACCEPTOR, partial(self.server.connection_ended, self.request)
+        )
         assoc._server = self.server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
         assoc.set_socket(PduLimitedSocket(assoc, client_socket=self.request))
@@ -565,6 +571,9 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
             )
         return client, address
 
+    def connection_ended(self, request: Any) -> None:
+        """Called as the association on ``request`` ends (nothing to count in one process)."""
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A failed handshake is logged by the handler; keep its traceback off the console."""
         if not isinstance(request, ssl.SSLSocket):
@@ -608,27 +617,106 @@ def server_ssl_context(config: NodeConfig) -> ssl.SSLContext | None:
     return context
 
 
-class SharedPortAssociationServer(NoDelayAssociationServer):
-    """Association server that shares its port with the node's other receiver processes."""
+class SharedSocketAssociationServer(NoDelayAssociationServer):
+    """Association server of one of several processes accepting from one socket.
+
+    The main process binds the socket; the others are given it
+    (``listening``).  The socket does not block, so a process that finds a
+    connection already taken by another goes back to waiting.  Before it
+    accepts, a process holding more connections than another one leaves the
+    connection to that one for up to :data:`~dicom_node.balance.HAND_OFF_SECONDS`
+    (:mod:`dicom_node.balance`).
+    """
+
+    def __init__(self, *args: Any, load: LoadSlot, listening: socket.socket | None = None,
+                 **kwargs: Any) -> None:
+        self.load = load
+        self._listening = listening
+        self._held: set[Any] = set()
+        self._held_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
 
     def server_bind(self) -> None:
-        """Set SO_REUSEPORT, then bind."""
+        """Bind (main process), or take the socket the main process bound."""
+        if self._listening is None:
+            super().server_bind()
+            return
         assert self.socket is not None
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        self.socket.close()
+        self.socket = self._listening
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self) -> None:
+        """Listen, and accept without blocking."""
+        super().server_activate()
+        assert self.socket is not None
+        self.socket.setblocking(False)
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """Accept a waiting connection unless a less busy process takes it first."""
+        assert self.socket is not None
+        deadline = time.monotonic() + HAND_OFF_SECONDS
+        while self.load.busier_than_another() and time.monotonic() < deadline:
+            time.sleep(HAND_OFF_POLL_SECONDS)
+            if not select.select([self.socket], [], [], 0)[0]:
+                raise BlockingIOError(errno.EAGAIN, "taken by another receiving process")
+        client, address = super().get_request()
+        with self._held_lock:
+            self._held.add(client)
+            self.load.add(1)
+        return client, address
+
+    def shutdown_request(self, request: Any) -> None:
+        """Close a connection (refused, failed, or its association ended)."""
+        super().shutdown_request(request)
+        self.connection_ended(request)
+
+    def connection_ended(self, request: Any) -> None:
+        """``request`` no longer counts (once, however many paths report its end)."""
+        with self._held_lock:
+            if request in self._held:
+                self._held.remove(request)
+                self.load.add(-1)
+
+    def server_close(self) -> None:
+        """Stop accepting here: the other processes no longer leave connections to this
+        one, and still listen on the socket (pynetdicom would shut it down for all)."""
+        self.load.retire()
+        assert self.socket is not None
+        self.socket.close()
 
 
-def start_receiver(config: NodeConfig, receiver: Receiver) -> tuple[AE, ThreadedAssociationServer]:
-    """Start the SCP in a background thread and return the AE and its server."""
+def start_receiver(
+    config: NodeConfig,
+    receiver: Receiver,
+    load: LoadSlot | None = None,
+    listening: socket.socket | None = None,
+) -> tuple[AE, ThreadedAssociationServer]:
+    """Start the SCP in a background thread and return the AE and its server.
+
+    Parameters
+    ----------
+    config:
+        The node's configuration (AE title, address, limits, TLS).
+    receiver:
+        What handles the associations and their instances.
+    load:
+        This process's place among several receiving processes, ``None`` when
+        it receives alone.
+    listening:
+        With ``load``, the socket the main process bound (``None`` in the main
+        process, which binds it).
+    """
     ae = build_ae(config)
     server = ae.make_server(
         (config.host, config.port),
         evt_handlers=receiver.handlers(),
         ssl_context=server_ssl_context(config),
         server_class=(
-            SharedPortAssociationServer if config.receiver_count() > 1 else NoDelayAssociationServer
+            NoDelayAssociationServer if load is None else SharedSocketAssociationServer
         ),
         request_handler=GuardedRequestHandler,
+        **({} if load is None else {"load": load, "listening": listening}),
     )
     server.max_connections_per_ip = 2 * config.limits.max_associations_per_ip
     thread = threading.Thread(target=server.serve_forever, name="dicom-receiver", daemon=True)

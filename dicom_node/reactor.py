@@ -35,6 +35,7 @@ import select
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pynetdicom import evt
@@ -165,12 +166,22 @@ class EventDrivenDUL(DULServiceProvider):
 class EventDrivenAssociation(Association):
     """An association whose threads wait for events instead of polling every 1 ms."""
 
-    def __init__(self, ae: ApplicationEntity, mode: str) -> None:
+    def __init__(self, ae: ApplicationEntity, mode: str,
+                 on_end: Callable[[], None] | None = None) -> None:
         super().__init__(ae, mode)
+        self._on_end = on_end
         self._activity = threading.Event()
         self.dul = EventDrivenDUL(self, self._activity)
         self.acse_timeout = ae.acse_timeout
         self.network_timeout = ae.network_timeout
+
+    def run(self) -> None:
+        """The association's thread; ``on_end`` is called as it ends, however it ends."""
+        try:
+            super().run()
+        finally:
+            if self._on_end is not None:
+                self._on_end()
 
     def kill(self) -> None:
         """Stop the association's threads."""

@@ -3,9 +3,10 @@
 One Python process receives at most about one core's worth of instances:
 pynetdicom and the index run under one interpreter lock.  With
 ``receivers: N`` the node starts N - 1 extra processes that each run only the
-Storage SCP, on the same port (``SO_REUSEPORT``: the kernel spreads new
-associations over the listening processes), writing to the same spool and
-index.  Completion, jobs, exports and the admin API stay in the main process.
+Storage SCP, accepting from the socket the main process listens on, writing to
+the same spool and index.  A new association goes to the process holding the
+fewest (:mod:`dicom_node.balance`).  Completion, jobs, exports and the admin
+API stay in the main process.
 
 Each extra receiver answers Success exactly as the main one does (file and
 directory synced; its own index writer thread adds the row right after).
@@ -24,6 +25,7 @@ import itertools
 import multiprocessing
 import multiprocessing.connection
 import signal
+import socket
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -33,6 +35,7 @@ from typing import Any
 
 import structlog
 
+from dicom_node.balance import SharedLoad
 from dicom_node.clock import SystemClock
 from dicom_node.config import NodeConfig
 from dicom_node.index import Index
@@ -87,7 +90,8 @@ def _stop_with_parent(stop: threading.Event) -> None:
         stop.set()
 
 
-def serve(config: NodeConfig, updates: Queue[NodeConfig | None], counters: Connection,
+def serve(config: NodeConfig, listening: socket.socket, load: SharedLoad, number: int,
+          updates: Queue[NodeConfig | None], counters: Connection,
           log_settings: LogSettings) -> None:
     """Body of an extra receiver process: receive until told to stop.
 
@@ -95,6 +99,12 @@ def serve(config: NodeConfig, updates: Queue[NodeConfig | None], counters: Conne
     ----------
     config:
         The node's configuration, with the port the main process bound.
+    listening:
+        The socket the main process listens on.
+    load:
+        The connections held by each receiving process.
+    number:
+        This process's place in ``load``.
     updates:
         New configurations, then ``None`` to stop.
     counters:
@@ -107,14 +117,14 @@ def serve(config: NodeConfig, updates: Queue[NodeConfig | None], counters: Conne
     # Ctrl-C (systemd and terminals signal the whole group; multiprocessing's exit
     # handler terminates daemonic children): each path ends in the same shutdown.
     stop = threading.Event()
-    for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, lambda *_: stop.set())
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
     configure_logging(json=log_settings.json, level=log_settings.level)
     state = {"config": config}
     spool = Spool(config.data_dir / "spool")
     index = Index(config.database)
     receiver = Receiver(lambda: state["config"], spool, index, SystemClock())
-    ae, _server = start_receiver(config, receiver)
+    ae, _server = start_receiver(config, receiver, load.slot(number), listening)
     try:
         counters.send(READY)
     except OSError:  # the main process is gone already
@@ -145,14 +155,19 @@ class ReceiverProcesses:
     ----------
     config:
         The configuration, with the port the main receiver is bound to.
-    count:
-        How many processes to start.
+    listening:
+        The main receiver's listening socket, which the processes accept from.
+    load:
+        The connections held by each receiving process; the main process is
+        number 0, the extra ones 1 to ``len(load.loads()) - 1``.
     """
 
-    def __init__(self, config: NodeConfig, count: int) -> None:
+    def __init__(self, config: NodeConfig, listening: socket.socket, load: SharedLoad) -> None:
         self._context = multiprocessing.get_context("spawn")
         self._config = config
-        self._count = count
+        self._listening = listening
+        self._load = load
+        self._count = len(load.loads()) - 1
         self._processes: list[tuple[SpawnProcess, Queue[Any], Connection]] = []
         self._lock = threading.Lock()
         self._stopped = False
@@ -166,13 +181,14 @@ class ReceiverProcesses:
         RuntimeError
             If a process exits or does not listen in time (it is then stopped).
         """
-        for number in range(self._count):
+        for number in range(1, self._count + 1):
             updates: Queue[Any] = self._context.Queue()
             ours, theirs = self._context.Pipe()
             process = self._context.Process(
                 target=serve,
-                args=(self._config, updates, theirs, current_settings()),
-                name=f"dicom-receiver-{number + 2}",
+                args=(self._config, self._listening, self._load, number, updates, theirs,
+                      current_settings()),
+                name=f"dicom-receiver-{number + 1}",
                 daemon=True,
             )
             process.start()
@@ -190,8 +206,14 @@ class ReceiverProcesses:
         return [process.pid for process, _, _ in self._processes if process.pid is not None]
 
     def alive(self) -> int:
-        """How many of the processes are running."""
-        return sum(process.is_alive() for process, _, _ in self._processes)
+        """How many of the processes are running (the others no longer get associations)."""
+        running = 0
+        for number, (process, _, _) in enumerate(self._processes, start=1):
+            if process.is_alive():
+                running += 1
+            else:
+                self._load.retire(number)
+        return running
 
     def counter_values(self) -> dict[SampleKey, float]:
         """The Prometheus counters of the running processes, summed.

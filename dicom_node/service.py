@@ -20,6 +20,7 @@ from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 
 from dicom_node.admin.configstore import ConfigStore
+from dicom_node.balance import SharedLoad
 from dicom_node.clock import Clock, SystemClock
 from dicom_node.config import NodeConfig
 from dicom_node.dispatch import Analyze, Build, Decode, Dispatcher
@@ -126,6 +127,8 @@ class Node:
         )
         self.api: ApiServer | None = None
         self.receiver_processes: ReceiverProcesses | None = None
+        self.load: SharedLoad | None = None
+        """Connections held by each receiving process (with more than one)."""
 
     def config(self) -> NodeConfig:
         """The current configuration."""
@@ -241,12 +244,16 @@ class Node:
         ``api_host:api_port`` of the configuration (port 0 disables it).
         """
         self.reconcile()
-        self._ae, server = start_receiver(self.config(), self.receiver)
+        count = self.config().receiver_count()
+        self.load = load = SharedLoad(count) if count > 1 else None
+        self._ae, server = start_receiver(self.config(), self.receiver,
+                                          None if load is None else load.slot(0))
         self._server = server
         self.port = int(server.server_address[1])
-        if self.config().receiver_count() > 1:
+        if load is not None:
             shared = self.config().model_copy(update={"port": self.port})
-            self.receiver_processes = ReceiverProcesses(shared, shared.receiver_count() - 1)
+            assert server.socket is not None
+            self.receiver_processes = ReceiverProcesses(shared, server.socket, load)
             self.receiver_processes.start()
         if api and self.config().api_port:
             self.start_api(self.config().api_host, self.config().api_port)

@@ -26,7 +26,7 @@ from tests.dicom_node.fake_engine import FakeAnalyzer
 from tests.peers import free_port, wait_until
 from tests.sr_templates.sr_factories import make_us_image
 
-__all__ = ["make_study", "make_us_image"]
+__all__ = ["associate", "make_study", "make_us_image"]
 
 
 @pytest.fixture(autouse=True)
@@ -80,6 +80,15 @@ def node_config(tmp_path: Path, **overrides: Any) -> NodeConfig:
     return NodeConfig.model_validate(values)
 
 
+def associate(port: int, calling: str = "MODALITY", called: str = "NODE") -> Association:
+    """An association to 127.0.0.1:``port`` proposing the US storage classes and echo."""
+    ae = AE(ae_title=calling)
+    for uid in sorted(ULTRASOUND_SOP_CLASSES):
+        ae.add_requested_context(uid, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.50"])
+    ae.add_requested_context("1.2.840.10008.1.1")
+    return ae.associate("127.0.0.1", port, ae_title=called)
+
+
 class NodeHarness:
     """A started node without background workers, plus the things tests poke at."""
 
@@ -94,11 +103,7 @@ class NodeHarness:
         return self.node.port
 
     def associate(self, calling: str = "MODALITY", called: str = "NODE") -> Association:
-        ae = AE(ae_title=calling)
-        for uid in sorted(ULTRASOUND_SOP_CLASSES):
-            ae.add_requested_context(uid, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.50"])
-        ae.add_requested_context("1.2.840.10008.1.1")
-        return ae.associate("127.0.0.1", self.port, ae_title=called)
+        return associate(self.port, calling, called)
 
     def store(
         self, datasets: list[Dataset], calling: str = "MODALITY", called: str = "NODE"

@@ -95,7 +95,7 @@ def test_receivers_default_to_one_per_core() -> None:
     assert parse_config({"receivers": 3}).receiver_count() == 3
 
 
-def test_auto_is_one_receiver_where_the_kernel_does_not_balance(
+def test_auto_is_one_receiver_outside_linux(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "platform", "darwin")
     assert NodeConfig().receiver_count() == 1
