@@ -22,10 +22,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
 from functools import partial
+from io import BytesIO
 from typing import Any
 
 import structlog
 from pydicom import Dataset
+from pydicom.filereader import read_dataset
+from pydicom.tag import Tag
 from pydicom.uid import (
     JPEG2000,
     DeflatedExplicitVRLittleEndian,
@@ -344,12 +347,11 @@ class Receiver:
         if self.writer.backlog >= MAX_INDEX_BACKLOG:
             return StoreStatus.OUT_OF_RESOURCES, "index_backlog: the index is not keeping up"
         try:
-            _screen(stream, syntax, max_bytes)
+            plain = _screen(stream, syntax, max_bytes)
         except MalformedDataset as exc:
             return StoreStatus.CANNOT_UNDERSTAND, f"malformed_dataset: {exc}"
         try:
-            ds = event.dataset
-            meta = self._meta(ds, request, syntax, size)
+            meta = self._meta(identifying_elements(plain, syntax), request, syntax, size)
         except ValueError as exc:
             return StoreStatus.CANNOT_UNDERSTAND, f"invalid_dataset: {exc}"
         except Exception as exc:
@@ -420,8 +422,39 @@ class Receiver:
         ]
 
 
-def _screen(data: bytes, syntax: Any, max_bytes: int) -> None:
-    """Check the structure of a received data set, inflating a deflated one (bounded)."""
+IDENTIFYING_TAGS = (
+    0x00080005,  # Specific Character Set, to decode the texts
+    0x00080016,  # SOP Class UID
+    0x00080018,  # SOP Instance UID
+    0x00080060,  # Modality
+    0x00081030,  # Study Description
+    0x00180015,  # Body Part Examined
+    0x0020000D,  # Study Instance UID
+    0x0020000E,  # Series Instance UID
+)
+"""The elements that file and index an instance, in tag order."""
+
+
+def identifying_elements(data: bytes, syntax: Any) -> Dataset:
+    """The :data:`IDENTIFYING_TAGS` of an (inflated) data set.
+
+    Reading stops after the last of them, so the pixel data and every element
+    after Series Instance UID are not parsed again (:func:`_screen` checked the
+    structure of the whole data set).
+    """
+    last = IDENTIFYING_TAGS[-1]
+    return read_dataset(
+        BytesIO(data),
+        syntax.is_implicit_VR,
+        syntax.is_little_endian,
+        stop_when=lambda tag, vr, length: tag > last,
+        specific_tags=[Tag(t) for t in IDENTIFYING_TAGS],
+    )
+
+
+def _screen(data: bytes, syntax: Any, max_bytes: int) -> bytes:
+    """Check the structure of a received data set, inflating a deflated one (bounded);
+    return the (inflated) data set."""
     if syntax.is_deflated:
         inflater = zlib.decompressobj(-zlib.MAX_WBITS)
         try:
@@ -431,6 +464,7 @@ def _screen(data: bytes, syntax: Any, max_bytes: int) -> None:
         if len(data) > max_bytes or inflater.unconsumed_tail:
             raise MalformedDataset("deflated data set inflates beyond the instance size limit")
     check_structure(data, syntax.is_implicit_VR, syntax.is_little_endian)
+    return data
 
 
 PDU_HEADER_BYTES = 6

@@ -5,11 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from pydicom import dcmread
+import pytest
+from pydicom import Dataset, dcmread
+from pydicom.datadict import keyword_for_tag
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+from pynetdicom.dsutils import encode
 
 from dicom_node import metrics
 from dicom_node.config import Caller, Completion, Pipeline
 from dicom_node.index import IndexQueries
+from dicom_node.network import IDENTIFYING_TAGS, _screen, identifying_elements
 from tests.dicom_node.conftest import NodeHarness, make_study
 
 MakeNode = Callable[..., NodeHarness]
@@ -142,3 +153,26 @@ def test_concurrent_associations_all_stored(make_node: MakeNode) -> None:
         5,
         5,
     ]
+
+
+@pytest.mark.parametrize(
+    "syntax",
+    [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian,
+     DeflatedExplicitVRLittleEndian],
+)
+def test_identifying_elements_match_a_full_read(syntax: UID) -> None:
+    ds = make_study(1)[0]
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.StudyDescription = "Leber – Sonografie, Läsion"
+    ds.ReferencedStudySequence = [Dataset()]  # a sequence before the UIDs
+    ds.ReferencedStudySequence[0].ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
+    ds.ReferencedStudySequence[0].ReferencedSOPInstanceUID = "1.2.3.4"
+    data = encode(ds, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
+    assert data is not None
+    plain = _screen(data, syntax, 10**8)
+    found = identifying_elements(plain, syntax)
+    wanted = [keyword_for_tag(tag) for tag in IDENTIFYING_TAGS]
+    assert [found.get(k) for k in wanted] == [ds.get(k) for k in wanted]
+    assert found.StudyDescription == "Leber – Sonografie, Läsion"
+    # Reading stopped after Series Instance UID: nothing later was parsed.
+    assert "PixelData" not in found and "InstanceNumber" not in found
