@@ -108,6 +108,6 @@ class StoreResponseDIMSE(DIMSEServiceProvider):
             return
         pdata = P_DATA()
         pdata.presentation_data_value_list = [
-            (context_id, bytes([LAST_COMMAND_FRAGMENT]) + command)
+            [context_id, bytes([LAST_COMMAND_FRAGMENT]) + command]
         ]
         self.dul.send_pdu(pdata)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 from pydicom.uid import UID
-from pynetdicom import AE, evt
+from pynetdicom import AE, _config, evt
 from pynetdicom._globals import MODE_ACCEPTOR
+from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
@@ -38,16 +39,27 @@ def _pynetdicom(rsp: C_STORE, context_id: int, max_pdu: int) -> list[list[tuple[
             for p in message.encode_msg(context_id, max_pdu)]
 
 
-def _sent(rsp: C_STORE, context_id: int, max_pdu: int,
-          monkeypatch: pytest.MonkeyPatch) -> list[list[tuple[int, bytes]]]:
-    """The PDVs the node's DIMSE provider hands to the DUL for ``rsp``."""
+def _sent(rsp: C_STORE, context_id: int, max_pdu: int, monkeypatch: pytest.MonkeyPatch
+          ) -> tuple[list[list[tuple[int, bytes]]], bool]:
+    """The PDVs the node's DIMSE provider hands to the DUL for ``rsp``, and whether
+    pynetdicom's own encoding made them."""
+    monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "none")  # as the node runs
     assoc = EventDrivenAssociation(AE(), MODE_ACCEPTOR)
     assoc.requestor.maximum_length = max_pdu
     assert isinstance(assoc.dimse, StoreResponseDIMSE)
     sent: list[P_DATA] = []
     monkeypatch.setattr(assoc.dul, "send_pdu", sent.append)
+    through_pynetdicom = []
+    original = DIMSEServiceProvider.send_msg
+
+    def spy(provider: DIMSEServiceProvider, primitive: C_STORE, cx: int) -> None:
+        through_pynetdicom.append(primitive)
+        original(provider, primitive, cx)
+
+    monkeypatch.setattr(DIMSEServiceProvider, "send_msg", spy)
     assoc.dimse.send_msg(rsp, context_id)
-    return [list(p.presentation_data_value_list) for p in sent]
+    pdvs = [[tuple(pdv) for pdv in p.presentation_data_value_list] for p in sent]
+    return pdvs, bool(through_pynetdicom)
 
 
 @pytest.mark.parametrize("instance", [ODD, EVEN])
@@ -60,14 +72,19 @@ def test_the_encoding_is_pynetdicoms(instance: str, message_id: int, status: int
                                                               status))]]
 
 
-@pytest.mark.parametrize(("comment", "max_pdu"), [(None, 16384), (None, 0), ("disk full", 16384),
-                                                  (None, 64)])
+@pytest.mark.parametrize(
+    ("comment", "max_pdu", "direct"),
+    [(None, 16384, True), (None, 0, True), ("disk full", 16384, False), (None, 64, False)],
+)
 def test_the_provider_sends_what_pynetdicom_sends(
-        comment: str | None, max_pdu: int, monkeypatch: pytest.MonkeyPatch) -> None:
+        comment: str | None, max_pdu: int, direct: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Plain responses are encoded directly; one with an error comment, or too long
     # for the peer's maximum PDU (64: split in fragments), goes through pynetdicom.
     rsp = _response(7, ODD, 0xA700 if comment else 0x0000, comment)
-    assert _sent(rsp, 5, max_pdu, monkeypatch) == _pynetdicom(rsp, 5, max_pdu)
+    pdvs, through_pynetdicom = _sent(rsp, 5, max_pdu, monkeypatch)
+    assert pdvs == _pynetdicom(rsp, 5, max_pdu)
+    assert through_pynetdicom is not direct
 
 
 def test_a_bound_sent_handler_still_sees_the_message(monkeypatch: pytest.MonkeyPatch) -> None:
