@@ -22,13 +22,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
 from functools import partial
-from io import BytesIO
 from typing import Any
 
 import structlog
 from pydicom import Dataset
-from pydicom.filereader import read_dataset
-from pydicom.tag import Tag
+from pydicom.charset import convert_encodings
 from pydicom.uid import (
     JPEG2000,
     DeflatedExplicitVRLittleEndian,
@@ -44,6 +42,7 @@ from pydicom.uid import (
     JPEGLSNearLossless,
     RLELossless,
 )
+from pydicom.values import convert_text
 from pynetdicom import AE, evt
 from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.association import Association
@@ -171,13 +170,6 @@ def _caller_allowed(pipeline: Pipeline, calling_ae: str, host: str) -> bool:
         caller.ae_title == calling_ae and (caller.host is None or caller.host == host)
         for caller in pipeline.allowed_callers
     )
-
-
-def _text(ds: Dataset, keyword: str) -> str | None:
-    value = ds.get(keyword)
-    if value is None or value == "":
-        return None
-    return str(value).strip()[:64] or None
 
 
 class Receiver:
@@ -347,11 +339,11 @@ class Receiver:
         if self.writer.backlog >= MAX_INDEX_BACKLOG:
             return StoreStatus.OUT_OF_RESOURCES, "index_backlog: the index is not keeping up"
         try:
-            plain = _screen(stream, syntax, max_bytes)
+            identifying = _screen(stream, syntax, max_bytes)
         except MalformedDataset as exc:
             return StoreStatus.CANNOT_UNDERSTAND, f"malformed_dataset: {exc}"
         try:
-            meta = self._meta(identifying_elements(plain, syntax), request, syntax, size)
+            meta = self._meta(identifying, request, syntax, size)
         except ValueError as exc:
             return StoreStatus.CANNOT_UNDERSTAND, f"invalid_dataset: {exc}"
         except Exception as exc:
@@ -384,30 +376,35 @@ class Receiver:
             LOGGER.info("duplicate_instance", sop_instance_uid=item.meta.sop_instance_uid)
 
     @staticmethod
-    def _meta(ds: Dataset, request: Any, transfer_syntax: str, size: int) -> InstanceMeta:
+    def _meta(
+        identifying: dict[int, bytes], request: Any, transfer_syntax: str, size: int
+    ) -> InstanceMeta:
+        """The index's description of an instance from its identifying elements' values."""
         sop_instance = str(request.AffectedSOPInstanceUID)
-        uids = {
-            "StudyInstanceUID": ds.get("StudyInstanceUID"),
-            "SeriesInstanceUID": ds.get("SeriesInstanceUID"),
-            "SOPInstanceUID": ds.get("SOPInstanceUID"),
-            "SOPClassUID": ds.get("SOPClassUID"),
-        }
+        uids = {keyword: _uid_value(identifying.get(tag)) for keyword, tag in UID_TAGS.items()}
         for keyword, value in uids.items():
-            if not is_valid_uid(str(value) if value is not None else None):
+            if not is_valid_uid(value):
                 raise ValueError(f"missing or illegal {keyword}")
-        if str(uids["SOPInstanceUID"]) != sop_instance:
+        if uids["SOPInstanceUID"] != sop_instance:
             raise ValueError("SOPInstanceUID differs from the request's")
+        charset = identifying.get(SPECIFIC_CHARACTER_SET)
+        encodings = (
+            convert_encodings([v.strip() for v in charset.decode("ascii", "replace").split("\\")])
+            if charset
+            else None
+        )
+        texts = {
+            name: _text_value(identifying.get(tag), encodings) for name, tag in TEXT_TAGS.items()
+        }
         return InstanceMeta(
             study_instance_uid=str(uids["StudyInstanceUID"]),
             series_instance_uid=str(uids["SeriesInstanceUID"]),
             sop_instance_uid=sop_instance,
             sop_class_uid=str(uids["SOPClassUID"]),
             transfer_syntax_uid=str(transfer_syntax),
-            modality=_text(ds, "Modality"),
-            body_part=_text(ds, "BodyPartExamined"),
-            study_description=_text(ds, "StudyDescription"),
             path="",
             size_bytes=size,
+            **texts,
         )
 
     def handlers(self) -> list[tuple[Any, ...]]:
@@ -422,39 +419,38 @@ class Receiver:
         ]
 
 
-IDENTIFYING_TAGS = (
-    0x00080005,  # Specific Character Set, to decode the texts
-    0x00080016,  # SOP Class UID
-    0x00080018,  # SOP Instance UID
-    0x00080060,  # Modality
-    0x00081030,  # Study Description
-    0x00180015,  # Body Part Examined
-    0x0020000D,  # Study Instance UID
-    0x0020000E,  # Series Instance UID
-)
-"""The elements that file and index an instance, in tag order."""
+SPECIFIC_CHARACTER_SET = 0x00080005
+UID_TAGS = {
+    "SOPClassUID": 0x00080016,
+    "SOPInstanceUID": 0x00080018,
+    "StudyInstanceUID": 0x0020000D,
+    "SeriesInstanceUID": 0x0020000E,
+}
+"""The UIDs that file and index an instance."""
+TEXT_TAGS = {"modality": 0x00080060, "body_part": 0x00180015, "study_description": 0x00081030}
+"""The texts the index keeps of an instance."""
+IDENTIFYING_TAGS = frozenset({SPECIFIC_CHARACTER_SET, *UID_TAGS.values(), *TEXT_TAGS.values()})
+"""The top-level elements whose encoded values :func:`_screen` keeps."""
 
 
-def identifying_elements(data: bytes, syntax: Any) -> Dataset:
-    """The :data:`IDENTIFYING_TAGS` of an (inflated) data set.
-
-    Reading stops after the last of them, so the pixel data and every element
-    after Series Instance UID are not parsed again (:func:`_screen` checked the
-    structure of the whole data set).
-    """
-    last = IDENTIFYING_TAGS[-1]
-    return read_dataset(
-        BytesIO(data),
-        syntax.is_implicit_VR,
-        syntax.is_little_endian,
-        stop_when=lambda tag, vr, length: tag > last,
-        specific_tags=[Tag(t) for t in IDENTIFYING_TAGS],
-    )
+def _uid_value(raw: bytes | None) -> str | None:
+    """A UI value as sent, without its padding (``None`` when absent)."""
+    return None if raw is None else raw.decode("ascii", "replace").strip("\0 ")
 
 
-def _screen(data: bytes, syntax: Any, max_bytes: int) -> bytes:
+def _text_value(raw: bytes | None, encodings: list[str] | None) -> str | None:
+    """A text value decoded in the data set's character set, at most 64 characters."""
+    if not raw:
+        return None
+    text = convert_text(raw, encodings)
+    if not isinstance(text, str):
+        text = "\\".join(text)
+    return text.strip()[:64] or None
+
+
+def _screen(data: bytes, syntax: Any, max_bytes: int) -> dict[int, bytes]:
     """Check the structure of a received data set, inflating a deflated one (bounded);
-    return the (inflated) data set."""
+    return the encoded values of its :data:`IDENTIFYING_TAGS`."""
     if syntax.is_deflated:
         inflater = zlib.decompressobj(-zlib.MAX_WBITS)
         try:
@@ -463,8 +459,9 @@ def _screen(data: bytes, syntax: Any, max_bytes: int) -> bytes:
             raise MalformedDataset(f"deflated data set does not inflate: {exc}") from exc
         if len(data) > max_bytes or inflater.unconsumed_tail:
             raise MalformedDataset("deflated data set inflates beyond the instance size limit")
-    check_structure(data, syntax.is_implicit_VR, syntax.is_little_endian)
-    return data
+    return check_structure(
+        data, syntax.is_implicit_VR, syntax.is_little_endian, keep=IDENTIFYING_TAGS
+    )
 
 
 PDU_HEADER_BYTES = 6

@@ -12,6 +12,7 @@ the study's other images.
 from __future__ import annotations
 
 import struct
+from collections.abc import Collection
 
 from pydicom.datadict import dictionary_VR
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, STANDARD_VR
@@ -42,8 +43,11 @@ def _is_sequence(tag: int) -> bool:
 class _Walker:
     """Iterative walk over an encoded data set, one frame per open container."""
 
-    def __init__(self, data: bytes, implicit: bool, little: bool, max_depth: int) -> None:
+    def __init__(self, data: bytes, implicit: bool, little: bool, max_depth: int,
+                 keep: Collection[int]) -> None:
         self.data = data
+        self.keep = keep
+        self.kept: dict[int, bytes] = {}
         self.implicit = implicit
         self.order = "<" if little else ">"
         self.max_depth = max_depth
@@ -131,13 +135,26 @@ class _Walker:
             self._push(length, "sequence", implicit)
         else:
             self._need(length, "element value")
+            if tag in self.keep and len(self.frames) == 1:
+                self.kept[tag] = bytes(self.data[self.pos : self.pos + length])
             self.pos += length
 
 
 def check_structure(
-    data: bytes, implicit: bool, little: bool, max_depth: int = MAX_SEQUENCE_DEPTH
-) -> None:
+    data: bytes,
+    implicit: bool,
+    little: bool,
+    max_depth: int = MAX_SEQUENCE_DEPTH,
+    keep: Collection[int] = (),
+) -> dict[int, bytes]:
     """Check that an encoded data set (no file meta) is well formed.
+
+    Returns
+    -------
+    dict[int, bytes]
+        The encoded values of the top-level elements whose tags are in
+        ``keep`` (sequences excepted), so callers need not parse the data set
+        again for a few elements.
 
     Raises
     ------
@@ -154,4 +171,6 @@ def check_structure(
             raise MalformedDataset(
                 f"data set is encoded {found} VR but the transfer syntax is {declared} VR"
             )
-    _Walker(data, implicit, little, max_depth).run()
+    walker = _Walker(data, implicit, little, max_depth, keep)
+    walker.run()
+    return walker.kept

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from pydicom import Dataset, dcmread
-from pydicom.datadict import keyword_for_tag
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -15,12 +14,13 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 
 from dicom_node import metrics
 from dicom_node.config import Caller, Completion, Pipeline
 from dicom_node.index import IndexQueries
-from dicom_node.network import IDENTIFYING_TAGS, _screen, identifying_elements
+from dicom_node.network import Receiver, _screen
 from tests.dicom_node.conftest import NodeHarness, make_study
 
 MakeNode = Callable[..., NodeHarness]
@@ -160,19 +160,27 @@ def test_concurrent_associations_all_stored(make_node: MakeNode) -> None:
     [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian,
      DeflatedExplicitVRLittleEndian],
 )
-def test_identifying_elements_match_a_full_read(syntax: UID) -> None:
+@pytest.mark.parametrize(
+    ("charset", "description"),
+    [("ISO_IR 192", "Leber – Sonografie, Läsion"), (["", "ISO 2022 IR 87"], "肝臓超音波検査"),
+     (None, "Liver US")],
+)
+def test_the_index_entry_is_read_from_the_screened_values(
+        syntax: UID, charset: str | list[str] | None, description: str) -> None:
     ds = make_study(1)[0]
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.StudyDescription = "Leber – Sonografie, Läsion"
+    if charset is not None:
+        ds.SpecificCharacterSet = charset
+    ds.StudyDescription = description
     ds.ReferencedStudySequence = [Dataset()]  # a sequence before the UIDs
     ds.ReferencedStudySequence[0].ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
     ds.ReferencedStudySequence[0].ReferencedSOPInstanceUID = "1.2.3.4"
     data = encode(ds, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
     assert data is not None
-    plain = _screen(data, syntax, 10**8)
-    found = identifying_elements(plain, syntax)
-    wanted = [keyword_for_tag(tag) for tag in IDENTIFYING_TAGS]
-    assert [found.get(k) for k in wanted] == [ds.get(k) for k in wanted]
-    assert found.StudyDescription == "Leber – Sonografie, Läsion"
-    # Reading stopped after Series Instance UID: nothing later was parsed.
-    assert "PixelData" not in found and "InstanceNumber" not in found
+    request = C_STORE()
+    request.AffectedSOPInstanceUID = ds.SOPInstanceUID
+    meta = Receiver._meta(_screen(data, syntax, 10**8), request, str(syntax), len(data))
+    assert (meta.study_instance_uid, meta.series_instance_uid, meta.sop_instance_uid,
+            meta.sop_class_uid) == (ds.StudyInstanceUID, ds.SeriesInstanceUID,
+                                    ds.SOPInstanceUID, ds.SOPClassUID)
+    assert (meta.modality, meta.body_part, meta.study_description) == (
+        ds.Modality, ds.BodyPartExamined, description)

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.uid import UID
 
+from dicom_node.network import IDENTIFYING_TAGS
 from dicom_node.screening import MAX_SEQUENCE_DEPTH, MalformedDataset, check_structure
 from tests.dicom_node.conftest import make_study
 from tests.reliability.test_hostile import recursion_bomb
@@ -51,7 +52,12 @@ def test_corpus(path: Path) -> None:
         with pytest.raises(MalformedDataset, match=BROKEN[path.name]):
             check_structure(data, syntax.is_implicit_VR, syntax.is_little_endian)
     else:
-        check_structure(data, syntax.is_implicit_VR, syntax.is_little_endian)
+        kept = check_structure(data, syntax.is_implicit_VR, syntax.is_little_endian,
+                               keep=IDENTIFYING_TAGS)
+        # The values kept for the index are the ones pydicom reads at the top level.
+        ds = read_dataset(BytesIO(data), syntax.is_implicit_VR, syntax.is_little_endian)
+        raw = {tag: ds.get_item(tag) for tag in IDENTIFYING_TAGS if tag in ds}
+        assert kept == {tag: e.value or b"" for tag, e in raw.items() if e.VR != "SQ"}
 
 
 def test_corpus_is_broad() -> None:
