@@ -76,11 +76,6 @@ class LoadSlot:
         self._number = number
         self._lock = threading.Lock()
 
-    @property
-    def number(self) -> int:
-        """This process's index into the shared counts."""
-        return self._number
-
     def add(self, delta: int) -> None:
         """Count ``delta`` more connections held by this process."""
         with self._lock:
