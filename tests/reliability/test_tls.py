@@ -222,3 +222,22 @@ def test_exporting_over_tls_verifies_the_archive(
     assert len(archive.received) == len(set(archive.received)) > 0
     assert states["impostor"]["state"] == ExportState.PENDING.value
     assert impostor.received == [], "results sent to a server we cannot verify"
+
+
+def test_every_receiving_process_speaks_tls(
+    pki: dict[str, TLSConfig], tls_node: Callable[..., Node]
+) -> None:
+    node = tls_node(receivers=2)
+    assert node.port is not None and node.load is not None
+    held = [
+        requestor().associate(
+            "127.0.0.1", node.port, ae_title="NODE",
+            tls_args=(client_ssl_context(pki["modality"]), "127.0.0.1"),
+        )
+        for _ in range(2)
+    ]
+    assert all(assoc.is_established for assoc in held)
+    assert node.load.loads() == [1, 1], "one association in each process"
+    assert [int(assoc.send_c_echo().Status) for assoc in held] == [0, 0]
+    for assoc in held:
+        assoc.release()
