@@ -61,6 +61,7 @@ from dicom_node.index.writer import IndexWriter, Received
 from dicom_node.reactor import EventDrivenAssociation
 from dicom_node.screening import MalformedDataset, check_structure
 from dicom_node.spool import Spool, SpoolError, is_valid_uid
+from dicom_node.store_response import StoreResponseDIMSE
 from inference.video import VIDEO_TRANSFER_SYNTAXES
 
 LOGGER = structlog.get_logger(__name__)
@@ -506,11 +507,12 @@ class GuardedRequestHandler(RequestHandler):
         return self._event_driven_association()
 
     def _event_driven_association(self) -> Association:
-        """pynetdicom 3.0's acceptor set-up, with an event-driven association and a
-        PDU-limited socket."""
+        """pynetdicom 3.0's acceptor set-up, with an event-driven association, a
+        PDU-limited socket and C-STORE responses encoded directly."""
         assoc = EventDrivenAssociation(
             self.ae, MODE_ACCEPTOR, partial(self.server.connection_ended, self.request)
         )
+        assoc.dimse = StoreResponseDIMSE(assoc)
         assoc._server = self.server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
         assoc.set_socket(PduLimitedSocket(assoc, client_socket=self.request))

@@ -43,8 +43,6 @@ from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.fsm import StateMachine
 
-from dicom_node.store_response import StoreResponseDIMSE
-
 if TYPE_CHECKING:
     from pynetdicom.ae import ApplicationEntity
     from pynetdicom.dul import _PDUPrimitiveType
@@ -174,7 +172,6 @@ class EventDrivenAssociation(Association):
         self._on_end = on_end
         self._activity = threading.Event()
         self.dul = EventDrivenDUL(self, self._activity)
-        self.dimse = StoreResponseDIMSE(self)
         self.acse_timeout = ae.acse_timeout
         self.network_timeout = ae.network_timeout
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from pydicom.uid import UID
 from pynetdicom import AE, _config, evt
@@ -13,6 +15,7 @@ from pynetdicom.pdu_primitives import P_DATA
 
 from dicom_node.reactor import EventDrivenAssociation
 from dicom_node.store_response import StoreResponseDIMSE, encode_store_response
+from tests.dicom_node.conftest import NodeHarness
 
 US_IMAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 ODD = "1.2.826.0.1.3680043.8.498.1234567"  # 33 characters: padded with a NUL
@@ -46,7 +49,7 @@ def _sent(rsp: C_STORE, context_id: int, max_pdu: int, monkeypatch: pytest.Monke
     monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "none")  # as the node runs
     assoc = EventDrivenAssociation(AE(), MODE_ACCEPTOR)
     assoc.requestor.maximum_length = max_pdu
-    assert isinstance(assoc.dimse, StoreResponseDIMSE)
+    assoc.dimse = StoreResponseDIMSE(assoc)
     sent: list[P_DATA] = []
     monkeypatch.setattr(assoc.dul, "send_pdu", sent.append)
     through_pynetdicom = []
@@ -89,8 +92,19 @@ def test_the_provider_sends_what_pynetdicom_sends(
 
 def test_a_bound_sent_handler_still_sees_the_message(monkeypatch: pytest.MonkeyPatch) -> None:
     assoc = EventDrivenAssociation(AE(), MODE_ACCEPTOR)
+    assoc.dimse = StoreResponseDIMSE(assoc)
     seen: list[object] = []
     assoc.bind(evt.EVT_DIMSE_SENT, lambda event: seen.append(event.message))
     monkeypatch.setattr(assoc.dul, "send_pdu", lambda pdata: None)
     assoc.dimse.send_msg(_response(7, ODD, 0x0000), 1)
     assert len(seen) == 1 and isinstance(seen[0], C_STORE_RSP)
+
+
+def test_the_node_answers_through_the_direct_encoder(
+        make_node: Callable[..., NodeHarness]) -> None:
+    harness = make_node()
+    assoc = harness.associate()
+    assert assoc.is_established
+    accepted = harness.node._ae.active_associations  # type: ignore[attr-defined]
+    assert accepted and all(isinstance(a.dimse, StoreResponseDIMSE) for a in accepted)
+    assoc.release()
