@@ -180,8 +180,25 @@ class EventDrivenAssociation(Association):
         try:
             super().run()
         finally:
+            self._close_abandoned_connection()
             if self._on_end is not None:
                 self._on_end()
+
+    def _close_abandoned_connection(self) -> None:
+        """Close the connection if the DUL thread ended without closing it, and report
+        ``EVT_CONN_CLOSE``, as the state machine does when it closes one.
+
+        The DUL closes the connection through its state machine.  An exception
+        in a state machine action ends the DUL thread without that: the peer
+        would wait on an open connection until its own timeout, and the
+        handlers, never told, would count the association as live forever.
+        """
+        connection = self.dul.socket
+        if self.dul.is_alive() or connection is None or connection.socket is None:
+            return
+        address = (self.requestor.address, self.requestor.port)
+        connection.close()
+        evt.trigger(self, evt.EVT_CONN_CLOSE, {"address": address})
 
     def kill(self) -> None:
         """Stop the association's threads."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,13 +16,17 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
+from pynetdicom import AE
+from pynetdicom._globals import MODE_ACCEPTOR
+from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
+from pynetdicom.transport import AddressInformation
 
 from dicom_node import metrics
 from dicom_node.config import Caller, Completion, Pipeline
 from dicom_node.index import IndexQueries
-from dicom_node.network import Receiver, _screen
+from dicom_node.network import PduLimitedSocket, Receiver, _screen
 from tests.dicom_node.conftest import NodeHarness, make_study
 
 MakeNode = Callable[..., NodeHarness]
@@ -184,3 +190,50 @@ def test_the_index_entry_is_read_from_the_screened_values(
                                     ds.SOPInstanceUID, ds.SOPClassUID)
     assert (meta.modality, meta.body_part, meta.study_description) == (
         ds.Modality, ds.BodyPartExamined, description)
+
+
+def _pdu_socket(limit: int) -> tuple[PduLimitedSocket, socket.socket]:
+    """A node-side association socket on one end of a socket pair, and the peer's end."""
+    ours, peer = socket.socketpair()
+    assoc = Association(AE(), MODE_ACCEPTOR)
+    assoc.acceptor.maximum_length = limit
+    assoc.requestor.address_info = AddressInformation.from_tuple(("127.0.0.1", 11112))
+    return PduLimitedSocket(assoc, client_socket=ours), peer
+
+
+def test_a_pdu_is_read_whole_however_it_arrives() -> None:
+    connection, peer = _pdu_socket(262144)
+    data = bytes(range(256)) * 1024
+    sender = threading.Thread(
+        target=lambda: [peer.sendall(data[i:i + 1000]) for i in range(0, len(data), 1000)])
+    sender.start()
+    try:
+        assert connection.recv(len(data)) == data
+    finally:
+        sender.join()
+        peer.close()
+
+
+def test_a_pdu_cut_short_by_the_peer_is_returned_as_far_as_it_came() -> None:
+    # pynetdicom's own recv does the same; the DUL then reports the connection closed.
+    connection, peer = _pdu_socket(262144)
+    peer.sendall(b"x" * 5000)
+    peer.close()
+    received = connection.recv(70000)
+    assert received == b"x" * 5000 and isinstance(received, bytearray)
+
+
+def test_a_pdu_longer_than_the_limit_is_refused_before_it_is_read() -> None:
+    connection, peer = _pdu_socket(262144)
+    with pytest.raises(OSError, match="exceeds the limit"):
+        connection.recv(262144 + 7)
+    peer.close()
+
+
+def test_a_silent_peer_times_the_read_out() -> None:
+    connection, peer = _pdu_socket(262144)
+    assert connection.socket is not None
+    connection.socket.settimeout(0.01)
+    with pytest.raises(TimeoutError):
+        connection.recv(100)
+    peer.close()

@@ -17,6 +17,7 @@ import pytest
 from pynetdicom.association import Association
 
 from dicom_node import reactor
+from dicom_node.store_request import StoreRequestDIMSE
 from tests.dicom_node.conftest import NodeHarness, make_study
 from tests.peers import wait_until
 
@@ -65,6 +66,26 @@ def test_a_peer_abort_ends_the_association_at_once(make_node: MakeNode) -> None:
     assoc = _associate(harness)
     assert int(assoc.send_c_store(make_study(1)[0]).Status) == 0
     assoc.abort()
+    harness.wait_for_associations_closed(STEP_TIMEOUT)
+    wait_until(lambda: not _node_threads(), STEP_TIMEOUT, "the node's association threads to end")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dul_that_dies_closes_the_connection_and_ends_the_association(
+    make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An exception escaping a state machine action ends pynetdicom's DUL thread without
+    # closing the connection: the node closes it and records the association's end.
+    harness = make_node()
+
+    def fails(self: object, primitive: object) -> None:
+        raise RuntimeError("a fault in a state machine action")
+
+    monkeypatch.setattr(StoreRequestDIMSE, "receive_primitive", fails)
+    assoc = _associate(harness)
+    response = assoc.send_c_store(make_study(1)[0])
+    assert "Status" not in response
+    wait_until(lambda: not assoc.is_alive(), STEP_TIMEOUT, "the peer to see the connection end")
     harness.wait_for_associations_closed(STEP_TIMEOUT)
     wait_until(lambda: not _node_threads(), STEP_TIMEOUT, "the node's association threads to end")
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 from pydicom.uid import UID
 from pynetdicom import AE, _config, evt
@@ -15,7 +13,6 @@ from pynetdicom.pdu_primitives import P_DATA
 
 from dicom_node.reactor import EventDrivenAssociation
 from dicom_node.store_response import StoreResponseDIMSE, encode_store_response
-from tests.dicom_node.conftest import NodeHarness
 
 US_IMAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 ODD = "1.2.826.0.1.3680043.8.498.1234567"  # 33 characters: padded with a NUL
@@ -99,12 +96,3 @@ def test_a_bound_sent_handler_still_sees_the_message(monkeypatch: pytest.MonkeyP
     assoc.dimse.send_msg(_response(7, ODD, 0x0000), 1)
     assert len(seen) == 1 and isinstance(seen[0], C_STORE_RSP)
 
-
-def test_the_node_answers_through_the_direct_encoder(
-        make_node: Callable[..., NodeHarness]) -> None:
-    harness = make_node()
-    assoc = harness.associate()
-    assert assoc.is_established
-    accepted = harness.node._ae.active_associations  # type: ignore[attr-defined]
-    assert accepted and all(isinstance(a.dimse, StoreResponseDIMSE) for a in accepted)
-    assoc.release()

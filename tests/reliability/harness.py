@@ -173,6 +173,17 @@ def encode(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
+def store_request(payload: bytes, sop_class: str, sop_instance: str) -> C_STORE:
+    """A C-STORE-RQ primitive (Message ID 1, low priority) with ``payload`` as its data set."""
+    request = C_STORE()
+    request.MessageID = 1
+    request.AffectedSOPClassUID = sop_class
+    request.AffectedSOPInstanceUID = sop_instance
+    request.Priority = 2
+    request.DataSet = BytesIO(payload)
+    return request
+
+
 def send_raw(
     assoc: Association,
     payload: bytes,
@@ -182,12 +193,7 @@ def send_raw(
 ) -> int | None:
     """C-STORE arbitrary bytes as the data set; the status, or ``None`` without an answer."""
     context = assoc._get_valid_context(sop_class, transfer_syntax, "scu")
-    request = C_STORE()
-    request.MessageID = 1
-    request.AffectedSOPClassUID = sop_class
-    request.AffectedSOPInstanceUID = sop_instance
-    request.Priority = 2
-    request.DataSet = BytesIO(payload)
+    request = store_request(payload, sop_class, sop_instance)
     assoc._reactor_checkpoint.clear()
     wait_until(lambda: assoc._is_paused, 10, "the association reactor to pause", interval=0.0001)
     try:

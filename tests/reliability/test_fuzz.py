@@ -1,4 +1,5 @@
-"""Fuzzing with Hypothesis (derandomized, bounded): mutated data sets and mutated PDUs.
+"""Fuzzing with Hypothesis (derandomized, bounded): mutated data sets, mutated
+association requests and mutated C-STORE command sets.
 
 Whatever arrives, the node answers with a status or ends the association,
 keeps serving, keeps only what it acknowledged (readable), and processes the
@@ -10,13 +11,15 @@ from __future__ import annotations
 import socket
 import struct
 import threading
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom import dcmread
 from pynetdicom import AE
+from pynetdicom.dimse_messages import C_STORE_RQ
 
 from dicom_node.index import IndexQueries, JobState
 from tests.dicom_node.conftest import NodeHarness, make_study
@@ -26,6 +29,7 @@ from tests.reliability.harness import (
     encode,
     requestor,
     send_raw,
+    store_request,
     wait_until,
 )
 
@@ -112,8 +116,9 @@ def test_mutated_datasets(make_node: MakeNode, figures: dict[str, object]) -> No
     )
 
 
-def _association_request(port: int) -> bytes:
-    """The A-ASSOCIATE-RQ PDU pynetdicom sends, captured from a listening socket."""
+def _association_request(port: int, contexts: Sequence[str] = ()) -> bytes:
+    """The A-ASSOCIATE-RQ PDU pynetdicom sends (proposing ``contexts``, see
+    :func:`~tests.reliability.harness.requestor`), captured from a listening socket."""
     captured: list[bytes] = []
     with socket.create_server(("127.0.0.1", 0)) as server:
 
@@ -126,7 +131,7 @@ def _association_request(port: int) -> bytes:
 
         thread = threading.Thread(target=capture)
         thread.start()
-        ae: AE = requestor()
+        ae: AE = requestor(contexts=contexts)
         ae.acse_timeout = 1
         ae.associate("127.0.0.1", server.getsockname()[1], ae_title="NODE")
         thread.join()
@@ -156,3 +161,105 @@ def test_mutated_pdus(make_node: MakeNode, figures: dict[str, object]) -> None:
     # Broken requests hold their thread up to the ACSE timeout, then the node serves again.
     wait_until(lambda: echo_ok(harness.port), 30, "the node to serve after the fuzzing")
     figures.update(pdus_tried=len(tried))
+
+
+def _store_command() -> bytes:
+    """The command set pynetdicom encodes for a C-STORE-RQ of :data:`BASE`."""
+    message = C_STORE_RQ()
+    message.primitive_to_message(store_request(BASE, US_IMAGE, BASE_SOP))
+    (first, *_) = message.encode_msg(1, 0)
+    return bytes(first.presentation_data_value_list[0][1][1:])
+
+
+def _p_data(context_id: int, command: bytes, data: bytes) -> bytes:
+    """A P-DATA-TF PDU: the whole command set in one PDV, the whole data set in another."""
+    items = b"".join(
+        struct.pack(">IB", len(value) + 1, context_id) + value
+        for value in (b"\x03" + command, b"\x02" + data)
+    )
+    return struct.pack(">BBI", 0x04, 0, len(items)) + items
+
+
+A_RELEASE_RQ = struct.pack(">BBIL", 0x05, 0, 4, 0)
+
+
+def _read_pdu(sock: socket.socket) -> bytes | None:
+    """The next PDU from the node, ``None`` once it closed the connection."""
+    try:
+        header = sock.recv(6, socket.MSG_WAITALL)
+        if len(header) < 6:
+            return None
+        length = struct.unpack(">L", header[2:])[0]
+        return header + sock.recv(length, socket.MSG_WAITALL)
+    except OSError:
+        return None
+
+
+@pytest.mark.integration
+def test_mutated_store_commands(make_node: MakeNode, figures: dict[str, object]) -> None:
+    # The command set is what the node parses itself (dicom_node/store_request.py) before
+    # anything of pynetdicom's: whatever it says, the node answers, releases or aborts.
+    harness = make_node(limits={"min_free_disk_mb": 0, "network_timeout": 2,
+                                "dimse_timeout": 2})
+    request = _association_request(harness.port, contexts=[US_IMAGE])
+    command = _store_command()
+    outcomes: Counter[str] = Counter()
+
+    @FUZZ_SETTINGS
+    @given(steps=mutations)
+    def send(steps: list[Mutation]) -> None:
+        with socket.create_connection(("127.0.0.1", harness.port), timeout=30) as sock:
+            sock.sendall(request)
+            accepted = _read_pdu(sock)
+            assert accepted is not None and accepted[0] == 0x02
+            # Context 1: the US image class in Explicit VR Little Endian.
+            sock.sendall(_p_data(1, mutate(command, steps), BASE) + A_RELEASE_RQ)
+            kinds = []
+            while (pdu := _read_pdu(sock)) is not None:
+                kinds.append({0x04: "answer", 0x06: "released", 0x07: "aborted"}[pdu[0]])
+        outcomes[" ".join(kinds) or "closed"] += 1
+
+    send()
+    assert echo_ok(harness.port)
+    for path in harness.node.spool.instance_files():
+        assert dcmread(path).SOPInstanceUID == BASE_SOP
+    figures.update(store_commands_tried=sum(outcomes.values()), outcomes=dict(outcomes))
+
+
+def _without_command_field(command: bytes) -> bytes:
+    """``command`` without its Command Field (0000,0100), group length kept as it was."""
+    at = command.index(struct.pack("<HHI", 0, 0x0100, 2))
+    return command[:at] + command[at + 10:]
+
+
+def _pdu(kind: int, body: bytes) -> bytes:
+    return struct.pack(">BBI", kind, 0, len(body)) + body
+
+
+BROKEN_MESSAGES = {
+    "empty PDV": _pdu(0x04, struct.pack(">IB", 1, 1)),
+    "data set without a command": _pdu(0x04, struct.pack(">IB", 3, 1) + b"\x02\x00"),
+    "command without a Command Field": _p_data(1, _without_command_field(_store_command()), BASE),
+    "PDV longer than its PDU": _pdu(0x04, struct.pack(">IB", 4096, 1) + b"\x03\x00"),
+    "unknown PDU type": _pdu(0x09, b"\x00" * 8),
+}
+
+
+@pytest.mark.parametrize("message", sorted(BROKEN_MESSAGES))
+def test_broken_messages_end_the_association_and_free_its_place(
+        message: str, make_node: MakeNode) -> None:
+    # The ACSE and network timeouts bound how long the node waits for the peer to close
+    # after an abort, and for the rest of a PDU it reads.
+    harness = make_node(limits={"min_free_disk_mb": 0, "acse_timeout": 2, "network_timeout": 2})
+    request = _association_request(harness.port, contexts=[US_IMAGE])
+    with socket.create_connection(("127.0.0.1", harness.port), timeout=20) as sock:
+        sock.sendall(request)
+        accepted = _read_pdu(sock)
+        assert accepted is not None and accepted[0] == 0x02
+        sock.sendall(BROKEN_MESSAGES[message])
+        kinds = []
+        while (pdu := _read_pdu(sock)) is not None:
+            kinds.append(pdu[0])
+    assert kinds and set(kinds) == {0x07}  # A-ABORT, then the node closed the connection
+    harness.wait_for_associations_closed(10)
+    assert echo_ok(harness.port)

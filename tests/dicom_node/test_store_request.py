@@ -1,0 +1,252 @@
+"""C-STORE requests assembled directly are the primitives pynetdicom builds."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from io import BytesIO
+
+import pytest
+from pynetdicom import AE, _config, evt
+from pynetdicom._globals import MODE_ACCEPTOR
+from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_messages import C_ECHO_RQ
+from pynetdicom.dimse_primitives import C_ECHO, C_STORE
+from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.pdu_primitives import P_DATA
+
+from dicom_node.reactor import EventDrivenAssociation
+from dicom_node.store_request import StoreRequestDIMSE, parse_store_command
+from tests.dicom_node.conftest import NodeHarness
+
+US_IMAGE = b"1.2.840.10008.5.1.4.1.1.6.1\x00"
+ODD = b"1.2.826.0.1.3680043.8.498.1234567\x00"  # 33 characters: padded with a NUL
+EVEN = b"1.2.826.0.1.3680043.8.498.12345678"
+DATA = bytes(range(256)) * 160
+FIELDS = (
+    "MessageID",
+    "Priority",
+    "AffectedSOPClassUID",
+    "AffectedSOPInstanceUID",
+    "MoveOriginatorApplicationEntityTitle",
+    "MoveOriginatorMessageID",
+)
+
+Element = tuple[int, bytes]
+
+
+def _us(value: int) -> bytes:
+    return struct.pack("<H", value)
+
+
+def _command(elements: list[Element]) -> bytes:
+    """A command set of ``elements`` (group 0000, Implicit VR LE) with its group length."""
+    body = b"".join(struct.pack("<HHI", 0, tag, len(value)) + value for tag, value in elements)
+    return struct.pack("<HHII", 0, 0, 4, len(body)) + body
+
+
+def _store(instance: bytes = ODD, message_id: int = 7, priority: int = 2,
+           extra: list[Element] | None = None) -> list[Element]:
+    """The elements of a C-STORE-RQ (PS3.7 table 9.3-1), plus ``extra``, in tag order."""
+    elements = [
+        (0x0002, US_IMAGE),
+        (0x0100, _us(0x0001)),
+        (0x0110, _us(message_id)),
+        (0x0700, _us(priority)),
+        (0x0800, _us(0x0000)),
+        (0x1000, instance),
+        *(extra or []),
+    ]
+    return sorted(elements)
+
+
+def _pdvs(command: bytes, data: bytes = DATA, fragment: int = 0, context_id: int = 3
+          ) -> list[tuple[int, bytes]]:
+    """The command in one PDV and the data set in fragments of ``fragment`` bytes (0: one)."""
+    size = fragment or len(data)
+    chunks = [data[i:i + size] for i in range(0, len(data), size)] or [b""]
+    return [(context_id, b"\x03" + command)] + [
+        (context_id, bytes([0x02 if i == len(chunks) - 1 else 0x00]) + chunk)
+        for i, chunk in enumerate(chunks)
+    ]
+
+
+def _primitives(pdvs: list[tuple[int, bytes]], per_pdata: int) -> list[P_DATA]:
+    """P-DATA primitives of ``per_pdata`` PDVs each, as the DUL makes them of the
+    P-DATA-TF PDUs it reads."""
+    out = []
+    for i in range(0, len(pdvs), per_pdata):
+        items = b"".join(struct.pack(">IB", len(data) + 1, context_id) + data
+                         for context_id, data in pdvs[i:i + per_pdata])
+        pdu = P_DATA_TF()
+        pdu.decode(struct.pack(">BBI", 0x04, 0, len(items)) + items)
+        out.append(pdu.to_primitive())
+    return out
+
+
+Outcome = tuple[list[tuple[int, object]], list[str]]
+
+
+def _receive(provider: type[DIMSEServiceProvider], primitives: list[P_DATA],
+             monkeypatch: pytest.MonkeyPatch, bind: bool = False) -> tuple[Outcome, bool]:
+    """What the provider queues for the association (messages, DUL events), and whether
+    pynetdicom's own assembly ran."""
+    monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "none")  # as the node runs
+    assoc = EventDrivenAssociation(AE(), MODE_ACCEPTOR)
+    assoc.dimse = provider(assoc)
+    if bind:
+        assoc.bind(evt.EVT_DIMSE_RECV, lambda event: None)
+    through_pynetdicom: list[P_DATA] = []
+    original = DIMSEServiceProvider.receive_primitive
+
+    def spy(self: DIMSEServiceProvider, primitive: P_DATA) -> None:
+        if provider is not DIMSEServiceProvider:
+            through_pynetdicom.append(primitive)
+        original(self, primitive)
+
+    monkeypatch.setattr(DIMSEServiceProvider, "receive_primitive", spy)
+    for primitive in primitives:
+        assoc.dimse.receive_primitive(primitive)
+    queued = []
+    while not assoc.dimse.msg_queue.empty():
+        queued.append(assoc.dimse.msg_queue.get())
+    events = []
+    while not assoc.dul.event_queue.empty():
+        events.append(assoc.dul.event_queue.get())
+    return (queued, events), bool(through_pynetdicom)
+
+
+def _comparable(outcome: Outcome) -> Outcome:
+    """Messages as (context ID, type, field values and types, data set bytes)."""
+    queued, events = outcome
+    described: list[tuple[int, object]] = []
+    for context_id, primitive in queued:
+        fields = tuple((f, getattr(primitive, f, None), type(getattr(primitive, f, None)))
+                       for f in FIELDS)
+        data = getattr(primitive, "DataSet", None)
+        described.append((
+            context_id,
+            (type(primitive), primitive._context_id, fields,  # type: ignore[attr-defined]
+             data.getvalue() if isinstance(data, BytesIO) else data),
+        ))
+    return described, events
+
+
+def _compare(primitives: list[P_DATA], monkeypatch: pytest.MonkeyPatch, bind: bool = False
+             ) -> tuple[Outcome, bool]:
+    expected, _ = _receive(DIMSEServiceProvider, primitives, monkeypatch, bind)
+    got, through_pynetdicom = _receive(StoreRequestDIMSE, primitives, monkeypatch, bind)
+    assert _comparable(got) == _comparable(expected)
+    return got, through_pynetdicom
+
+
+@pytest.mark.parametrize("instance", [ODD, EVEN, b"1.2.3.4 ", b"1.2.3\x00\x00", b" 1.2.3.4"])
+@pytest.mark.parametrize(("message_id", "priority"), [(1, 0), (65535, 2)])
+@pytest.mark.parametrize(("fragment", "per_pdata"), [(0, 2), (4096, 1), (4096, 3)])
+def test_plain_requests_are_assembled_directly(
+        instance: bytes, message_id: int, priority: int, fragment: int, per_pdata: int,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    command = _command(_store(instance, message_id, priority))
+    (queued, events), through_pynetdicom = _compare(
+        _primitives(_pdvs(command, fragment=fragment), per_pdata), monkeypatch)
+    assert len(queued) == 1 and not events
+    assert not through_pynetdicom
+
+
+def test_a_request_of_a_move_is_assembled_directly(monkeypatch: pytest.MonkeyPatch) -> None:
+    extra = [(0x1030, b"PACS            "), (0x1031, _us(9))]
+    command = _command(_store(extra=extra))
+    (queued, _), through_pynetdicom = _compare(_primitives(_pdvs(command), 2), monkeypatch)
+    assert queued[0][1].MoveOriginatorApplicationEntityTitle == "PACS"  # type: ignore[attr-defined]
+    assert not through_pynetdicom
+
+
+def _echo() -> bytes:
+    echo = C_ECHO()
+    echo.MessageID = 5
+    echo.AffectedSOPClassUID = "1.2.840.10008.1.1"
+    message = C_ECHO_RQ()
+    message.primitive_to_message(echo)
+    (pdata,) = message.encode_msg(1, 0)
+    return bytes(pdata.presentation_data_value_list[0][1][1:])
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        _echo(),
+        _command(_store(extra=[(0x0001, b"\x00\x00\x00\x00")])),  # retired Length to End
+        _command(_store(extra=[(0x0600, b"\x00\x00")])),  # an element C-STORE has not
+        _command(_store(instance=b"1." * 33)),  # 66 characters: pynetdicom aborts
+        _command(_store(instance=b"1.2.3\\1.2.4\x00")),  # two values
+        _command(_store(instance=b"1.2.\xff")),  # not ASCII
+        _command(_store(instance=b"")),  # empty: pynetdicom finds the request invalid
+        # a C-STORE-RQ that says it has no data set
+        _command([e if e[0] != 0x0800 else (0x0800, _us(0x0101)) for e in _store()]),
+        _command(_store())[:-4],  # truncated
+        _command(_store())[:8] + struct.pack("<I", 4) + _command(_store())[12:],  # group length
+        _command([(0x0110, _us(7)), *[e for e in _store() if e[0] != 0x0110]]),  # out of order
+    ],
+    ids=["echo", "length-to-end", "foreign-element", "long-uid", "two-uids", "not-ascii",
+         "empty-uid", "no-data-set", "truncated", "group-length", "out-of-order"],
+)
+def test_other_messages_go_through_pynetdicom(command: bytes,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    _, through_pynetdicom = _compare(_primitives(_pdvs(command), 2), monkeypatch)
+    assert through_pynetdicom
+
+
+def test_a_command_set_in_fragments_goes_through_pynetdicom(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    command = _command(_store())
+    pdvs = [(3, b"\x01" + command[:40]), (3, b"\x03" + command[40:]), *_pdvs(command)[1:]]
+    (queued, _), through_pynetdicom = _compare(_primitives(pdvs, 1), monkeypatch)
+    assert len(queued) == 1 and through_pynetdicom
+
+
+def test_a_bound_receive_handler_gets_pynetdicoms_message(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _, through_pynetdicom = _compare(_primitives(_pdvs(_command(_store())), 2), monkeypatch,
+                                     bind=True)
+    assert through_pynetdicom
+
+
+def test_two_messages_in_one_primitive_are_both_queued(monkeypatch: pytest.MonkeyPatch) -> None:
+    pdvs = _pdvs(_command(_store(message_id=1))) + _pdvs(_command(_store(message_id=2)))
+    (queued, events), through_pynetdicom = _receive(
+        StoreRequestDIMSE, _primitives(pdvs, len(pdvs)), monkeypatch)
+    assert [p.MessageID for _, p in queued] == [1, 2]  # type: ignore[attr-defined]
+    assert not events and not through_pynetdicom
+
+
+def test_a_store_after_a_message_of_pynetdicoms_is_assembled_directly(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pdvs = [(1, b"\x03" + _echo()), *_pdvs(_command(_store()))]
+    (queued, _), _ = _compare(_primitives(pdvs, 1), monkeypatch)
+    assert [type(p) for _, p in queued] == [C_ECHO, C_STORE]
+
+
+@pytest.mark.parametrize("intruder", [b"\x03" + _command(_store()), b""])
+def test_a_command_inside_a_data_set_aborts(intruder: bytes,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    pdvs = _pdvs(_command(_store()), fragment=4096)
+    pdvs.insert(2, (3, intruder))
+    (queued, events), _ = _receive(StoreRequestDIMSE, _primitives(pdvs, 1), monkeypatch)
+    assert not queued and events == ["Evt19"]
+
+
+def test_the_parser_keeps_the_values_as_sent() -> None:
+    elements = parse_store_command(_command(_store(EVEN)))
+    assert elements is not None
+    assert elements[0x1000] == EVEN and elements[0x0110] == _us(7)
+
+
+def test_the_node_codes_requests_and_responses_directly(
+        make_node: Callable[..., NodeHarness]) -> None:
+    # StoreRequestDIMSE is a StoreResponseDIMSE: the direct responses come with it.
+    harness = make_node()
+    assoc = harness.associate()
+    assert assoc.is_established
+    accepted = harness.node._ae.active_associations  # type: ignore[attr-defined]
+    assert accepted and all(isinstance(a.dimse, StoreRequestDIMSE) for a in accepted)
+    assoc.release()
