@@ -61,7 +61,7 @@ from dicom_node.index.writer import IndexWriter, Received
 from dicom_node.reactor import EventDrivenAssociation
 from dicom_node.screening import MalformedDataset, check_structure
 from dicom_node.spool import Spool, SpoolError, is_valid_uid
-from dicom_node.store_request import StoreRequestDIMSE
+from dicom_node.store_request import DiscardedStore, StoreRequestDIMSE
 from inference.video import VIDEO_TRANSFER_SYNTAXES
 
 LOGGER = structlog.get_logger(__name__)
@@ -319,9 +319,15 @@ class Receiver:
         response.ErrorComment = reason[:64]
         return response
 
+    def max_instance_bytes(self) -> int:
+        """The size limit of a received instance (``limits.max_instance_mb``), in bytes."""
+        return int(self._config().limits.max_instance_mb * 1024 * 1024)
+
     def _store(self, event: Event, stats: _AssociationStats) -> tuple[StoreStatus, str]:
-        config = self._config()
         request = event.request
+        if isinstance(request, DiscardedStore):
+            return StoreStatus.OUT_OF_RESOURCES, "instance_too_large"
+        config = self._config()
         # The received bytes are written as they are, after a file meta header.
         stream = event.encoded_dataset(include_meta=False)
         syntax = event.context.transfer_syntax
@@ -332,7 +338,7 @@ class Receiver:
             stats.peer,
         )
         size = len(header) + len(stream)
-        max_bytes = int(config.limits.max_instance_mb * 1024 * 1024)
+        max_bytes = self.max_instance_bytes()
         if size > max_bytes:
             return StoreStatus.OUT_OF_RESOURCES, "instance_too_large"
         if self.spool.free_bytes() < config.limits.min_free_disk_mb * 1024 * 1024 + size:
@@ -528,7 +534,8 @@ class GuardedRequestHandler(RequestHandler):
         assoc = EventDrivenAssociation(
             self.ae, MODE_ACCEPTOR, partial(self.server.connection_ended, self.request)
         )
-        assoc.dimse = StoreRequestDIMSE(assoc)
+        limit = self.server.instance_limit
+        assoc.dimse = StoreRequestDIMSE(assoc, None if limit is None else limit())
         assoc._server = self.server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
         assoc.set_socket(PduLimitedSocket(assoc, client_socket=self.request))
@@ -562,6 +569,8 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
     """
 
     max_connections_per_ip = 16
+    instance_limit: Callable[[], int] | None = None
+    """Returns the size limit of a received data set, read as each association starts."""
 
     def server_activate(self) -> None:
         """Listen, with no connection pending."""
@@ -768,6 +777,7 @@ def start_receiver(
         **({} if load is None else {"load": load, "listening": listening}),
     )
     server.max_connections_per_ip = 2 * config.limits.max_associations_per_ip
+    server.instance_limit = receiver.max_instance_bytes
     thread = threading.Thread(target=server.serve_forever, name="dicom-receiver", daemon=True)
     thread.start()
     ae._servers.append(server)

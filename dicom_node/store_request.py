@@ -16,6 +16,12 @@ gives.  Everything else (other commands, a command set in several fragments,
 an unknown or repeated element, a value pynetdicom's setters refuse) is
 handed to pynetdicom from its first PDV, so it behaves as before, down to
 the abort an invalid message gets.
+
+Data sets are held in memory until complete, so their size is bounded here
+as they arrive: beyond the node's instance size limit a direct request's data
+is dropped while the rest is read, and the request is handed on as a
+:class:`DiscardedStore` (the handler answers Out of Resources); a message
+pynetdicom assembles aborts the association once its data set exceeds it.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from io import BytesIO
 
 import structlog
 from pynetdicom import _config, evt
+from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
@@ -56,6 +63,17 @@ REQUIRED_ELEMENTS = frozenset({0x0000, 0x0002, 0x0100, 0x0110, 0x0700, 0x0800, 0
 """The elements a C-STORE-RQ must carry (PS3.7 table 9.3-1)."""
 
 
+class DiscardedStore(C_STORE):
+    """A C-STORE request whose data set exceeded the size limit and was not kept."""
+
+    def __init__(self, request: C_STORE, received_bytes: int) -> None:
+        super().__init__()
+        for name in ("MessageID", "Priority", "AffectedSOPClassUID", "AffectedSOPInstanceUID",
+                     "MoveOriginatorApplicationEntityTitle", "MoveOriginatorMessageID"):
+            setattr(self, name, getattr(request, name))
+        self.received_bytes = received_bytes
+
+
 @dataclass
 class _Incoming:
     """A C-STORE request whose data set is still arriving."""
@@ -63,6 +81,7 @@ class _Incoming:
     context_id: int
     primitive: C_STORE
     data: BytesIO = field(default_factory=BytesIO)
+    received: int = 0
 
 
 def parse_store_command(command: bytes) -> dict[int, bytes] | None:
@@ -143,8 +162,9 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
     direct assembly builds neither that event's message nor such a file.
     """
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, assoc: Association, max_data_set_bytes: int | None = None) -> None:
+        super().__init__(assoc)
+        self._max_bytes = max_data_set_bytes
         self._incoming: _Incoming | None = None
         self._aborting = False
 
@@ -165,9 +185,19 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
             if not data or data[0] & COMMAND_FRAGMENT:
                 self._invalid("no data set fragment where one was due")
                 return
-            self._incoming.data.write(memoryview(data)[1:])
+            self._take(self._incoming, data)
             if data[0] & LAST_FRAGMENT:
                 self._complete()
+
+    def _take(self, incoming: _Incoming, data: bytes) -> None:
+        """Keep a data set fragment, unless the data set has grown beyond the limit
+        (then what was kept is dropped, and only the count goes on)."""
+        incoming.received += len(data) - 1
+        if self._max_bytes is not None and incoming.received > self._max_bytes:
+            if incoming.data.tell():
+                incoming.data = BytesIO()
+            return
+        incoming.data.write(memoryview(data)[1:])
 
     def _pynetdicom_receive(self, primitive: P_DATA) -> None:
         """pynetdicom's assembly; a message it cannot decode aborts the association.
@@ -181,6 +211,12 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
         except Exception as exc:
             self.message = None
             self._invalid(f"undecodable command set: {type(exc).__name__}")
+            return
+        data_set = self.message.data_set if self.message is not None else None
+        if (self._max_bytes is not None and isinstance(data_set, BytesIO)
+                and data_set.tell() > self._max_bytes):
+            self.message = None
+            self._invalid("data set beyond the instance size limit")
 
     def _invalid(self, reason: str) -> None:
         """Abort the association (pynetdicom's event for an invalid DIMSE message)."""
@@ -208,6 +244,11 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
         incoming = self._incoming
         assert incoming is not None
         self._incoming = None
-        incoming.primitive.DataSet = incoming.data
-        incoming.primitive._context_id = incoming.context_id
-        self.msg_queue.put((incoming.context_id, incoming.primitive))
+        request = incoming.primitive
+        if self._max_bytes is not None and incoming.received > self._max_bytes:
+            LOGGER.warning("data_set_discarded", received_bytes=incoming.received,
+                           limit_bytes=self._max_bytes)
+            request = DiscardedStore(request, incoming.received)
+        request.DataSet = incoming.data
+        request._context_id = incoming.context_id
+        self.msg_queue.put((incoming.context_id, request))

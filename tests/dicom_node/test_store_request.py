@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from io import BytesIO
+from typing import Any
 
 import pytest
 from pynetdicom import AE, _config, evt
@@ -16,7 +17,11 @@ from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
 from dicom_node.reactor import EventDrivenAssociation
-from dicom_node.store_request import StoreRequestDIMSE, parse_store_command
+from dicom_node.store_request import (
+    DiscardedStore,
+    StoreRequestDIMSE,
+    parse_store_command,
+)
 from tests.dicom_node.conftest import NodeHarness
 
 US_IMAGE = b"1.2.840.10008.5.1.4.1.1.6.1\x00"
@@ -88,12 +93,16 @@ Outcome = tuple[list[tuple[int, object]], list[str]]
 
 
 def _receive(provider: type[DIMSEServiceProvider], primitives: list[P_DATA],
-             monkeypatch: pytest.MonkeyPatch, bind: bool = False) -> tuple[Outcome, bool]:
+             monkeypatch: pytest.MonkeyPatch, bind: bool = False, limit: int | None = None
+             ) -> tuple[Outcome, bool]:
     """What the provider queues for the association (messages, DUL events), and whether
-    pynetdicom's own assembly ran."""
+    pynetdicom's own assembly ran; ``limit``: the node's data set size limit."""
     monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "none")  # as the node runs
     assoc = EventDrivenAssociation(AE(), MODE_ACCEPTOR)
-    assoc.dimse = provider(assoc)
+    if provider is StoreRequestDIMSE:
+        assoc.dimse = StoreRequestDIMSE(assoc, limit)
+    else:
+        assoc.dimse = provider(assoc)
     if bind:
         assoc.bind(evt.EVT_DIMSE_RECV, lambda event: None)
     through_pynetdicom: list[P_DATA] = []
@@ -233,6 +242,50 @@ def test_a_command_inside_a_data_set_aborts(intruder: bytes,
     pdvs.insert(2, (3, intruder))
     (queued, events), _ = _receive(StoreRequestDIMSE, _primitives(pdvs, 1), monkeypatch)
     assert not queued and events == ["Evt19"]
+
+
+@pytest.mark.parametrize("per_pdata", [1, 20])
+def test_a_data_set_beyond_the_limit_is_counted_not_kept(
+        per_pdata: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The request is still answered (the handler refuses a DiscardedStore with
+    # Out of Resources), but no more than the limit is ever held.
+    pdvs = _pdvs(_command(_store()), fragment=4096)
+    expected, _ = _receive(DIMSEServiceProvider, _primitives(pdvs, per_pdata), monkeypatch)
+    held = []
+    original = StoreRequestDIMSE._take
+
+    def spy(self: StoreRequestDIMSE, incoming: Any, data: bytes) -> None:
+        original(self, incoming, data)
+        held.append(incoming.data.tell())
+
+    monkeypatch.setattr(StoreRequestDIMSE, "_take", spy)
+    (queued, events), _ = _receive(StoreRequestDIMSE, _primitives(pdvs, per_pdata),
+                                   monkeypatch, limit=10000)
+    ((context_id, request),) = queued
+    assert isinstance(request, DiscardedStore) and request.received_bytes == len(DATA)
+    assert request.DataSet.getvalue() == b"" and not events
+    assert max(held) <= 10000
+    (_, pynetdicoms), = expected[0]
+    assert context_id == 3 and all(
+        getattr(request, f) == getattr(pynetdicoms, f) for f in FIELDS)
+
+
+def test_a_data_set_at_the_limit_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    pdvs = _pdvs(_command(_store()), fragment=4096)
+    (queued, _), _ = _receive(StoreRequestDIMSE, _primitives(pdvs, 1), monkeypatch,
+                              limit=len(DATA))
+    ((_, request),) = queued
+    assert type(request) is C_STORE and request.DataSet.getvalue() == DATA
+
+
+def test_a_message_of_pynetdicoms_beyond_the_limit_aborts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    command = _command(_store())
+    pdvs = [(3, b"\x01" + command[:40]), (3, b"\x03" + command[40:]),
+            *_pdvs(command, fragment=4096)[1:]]
+    (queued, events), through_pynetdicom = _receive(
+        StoreRequestDIMSE, _primitives(pdvs, 1), monkeypatch, limit=10000)
+    assert through_pynetdicom and not queued and events == ["Evt19"]
 
 
 def test_the_parser_keeps_the_values_as_sent() -> None:

@@ -210,3 +210,33 @@ def test_undecodable_images_are_not_assessed_and_spare_the_study(node: NodeProce
     wait_until(lambda: [j["state"] for j in index.jobs()] == [JobState.DONE.value], 60, "the job")
     summary = index.jobs()[0]["summary"]
     assert "images=5" in summary and "not_assessed=3" in summary, summary
+
+
+def _peak_rss_mib(pid: int) -> float:
+    """Peak resident set size (VmHWM) of process ``pid``, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs /proc")
+def test_an_oversized_data_set_is_refused_without_being_held(
+    tmp_path: Path, spawn_node: Callable[..., NodeProcess]
+) -> None:
+    # 256 MB sent against a 4 MB limit: Out of Resources, and the node never held it
+    # (pynetdicom alone buffers the whole data set, then the handler copies it).
+    limits = {"min_free_disk_mb": 0, "max_instance_mb": 4, "network_timeout": 30}
+    node = spawn_node(base_config(tmp_path / "var", limits=limits))
+    assert node.process is not None
+    (ds,) = make_study(1)
+    payload = encode(ds) + bytes(256 * 2**20)
+    before = _peak_rss_mib(node.process.pid)
+    assoc = associate(node.port)
+    assert assoc.is_established
+    assert send_raw(assoc, payload, US_IMAGE, str(ds.SOPInstanceUID)) == 0xA700
+    (good,) = make_study(1)
+    assert int(assoc.send_c_store(good).Status) == 0, "the association goes on"
+    assoc.release()
+    assert _peak_rss_mib(node.process.pid) - before < 64
+    assert [e["reason"] for e in node.events("store_refused")] == ["instance_too_large"]
