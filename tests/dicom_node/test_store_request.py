@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from io import BytesIO
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +23,8 @@ from dicom_node.store_request import (
     StoreRequestDIMSE,
     parse_store_command,
 )
-from tests.dicom_node.conftest import NodeHarness
+from tests.dicom_node.conftest import NodeHarness, make_study
+from tests.peers import storescu
 
 US_IMAGE = b"1.2.840.10008.5.1.4.1.1.6.1\x00"
 ODD = b"1.2.826.0.1.3680043.8.498.1234567\x00"  # 33 characters: padded with a NUL
@@ -303,3 +305,37 @@ def test_the_node_codes_requests_and_responses_directly(
     accepted = harness.node._ae.active_associations  # type: ignore[attr-defined]
     assert accepted and all(isinstance(a.dimse, StoreRequestDIMSE) for a in accepted)
     assoc.release()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("max_pdu", [16384, 262144])
+def test_dcmtk_requests_take_the_direct_path(
+        max_pdu: int, make_node: Callable[..., NodeHarness], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # DCMTK's storescu (the benchmarks' sender, and the SCU inside Orthanc and many
+    # archives) encodes its requests as the direct assembly expects, in small and
+    # large PDUs.  pynetdicom's logging handlers are off, as the node runs them.
+    monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "none")
+    harness = make_node(limits={"min_free_disk_mb": 0, "max_pdu": max_pdu})
+    direct: list[C_STORE] = []
+    through_pynetdicom: list[P_DATA] = []
+    complete, original = StoreRequestDIMSE._complete, DIMSEServiceProvider.receive_primitive
+
+    def spy_complete(self: StoreRequestDIMSE) -> None:
+        direct.append(self._incoming.primitive)  # type: ignore[union-attr]
+        complete(self)
+
+    def spy_fallback(self: DIMSEServiceProvider, primitive: P_DATA) -> None:
+        through_pynetdicom.append(primitive)
+        original(self, primitive)
+
+    monkeypatch.setattr(StoreRequestDIMSE, "_complete", spy_complete)
+    monkeypatch.setattr(DIMSEServiceProvider, "receive_primitive", spy_fallback)
+    files = []
+    for number, ds in enumerate(make_study(3)):
+        files.append(tmp_path / f"{number}.dcm")
+        ds.save_as(files[-1], enforce_file_format=True)
+    sent = storescu(harness.port, files, called="NODE")
+    assert sent.returncode == 0, sent.stderr
+    assert (len(direct), len(through_pynetdicom)) == (3, 0)
+    assert len(harness.node.spool.instance_files()) == 3
