@@ -20,6 +20,10 @@ photometric interpretation an ultrasound machine writes is reduced to
 The fraction of the image that carries colour (Doppler/colour flow overlays)
 is measured before the conversion and kept in
 :attr:`ImageInput.color_fraction` for the quality gate.
+
+Nothing is decoded whose decoded size exceeds :data:`MAX_DECODED_BYTES`, or
+whose compressed frames declare another size than Rows x Columns
+(:mod:`inference.codestreams`): decoders allocate what a frame header says.
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ from collections.abc import Iterable
 import numpy as np
 import structlog
 from pydicom import Dataset
+from pydicom.encaps import generate_frames
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, get_decoder
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from scipy import ndimage
 
+from inference.codestreams import declared_size
 from inference.engines.base import ImageInput
 from inference.findings import AnatomyValues, BoundingBox
 from inference.geometry import ImageGeometry
@@ -50,6 +56,10 @@ which a pixel counts as coloured."""
 
 MAX_FRAMES_FOR_COLOR = 8
 """At most this many frames are sampled to measure the coloured fraction."""
+
+MAX_DECODED_BYTES = 2 * 2**30
+"""Largest pixel data decoded (a 10 s loop at 60 frames/s of 1024 x 768 RGB is 1.4 GiB);
+larger images are not assessed rather than risk the process's memory."""
 
 _ANATOMY_KEYWORDS: dict[AnatomyValues, tuple[str, ...]] = {
     AnatomyValues.LIVER: (
@@ -180,9 +190,47 @@ def _transfer_syntax(ds: Dataset) -> UID:
     return ExplicitVRLittleEndian
 
 
+def _check_size(ds: Dataset, tsyntax: UID) -> None:
+    """Refuse, before decoding, pixel data too large to decode, and compressed frames
+    whose headers declare another size than Rows x Columns (a decoder allocates what
+    the header declares)."""
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    n_frames = _frame_count(ds)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    bytes_per_sample = (int(ds.get("BitsAllocated", 8) or 8) + 7) // 8
+    decoded = n_frames * rows * cols * samples * bytes_per_sample
+    if decoded > MAX_DECODED_BYTES:
+        raise PixelDataError(
+            f"Pixel data of {decoded / 2**20:.0f} MiB ({n_frames} frames of {rows}x{cols}"
+            f"x{samples}) is beyond the {MAX_DECODED_BYTES / 2**20:.0f} MiB decoded here."
+        )
+    if not tsyntax.is_encapsulated or tsyntax in VIDEO_TRANSFER_SYNTAXES:
+        return
+    try:
+        frames = list(generate_frames(ds.PixelData, number_of_frames=n_frames))
+    except (ValueError, TypeError, KeyError):
+        return  # the decoder, which frames the data the same way, reports it
+    for number, frame in enumerate(frames, start=1):
+        declared = declared_size(frame)
+        if declared is None or declared in ((rows, cols), (0, cols)):
+            continue
+        raise PixelDataError(
+            f"Frame {number} declares {declared[0]}x{declared[1]} pixels, "
+            f"the data set {rows}x{cols}."
+        )
+
+
+def _frame_count(ds: Dataset) -> int:
+    try:
+        return int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError) as exc:
+        raise PixelDataError(f"Invalid Number of Frames {ds.get('NumberOfFrames')!r}.") from exc
+
+
 def _decode(ds: Dataset) -> tuple[np.ndarray, str]:
     """Decode all frames without colour conversion, with the resulting interpretation."""
     tsyntax = _transfer_syntax(ds)
+    _check_size(ds, tsyntax)
     if tsyntax in VIDEO_TRANSFER_SYNTAXES:
         try:
             return decode_video(ds), "RGB"
@@ -211,10 +259,7 @@ def _to_frames(ds: Dataset, arr: np.ndarray) -> np.ndarray:
     """Reshape a decoded array to ``(frames, rows, columns[, samples])``."""
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    try:
-        n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    except (TypeError, ValueError) as exc:
-        raise PixelDataError(f"Invalid Number of Frames {ds.get('NumberOfFrames')!r}.") from exc
+    n_frames = _frame_count(ds)
     if rows <= 0 or cols <= 0 or n_frames <= 0:
         raise PixelDataError(f"Invalid image size {n_frames}x{rows}x{cols}.")
     expected = n_frames * rows * cols * samples

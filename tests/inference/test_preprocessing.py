@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 
 import numpy as np
@@ -27,6 +28,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from inference import preprocessing
 from inference.findings import AnatomyValues
 from inference.preprocessing import (
     LUMA_WEIGHTS,
@@ -307,6 +309,36 @@ def test_undecodable_and_inconsistent_pixel_data() -> None:
     with pytest.raises(PixelDataError, match="video stream"):
         image_input_from_dataset(video)
     assert issubclass(PixelDataError, ValueError)
+
+
+def _jpeg_claiming(rows: int, columns: int) -> Dataset:
+    """A 48x64 JPEG still whose frame header claims ``rows`` x ``columns``."""
+    gray = np.zeros((1, 48, 64), np.uint8)
+    ds = _dataset(gray, "MONOCHROME2")
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    jpeg = bytearray(_pillow_jpeg(gray, "L", 0)[0])
+    struct.pack_into(">HH", jpeg, jpeg.index(b"\xff\xc0") + 5, rows, columns)
+    ds.PixelData = encapsulate([bytes(jpeg)])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    return ds
+
+
+def test_a_frame_header_claiming_another_size_is_refused_before_decoding() -> None:
+    # Before, the decoder allocated what the header claimed: 20000 x 20000 took 3.5 GB.
+    assert image_input_from_dataset(_jpeg_claiming(48, 64)).frames.shape == (1, 48, 64)
+    for rows, columns in ((20000, 20000), (48, 65), (47, 64)):
+        with pytest.raises(PixelDataError, match=f"declares {rows}x{columns} pixels"):
+            image_input_from_dataset(_jpeg_claiming(rows, columns))
+
+
+def test_pixel_data_beyond_the_decoded_limit_is_refused(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    ds = _dataset(RGB, "RGB")
+    assert image_input_from_dataset(ds).frames.shape == (3, 64, 80)
+    monkeypatch.setattr(preprocessing, "MAX_DECODED_BYTES", RGB.nbytes - 1)
+    with pytest.raises(PixelDataError, match="beyond the"):
+        image_input_from_dataset(ds)
 
 
 def test_frame_time_and_body_part() -> None:
