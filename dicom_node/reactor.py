@@ -31,6 +31,7 @@ it wrote are left out, as the node does not use pynetdicom's logging.
 from __future__ import annotations
 
 import contextlib
+import queue
 import select
 import socket
 import ssl
@@ -56,9 +57,19 @@ CLOSING_STATE = "Sta13"
 IDLE_STATE = "Sta1"
 
 
+LOCAL_USER_EVENTS = frozenset({"Evt1", "Evt7", "Evt8", "Evt9", "Evt11", "Evt14", "Evt15"})
+"""State machine events of primitives the local user queued for sending (PS3.8 9.2)."""
+
+
 class NotifyingStateMachine(StateMachine):
     """The DUL state machine, waking the association thread when an action left it
-    something: a complete DIMSE message, or a primitive (release, abort) for it."""
+    something: a complete DIMSE message, or a primitive (release, abort) for it.
+
+    A primitive the node queued for sending once the association was aborted
+    (``Sta13``, waiting for the connection to close) is dropped: PS3.8 defines
+    no action for it there, and pynetdicom would raise in its DUL thread (a
+    C-STORE response racing an abort the peer's broken PDU caused).
+    """
 
     def __init__(self, dul: EventDrivenDUL, activity: threading.Event) -> None:
         super().__init__(dul)
@@ -66,6 +77,10 @@ class NotifyingStateMachine(StateMachine):
 
     def do_action(self, event: str) -> None:
         """Run the action for ``event``, then wake the association thread if needed."""
+        if event in LOCAL_USER_EVENTS and self.current_state == CLOSING_STATE:
+            with contextlib.suppress(queue.Empty):
+                self.dul.to_provider_queue.get(block=False)
+            return
         try:
             super().do_action(event)
         finally:

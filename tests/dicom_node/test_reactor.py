@@ -14,7 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pynetdicom import AE
+from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.association import Association
+from pynetdicom.fsm import InvalidEventError, StateMachine
+from pynetdicom.pdu_primitives import P_DATA
 
 from dicom_node import reactor
 from dicom_node.store_request import StoreRequestDIMSE
@@ -88,6 +92,21 @@ def test_a_dul_that_dies_closes_the_connection_and_ends_the_association(
     wait_until(lambda: not assoc.is_alive(), STEP_TIMEOUT, "the peer to see the connection end")
     harness.wait_for_associations_closed(STEP_TIMEOUT)
     wait_until(lambda: not _node_threads(), STEP_TIMEOUT, "the node's association threads to end")
+
+
+def test_what_is_sent_after_an_abort_is_dropped_not_raised() -> None:
+    # A C-STORE response can be queued just as a broken PDU from the peer aborts the
+    # association: in Sta13 pynetdicom's state machine raised, ending the DUL thread.
+    assoc = reactor.EventDrivenAssociation(AE(), MODE_ACCEPTOR)
+    machine = assoc.dul.state_machine
+    machine.current_state = reactor.CLOSING_STATE
+    assoc.dul.to_provider_queue.put(P_DATA())
+    assert assoc.dul._process_recv_primitive()
+    machine.do_action(assoc.dul.event_queue.get(block=False))
+    assert assoc.dul.to_provider_queue.empty()
+    assert machine.current_state == reactor.CLOSING_STATE
+    with pytest.raises(InvalidEventError):
+        StateMachine.do_action(machine, "Evt9")
 
 
 def _open_sockets() -> int:

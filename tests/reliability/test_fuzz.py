@@ -8,6 +8,7 @@ acknowledged instances without failing the job.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -196,14 +197,25 @@ def _read_pdu(sock: socket.socket) -> bytes | None:
 
 
 @pytest.mark.integration
-def test_mutated_store_commands(make_node: MakeNode, figures: dict[str, object]) -> None:
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize("part", ["command set", "P-DATA-TF PDU"])
+def test_mutated_store_requests(part: str, make_node: MakeNode,
+                                figures: dict[str, object]) -> None:
     # The command set is what the node parses itself (dicom_node/store_request.py) before
-    # anything of pynetdicom's: whatever it says, the node answers, releases or aborts.
+    # anything of pynetdicom's; the whole PDU also exercises PDV framing and PDU lengths.
+    # Whatever arrives, the node answers, releases, aborts or closes, and frees the
+    # association's place.
     harness = make_node(limits={"min_free_disk_mb": 0, "network_timeout": 2,
-                                "dimse_timeout": 2})
+                                "dimse_timeout": 2, "acse_timeout": 2})
     request = _association_request(harness.port, contexts=[US_IMAGE])
     command = _store_command()
     outcomes: Counter[str] = Counter()
+
+    def p_data(steps: list[Mutation]) -> bytes:
+        # Context 1: the US image class in Explicit VR Little Endian.
+        if part == "command set":
+            return _p_data(1, mutate(command, steps), BASE)
+        return mutate(_p_data(1, command, BASE), steps)
 
     @FUZZ_SETTINGS
     @given(steps=mutations)
@@ -212,8 +224,8 @@ def test_mutated_store_commands(make_node: MakeNode, figures: dict[str, object])
             sock.sendall(request)
             accepted = _read_pdu(sock)
             assert accepted is not None and accepted[0] == 0x02
-            # Context 1: the US image class in Explicit VR Little Endian.
-            sock.sendall(_p_data(1, mutate(command, steps), BASE) + A_RELEASE_RQ)
+            with contextlib.suppress(OSError):  # the node closed the connection first
+                sock.sendall(p_data(steps) + A_RELEASE_RQ)
             kinds = []
             while (pdu := _read_pdu(sock)) is not None:
                 kinds.append({0x04: "answer", 0x06: "released", 0x07: "aborted"}[pdu[0]])
@@ -221,9 +233,12 @@ def test_mutated_store_commands(make_node: MakeNode, figures: dict[str, object])
 
     send()
     assert echo_ok(harness.port)
+    harness.wait_for_associations_closed(30)
     for path in harness.node.spool.instance_files():
         assert dcmread(path).SOPInstanceUID == BASE_SOP
-    figures.update(store_commands_tried=sum(outcomes.values()), outcomes=dict(outcomes))
+    key = part.split()[0].lower().replace("-", "_")
+    figures.update({f"store_{key}s_tried": sum(outcomes.values()),
+                    f"store_{key}_outcomes": dict(outcomes)})
 
 
 def _without_command_field(command: bytes) -> bytes:
