@@ -1,13 +1,19 @@
 """Structured logging: human console by default, JSON in production.
 
 Events never carry patient names, IDs, birth dates or accession numbers; a
-processor drops such keys should one slip into an event by mistake.
+processor drops such keys should one slip into an event by mistake.  Messages
+of libraries that quote the values they complain about (pydicom: "Invalid
+value for VR DA: '19381317'", which may be a birth date) have the quoted
+values replaced, and Python warnings are logged as structured events too, so
+nothing reaches the log as a bare line of text.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import warnings
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +42,26 @@ def drop_phi(
     for key in PHI_KEYS.intersection(event_dict):
         del event_dict[key]
     return event_dict
+
+
+QUOTED_VALUE = re.compile("'[^']*'|\"[^\"]*\"")
+"""A quoted value in a library's message."""
+
+REDACTED_LOGGERS = frozenset({"pydicom", "highdicom", "py"})
+"""Top-level logger names whose messages may quote data set values (``py``: Python
+warnings, logged as ``py.warnings``).  pynetdicom logs data sets only at DEBUG,
+which the node never enables for it."""
+
+
+class RedactQuotedValues(logging.Filter):
+    """Replaces the quoted values in the messages of :data:`REDACTED_LOGGERS`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's message without its quoted values; always keep it."""
+        if record.name.split(".")[0] in REDACTED_LOGGERS:
+            record.msg = QUOTED_VALUE.sub("'...'", record.getMessage())
+            record.args = None
+        return True
 
 
 @dataclass(frozen=True)
@@ -104,9 +130,13 @@ def configure_logging(json: bool = False, level: str = "INFO", stream: Any = Non
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )
+    handler.addFilter(RedactQuotedValues())
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
+    # Python warnings become log events; pydicom's are logged by pydicom already.
+    logging.captureWarnings(True)
+    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
     # pynetdicom logs dataset contents at DEBUG; keep it at WARNING so no PHI leaks.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     # Its standard event handlers only write those INFO/DEBUG lines, yet they format

@@ -6,11 +6,13 @@ import io
 import json
 import logging
 import urllib.request
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import structlog
+from pydicom import Dataset
 
 from dicom_node.admin.api import TOKEN_ENV
 from dicom_node.logs import configure_logging
@@ -34,6 +36,7 @@ def json_log() -> Iterator[io.StringIO]:
     configure_logging(json=True, level="DEBUG", stream=buffer)
     yield buffer
     structlog.reset_defaults()
+    logging.captureWarnings(False)
     root.handlers, root.level = handlers, level
 
 
@@ -141,3 +144,22 @@ def test_each_log_line_is_written_in_one_call() -> None:
         "from the standard library",
     ]
     assert all(text.endswith("\n") and text.count("\n") == 1 for text in stream.calls)
+
+
+def test_library_messages_and_warnings_are_json_without_quoted_values(
+    json_log: io.StringIO,
+) -> None:
+    # pydicom quotes the values it finds invalid: here a birth date with a 13th month.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = Dataset()
+        ds.PatientBirthDate = "19331317"
+    # Python warnings are logged under py.warnings once captured (configure_logging).
+    logging.getLogger("py.warnings").warning("x.py:1: UserWarning: about 'Phiname^Secretgiven'")
+    logging.getLogger("dicom_node.test").warning("the node's own 'quoted' text stays")
+    events = [json.loads(line)["event"] for line in json_log.getvalue().splitlines()]
+    assert events == [
+        "Invalid value for VR DA: '...'.",
+        "x.py:1: UserWarning: about '...'",
+        "the node's own 'quoted' text stays",
+    ]
