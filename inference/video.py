@@ -75,6 +75,16 @@ def decode_video(ds: Dataset) -> np.ndarray:
     frames: list[np.ndarray] = []
     try:
         with av.open(io.BytesIO(stream), mode="r") as container:
+            if not container.streams.video:
+                raise VideoDecodeError("the bit stream holds no video")
+            context = container.streams.video[0].codec_context
+            if context.width and context.height and (context.height, context.width) != (
+                    rows, columns):
+                # Refused before decoding: a decoder allocates what the stream declares.
+                raise VideoDecodeError(
+                    f"the video declares {context.width}x{context.height}, "
+                    f"the header says {columns}x{rows}"
+                )
             for frame in container.decode(video=0):
                 image = frame.to_ndarray(format="rgb24")
                 if image.shape[:2] != (rows, columns):

@@ -86,3 +86,10 @@ def test_garbage_video_is_refused() -> None:
     ds = video_dataset(b"\x00\x00\x01garbage" * 100, MPEG4HP41)
     with pytest.raises(PixelDataError):
         image_input_from_dataset(ds)
+
+
+def test_video_declaring_another_size_is_refused_before_decoding() -> None:
+    ds = video_dataset(encode(moving_square(4), "libx264", "h264"), MPEG4HP41, frames=4)
+    ds.Columns = COLUMNS * 4
+    with pytest.raises(PixelDataError, match=f"declares {COLUMNS}x{ROWS}"):
+        image_input_from_dataset(ds)
