@@ -164,6 +164,11 @@ class _AssociationStats:
     reasons: Counter[str] = field(default_factory=Counter)
 
 
+def _instance_limit(config: NodeConfig) -> int:
+    """``limits.max_instance_mb`` in bytes."""
+    return int(config.limits.max_instance_mb * 1024 * 1024)
+
+
 def _caller_allowed(pipeline: Pipeline, calling_ae: str, host: str) -> bool:
     if pipeline.allowed_callers is None:
         return True
@@ -321,7 +326,7 @@ class Receiver:
 
     def max_instance_bytes(self) -> int:
         """The size limit of a received instance (``limits.max_instance_mb``), in bytes."""
-        return int(self._config().limits.max_instance_mb * 1024 * 1024)
+        return _instance_limit(self._config())
 
     def _store(self, event: Event, stats: _AssociationStats) -> tuple[StoreStatus, str]:
         request = event.request
@@ -338,7 +343,7 @@ class Receiver:
             stats.peer,
         )
         size = len(header) + len(stream)
-        max_bytes = self.max_instance_bytes()
+        max_bytes = _instance_limit(config)
         if size > max_bytes:
             return StoreStatus.OUT_OF_RESOURCES, "instance_too_large"
         if self.spool.free_bytes() < config.limits.min_free_disk_mb * 1024 * 1024 + size:

@@ -193,11 +193,15 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
         """Keep a data set fragment, unless the data set has grown beyond the limit
         (then what was kept is dropped, and only the count goes on)."""
         incoming.received += len(data) - 1
-        if self._max_bytes is not None and incoming.received > self._max_bytes:
+        if self._beyond_limit(incoming.received):
             if incoming.data.tell():
                 incoming.data = BytesIO()
             return
         incoming.data.write(memoryview(data)[1:])
+
+    def _beyond_limit(self, data_set_bytes: int) -> bool:
+        """Whether a data set of this size exceeds the limit the association was given."""
+        return self._max_bytes is not None and data_set_bytes > self._max_bytes
 
     def _pynetdicom_receive(self, primitive: P_DATA) -> None:
         """pynetdicom's assembly; a message it cannot decode aborts the association.
@@ -213,8 +217,7 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
             self._invalid(f"undecodable command set: {type(exc).__name__}")
             return
         data_set = self.message.data_set if self.message is not None else None
-        if (self._max_bytes is not None and isinstance(data_set, BytesIO)
-                and data_set.tell() > self._max_bytes):
+        if isinstance(data_set, BytesIO) and self._beyond_limit(data_set.tell()):
             self.message = None
             self._invalid("data set beyond the instance size limit")
 
@@ -245,7 +248,7 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
         assert incoming is not None
         self._incoming = None
         request = incoming.primitive
-        if self._max_bytes is not None and incoming.received > self._max_bytes:
+        if self._beyond_limit(incoming.received):
             LOGGER.warning("data_set_discarded", received_bytes=incoming.received,
                            limit_bytes=self._max_bytes)
             request = DiscardedStore(request, incoming.received)
