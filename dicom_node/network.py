@@ -58,7 +58,7 @@ from dicom_node.config import NodeConfig, Pipeline
 from dicom_node.file_meta import file_header
 from dicom_node.index import Index, InstanceMeta, Peer
 from dicom_node.index.writer import IndexWriter, Received
-from dicom_node.reactor import EventDrivenAssociation
+from dicom_node.reactor import PDU_HEADER_BYTES, EventDrivenAssociation
 from dicom_node.screening import MalformedDataset, check_structure
 from dicom_node.spool import Spool, SpoolError, is_valid_uid
 from dicom_node.store_request import DiscardedStore, StoreRequestDIMSE
@@ -476,7 +476,6 @@ def _screen(data: bytes, syntax: Any, max_bytes: int) -> dict[int, bytes]:
     )
 
 
-PDU_HEADER_BYTES = 6
 MIN_PDU_LIMIT = 65536
 """Association requests may be longer than a small maximum PDU; never limit below this."""
 

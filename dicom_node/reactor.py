@@ -21,6 +21,11 @@ Here both threads sleep until there is something to do:
 Both waits are bounded by :data:`IDLE_CHECK_SECONDS`, so the timers that
 pynetdicom checks on each turn (ARTIM, network idle timeout) still fire.
 
+In data transfer the DUL thread also hands each P-DATA-TF PDU's items to the
+DIMSE provider itself (:meth:`EventDrivenDUL._read_pdu_data`), without
+pynetdicom's PDU objects, event queue and state machine turn, whose only
+effect for that PDU in that state is the hand-over.
+
 The classes override private methods of pynetdicom 3.0, so ``pyproject.toml``
 pins its minor version.  ``EventDrivenAssociation._run_reactor`` is adapted
 from pynetdicom's ``Association._run_reactor`` (MIT licence, Copyright (c)
@@ -35,6 +40,7 @@ import queue
 import select
 import socket
 import ssl
+import struct
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -43,6 +49,7 @@ from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.fsm import StateMachine
+from pynetdicom.pdu_primitives import P_DATA
 
 if TYPE_CHECKING:
     from pynetdicom.ae import ApplicationEntity
@@ -54,11 +61,47 @@ IDLE_CHECK_SECONDS = 0.05
 CLOSING_STATE = "Sta13"
 """The state in which pynetdicom's DUL drains and closes the connection itself."""
 
+PDU_HEADER_BYTES = 6
+"""PDU type, a reserved byte and the PDU length (PS3.8 9.3.1)."""
+
 IDLE_STATE = "Sta1"
+
+DATA_TRANSFER_STATE = "Sta6"
+"""The established association's state, in which a P-DATA-TF PDU leaves it unchanged."""
+
+PDU_TYPES = frozenset(range(0x01, 0x08))
+"""The PDU types of PS3.8 9.3."""
+
+P_DATA_TF_TYPE = 0x04
+
+OBSERVING_EVENTS = (evt.EVT_DATA_RECV, evt.EVT_PDU_RECV, evt.EVT_FSM_TRANSITION)
+"""Events whose handlers see received PDUs or state transitions (the node binds none)."""
 
 
 LOCAL_USER_EVENTS = frozenset({"Evt1", "Evt7", "Evt8", "Evt9", "Evt11", "Evt14", "Evt15"})
 """State machine events of primitives the local user queued for sending (PS3.8 9.2)."""
+
+
+def split_pdv_items(body: bytes | bytearray) -> list[tuple[int, bytes]] | None:
+    """The (presentation context ID, data) of each PDV item of a P-DATA-TF PDU body.
+
+    Returns ``None`` unless the body is one or more items that fill it
+    exactly (PS3.8 9.3.5.1), each at least as long as its context ID:
+    pynetdicom then decodes the PDU as before (and aborts for a bad one).
+    The items are what pynetdicom's ``P_DATA_TF.to_primitive`` gives.
+    """
+    items: list[tuple[int, bytes]] = []
+    offset, end = 0, len(body)
+    with memoryview(body) as view:
+        while offset < end:
+            if end - offset < 5:
+                return None
+            (length,) = struct.unpack_from(">I", view, offset)
+            if length < 1 or offset + 4 + length > end:
+                return None
+            items.append((view[offset + 4], bytes(view[offset + 5:offset + 4 + length])))
+            offset += 4 + length
+    return items or None
 
 
 class NotifyingStateMachine(StateMachine):
@@ -154,6 +197,63 @@ class EventDrivenDUL(DULServiceProvider):
             elif not (isinstance(connection, ssl.SSLSocket) and connection.pending()):
                 self._wait([connection])
         return super()._is_transport_event()
+
+    def _read_pdu_data(self) -> None:
+        """Read a PDU; in data transfer, hand a P-DATA-TF PDU's items to the DIMSE
+        provider directly.
+
+        pynetdicom copies each PDU twice, decodes it into PDU objects, queues
+        its event, and takes it out again in the state machine's DT-2 action,
+        whose only effect in ``Sta6`` is that hand-over.  That path is kept for
+        every other PDU, every other state, a PDU whose items do not parse, and
+        while events are queued or handlers observe PDUs or transitions.
+        Unreadable input gives the events pynetdicom's reader gives (Evt17,
+        Evt19).
+        """
+        if (
+            self.state_machine.current_state != DATA_TRANSFER_STATE
+            or not self.event_queue.empty()
+            or any(self.assoc.get_handlers(event) for event in OBSERVING_EVENTS)
+        ):
+            super()._read_pdu_data()
+            return
+        assert self.socket is not None
+        try:
+            header = self.socket.recv(PDU_HEADER_BYTES)
+            if len(header) < PDU_HEADER_BYTES:
+                self.event_queue.put("Evt17")
+                return
+            pdu_type, _, length = struct.unpack(">BBL", header)
+            if pdu_type not in PDU_TYPES:
+                self.event_queue.put("Evt19")
+                return
+            body = self.socket.recv(length)
+        except (OSError, TimeoutError):
+            self.event_queue.put("Evt17")
+            return
+        if len(body) != length:
+            self.event_queue.put("Evt17")
+            return
+        items = split_pdv_items(body) if pdu_type == P_DATA_TF_TYPE else None
+        if items is None:
+            self._queue_decoded(header + body)
+            return
+        primitive = P_DATA()
+        primitive.presentation_data_value_list = []  # filled as pynetdicom fills it: tuples
+        primitive.presentation_data_value_list.extend(items)
+        self.assoc.dimse.receive_primitive(primitive)
+        if not self.assoc.dimse.msg_queue.empty():
+            self._activity.set()
+
+    def _queue_decoded(self, pdu_bytes: bytes | bytearray) -> None:
+        """Decode a PDU and queue its event for the state machine, as pynetdicom does."""
+        try:
+            pdu, event = self._decode_pdu(bytearray(pdu_bytes))
+        except Exception:
+            self.event_queue.put("Evt19")
+            return
+        self.event_queue.put(event)
+        self._recv_pdu.put(pdu)
 
     def _wait(self, connections: list[socket.socket]) -> None:
         """Block until one of ``connections`` is readable or the thread is woken."""

@@ -6,8 +6,9 @@ by one into a request primitive, about 0.13 ms of CPU per instance in the
 DUL thread, which every C-STORE waits on.  A C-STORE-RQ's command set is a
 few fixed elements in Implicit VR Little Endian (PS3.7 9.3.1.1), so
 :class:`StoreRequestDIMSE` reads it with :mod:`struct` and fills the same
-``C_STORE`` primitive through pynetdicom's own setters (which validate the
-UIDs, the Message ID and the priority as before), in about a fifth of that.
+``C_STORE`` primitive (pynetdicom's setters validate the Message ID and the
+priority as before; the UIDs are checked by the same rules here), in about a
+fifth of that.
 
 Only the common case takes this path: a message whose first PDV holds its
 whole command set, and that command set a C-STORE-RQ with a data set made of
@@ -31,6 +32,8 @@ from dataclasses import dataclass, field
 from io import BytesIO
 
 import structlog
+from pydicom import config
+from pydicom.uid import UID
 from pynetdicom import _config, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
@@ -59,6 +62,8 @@ US_ELEMENTS = frozenset({0x0100, 0x0110, 0x0700, 0x0800, 0x1031})
 """Command Field, Message ID, Priority, Command Data Set Type, Move Originator Message ID."""
 TEXT_ELEMENTS = frozenset({0x0002, 0x1000, 0x1030})
 """Affected SOP Class and Instance UIDs, Move Originator AE Title."""
+MAX_UID_LENGTH = 64
+
 REQUIRED_ELEMENTS = frozenset({0x0000, 0x0002, 0x0100, 0x0110, 0x0700, 0x0800, 0x1000})
 """The elements a C-STORE-RQ must carry (PS3.7 table 9.3-1)."""
 
@@ -134,17 +139,25 @@ def _text(value: bytes) -> str | None:
 
 
 def store_primitive(elements: dict[int, bytes]) -> C_STORE | None:
-    """The request primitive of a parsed command set, through pynetdicom's setters;
-    ``None`` if a value is one they refuse or would convert differently."""
+    """The request primitive of a parsed command set, as pynetdicom's setters make it;
+    ``None`` if a value is one they refuse or would convert differently.
+
+    The UIDs are checked here by the setters' rules and stored as the setters
+    store them: the setters check each UID with four regular expressions (a
+    fifth of the CPU of a JPEG still's whole direct path).
+    """
     texts = {element: _text(elements[element]) for element in TEXT_ELEMENTS & elements.keys()}
     if not all(texts.values()):
         return None
+    sop_class, sop_instance = _uid(texts[0x0002]), _uid(texts[0x1000])
+    if sop_class is None or sop_instance is None:
+        return None
     primitive = C_STORE()
+    primitive._affected_sop_class_uid = sop_class
+    primitive._affected_sop_instance_uid = sop_instance
     try:
         primitive.MessageID = _us(elements[0x0110])
         primitive.Priority = _us(elements[0x0700])
-        primitive.AffectedSOPClassUID = texts[0x0002]
-        primitive.AffectedSOPInstanceUID = texts[0x1000]
         if 0x1030 in texts:
             primitive.MoveOriginatorApplicationEntityTitle = texts[0x1030]
         if 0x1031 in elements:
@@ -152,6 +165,17 @@ def store_primitive(elements: dict[int, bytes]) -> C_STORE | None:
     except (ValueError, TypeError):
         return None
     return primitive
+
+
+def _uid(text: str | None) -> UID | None:
+    """A UID value as pynetdicom's ``set_uid`` accepts it (1 to 64 characters, no
+    control characters, conformant if pynetdicom enforces conformance), else ``None``."""
+    if text is None or not 0 < len(text) <= MAX_UID_LENGTH or not text.isprintable():
+        return None
+    uid = UID(text, validation_mode=config.IGNORE)
+    if _config.ENFORCE_UID_CONFORMANCE and not uid.is_valid:
+        return None
+    return uid
 
 
 class StoreRequestDIMSE(StoreResponseDIMSE):

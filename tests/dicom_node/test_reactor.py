@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from pynetdicom import AE
+from pynetdicom import AE, _config, evt
 from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.association import Association
 from pynetdicom.fsm import InvalidEventError, StateMachine
+from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
 from dicom_node import reactor
@@ -132,3 +134,76 @@ def test_association_threads_close_their_wake_up_sockets(make_node: MakeNode) ->
         STEP_TIMEOUT,
         f"the open sockets to fall back to {before}",
     )
+
+
+def _pdv_item(context_id: int, data: bytes) -> bytes:
+    return struct.pack(">IB", len(data) + 1, context_id) + data
+
+
+def _pynetdicom_items(body: bytes) -> list[tuple[int, bytes]]:
+    pdu = P_DATA_TF()
+    pdu.decode(struct.pack(">BBI", 0x04, 0, len(body)) + body)
+    return list(pdu.to_primitive().presentation_data_value_list)
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        [(1, b"\x03" + b"c" * 150)],
+        [(1, b"\x02" + bytes(range(256)) * 300)],
+        [(1, b"\x03abc"), (3, b"\x00" + b"d" * 4095), (255, b"\x02")],
+        [(5, b"")],  # an empty PDV: the DIMSE provider decides what it means
+    ],
+    ids=["command", "large-data-set", "three-items", "empty-pdv"],
+)
+def test_pdv_items_are_split_as_pynetdicom_splits_them(items: list[tuple[int, bytes]]) -> None:
+    body = b"".join(_pdv_item(*item) for item in items)
+    split = reactor.split_pdv_items(bytearray(body))
+    assert split == _pynetdicom_items(body) == items
+    assert all(type(item) is tuple and type(item[1]) is bytes for item in split or [])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",  # no item
+        _pdv_item(1, b"\x03abc")[:-1],  # the item runs past the end
+        _pdv_item(1, b"\x03abc") + b"\x00\x00",  # bytes left that are not an item
+        struct.pack(">IB", 0, 1),  # an item without its context ID
+    ],
+    ids=["no-item", "short-item", "trailing-bytes", "zero-length"],
+)
+def test_pdv_items_that_do_not_fill_the_body_are_left_to_pynetdicom(body: bytes) -> None:
+    assert reactor.split_pdv_items(body) is None
+
+
+@pytest.mark.usefixtures("idle_check_far_away")
+@pytest.mark.parametrize("observed", [False, True])
+def test_data_pdus_skip_the_state_machine_unless_observed(
+    observed: bool, make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In data transfer the P-DATA-TF PDUs go to the DIMSE provider directly;
+    # with a handler watching received PDUs they go through pynetdicom's
+    # decoder and state machine (event Evt10), as every other PDU does.
+    # pynetdicom's logging handlers are off, as the node runs them.
+    monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "none")
+    events: list[str] = []
+    original = StateMachine.do_action
+
+    def spy(machine: StateMachine, event: str) -> None:
+        if isinstance(machine.dul, reactor.EventDrivenDUL):  # the node's, not the SCU's
+            events.append(event)
+        original(machine, event)
+
+    monkeypatch.setattr(StateMachine, "do_action", spy)
+    harness = make_node()
+    if observed:
+        harness.node._server.bind(evt.EVT_PDU_RECV, lambda event: None)  # type: ignore[attr-defined]
+    assoc = _associate(harness)
+    statuses = [int(assoc.send_c_store(ds).Status) for ds in make_study(3)]
+    assoc.release()
+    harness.wait_for_associations_closed(STEP_TIMEOUT)
+    assert statuses == [0, 0, 0]
+    assert len(harness.node.spool.instance_files()) == 3
+    assert events.count("Evt10") == (6 if observed else 0)
+    assert "Evt12" in events  # the release request still goes through the state machine

@@ -172,6 +172,18 @@ def test_a_request_of_a_move_is_assembled_directly(monkeypatch: pytest.MonkeyPat
     assert not through_pynetdicom
 
 
+@pytest.mark.parametrize("enforced", [False, True])
+def test_a_nonconformant_uid_is_taken_as_pynetdicom_takes_it(
+        enforced: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Leading zeros and letters: pynetdicom accepts such a UID unless told to
+    # enforce conformance, and then aborts.
+    monkeypatch.setattr(_config, "ENFORCE_UID_CONFORMANCE", enforced)
+    command = _command(_store(instance=b"1.02.3.abc\x00"))
+    (queued, events), through_pynetdicom = _compare(_primitives(_pdvs(command), 2), monkeypatch)
+    assert bool(through_pynetdicom) == enforced
+    assert (len(queued), events) == ((0, ["Evt19"]) if enforced else (1, []))
+
+
 def _echo() -> bytes:
     echo = C_ECHO()
     echo.MessageID = 5
@@ -191,6 +203,7 @@ def _echo() -> bytes:
         _command(_store(instance=b"1." * 33)),  # 66 characters: pynetdicom aborts
         _command(_store(instance=b"1.2.3\\1.2.4\x00")),  # two values
         _command(_store(instance=b"1.2.\xff")),  # not ASCII
+        _command(_store(instance=b"1.2\x01.3.4\x00")),  # a control character
         _command(_store(instance=b"")),  # empty: pynetdicom finds the request invalid
         # a C-STORE-RQ that says it has no data set
         _command([e if e[0] != 0x0800 else (0x0800, _us(0x0101)) for e in _store()]),
@@ -199,7 +212,8 @@ def _echo() -> bytes:
         _command([(0x0110, _us(7)), *[e for e in _store() if e[0] != 0x0110]]),  # out of order
     ],
     ids=["echo", "length-to-end", "foreign-element", "long-uid", "two-uids", "not-ascii",
-         "empty-uid", "no-data-set", "truncated", "group-length", "out-of-order"],
+         "control-character", "empty-uid", "no-data-set", "truncated", "group-length",
+         "out-of-order"],
 )
 def test_other_messages_go_through_pynetdicom(command: bytes,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
