@@ -221,10 +221,15 @@ def write_study(
     return paths
 
 
-def cached_set(root: Path, name: str) -> list[Path]:
-    """The files of set ``name`` under ``root``, generating them on first use."""
+def cached_set(root: Path, name: str, copy: int = 0) -> list[Path]:
+    """The files of set ``name`` under ``root``, generating them on first use.
+
+    ``copy`` above 0 gives the same instances under other UIDs, so that a
+    receiver sent the set again stores new instances instead of finding
+    duplicates (which the node and Orthanc do not write again).
+    """
     instance_set = SETS[name]
-    folder = root / name
+    folder = root / (name if copy == 0 else f"{name}-copy{copy}")
     done = folder / "complete"
     if done.exists():
         return sorted(folder.glob("*.dcm"))

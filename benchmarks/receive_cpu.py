@@ -2,9 +2,13 @@
 
 An A/B tool for changes to the receive path, steadier than ``benchmarks.ingest``
 on a noisy machine: each variant runs as ``dicom-node serve`` with one
-receiving process (so the kernel's spreading of associations over processes
-does not enter), is left to settle, and then receives the set ``--sends`` times
-over ``--associations`` concurrent storescu associations.  Only the node's own
+receiving process (``--receivers``; one keeps the spreading of associations
+over processes out), is left to settle, and then receives the set ``--sends``
+times over ``--associations`` concurrent storescu associations, each time
+under new UIDs (a copy of the set), so every send stores new instances.
+Until 2026-11-26 the sends repeated the same UIDs: from the second on, the
+node found duplicates and wrote nothing, so the figures left out most of the
+file system's cost.  Only the node's own
 CPU time (from ``/proc``) and the wall time of the sends are counted, not its
 start-up.  Variants take turns within each round; medians over the rounds are
 printed, with every round's figures.
@@ -34,16 +38,16 @@ SETTLE_SECONDS = 1.5
 
 
 def measure(
-    source: Path, files: Sequence[Path], associations: int, sends: int, work: Path
+    source: Path, sends: Sequence[Sequence[Path]], associations: int, work: Path,
+    receivers: int | str = 1,
 ) -> tuple[float, float]:
-    """One round of one variant: (instances per second, CPU ms per instance)."""
-    with run_node(work, overrides={"receivers": 1}, source=source) as receiver:
+    """One round of one variant, each of ``sends`` sent in turn: (instances per
+    second, CPU ms per instance)."""
+    with run_node(work, overrides={"receivers": receivers}, source=source) as receiver:
         time.sleep(SETTLE_SECONDS)
         cpu = receiver.cpu_seconds()
-        seconds = sum(
-            send_concurrently(receiver, split(files, associations)) for _ in range(sends)
-        )
-        instances = sends * len(files)
+        seconds = sum(send_concurrently(receiver, split(files, associations)) for files in sends)
+        instances = sum(len(files) for files in sends)
         return instances / seconds, 1000 * (receiver.cpu_seconds() - cpu) / instances
 
 
@@ -55,10 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--associations", type=int, default=4)
     parser.add_argument("--sends", type=int, default=2, help="sends of the set per round")
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--receivers", default="1", help="receiving processes: a number or auto")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/bench/data"))
     args = parser.parse_args(argv)
     variants = dict(item.split("=", 1) for item in args.node)
-    files = cached_set(args.data_dir, args.set)
+    sends = [cached_set(args.data_dir, args.set, copy) for copy in range(args.sends)]
     print(machine_summary())
     rounds: dict[str, list[tuple[float, float]]] = {label: [] for label in variants}
     with tempfile.TemporaryDirectory() as work:
@@ -66,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for label, source in variants.items():
                 folder = Path(work) / f"{label}-{number}"
                 rounds[label].append(
-                    measure(Path(source).resolve(), files, args.associations, args.sends, folder)
+                    measure(Path(source).resolve(), sends, args.associations, folder,
+                            int(args.receivers) if args.receivers.isdigit() else args.receivers)
                 )
     table = [
         [
@@ -77,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         for label, results in rounds.items()
     ]
-    print(f"{args.set}, {args.associations} association(s), {args.sends} sends per round")
+    print(f"{args.set}, {args.associations} association(s), {args.sends} sends per round, "
+          f"receivers: {args.receivers}")
     print_table(["variant", "inst/s", "CPU ms/inst", "rounds (inst/s / CPU ms)"], table)
     return 0
 

@@ -187,15 +187,19 @@ class EventDrivenDUL(DULServiceProvider):
         """Wait until the peer sent data, a wake-up or the idle check is due; then read.
 
         Never waits while the state machine has events left to process (the
-        loop takes one per turn) or TLS holds decrypted bytes.  pynetdicom's own
-        check, which reports a broken connection, then runs as before.
+        loop takes one per turn) or TLS holds decrypted bytes.  A connection
+        the wait found readable is read at once; otherwise pynetdicom's own
+        check, which reports a broken connection, runs as before.
         """
         if self.event_queue.empty() and self.state_machine.current_state != CLOSING_STATE:
             connection = self.socket.socket if self.socket is not None else None
             if connection is None:
                 self._wait([])
-            elif not (isinstance(connection, ssl.SSLSocket) and connection.pending()):
-                self._wait([connection])
+            elif not (
+                isinstance(connection, ssl.SSLSocket) and connection.pending()
+            ) and self._wait([connection]):
+                self._read_pdu_data()
+                return True
         return super()._is_transport_event()
 
     def _read_pdu_data(self) -> None:
@@ -255,15 +259,16 @@ class EventDrivenDUL(DULServiceProvider):
         self.event_queue.put(event)
         self._recv_pdu.put(pdu)
 
-    def _wait(self, connections: list[socket.socket]) -> None:
-        """Block until one of ``connections`` is readable or the thread is woken."""
+    def _wait(self, connections: list[socket.socket]) -> bool:
+        """Block until one of ``connections`` is readable or the thread is woken;
+        whether one of them is readable."""
         readable: list[socket.socket] = []
         self._waiting = True
         try:
             if self._kill_thread or not (
                 self.to_provider_queue.empty() and self.event_queue.empty()
             ):
-                return
+                return False
             try:
                 readable, _, _ = select.select(
                     [*connections, self._wake_receiver], [], [], IDLE_CHECK_SECONDS
@@ -276,6 +281,7 @@ class EventDrivenDUL(DULServiceProvider):
             with contextlib.suppress(OSError):  # raised once drained
                 while self._wake_receiver.recv(256):
                     pass
+        return any(connection in readable for connection in connections)
 
 
 class EventDrivenAssociation(Association):
