@@ -21,6 +21,7 @@ from inference.engines.base import ImageInput
 from inference.engines.lesion import BreastEngine, LesionEngine, LiverEngine
 from inference.evaluation.metrics import (
     Match,
+    bootstrap_intervals,
     classification_summary,
     confusion,
     match_detections,
@@ -45,6 +46,9 @@ PR_THRESHOLD = 0.05
 """Score threshold of the run that collects detections for the PR curve."""
 
 
+SUMMARY_FIGURES = ("accuracy", "bm_accuracy", "sensitivity", "specificity", "auc")
+"""The classification figures given with a bootstrap interval."""
+
 SIZE_BANDS_MM = ((0.0, 10.0), (10.0, 20.0), (20.0, float("inf")))
 """Lesion size bands (longest side of the ground-truth box) of the recall table."""
 
@@ -68,6 +72,7 @@ class OrganEvaluation:
     images: int = 0
     lesions: int = 0
     matches: list[Match] = field(default_factory=list)
+    per_image: list[tuple[list[Match], int]] = field(default_factory=list)
     outcomes: list[LesionOutcome] = field(default_factory=list)
     roi_truth: list[str] = field(default_factory=list)
     roi_pred: list[str] = field(default_factory=list)
@@ -87,6 +92,31 @@ class OrganEvaluation:
     def detection(self) -> tuple[float, float, float]:
         """Precision, recall, F1 at the engine's threshold."""
         return prf(self.matches, self.lesions, self.threshold)
+
+    def detection_intervals(self) -> list[tuple[float, float]]:
+        """95 % bootstrap intervals of precision, recall and F1 (images resampled)."""
+        def statistic(drawn: np.ndarray) -> tuple[float, float, float]:
+            chosen = [self.per_image[i] for i in drawn]
+            return prf([m for matches, _ in chosen for m in matches],
+                       sum(lesions for _, lesions in chosen), self.threshold)
+
+        return bootstrap_intervals(statistic, len(self.per_image))
+
+    def summary_intervals(self, kind: str) -> dict[str, tuple[float, float]]:
+        """95 % bootstrap intervals of the :data:`SUMMARY_FIGURES` of ``roi``, ``chained``
+        or ``clip`` predictions (ROIs, found lesions or clips resampled)."""
+        truth, pred, mal = (getattr(self, f"{kind}_{part}")
+                            for part in ("truth", "pred", "malignancy"))
+
+        if not truth:
+            return {}
+
+        def statistic(drawn: np.ndarray) -> list[float]:
+            summary = classification_summary([truth[i] for i in drawn], [pred[i] for i in drawn],
+                                             [mal[i] for i in drawn], self.classes)
+            return [summary[name] for name in SUMMARY_FIGURES]
+
+        return dict(zip(SUMMARY_FIGURES, bootstrap_intervals(statistic, len(truth)), strict=True))
 
     def detection_under(self, change: str) -> tuple[float, float, float]:
         """Precision, recall, F1 on the images changed by ``change`` (``unchanged``: the
@@ -158,6 +188,7 @@ def _score_image(ev: OrganEvaluation, engine: LesionEngine, sample: PhantomSampl
     ev.images += 1
     ev.lesions += len(truths)
     ev.matches.extend(matches)
+    ev.per_image.append((matches, len(truths)))
     order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
     hits = [(m.truth, result.lesions[int(i)]) for m, i in zip(matches, order, strict=True)
             if m.truth >= 0 and m.score >= ev.threshold]

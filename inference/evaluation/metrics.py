@@ -1,8 +1,9 @@
-"""Metrics of the lesion evaluation: detection matching, PR, ROC AUC, confusion."""
+"""Metrics of the lesion evaluation: detection matching, PR, ROC AUC, confusion,
+bootstrap intervals."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,4 +96,32 @@ def classification_summary(truth: Sequence[str], pred: Sequence[str],
     }
     for k, name in enumerate(classes):
         out[f"accuracy_{name}"] = float((p[t == k] == k).mean()) if (t == k).any() else float("nan")
+    return out
+
+
+BOOTSTRAP_DRAWS = 2000
+"""Resamples behind each bootstrap interval."""
+
+
+def bootstrap_intervals(statistic: Callable[[np.ndarray], Sequence[float]], units: int,
+                        draws: int = BOOTSTRAP_DRAWS, level: float = 0.95, seed: int = 0
+                        ) -> list[tuple[float, float]]:
+    """Percentile bootstrap intervals of each figure ``statistic`` computes.
+
+    ``statistic`` gets the indices of ``units`` drawn with replacement (the
+    images, ROIs or clips of an evaluation) and returns its figures; the
+    interval of each figure ignores draws where it is undefined (NaN).  The
+    draws come from a fixed seed, so a report is reproducible.
+    """
+    if units == 0:
+        return []
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(rng.integers(0, units, units)) for _ in range(draws)],
+                      dtype=float)
+    tail = 100 * (1 - level) / 2
+    out = []
+    for column in values.T:
+        defined = column[~np.isnan(column)]
+        out.append((float(np.percentile(defined, tail)), float(np.percentile(defined, 100 - tail)))
+                   if len(defined) else (float("nan"), float("nan")))
     return out

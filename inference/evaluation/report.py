@@ -30,6 +30,12 @@ def _fmt(value: float | None) -> str:
     return f"{value:.3f}"
 
 
+def _interval(interval: tuple[float, float] | None) -> str:
+    if interval is None or any(np.isnan(v) for v in interval):
+        return "-"
+    return f"{interval[0]:.3f}-{interval[1]:.3f}"
+
+
 def _verdict(ours: float, published: float | None) -> str:
     if published is None or np.isnan(ours):
         return ""
@@ -82,29 +88,40 @@ def organ_section(ev: OrganEvaluation, plot_dir: Path, link_prefix: str) -> str:
     plot_confusion(ev, "roi", plot_dir / f"confusion_{ev.organ}.png")
     p, r, f1 = ev.detection
     roi, chained, clip = ev.summary("roi"), ev.summary("chained"), ev.summary("clip")
+    detection_ci = ev.detection_intervals() or [None, None, None]
+    roi_ci, chained_ci, clip_ci = (ev.summary_intervals(kind)
+                                   for kind in ("roi", "chained", "clip"))
     pub = PUBLISHED[ev.organ]
     rows = [
-        ("Detection recall (IoU 0.25)", r, pub.get("det_recall")),
-        ("Detection precision (IoU 0.25)", p, pub.get("det_precision")),
-        ("Detection F1 (IoU 0.25)", f1, pub.get("det_f1")),
-        ("4-class accuracy (ROI)", roi["accuracy"], pub.get("accuracy")),
-        ("Benign/malignant accuracy (ROI)", roi["bm_accuracy"], pub.get("bm_accuracy")),
-        ("Sensitivity for malignancy (ROI)", roi["sensitivity"], pub.get("sensitivity")),
-        ("Specificity for malignancy (ROI)", roi["specificity"], pub.get("specificity")),
-        ("ROC AUC malignancy (ROI)", roi["auc"], pub.get("auc")),
-        ("4-class accuracy (detector + classifier)", chained["accuracy"], None),
-        ("Benign/malignant accuracy (detector + classifier)", chained["bm_accuracy"], None),
-        ("Cine clip 4-class accuracy (3-of-5 vote)", clip["accuracy"], pub.get("clip_accuracy")),
-        ("Cine clip benign/malignant accuracy", clip["bm_accuracy"],
+        ("Detection recall (IoU 0.25)", r, detection_ci[1], pub.get("det_recall")),
+        ("Detection precision (IoU 0.25)", p, detection_ci[0], pub.get("det_precision")),
+        ("Detection F1 (IoU 0.25)", f1, detection_ci[2], pub.get("det_f1")),
+        ("4-class accuracy (ROI)", roi["accuracy"], roi_ci.get("accuracy"), pub.get("accuracy")),
+        ("Benign/malignant accuracy (ROI)", roi["bm_accuracy"], roi_ci.get("bm_accuracy"),
+         pub.get("bm_accuracy")),
+        ("Sensitivity for malignancy (ROI)", roi["sensitivity"], roi_ci.get("sensitivity"),
+         pub.get("sensitivity")),
+        ("Specificity for malignancy (ROI)", roi["specificity"], roi_ci.get("specificity"),
+         pub.get("specificity")),
+        ("ROC AUC malignancy (ROI)", roi["auc"], roi_ci.get("auc"), pub.get("auc")),
+        ("4-class accuracy (detector + classifier)", chained["accuracy"],
+         chained_ci.get("accuracy"), None),
+        ("Benign/malignant accuracy (detector + classifier)", chained["bm_accuracy"],
+         chained_ci.get("bm_accuracy"), None),
+        ("Cine clip 4-class accuracy (3-of-5 vote)", clip["accuracy"], clip_ci.get("accuracy"),
+         pub.get("clip_accuracy")),
+        ("Cine clip benign/malignant accuracy", clip["bm_accuracy"], clip_ci.get("bm_accuracy"),
          pub.get("clip_bm_accuracy")),
     ]
     lines = [f"## {ev.organ.capitalize()}", "",
              f"{ev.images} held-out images with {ev.lesions} lesions; "
              f"{len(ev.roi_truth)} ROIs classified; {ev.clips} cine clips "
-             f"(one lesion each). Detector threshold {ev.threshold:.2f}.", "",
-             "| Measure | Ours | Published | |", "|---|---|---|---|"]
-    for name, ours, published in rows:
-        lines.append(f"| {name} | {_fmt(ours)} | {_fmt(published)} | "
+             f"(one lesion each). Detector threshold {ev.threshold:.2f}. The 95 % intervals "
+             "are percentile bootstraps over the images (detection), ROIs, found lesions or "
+             "clips.", "",
+             "| Measure | Ours | 95 % interval | Published | |", "|---|---|---|---|---|"]
+    for name, ours, interval, published in rows:
+        lines.append(f"| {name} | {_fmt(ours)} | {_interval(interval)} | {_fmt(published)} | "
                      f"{_verdict(ours, published)} |")
     lines += ["", "Per-class accuracy (ROI): " + ", ".join(
         f"{c} {_fmt(roi[f'accuracy_{c}'])}" for c in ev.classes) + ".", "",

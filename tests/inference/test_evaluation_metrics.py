@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
 from inference.evaluation.metrics import (
+    bootstrap_intervals,
     classification_summary,
     confusion,
     match_detections,
@@ -41,3 +44,18 @@ def test_classification_summary_counts_missed_as_wrong() -> None:
     assert s["accuracy"] == 0.5
     assert s["bm_accuracy"] == 0.75
     assert s["sensitivity"] == 0.5 and s["specificity"] == 1.0
+
+
+def test_bootstrap_intervals_hold_the_estimate_and_narrow_with_more_units() -> None:
+    def accuracy_of(correct: np.ndarray) -> Callable[[np.ndarray], list[float]]:
+        return lambda drawn: [float(correct[drawn].mean()), float("nan")]
+
+    few = np.array([True] * 30 + [False] * 10)
+    many = np.tile(few, 10)
+    (low, high), undefined = bootstrap_intervals(accuracy_of(few), len(few))
+    assert low < 0.75 < high
+    assert np.isnan(undefined).all()
+    assert bootstrap_intervals(accuracy_of(few), len(few))[0] == (low, high)  # fixed seed
+    (low_many, high_many), _ = bootstrap_intervals(accuracy_of(many), len(many))
+    assert low < low_many < 0.75 < high_many < high
+    assert bootstrap_intervals(accuracy_of(few), 0) == []

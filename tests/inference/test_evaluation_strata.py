@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from inference.evaluation.lesion import (
@@ -10,7 +12,7 @@ from inference.evaluation.lesion import (
     OrganEvaluation,
     evaluate_organ,
 )
-from inference.evaluation.report import strata_lines
+from inference.evaluation.report import organ_section, strata_lines
 
 
 def test_strata_add_up_to_the_overall_recall() -> None:
@@ -34,3 +36,14 @@ def test_strata_table_names_classes_and_bands() -> None:
     assert [line for line in strata_lines(ev) if line.startswith("| ")][1:] == [
         "| hcc | 2 | 0.500 |", "| cyst | 1 | 1.000 |", "| < 10 mm | 1 | 1.000 |",
         "| 10-20 mm | 1 | 0.000 |", "| >= 20 mm | 1 | 1.000 |"]
+
+
+def test_the_report_gives_bootstrap_intervals(tmp_path: Path) -> None:
+    ev = evaluate_organ("liver", n_images=4, n_clips=0)
+    section = organ_section(ev, tmp_path, "plots")
+    table = [line for line in section.splitlines() if line.startswith("| Detection F1")]
+    _, _, ours, interval, published, _, _ = table[0].split("|")
+    low, high = (float(v) for v in interval.split("-"))
+    assert low <= float(ours) <= high and float(published) == 0.917
+    (f1_low, f1_high) = ev.detection_intervals()[2]
+    assert (round(f1_low, 3), round(f1_high, 3)) == (low, high)
