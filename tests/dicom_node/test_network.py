@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import socket
 import threading
 from collections.abc import Callable
@@ -24,9 +25,9 @@ from pynetdicom.dsutils import encode
 from pynetdicom.transport import AddressInformation
 
 from dicom_node import metrics
-from dicom_node.config import Caller, Completion, Pipeline
+from dicom_node.config import Caller, Completion, NodeConfig, Pipeline
 from dicom_node.index import IndexQueries
-from dicom_node.network import PduLimitedSocket, Receiver, _screen
+from dicom_node.network import PduLimitedSocket, Receiver, _screen, build_ae, copy_contexts
 from tests.dicom_node.conftest import NodeHarness, make_study
 
 MakeNode = Callable[..., NodeHarness]
@@ -237,3 +238,17 @@ def test_a_silent_peer_times_the_read_out() -> None:
     with pytest.raises(TimeoutError):
         connection.recv(100)
     peer.close()
+
+
+def test_each_association_negotiates_its_own_copy_of_the_contexts() -> None:
+    # The copies hold what pynetdicom's deep copies hold, and changing one
+    # (negotiation does) leaves the server's contexts as they were.
+    contexts = build_ae(NodeConfig()).supported_contexts
+    copies, deep = copy_contexts(contexts), copy.deepcopy(contexts)
+    assert [vars(c) for c in copies] == [vars(c) for c in deep] == [vars(c) for c in contexts]
+    assert all(a is not b for a, b in zip(copies, contexts, strict=True))
+    copies[1].transfer_syntax.append("1.2.3")
+    copies[1].context_id = 7
+    copies[1].result = 0
+    assert "1.2.3" not in contexts[1].transfer_syntax
+    assert (contexts[1].context_id, contexts[1].result) == (None, None)
