@@ -207,17 +207,28 @@ def _check_size(ds: Dataset, tsyntax: UID) -> None:
     if not tsyntax.is_encapsulated or tsyntax in VIDEO_TRANSFER_SYNTAXES:
         return
     try:
-        frames = list(generate_frames(ds.PixelData, number_of_frames=n_frames))
+        mismatch = _first_mismatch(generate_frames(ds.PixelData, number_of_frames=n_frames),
+                                   rows, cols)
     except (ValueError, TypeError, KeyError):
         return  # the decoder, which frames the data the same way, reports it
-    for number, frame in enumerate(frames, start=1):
-        declared = declared_size(frame)
-        if declared is None or declared in ((rows, cols), (0, cols)):
-            continue
+    if mismatch is not None:
+        number, (declared_rows, declared_cols) = mismatch
         raise PixelDataError(
-            f"Frame {number} declares {declared[0]}x{declared[1]} pixels, "
+            f"Frame {number} declares {declared_rows}x{declared_cols} pixels, "
             f"the data set {rows}x{cols}."
         )
+
+
+def _first_mismatch(frames: Iterable[bytes], rows: int, cols: int
+                    ) -> tuple[int, tuple[int, int]] | None:
+    """The number and declared size of the first frame declaring another size than
+    ``rows`` x ``cols`` (0 rows: defined later in the scan).  Frames are read one at a
+    time: a copy of all of them at once could be as large as the pixel data."""
+    for number, frame in enumerate(frames, start=1):
+        declared = declared_size(frame)
+        if declared is not None and declared not in ((rows, cols), (0, cols)):
+            return number, declared
+    return None
 
 
 def _frame_count(ds: Dataset) -> int:
