@@ -109,7 +109,9 @@ def run(load: Sequence[str], data_dir: Path, work: Path, timeout: float) -> list
     rows = []
     with run_orthanc(work / "orthanc") as orthanc:
         archive = {"ae_title": orthanc.ae_title, "host": "127.0.0.1", "port": orthanc.dicom_port}
-        with run_node(work / "node", archive=archive, quiet_seconds=1.0) as node:
+        with run_node(
+            work / "node", archive=archive, quiet_seconds=1.0, analyse_ahead=True
+        ) as node:
             database = f"sqlite:///{work / 'node' / 'var' / 'index.sqlite'}"
             pid = node.pids[0]
             time.sleep(SETTLE_SECONDS)

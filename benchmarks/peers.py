@@ -213,10 +213,12 @@ def node_config(
     overrides: Mapping[str, Any],
     archive: Mapping[str, Any] | None,
     quiet_seconds: float = 3600,
+    analyse_ahead: bool = False,
 ) -> dict[str, Any]:
     """A node configuration for the benchmarks (dotted ``overrides`` keys allowed).
 
-    The default quiet period keeps the engines out of ingest measurements.
+    The default quiet period, and no analysis ahead of completion unless
+    ``analyse_ahead``, keep the engines out of ingest measurements.
     """
     config: dict[str, Any] = {
         "ae_title": "NODE",
@@ -228,6 +230,8 @@ def node_config(
         "destinations": [],
         "pipelines": [{"called_ae": "NODE", "completion": {"quiet_seconds": quiet_seconds}}],
     }
+    if not analyse_ahead:
+        config["analysis_ahead_mb"] = 0
     if archive is not None:
         config["destinations"] = [{"name": "archive", **archive}]
         config["pipelines"][0]["destinations"] = ["archive"]
@@ -248,6 +252,7 @@ def run_node(
     source: Path | None = None,
     archive: Mapping[str, Any] | None = None,
     quiet_seconds: float = 3600,
+    analyse_ahead: bool = False,
 ) -> Iterator[Receiver]:
     """``dicom-node serve`` in its own process, with full durability (fsync + index).
 
@@ -266,10 +271,12 @@ def run_node(
         ``ae_title``/``host``/``port`` of the destination of results.
     quiet_seconds:
         Quiet period that completes a study.
+    analyse_ahead:
+        Whether images are analysed while their study is still arriving.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    config = node_config(workdir, port, overrides or {}, archive, quiet_seconds)
+    config = node_config(workdir, port, overrides or {}, archive, quiet_seconds, analyse_ahead)
     config_path = workdir / "node.yaml"
     config_path.write_text(yaml.safe_dump(config))
     env = dict(os.environ)

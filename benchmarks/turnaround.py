@@ -4,8 +4,11 @@ For each study, storescu sends its images to the node over one association;
 the clock starts when storescu exits (the last instance was answered, so it
 is durable in the node) and stops when Orthanc's REST API first lists an SR
 series of the study (polled every 50 ms).  The node's quiet period is
-subtracted: what remains is completion polling, the analysis, building the
-results and the export.  Studies are sent one after another.
+subtracted: what remains is completion polling, the analysis the node did not
+do ahead while the study arrived and during the quiet period
+(:mod:`dicom_node.ahead`), building the results and the export.  Studies are
+sent one after another.  ``--ahead-mb 0`` turns analysis ahead off: every image
+is then analysed after completion.
 
 The node runs inside this process with either the real engines or the test
 suite's fake engine (``--engine fake``: one box per image, no model), so the
@@ -14,6 +17,7 @@ figure can be taken before the weights exist.
 Run from the repository root::
 
     python -m benchmarks.turnaround --engine real --studies 20 --images 30
+    python -m benchmarks.turnaround --engine real --ahead-mb 0
     python -m benchmarks.turnaround --engine fake
 """
 
@@ -108,6 +112,7 @@ def run(
     studies: int,
     images: int,
     quiet: float,
+    ahead_mb: int | None,
     work: Path,
 ) -> tuple[list[float], list[float]]:
     """Send ``studies`` studies; return (turnarounds minus quiet period, send seconds)."""
@@ -124,7 +129,8 @@ def run(
     turnarounds, sending = [], []
     with run_orthanc(work / "orthanc") as orthanc:
         archive = {"ae_title": orthanc.ae_title, "host": "127.0.0.1", "port": orthanc.dicom_port}
-        values = node_config(work / "node", free_port(), {}, archive, quiet)
+        overrides = {} if ahead_mb is None else {"analysis_ahead_mb": ahead_mb}
+        values = node_config(work / "node", free_port(), overrides, archive, quiet, True)
         node = Node(NodeConfig.model_validate(values), stages)
         node.start()
         try:
@@ -166,6 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--studies", type=int, default=20)
     parser.add_argument("--images", type=int, default=30, help="single-frame images per study")
     parser.add_argument("--quiet", type=float, default=2.0, help="quiet period in seconds")
+    parser.add_argument(
+        "--ahead-mb",
+        type=int,
+        help="analysis_ahead_mb of the node (its default when omitted; 0: no analysis ahead)",
+    )
     args = parser.parse_args(argv)
     if args.torch_threads:
         import torch
@@ -181,16 +192,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.studies,
             args.images,
             args.quiet,
+            args.ahead_mb,
             Path(folder),
         )
     print_table(
-        ["engine", "organ", "studies", "images", "send s (median)", "median s", "p95 s", "max s"],
+        [
+            "engine",
+            "organ",
+            "studies",
+            "images",
+            "ahead MB",
+            "send s (median)",
+            "median s",
+            "p95 s",
+            "max s",
+        ],
         [
             [
                 args.engine if args.engine == "fake" else f"real ({args.engines})",
                 args.organ,
                 str(args.studies),
                 str(args.images),
+                "default" if args.ahead_mb is None else str(args.ahead_mb),
                 f"{statistics.median(sending):.2f}",
                 f"{statistics.median(turnarounds):.2f}",
                 f"{percentile(turnarounds, 0.95):.2f}",

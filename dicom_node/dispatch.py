@@ -25,6 +25,7 @@ import structlog
 from pydicom import Dataset, dcmread
 
 from dicom_node import metrics
+from dicom_node.ahead import AheadResults, FileStamp
 from dicom_node.clock import Clock
 from dicom_node.completion import completion_reason
 from dicom_node.config import Completion, NodeConfig, Pipeline
@@ -47,6 +48,9 @@ SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 
 DEFER_BYTES = 256 * 1024
 """Values larger than this are read from the spool only when used."""
+
+AHEAD_BATCH = 50
+"""Pending instances looked at per query when looking for one to analyse ahead."""
 
 Analyze = Callable[[ImageInput, Sequence[str]], ImageResult]
 """Runs the routed engines (by name) on one image."""
@@ -129,6 +133,9 @@ class Dispatcher:
         self.decode = decode
         self.build = build
         self.worker = worker
+        self.ahead = AheadResults()
+        self._ahead_after = 0
+        """Row id of the last pending instance considered for analysis ahead."""
 
     def complete_due_studies(self) -> list[int]:
         """Create jobs for every study complete now; returns the new job ids."""
@@ -163,6 +170,7 @@ class Dispatcher:
         try:
             summary = self._process(job)
         except Exception as exc:
+            self.ahead.discard(job.instance_paths)
             reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, JobError) else str(exc)
             self.index.fail_job(job.job_id, reason, self.clock.now())
             metrics.JOBS.labels(JobState.FAILED.value).inc()
@@ -171,6 +179,50 @@ class Dispatcher:
         metrics.JOBS.labels(JobState.DONE.value).inc()
         log.info("job_done", seconds=round(time.perf_counter() - started, 3), **summary)
         return True
+
+    def analyse_ahead(self) -> bool:
+        """Analyse one image whose study is still arriving; ``True`` if one was.
+
+        The oldest pending ultrasound instance not yet considered is read,
+        routed as its job will route it and analysed; the job then takes the
+        result (:mod:`dicom_node.ahead`).  Nothing is done when
+        ``analysis_ahead_mb`` is 0 or the results held fill it (after dropping
+        those of instances no longer pending).  An instance that cannot be
+        read, has no pipeline or no routed engine is skipped: its job reports
+        it.  An engine failure is not kept, so that the job tries again.
+        """
+        config = self._config()
+        budget = config.analysis_ahead_mb * 2**20
+        if budget == 0:
+            return False
+        if self.ahead.bytes >= budget:
+            self.ahead.keep_only(self.index.pending_paths(self.ahead.paths()))
+            if self.ahead.bytes >= budget:
+                return False
+        for item in self.index.pending_instances(
+            self._ahead_after, ULTRASOUND_SOP_CLASSES, AHEAD_BATCH
+        ):
+            self._ahead_after = item.instance_id
+            pipeline = config.pipeline_for(item.called_ae)
+            if pipeline is None:
+                continue
+            try:
+                stamp = FileStamp.of(item.path)
+                ds = dcmread(item.path, defer_size=DEFER_BYTES)
+            except Exception:
+                continue
+            engines = engines_for(pipeline, RoutingAttributes.from_dataset(ds, item.calling_ae))
+            if not engines:
+                continue
+            result = self._analyse_image(ds, item.path, engines)
+            failed = result.not_assessed is not None and (
+                result.not_assessed.reason == NotAssessedReasonValues.ENGINE_ERROR
+            )
+            if not failed:
+                self.ahead.put(item.path, engines, stamp, result)
+                metrics.ANALYSED_AHEAD.inc()
+            return True
+        return False
 
     def _load(self, paths: Sequence[str]) -> tuple[list[tuple[str, Dataset]], int]:
         """Read the job's spooled files; one that cannot be read is skipped and logged.
@@ -233,10 +285,14 @@ class Dispatcher:
         ]
         images = [ds for _, ds in ultrasound]
         result = StudyResult(study_instance_uid=job.study_instance_uid)
+        ahead = 0
         for path, ds in ultrasound:
             attrs = RoutingAttributes.from_dataset(ds, job.calling_ae)
             engines = engines_for(pipeline, attrs)
-            result.images.append(self._analyse_image(ds, path, engines))
+            image = self.ahead.take(path, engines)
+            ahead += image is not None
+            result.images.append(image or self._analyse_image(ds, path, engines))
+        self.ahead.discard(job.instance_paths)
         failures = [
             n.detail
             for n in result.not_assessed
@@ -269,6 +325,7 @@ class Dispatcher:
         ]
         summary: dict[str, int | str] = {
             "images": len(images),
+            "analysed_ahead": ahead,
             "other_instances": len(sources) - len(images),
             "unreadable": unreadable,
             "lesions": len(result.lesions),

@@ -50,6 +50,11 @@ ENGINE_SECONDS = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
+ANALYSED_AHEAD = Counter(
+    "dicom_node_images_analysed_ahead",
+    "Images analysed while their study was still arriving (results kept for its job).",
+    registry=REGISTRY,
+)
 EXPORTS = Counter(
     "dicom_node_exports",
     "Export attempts by destination and outcome.",

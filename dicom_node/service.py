@@ -210,14 +210,16 @@ class Node:
                 self._stop.wait(POLL_SECONDS)
 
     def dispatch_step(self) -> bool:
-        """Complete due studies and run one job; ``True`` if a job ran.
+        """Complete due studies and run one job, or else analyse one image ahead.
 
-        Studies are judged with every instance this process has answered
-        indexed (the receiver's writer is flushed first).
+        Returns ``True`` if there was work.  Studies are judged with every
+        instance this process has answered indexed (the receiver's writer is
+        flushed first).  Queued jobs come first: an image is analysed ahead of
+        its study's completion (:mod:`dicom_node.ahead`) only when none waits.
         """
         self.receiver.writer.flush(FLUSH_SECONDS)
         self.dispatcher.complete_due_studies()
-        return self.dispatcher.run_next_job()
+        return self.dispatcher.run_next_job() or self.dispatcher.analyse_ahead()
 
     def _supervise_exports(self) -> bool:
         for destination in self.index.destinations_with_work():

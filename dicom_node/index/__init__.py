@@ -12,6 +12,7 @@ from dicom_node.index.store import (
     InstanceMeta,
     JobInput,
     Peer,
+    PendingInstance,
     StudyState,
     worker_name,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "JobInput",
     "JobState",
     "Peer",
+    "PendingInstance",
     "StudyState",
     "worker_name",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,6 +39,9 @@ from dicom_node.index.models import (
 )
 
 LOGGER = structlog.get_logger(__name__)
+
+QUERY_CHUNK = 500
+"""Values per ``IN (...)`` list, well below every database's parameter limit."""
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -79,6 +82,16 @@ class StudyState:
     last_received_at: datetime
     series_count: int
     force_complete: bool
+
+
+@dataclass(frozen=True)
+class PendingInstance:
+    """An instance received and not yet handed to a job."""
+
+    instance_id: int
+    path: str
+    called_ae: str
+    calling_ae: str
 
 
 @dataclass(frozen=True)
@@ -325,6 +338,51 @@ class Index:
                 )
                 for study, count in rows
             ]
+
+    def pending_instances(
+        self, after_id: int, sop_classes: Collection[str], limit: int
+    ) -> list[PendingInstance]:
+        """Instances not yet handed to a job, oldest first.
+
+        Parameters
+        ----------
+        after_id:
+            Only instances whose row id is larger (ids grow with arrival).
+        sop_classes:
+            Only instances of these SOP classes.
+        limit:
+            At most this many.
+        """
+        with self.session() as s:
+            rows = s.execute(
+                select(Instance.id, Instance.path, Study.called_ae, Study.calling_ae)
+                .join(Series, Instance.series_id == Series.id)
+                .join(Study, Series.study_id == Study.id)
+                .where(
+                    Instance.job_id.is_(None),
+                    Instance.id > after_id,
+                    Instance.sop_class_uid.in_(sorted(sop_classes)),
+                )
+                .order_by(Instance.id)
+                .limit(limit)
+            ).all()
+            return [PendingInstance(*row) for row in rows]
+
+    def pending_paths(self, paths: Collection[str]) -> set[str]:
+        """Which of ``paths`` are instances still waiting for a job."""
+        wanted = sorted(set(paths))
+        found: set[str] = set()
+        with self.session() as s:
+            for start in range(0, len(wanted), QUERY_CHUNK):
+                chunk = wanted[start : start + QUERY_CHUNK]
+                found.update(
+                    s.scalars(
+                        select(Instance.path).where(
+                            Instance.job_id.is_(None), Instance.path.in_(chunk)
+                        )
+                    )
+                )
+        return found
 
     def force_complete(self, study_instance_uid: str) -> int:
         """Flag a study (on every called AE) for completion; returns how many."""

@@ -60,6 +60,21 @@ def make_study(
     return images
 
 
+ARCHIVE = Destination(name="archive", ae_title="ARCHIVE", host="127.0.0.1", port=1)
+"""A destination nobody listens on (dispatch tests never export)."""
+
+
+def pipeline(**kwargs: object) -> Pipeline:
+    """The ``NODE`` pipeline with a 30 s quiet period sending to :data:`ARCHIVE`."""
+    values: dict[str, object] = {
+        "called_ae": "NODE",
+        "completion": Completion(quiet_seconds=30),
+        "destinations": ["archive"],
+    }
+    values.update(kwargs)
+    return Pipeline.model_validate(values)
+
+
 def node_config(tmp_path: Path, **overrides: Any) -> NodeConfig:
     """A node config on 127.0.0.1, port 0, data in ``tmp_path``, one receiving process
     (tests inspect that process's receiver; ``test_receivers.py`` starts more)."""

@@ -6,24 +6,12 @@ from collections.abc import Callable
 
 from pydicom import dcmread
 
-from dicom_node.config import Completion, Destination, Pipeline
+from dicom_node.config import Completion, Destination
 from dicom_node.index import ExportState, IndexQueries, JobState
-from tests.dicom_node.conftest import NodeHarness, make_study
+from tests.dicom_node.conftest import ARCHIVE, NodeHarness, make_study, pipeline
 from tests.dicom_node.fake_engine import FakeAnalyzer
 
 MakeNode = Callable[..., NodeHarness]
-
-ARCHIVE = Destination(name="archive", ae_title="ARCHIVE", host="127.0.0.1", port=1)
-
-
-def pipeline(**kwargs: object) -> Pipeline:
-    values: dict[str, object] = {
-        "called_ae": "NODE",
-        "completion": Completion(quiet_seconds=30),
-        "destinations": ["archive"],
-    }
-    values.update(kwargs)
-    return Pipeline.model_validate(values)
 
 
 def test_study_completes_after_quiet_period_and_runs(make_node: MakeNode) -> None:
