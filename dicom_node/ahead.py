@@ -12,6 +12,9 @@ A result is taken only for the same spool file, unchanged (same size and
 modification time), routed to the same engines.  Results live in memory only:
 after a restart jobs analyse their images as before.  The memory they hold is
 bounded by the caller (``analysis_ahead_mb``), counted from their arrays.
+Several nodes sharing one index each analyse ahead on their own, so an image
+may be analysed by one node and its job run by another; the first node's
+result is then dropped unused when its memory fills.
 """
 
 from __future__ import annotations
