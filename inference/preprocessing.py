@@ -499,6 +499,40 @@ def scan_area_mask(frame: np.ndarray, threshold: float = 8.0) -> np.ndarray:
     return out
 
 
+def image_scan_mask(image: ImageInput) -> np.ndarray:
+    """The scan-area mask of an image's frames (:func:`scan_area_mask` of their
+    :func:`projection`), made once per image and kept on it.
+
+    The quality gate, the view classifier and the engine all need it; for an
+    image without a Sequence of Ultrasound Regions they would otherwise make
+    it three times.
+
+    Parameters
+    ----------
+    image:
+        The decoded image; it keeps the mask for the next caller.
+
+    Returns
+    -------
+    numpy.ndarray
+        Read-only boolean ``(rows, columns)`` mask; copy it to change it.
+    """
+    if image._scan_mask is None:
+        mask = scan_area_mask(projection(image.frames))
+        mask.flags.writeable = False
+        image._scan_mask = mask
+    return image._scan_mask
+
+
+def _mask_box(mask: np.ndarray) -> BoundingBox:
+    """Bounding box of a scan-area mask; raises ``ValueError`` when it is empty."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        raise ValueError("No scan area found: the frame is blank.")
+    return BoundingBox(float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1))
+
+
 def find_scan_area(frame: np.ndarray) -> BoundingBox:
     """Bounding box of the B-mode scan area estimated from the image.
 
@@ -521,12 +555,7 @@ def find_scan_area(frame: np.ndarray) -> BoundingBox:
     ValueError
         When the frame has no scan area (blank or nearly black).
     """
-    mask = scan_area_mask(frame)
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        raise ValueError("No scan area found: the frame is blank.")
-    return BoundingBox(float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1))
+    return _mask_box(scan_area_mask(frame))
 
 
 def projection(frames: np.ndarray, max_frames: int = 16) -> np.ndarray:
@@ -568,4 +597,4 @@ def scan_area(image: ImageInput) -> BoundingBox:
     """
     if image.geometry.scan_area is not None:
         return image.geometry.scan_area
-    return find_scan_area(projection(image.frames))
+    return _mask_box(image_scan_mask(image))

@@ -19,7 +19,7 @@ import structlog
 
 from inference.engines.base import ImageInput
 from inference.findings import NotAssessed, NotAssessedReasonValues
-from inference.preprocessing import projection, scan_area_mask
+from inference.preprocessing import image_scan_mask, projection
 
 logger = structlog.get_logger(__name__)
 
@@ -99,7 +99,7 @@ def check_quality(image: ImageInput, limits: QualityThresholds | None = None
     if max(float(f.std()) for f in frames[::step]) < limits.blank_std:
         return _verdict(image, NotAssessedReasonValues.IMAGE_QUALITY, "Blank image.")
     projected = projection(frames)
-    mask = scan_area_mask(projected)
+    mask = image_scan_mask(image).copy()
     if image.geometry.scan_area is not None:
         box = image.geometry.scan_area
         region = np.zeros_like(mask)

@@ -6,7 +6,7 @@ and returns plain findings.  Engines never touch the network or write DICOM.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -47,6 +47,8 @@ class ImageInput:
     body_part: str | None = None
     tag_anatomy: AnatomyValues | None = None
     color_fraction: float = 0.0
+    _scan_mask: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+    """The scan-area mask, once :func:`inference.preprocessing.image_scan_mask` made it."""
 
     @property
     def number_of_frames(self) -> int:

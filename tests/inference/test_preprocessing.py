@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import struct
 import warnings
@@ -29,15 +30,20 @@ from pydicom.uid import (
 )
 
 from inference import preprocessing
+from inference.engines.base import ImageInput
 from inference.findings import AnatomyValues
+from inference.geometry import ImageGeometry
 from inference.preprocessing import (
     LUMA_WEIGHTS,
     PixelDataError,
     find_scan_area,
     frame_time_ms,
     image_input_from_dataset,
+    image_scan_mask,
+    scan_area,
     tag_anatomy,
 )
+from inference.quality import check_quality
 
 RNG = np.random.default_rng(1234)
 RGB = RNG.integers(0, 256, size=(3, 64, 80, 3), dtype=np.uint8)
@@ -405,6 +411,30 @@ def test_find_scan_area_ignores_text() -> None:
     assert 270 <= box.y1 <= 285
     assert 55 <= box.x0 <= 75
     assert 325 <= box.x1 <= 345
+
+
+def test_an_image_without_regions_has_its_scan_area_found_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = []
+    original = preprocessing.scan_area_mask
+
+    def counting(frame: np.ndarray, threshold: float = 8.0) -> np.ndarray:
+        calls.append(frame.shape)
+        return original(frame, threshold)
+
+    monkeypatch.setattr(preprocessing, "scan_area_mask", counting)
+    frame = _sector_with_text()
+    image = ImageInput("1.2.3", frame[None], ImageGeometry(None, None))
+    assert check_quality(image) is None
+    box = scan_area(image)
+    assert scan_area(image) == box == find_scan_area(frame)
+    assert len(calls) == 2, "the quality gate and the engines share one mask"
+    mask = image_scan_mask(image)
+    assert not mask.flags.writeable
+    assert np.array_equal(mask, original(frame))
+    assert len(calls) == 2
+    assert dataclasses.replace(image, frames=frame[None] // 2)._scan_mask is None
 
 
 def test_find_scan_area_rejects_blank() -> None:
