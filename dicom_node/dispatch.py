@@ -290,8 +290,11 @@ class Dispatcher:
             attrs = RoutingAttributes.from_dataset(ds, job.calling_ae)
             engines = engines_for(pipeline, attrs)
             image = self.ahead.take(path, engines)
-            ahead += image is not None
-            result.images.append(image or self._analyse_image(ds, path, engines))
+            if image is None:
+                image = self._analyse_image(ds, path, engines)
+            else:
+                ahead += 1
+            result.images.append(image)
         self.ahead.discard(job.instance_paths)
         failures = [
             n.detail

@@ -144,6 +144,10 @@ def test_kill_9_loses_nothing_acknowledged_and_delivers_once(
                     "destinations": ["archive", "second"],
                 }
             ],
+            # A job is held inside the engine at the kill: no image may be held
+            # there by analysis ahead of completion instead
+            # (test_kill_9_while_analysing_ahead covers that).
+            analysis_ahead_mb=0,
         )
         node = spawn_node(config, hold_file=hold)
         index = Index(f"sqlite:///{(data / 'index.sqlite').resolve()}")
@@ -227,6 +231,66 @@ def test_kill_9_loses_nothing_acknowledged_and_delivers_once(
         second_destination_duplicates=len(second.received) - len(set(second.received)),
         reconciled=reconciled,
     )
+
+
+def test_kill_9_while_analysing_ahead(
+    tmp_path: Path,
+    orthanc: Orthanc,
+    spawn_node: Callable[..., NodeProcess],
+) -> None:
+    """A node killed while analysing an image ahead of its study's completion
+    loses nothing: after the restart the study's job analyses and reports it."""
+    data = tmp_path / "var"
+    hold = tmp_path / "hold-engine"
+    hold.touch()
+    config = base_config(
+        data,
+        destinations=[
+            {"name": "archive", "ae_title": "ORTHANC", "host": "127.0.0.1",
+             "port": orthanc.dicom_port}
+        ],
+        pipelines=[
+            {
+                "called_ae": "NODE",
+                "completion": {"quiet_seconds": 600},
+                "destinations": ["archive"],
+            }
+        ],
+    )
+    node = spawn_node(config, hold_file=hold)
+    index = Index(f"sqlite:///{(data / 'index.sqlite').resolve()}")
+    study = small_study(2)
+    assert send_all(node.port, study) == [0, 0]
+    wait_until(lambda: bool(node.events("engine_held")), 60, "analysis ahead to start")
+    with index.session() as s:
+        assert list(s.scalars(select(Job))) == [], "no study is complete yet"
+    node.kill()
+    hold.unlink()
+    node.start()
+    force_complete(index, study)
+
+    def delivered() -> bool:
+        with index.session() as s:
+            jobs = list(s.scalars(select(Job)))
+            exports = list(s.scalars(select(Export)))
+        return (
+            len(jobs) == 1
+            and jobs[0].state == JobState.DONE
+            and [e.state for e in exports] == [ExportState.DELIVERED]
+        )
+
+    wait_until(delivered, 120, "the study's job and export")
+    node.stop()
+    with index.session() as s:
+        (job,) = s.scalars(select(Job))
+        results = set(s.scalars(select(ResultObject.sop_instance_uid)))
+        paths = [i.path for i in s.scalars(select(Instance))]
+    assert job.attempts == 1
+    assert "images=2" in str(job.summary) and "engine_errors=0" in str(job.summary)
+    assert sorted(str(dcmread(p).SOPInstanceUID) for p in paths) == sorted(
+        str(ds.SOPInstanceUID) for ds in study
+    )
+    assert results and set(orthanc_sop_uids(orthanc)) == results
 
 
 def test_reconcile_reports_rows_whose_files_are_gone(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dicom_node.config import Limits
 from dicom_node.index import IndexQueries
 from tests.dicom_node.conftest import NodeHarness, make_study
+from tests.peers import wait_until
 from tests.reliability.harness import requestor
 
 MakeNode = Callable[..., NodeHarness]
@@ -27,6 +28,15 @@ def test_maximum_concurrent_associations(make_node: MakeNode) -> None:
     assert all(a.is_established for a in open_)
     assert harness.associate().is_rejected
     open_.pop().release()
+    wait_until(
+        lambda: any(
+            a["accepted"] and a["ended_at"] is not None
+            for a in IndexQueries(harness.node.index).associations()
+        ),
+        30,
+        "the node to count the released association out",
+        interval=0.02,
+    )
     again = harness.associate()
     assert again.is_established
     for assoc in [*open_, again]:
