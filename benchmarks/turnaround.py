@@ -130,7 +130,9 @@ def run(
     with run_orthanc(work / "orthanc") as orthanc:
         archive = {"ae_title": orthanc.ae_title, "host": "127.0.0.1", "port": orthanc.dicom_port}
         overrides = {} if ahead_mb is None else {"analysis_ahead_mb": ahead_mb}
-        values = node_config(work / "node", free_port(), overrides, archive, quiet, True)
+        values = node_config(
+            work / "node", free_port(), overrides, archive, quiet, analyse_ahead=True
+        )
         node = Node(NodeConfig.model_validate(values), stages)
         node.start()
         try:
