@@ -39,6 +39,7 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
+from dicom_node.reactor import EventDrivenAssociation
 from dicom_node.store_response import StoreResponseDIMSE
 
 LOGGER = structlog.get_logger(__name__)
@@ -267,7 +268,8 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
         return True
 
     def _complete(self) -> None:
-        """Queue the completed request for the association's thread."""
+        """Serve the completed request in this thread if the association can, else queue
+        it for the association's thread."""
         incoming = self._incoming
         assert incoming is not None
         self._incoming = None
@@ -278,4 +280,7 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
             request = DiscardedStore(request, incoming.received)
         request.DataSet = incoming.data
         request._context_id = incoming.context_id
+        if isinstance(self.assoc, EventDrivenAssociation) and self.assoc.serve_in_reader(
+                request, incoming.context_id):
+            return
         self.msg_queue.put((incoming.context_id, request))

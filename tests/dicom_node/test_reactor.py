@@ -18,11 +18,15 @@ import pytest
 from pynetdicom import AE, _config, evt
 from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import Event
 from pynetdicom.fsm import InvalidEventError, StateMachine
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.service_class import StorageServiceClass
 
 from dicom_node import reactor
+from dicom_node.network import Receiver
 from dicom_node.store_request import StoreRequestDIMSE
 from tests.dicom_node.conftest import NodeHarness, make_study
 from tests.peers import wait_until
@@ -207,3 +211,133 @@ def test_data_pdus_skip_the_state_machine_unless_observed(
     assert len(harness.node.spool.instance_files()) == 3
     assert events.count("Evt10") == (6 if observed else 0)
     assert "Evt12" in events  # the release request still goes through the state machine
+
+
+def _threads_of(monkeypatch: pytest.MonkeyPatch, name: str) -> list[threading.Thread]:
+    """Record the thread each call of the node's ``Receiver.<name>`` handler runs in."""
+    seen: list[threading.Thread] = []
+    original = getattr(Receiver, name)
+
+    def recording(self: Receiver, event: Event) -> object:
+        seen.append(threading.current_thread())
+        return original(self, event)
+
+    monkeypatch.setattr(Receiver, name, recording)
+    return seen
+
+
+def test_c_stores_are_served_in_the_dul_thread_other_requests_in_the_association_thread(
+    make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "none")  # as the node runs
+    stores = _threads_of(monkeypatch, "on_store")
+    echoes = _threads_of(monkeypatch, "on_echo")
+    harness = make_node()
+    assoc = _associate(harness)
+    statuses = [int(assoc.send_c_store(ds).Status) for ds in make_study(3)]
+    assert int(assoc.send_c_echo().Status) == 0
+    assoc.release()
+    harness.wait_for_associations_closed(STEP_TIMEOUT)
+    assert statuses == [0, 0, 0]
+    assert len(harness.node.spool.instance_files()) == 3
+    assert len(stores) == 3 and all(isinstance(t, reactor.EventDrivenDUL) for t in stores)
+    assert len(echoes) == 1 and isinstance(echoes[0], reactor.EventDrivenAssociation)
+
+
+@pytest.mark.parametrize("observed", [False, True], ids=["direct", "observed"])
+def test_responses_made_in_the_dul_thread_are_sent_without_a_state_machine_turn(
+    observed: bool, make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A handler watching sent PDUs sees pynetdicom's PDU objects: the responses then go
+    # through the state machine (event Evt9), as every other PDU sent does.
+    monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "none")
+    events: list[str] = []
+    original = StateMachine.do_action
+
+    def spy(machine: StateMachine, event: str) -> None:
+        if isinstance(machine.dul, reactor.EventDrivenDUL):
+            events.append(event)
+        original(machine, event)
+
+    monkeypatch.setattr(StateMachine, "do_action", spy)
+    harness = make_node()
+    if observed:
+        harness.node._server.bind(evt.EVT_PDU_SENT, lambda event: None)  # type: ignore[attr-defined]
+    assoc = _associate(harness)
+    statuses = [int(assoc.send_c_store(ds).Status) for ds in make_study(3)]
+    assoc.release()
+    harness.wait_for_associations_closed(STEP_TIMEOUT)
+    assert statuses == [0, 0, 0]
+    assert events.count("Evt9") == (3 if observed else 0)
+
+
+@pytest.mark.parametrize(
+    "items",
+    [[(1, b"\x03" + b"r" * 90)], [(3, b"\x00" + b"d" * 5000), (3, b"\x02x")], [(7, b"")]],
+    ids=["response", "two-items", "empty"],
+)
+def test_p_data_tf_is_encoded_as_pynetdicom_encodes_it(items: list[tuple[int, bytes]]) -> None:
+    primitive = P_DATA()
+    primitive.presentation_data_value_list = [list(item) for item in items]
+    assert reactor.encode_p_data_tf(items) == P_DATA_TF(primitive).encode()
+
+
+def test_a_handler_failure_in_the_dul_thread_is_answered_and_the_association_goes_on(
+    make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = Receiver._store
+    calls: list[int] = []
+
+    def fails_once(self: Receiver, event: Event, stats: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a fault in the handler")
+        return original(self, event, stats)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "none")
+    monkeypatch.setattr(Receiver, "_store", fails_once)
+    harness = make_node()
+    assoc = _associate(harness)
+    statuses = [int(assoc.send_c_store(ds).Status) for ds in make_study(2)]
+    assoc.release()
+    harness.wait_for_associations_closed(STEP_TIMEOUT)
+    assert statuses == [0xC211, 0]  # pynetdicom's status for an exception in the handler
+    assert len(harness.node.spool.instance_files()) == 1
+
+
+def test_a_fault_serving_in_the_dul_thread_aborts_without_waiting_on_itself(
+    make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pynetdicom aborts when its service class raises, and its abort waits for the
+    # DUL thread to end: called in that thread, it would wait forever.
+    def fails(self: StorageServiceClass, request: C_STORE, context: object) -> None:
+        raise RuntimeError("a fault in the service class")
+
+    monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "none")
+    monkeypatch.setattr(StorageServiceClass, "SCP", fails)
+    harness = make_node()
+    assoc = _associate(harness)
+    assoc.send_c_store(make_study(1)[0])
+    wait_until(lambda: assoc.is_aborted, STEP_TIMEOUT, "the peer to see the abort")
+    harness.wait_for_associations_closed(STEP_TIMEOUT)
+    wait_until(lambda: not _node_threads(), STEP_TIMEOUT, "the node's association threads to end")
+
+
+def test_a_request_is_left_to_the_association_thread_when_it_has_one_in_hand(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assoc = reactor.EventDrivenAssociation(AE(), MODE_ACCEPTOR)
+    served: list[C_STORE] = []
+    monkeypatch.setattr(assoc, "_serve_request", lambda request, context_id: served.append(request))
+    monkeypatch.setattr(assoc, "_serves_storage", lambda request, context_id: True)
+    request = C_STORE()
+    assert not assoc.serve_in_reader(request, 1)  # not called in the DUL thread
+    monkeypatch.setattr(reactor.threading, "current_thread", lambda: assoc.dul)
+    assoc._serving = True
+    assert not assoc.serve_in_reader(request, 1)
+    assoc._serving = False
+    assoc.dimse.msg_queue.put((1, C_STORE()))
+    assert not assoc.serve_in_reader(request, 1)
+    assoc.dimse.msg_queue.get()
+    assert assoc.serve_in_reader(request, 1)
+    assert served == [request] and not assoc._serving
