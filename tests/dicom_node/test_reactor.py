@@ -181,15 +181,14 @@ def test_pdv_items_that_do_not_fill_the_body_are_left_to_pynetdicom(body: bytes)
     assert reactor.split_pdv_items(body) is None
 
 
-@pytest.mark.usefixtures("idle_check_far_away")
-@pytest.mark.parametrize("observed", [False, True])
-def test_data_pdus_skip_the_state_machine_unless_observed(
-    observed: bool, make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # In data transfer the P-DATA-TF PDUs go to the DIMSE provider directly;
-    # with a handler watching received PDUs they go through pynetdicom's
-    # decoder and state machine (event Evt10), as every other PDU does.
-    # pynetdicom's logging handlers are off, as the node runs them.
+def _store_three_recording_events(
+    make_node: MakeNode, monkeypatch: pytest.MonkeyPatch, observer: evt.NotificationEvent | None
+) -> list[str]:
+    """Store three instances over one association, with a handler bound to ``observer``
+    if given; the state machine events of the node's DUL, in order.
+
+    pynetdicom's logging handlers are off, as the node runs them.
+    """
     monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "none")
     events: list[str] = []
     original = StateMachine.do_action
@@ -201,14 +200,28 @@ def test_data_pdus_skip_the_state_machine_unless_observed(
 
     monkeypatch.setattr(StateMachine, "do_action", spy)
     harness = make_node()
-    if observed:
-        harness.node._server.bind(evt.EVT_PDU_RECV, lambda event: None)  # type: ignore[attr-defined]
+    if observer is not None:
+        harness.node._server.bind(observer, lambda event: None)  # type: ignore[attr-defined]
     assoc = _associate(harness)
     statuses = [int(assoc.send_c_store(ds).Status) for ds in make_study(3)]
     assoc.release()
     harness.wait_for_associations_closed(STEP_TIMEOUT)
     assert statuses == [0, 0, 0]
     assert len(harness.node.spool.instance_files()) == 3
+    return events
+
+
+@pytest.mark.usefixtures("idle_check_far_away")
+@pytest.mark.parametrize("observed", [False, True])
+def test_data_pdus_skip_the_state_machine_unless_observed(
+    observed: bool, make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In data transfer the P-DATA-TF PDUs go to the DIMSE provider directly;
+    # with a handler watching received PDUs they go through pynetdicom's
+    # decoder and state machine (event Evt10), as every other PDU does.
+    events = _store_three_recording_events(
+        make_node, monkeypatch, evt.EVT_PDU_RECV if observed else None
+    )
     assert events.count("Evt10") == (6 if observed else 0)
     assert "Evt12" in events  # the release request still goes through the state machine
 
@@ -244,30 +257,16 @@ def test_c_stores_are_served_in_the_dul_thread_other_requests_in_the_association
     assert len(echoes) == 1 and isinstance(echoes[0], reactor.EventDrivenAssociation)
 
 
+@pytest.mark.usefixtures("idle_check_far_away")
 @pytest.mark.parametrize("observed", [False, True], ids=["direct", "observed"])
 def test_responses_made_in_the_dul_thread_are_sent_without_a_state_machine_turn(
     observed: bool, make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A handler watching sent PDUs sees pynetdicom's PDU objects: the responses then go
     # through the state machine (event Evt9), as every other PDU sent does.
-    monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "none")
-    events: list[str] = []
-    original = StateMachine.do_action
-
-    def spy(machine: StateMachine, event: str) -> None:
-        if isinstance(machine.dul, reactor.EventDrivenDUL):
-            events.append(event)
-        original(machine, event)
-
-    monkeypatch.setattr(StateMachine, "do_action", spy)
-    harness = make_node()
-    if observed:
-        harness.node._server.bind(evt.EVT_PDU_SENT, lambda event: None)  # type: ignore[attr-defined]
-    assoc = _associate(harness)
-    statuses = [int(assoc.send_c_store(ds).Status) for ds in make_study(3)]
-    assoc.release()
-    harness.wait_for_associations_closed(STEP_TIMEOUT)
-    assert statuses == [0, 0, 0]
+    events = _store_three_recording_events(
+        make_node, monkeypatch, evt.EVT_PDU_SENT if observed else None
+    )
     assert events.count("Evt9") == (3 if observed else 0)
 
 
