@@ -2,7 +2,7 @@
 
 The receiver answers a C-STORE once the instance's file and its directory are
 synced to disk: the spool is the record of what was received.  The index row
-follows some 20 ms later, written by an :class:`IndexWriter` together with
+follows some 50 ms later, written by an :class:`IndexWriter` together with
 every other instance that arrived meanwhile, in one transaction: the writer
 waits :data:`GATHER_SECONDS` after a batch's first instance, because a
 transaction costs about as much for one row as for a few.  Each association
@@ -34,9 +34,13 @@ MAX_BATCH = 500
 RETRY_SECONDS = 2.0
 """Wait after a failed transaction before the batch is tried again."""
 
-GATHER_SECONDS = 0.02
+GATHER_SECONDS = 0.05
 """After a batch's first instance arrives, wait this long for more (a transaction
-costs about as much for one row as for a few), unless a flush or close waits."""
+costs about as much for one row as for a few), unless a flush or close waits.
+
+20 ms until 2026-11-26; at 50 ms, JPEG stills over 4 associations into two
+receiving processes took 1.42 instead of 1.56 ms of CPU each (``benchmarks.receive_cpu``,
+medians of 4 rounds)."""
 
 GATHER_ROWS = 32
 """Stop gathering once this many instances wait."""
