@@ -413,8 +413,9 @@ class EventDrivenAssociation(Association):
         """Serve a C-STORE request in the DUL thread that completed it; whether it did.
 
         Only when pynetdicom would serve it with the Storage service class on an
-        accepted context of the established association, and this thread has no
-        message in hand or queued (responses then keep the requests' order).
+        accepted context of the established association, and the association's
+        own thread has no message in hand or queued (responses then keep the
+        requests' order).
         The handler may abort, but only without waiting: the thread that would
         wait for the end of the DUL thread is the DUL thread.
         """
