@@ -99,11 +99,17 @@ class IndexWriter:
             return len(self._pending)
 
     def submit(self, item: Received) -> None:
-        """Queue ``item`` for the next batch."""
+        """Queue ``item`` for the next batch.
+
+        The writer is woken only when it may be waiting for a first instance or
+        the batch is full: otherwise its gathering ends by itself, and waking it
+        for every instance cost each one a switch of threads.
+        """
         with self._changed:
             self._pending.append(item)
             self._submitted += 1
-            self._changed.notify_all()
+            if len(self._pending) == 1 or len(self._pending) >= GATHER_ROWS:
+                self._changed.notify_all()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything submitted so far is committed.

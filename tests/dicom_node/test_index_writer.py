@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from dicom_node import network
 from dicom_node.config import Completion, Pipeline
 from dicom_node.index import Index, IndexQueries
+from dicom_node.index import writer as writer_module
 from dicom_node.index.writer import GATHER_ROWS, IndexWriter, Received
 from dicom_node.network import StoreStatus
 from tests.dicom_node.conftest import NodeHarness, make_study
@@ -71,6 +73,38 @@ def test_rows_arriving_together_are_gathered_into_one_transaction(index: Index) 
     wait_until(lambda: writer.backlog == 0, 30, "a full batch to be written unasked")
     writer.close()
     assert counted.batches == [5, GATHER_ROWS]
+
+
+class CountingCondition(threading.Condition):
+    """A condition that counts its ``notify_all`` calls."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.notified = 0
+
+    def notify_all(self) -> None:
+        self.notified += 1
+        super().notify_all()
+
+
+def test_the_writer_is_woken_for_a_first_row_and_a_full_batch_only(
+    index: Index, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Waking the writer for every row cost every instance a switch of threads.
+    monkeypatch.setattr(writer_module.threading, "Condition", CountingCondition)
+    writer = IndexWriter(index, gather_seconds=600.0)
+    changed = writer._changed
+    assert isinstance(changed, CountingCondition)
+    writer.submit(_received("1.2.7", "1.2.7.0"))
+    assert changed.notified == 1
+    for number in range(1, GATHER_ROWS - 1):
+        writer.submit(_received("1.2.7", f"1.2.7.{number}"))
+    assert changed.notified == 1
+    writer.submit(_received("1.2.7", f"1.2.7.{GATHER_ROWS - 1}"))
+    assert changed.notified == 2
+    wait_until(lambda: writer.backlog == 0, 30, "the full batch to be written unasked")
+    writer.close()
+    assert IndexQueries(index).studies()[0]["instance_count"] == GATHER_ROWS
 
 
 def test_failed_batches_are_retried_until_written(index: Index) -> None:
