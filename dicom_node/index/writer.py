@@ -2,10 +2,11 @@
 
 The receiver answers a C-STORE once the instance's file and its directory are
 synced to disk: the spool is the record of what was received.  The index row
-follows some 50 ms later, written by an :class:`IndexWriter` together with
-every other instance that arrived meanwhile, in one transaction: the writer
-waits :data:`GATHER_SECONDS` after a batch's first instance, because a
-transaction costs about as much for one row as for a few.  Each association
+follows at most some 50 ms later, written by an :class:`IndexWriter` together
+with every other instance that arrived meanwhile, in one transaction: the
+writer waits up to :data:`GATHER_SECONDS` after a batch's first instance while
+instances keep arriving, because a transaction costs about as much for one row
+as for a few, and commits once none came for :data:`GATHER_IDLE_SECONDS`.  Each association
 thread then spends no time on the database, and one commit serves several
 instances even from a single association.
 
@@ -18,6 +19,7 @@ information (see :func:`dicom_node.file_meta.file_header`).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,6 +47,10 @@ medians of 4 rounds)."""
 GATHER_ROWS = 32
 """Stop gathering once this many instances wait."""
 
+GATHER_IDLE_SECONDS = 0.01
+"""Stop gathering once no instance arrived for this long: the senders paused or
+finished, and the rows need not wait out :data:`GATHER_SECONDS` for nothing."""
+
 
 @dataclass(frozen=True)
 class Received:
@@ -70,6 +76,8 @@ class IndexWriter:
         Wait after a failed transaction before trying the batch again.
     gather_seconds:
         Wait after a batch's first instance for more to join it.
+    idle_seconds:
+        End that wait once no instance arrived for this long.
     """
 
     def __init__(
@@ -78,11 +86,13 @@ class IndexWriter:
         on_indexed: Callable[[Received, bool], None] | None = None,
         retry_seconds: float = RETRY_SECONDS,
         gather_seconds: float = GATHER_SECONDS,
+        idle_seconds: float = GATHER_IDLE_SECONDS,
     ) -> None:
         self._index = index
         self._on_indexed = on_indexed
         self._retry_seconds = retry_seconds
         self._gather_seconds = gather_seconds
+        self._idle_seconds = idle_seconds
         self._pending: list[Received] = []
         self._submitted = 0
         self._written = 0
@@ -148,7 +158,7 @@ class IndexWriter:
         while True:
             with self._changed:
                 self._changed.wait_for(lambda: self._pending or self._stopping)
-                self._changed.wait_for(self._batch_ready, self._gather_seconds)
+                self._gather()
                 if self._stopping:
                     return
                 batch = self._pending[:MAX_BATCH]
@@ -166,6 +176,20 @@ class IndexWriter:
                 self._written += len(batch)
                 self._changed.notify_all()
             self._report(batch, created)
+
+    def _gather(self) -> None:
+        """Wait (lock held) until the batch is ready, the gathering time is up, or no
+        instance arrived for ``idle_seconds``."""
+        deadline = time.monotonic() + self._gather_seconds
+        seen = len(self._pending)
+        while not self._batch_ready():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._changed.wait(min(left, self._idle_seconds))
+            if len(self._pending) == seen:
+                return
+            seen = len(self._pending)
 
     def _batch_ready(self) -> bool:
         """Whether to stop gathering (called with the lock held)."""

@@ -64,7 +64,7 @@ def test_rows_are_written_and_duplicates_reported(index: Index) -> None:
 def test_rows_arriving_together_are_gathered_into_one_transaction(index: Index) -> None:
     """A flush ends the gathering at once; a full batch ends it without waiting."""
     counted = FlakyIndex(index, failures=0)
-    writer = IndexWriter(counted, gather_seconds=600.0)  # type: ignore[arg-type]
+    writer = IndexWriter(counted, gather_seconds=600.0, idle_seconds=600.0)  # type: ignore[arg-type]
     for number in range(5):
         writer.submit(_received("1.2.5", f"1.2.5.{number}"))
     assert writer.flush(30)
@@ -92,7 +92,7 @@ def test_the_writer_is_woken_for_a_first_row_and_a_full_batch_only(
 ) -> None:
     # Waking the writer for every row cost every instance a switch of threads.
     monkeypatch.setattr(writer_module.threading, "Condition", CountingCondition)
-    writer = IndexWriter(index, gather_seconds=600.0)
+    writer = IndexWriter(index, gather_seconds=600.0, idle_seconds=600.0)
     changed = writer._changed
     assert isinstance(changed, CountingCondition)
     writer.submit(_received("1.2.7", "1.2.7.0"))
@@ -105,6 +105,16 @@ def test_the_writer_is_woken_for_a_first_row_and_a_full_batch_only(
     wait_until(lambda: writer.backlog == 0, 30, "the full batch to be written unasked")
     writer.close()
     assert IndexQueries(index).studies()[0]["instance_count"] == GATHER_ROWS
+
+
+def test_the_gathering_ends_once_no_row_arrives(index: Index) -> None:
+    # Rows are not held for the whole gathering time after the senders stopped.
+    writer = IndexWriter(index, gather_seconds=600.0, idle_seconds=0.01)
+    for number in range(3):
+        writer.submit(_received("1.2.8", f"1.2.8.{number}"))
+    wait_until(lambda: writer.backlog == 0, 30, "the rows to be written without a flush")
+    writer.close()
+    assert IndexQueries(index).studies()[0]["instance_count"] == 3
 
 
 def test_failed_batches_are_retried_until_written(index: Index) -> None:
