@@ -59,6 +59,7 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.fsm import StateMachine
+from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
@@ -117,15 +118,6 @@ def split_pdv_items(body: bytes | bytearray) -> list[tuple[int, bytes]] | None:
             items.append((view[offset + 4], bytes(view[offset + 5:offset + 4 + length])))
             offset += 4 + length
     return items or None
-
-
-def encode_p_data_tf(items: list[tuple[int, bytes]] | list[list[int | bytes]]) -> bytes:
-    """A P-DATA-TF PDU of (presentation context ID, data) items, as pynetdicom encodes it."""
-    body = b"".join(
-        struct.pack(">IB", len(data) + 1, context_id) + data  # type: ignore[operator, arg-type]
-        for context_id, data in items
-    )
-    return struct.pack(">BBI", P_DATA_TF_TYPE, 0, len(body)) + body
 
 
 class NotifyingStateMachine(StateMachine):
@@ -192,8 +184,8 @@ class EventDrivenDUL(DULServiceProvider):
         """Queue ``primitive`` for sending and wake the thread to send it; in this
         thread, send a P-DATA in data transfer at once when nothing waits before it."""
         if self._sends_at_once(primitive):
-            assert isinstance(primitive, P_DATA) and self.socket is not None
-            self.socket.send(encode_p_data_tf(primitive.presentation_data_value_list))
+            assert isinstance(primitive, P_DATA)
+            self._send(P_DATA_TF(primitive))  # what the DT-1 action does
             return
         super().send_pdu(primitive)
         self.wake()

@@ -270,17 +270,6 @@ def test_responses_made_in_the_dul_thread_are_sent_without_a_state_machine_turn(
     assert events.count("Evt9") == (3 if observed else 0)
 
 
-@pytest.mark.parametrize(
-    "items",
-    [[(1, b"\x03" + b"r" * 90)], [(3, b"\x00" + b"d" * 5000), (3, b"\x02x")], [(7, b"")]],
-    ids=["response", "two-items", "empty"],
-)
-def test_p_data_tf_is_encoded_as_pynetdicom_encodes_it(items: list[tuple[int, bytes]]) -> None:
-    primitive = P_DATA()
-    primitive.presentation_data_value_list = [list(item) for item in items]
-    assert reactor.encode_p_data_tf(items) == P_DATA_TF(primitive).encode()
-
-
 def test_a_handler_failure_in_the_dul_thread_is_answered_and_the_association_goes_on(
     make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
