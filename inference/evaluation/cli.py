@@ -28,8 +28,10 @@ from pathlib import Path
 import structlog
 import torch
 
+from inference.engines.lesion import WEIGHTS_DIR
+from inference.engines.model_card import read_card
 from inference.evaluation.lesion import FIRST_SEEDS, evaluate_organ
-from inference.evaluation.report import organ_section
+from inference.evaluation.report import cross_validation_lines, organ_section
 
 logger = structlog.get_logger(__name__)
 
@@ -78,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Each organ's section (with the command that produced it) is kept in
     ``<plot dir>/<organ>.md``, so organs can be evaluated in separate runs.
+    The classifiers' cross-validation is read from their weights cards.
     """
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -101,7 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         (plot_dir / "cardiac.md").write_text(cardiac.section(plot_dir, False))
     sections = [(plot_dir / f"{name}.md").read_text() for name in ("liver", "breast", "cardiac")
                 if (plot_dir / f"{name}.md").exists()]
-    args.output.write_text("\n".join([*HEADER, *sections]) + "\n")
+    weights_dir = args.weights_dir or WEIGHTS_DIR
+    cards = {organ: read_card(weights_dir / f"{organ}_classifier.pt")
+             for organ in ("liver", "breast")
+             if (weights_dir / f"{organ}_classifier.json").exists()}
+    report = [*HEADER, *sections, *cross_validation_lines(cards)]
+    args.output.write_text("\n".join(report) + "\n")
     logger.info("report_written", path=str(args.output))
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import structlog
@@ -154,4 +155,30 @@ def robustness_lines(ev: OrganEvaluation) -> list[str]:
         p, r, f1 = ev.detection_under(change)
         delta = "" if change == UNCHANGED else f"{f1 - base:+.3f}"
         lines.append(f"| {change} | {_fmt(p)} | {_fmt(r)} | {_fmt(f1)} | {delta} |")
+    return [*lines, ""]
+
+
+def cross_validation_lines(cards: dict[str, dict[str, Any]]) -> list[str]:
+    """Markdown table of the classifiers' k-fold cross-validation, from their weights cards.
+
+    ``cards`` maps an organ to its classifier card; cards without a
+    ``cross_validation`` entry are left out (no table if none has one).
+    """
+    rows = [(organ, card["metrics"]["cross_validation"]) for organ, card in cards.items()
+            if card.get("metrics", {}).get("cross_validation")]
+    if not rows:
+        return []
+    lines = ["## Classifier cross-validation", "",
+             "k-fold cross-validation of each ROI classifier on its training crops, run by "
+             "`us-ai-train <organ>-classifier` before the final model is trained and kept in "
+             "the classifier's card. Folds are split by image. Each fold's model is trained "
+             "from scratch on a subset of the crops for a few epochs, a smaller budget than "
+             "the shipped model's, so these accuracies sit below the held-out figures above; "
+             "they show how much the result depends on the split.", "",
+             "| Classifier | Folds | Crops | Epochs | Accuracy per fold | Mean | SD |",
+             "|---|---|---|---|---|---|---|"]
+    for organ, cv in rows:
+        folds = ", ".join(_fmt(a) for a in cv["accuracy_per_fold"])
+        lines.append(f"| {organ} | {cv['folds']} | {cv['crops']} | {cv['epochs']} | {folds} | "
+                     f"{_fmt(cv['accuracy_mean'])} | {_fmt(cv['accuracy_sd'])} |")
     return [*lines, ""]
