@@ -12,6 +12,7 @@ from inference.engines.base import Engine, ImageInput
 from inference.engines.lesion import WEIGHTS_DIR, BreastEngine, LesionEngine, LiverEngine
 from inference.evaluation.lesion import image_input
 from inference.evaluation.metrics import match_detections, prf
+from inference.evaluation.robustness import perturb
 from inference.findings import AnatomyValues, LesionFinding, NotAssessedReasonValues
 from inference.geometry import ImageGeometry
 from inference.phantoms.anatomy import SceneConfig
@@ -20,11 +21,16 @@ from inference.training.common import sha256_file
 
 THRESHOLDS = {
     # organ: (detection recall, detection precision, ROI 4-class accuracy) on 20 images;
-    # measured with the shipped weights: liver 0.89 / 0.92 / 0.92, breast 0.83 / 0.95 / 0.87.
+    # measured with the shipped weights: liver 0.89 / 0.92 / 0.92, breast 0.83 / 0.95 / 0.87;
+    # edge-enhanced: liver 0.84 / 0.89, breast 0.83 / 0.86 (the breast detector trained
+    # without scanner post-processing had 0.83 / 0.79).
     "liver": (0.75, 0.8, 0.8),
     "breast": (0.72, 0.82, 0.8),
 }
 """Floors for the shipped weights, a margin below what they measure on this set."""
+
+EDGE_ENHANCEMENT = "edge enhancement (unsharp mask, radius 2 px, 150 %)"
+"""A scanner's post-processing the shipped weights must also stand (see robustness.py)."""
 
 ENGINES: dict[str, type[LesionEngine]] = {"liver": LiverEngine, "breast": BreastEngine}
 
@@ -44,12 +50,15 @@ def test_engine_contract_and_weight_cards(organ: str) -> None:
     assert ENGINES[organ]().algorithm.device_uid == engine.algorithm.device_uid
 
 
+@pytest.mark.parametrize("change", [None, EDGE_ENHANCEMENT])
 @pytest.mark.parametrize("organ", ["liver", "breast"])
-def test_shipped_weights_reach_their_floors(organ: str) -> None:
+def test_shipped_weights_reach_their_floors(organ: str, change: str | None) -> None:
     engine = ENGINES[organ]()
     matches, n_truth, correct, n_roi = [], 0, 0, 0
     for k in range(20):
         sample = generate(organ, 7_000_000 + k, 480, 640)  # type: ignore[arg-type]
+        if change is not None:
+            sample.frames[:] = perturb(sample.frames, change, seed=k)
         result = engine.run(image_input(sample, f"2.25.{k}", with_regions=k % 2 == 0))
         truths = sample.truths[0]
         n_truth += len(truths)
@@ -62,7 +71,7 @@ def test_shipped_weights_reach_their_floors(organ: str) -> None:
             assert finding.heatmap is not None and finding.heatmap.shape == (480, 640)
             assert finding.heatmap.min() >= 0.0 and finding.heatmap.max() <= 1.0
             assert UID(finding.tracking_uid).is_valid
-        if truths:
+        if truths and change is None:
             probs = engine.classify(sample.frames[0], [t.box for t in truths])
             correct += sum(engine.classes[int(p.argmax())] == t.label
                            for p, t in zip(probs, truths, strict=True))
@@ -71,7 +80,7 @@ def test_shipped_weights_reach_their_floors(organ: str) -> None:
     floor_recall, floor_precision, floor_accuracy = THRESHOLDS[organ]
     assert recall >= floor_recall
     assert precision >= floor_precision
-    assert correct / n_roi >= floor_accuracy
+    assert change is not None or correct / n_roi >= floor_accuracy
 
 
 def test_cine_gives_one_tracked_finding_per_lesion() -> None:
