@@ -3,7 +3,8 @@
 Follows the published protocol where it fits on two CPU cores: 8:1:1 split
 of the cache by image, classes balanced to equal counts by the sampler,
 horizontal flips and rotations within 10 degrees (rotations are baked into
-the cached crops, along with detector-like box jitter), and k-fold
+the cached crops, along with detector-like box jitter), random scanner
+post-processing and grey levels (as for the detectors), and k-fold
 cross-validation on a subset (``--folds``, default 3 folds of at most
 ``--cv-subset`` crops, fewer epochs) reported in the weight card.
 """
@@ -28,6 +29,7 @@ from inference.training.common import (
     command_line,
     intensity_augment,
     set_seed,
+    sharpness_augment,
     write_card,
 )
 from inference.training.lesion_data import (
@@ -113,7 +115,8 @@ def fit(crops: np.ndarray, labels: np.ndarray, n_classes: int, epochs: int,
         for start in tqdm(range(0, len(order), args.batch_size), desc=f"epoch {epoch + 1}",
                           mininterval=30):
             idx = order[start:start + args.batch_size]
-            x = intensity_augment(_tensor(crops[idx], rng.random(len(idx)) < 0.5), gen)
+            x = _tensor(crops[idx], rng.random(len(idx)) < 0.5)
+            x = intensity_augment(sharpness_augment(x, gen), gen)
             loss = F.cross_entropy(model(x), torch.from_numpy(labels[idx]), label_smoothing=0.05)
             opt.zero_grad()
             loss.backward()
@@ -180,7 +183,8 @@ def run(args: argparse.Namespace) -> None:
                      "train_crops": len(train), "val_lesions": len(val),
                      "test_lesions": len(test), "split": "8:1:1 by image",
                      "balanced": True,
-                     "augmentation": "hflip, rotation within 10 deg, box jitter, grey levels"},
+                     "augmentation": "hflip, rotation within 10 deg, box jitter, scanner "
+                                     "post-processing, grey levels"},
                metrics={"val_accuracy": val_acc, "best_epoch": epoch,
                         "internal_test": test_metrics, "cross_validation": cv},
                extra={"classes": list(classes), "init": str(args.init) if args.init else None})

@@ -21,9 +21,9 @@ from inference.training.common import sha256_file
 
 THRESHOLDS = {
     # organ: (detection recall, detection precision, ROI 4-class accuracy) on 20 images;
-    # measured with the shipped weights: liver 0.89 / 0.92 / 0.92, breast 0.83 / 0.95 / 0.87;
-    # edge-enhanced: liver 0.84 / 0.89, breast 0.83 / 0.86 (the breast detector trained
-    # without scanner post-processing had 0.83 / 0.79).
+    # measured with the shipped weights: liver 0.89 / 0.92 / 0.92, breast 0.83 / 0.95 / 0.91;
+    # edge-enhanced: liver 0.84 / 0.89 / 0.86, breast 0.83 / 0.86 / 0.91 (the breast detector
+    # and classifier trained without scanner post-processing had 0.83 / 0.79 / 0.74).
     "liver": (0.75, 0.8, 0.8),
     "breast": (0.72, 0.82, 0.8),
 }
@@ -71,7 +71,7 @@ def test_shipped_weights_reach_their_floors(organ: str, change: str | None) -> N
             assert finding.heatmap is not None and finding.heatmap.shape == (480, 640)
             assert finding.heatmap.min() >= 0.0 and finding.heatmap.max() <= 1.0
             assert UID(finding.tracking_uid).is_valid
-        if truths and change is None:
+        if truths:
             probs = engine.classify(sample.frames[0], [t.box for t in truths])
             correct += sum(engine.classes[int(p.argmax())] == t.label
                            for p, t in zip(probs, truths, strict=True))
@@ -80,7 +80,7 @@ def test_shipped_weights_reach_their_floors(organ: str, change: str | None) -> N
     floor_recall, floor_precision, floor_accuracy = THRESHOLDS[organ]
     assert recall >= floor_recall
     assert precision >= floor_precision
-    assert change is not None or correct / n_roi >= floor_accuracy
+    assert correct / n_roi >= floor_accuracy
 
 
 def test_cine_gives_one_tracked_finding_per_lesion() -> None:
