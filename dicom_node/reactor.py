@@ -350,7 +350,12 @@ class EventDrivenAssociation(Association):
         in a state machine action ends the DUL thread without that: the peer
         would wait on an open connection until its own timeout, and the
         handlers, never told, would count the association as live forever.
+        pynetdicom's DUL sets this thread's kill flag from inside that exception
+        handler, so this thread can get here while the DUL thread is still
+        returning: a DUL thread told to end is waited for first.
         """
+        if self.dul._kill_thread and threading.current_thread() is not self.dul:
+            self.dul.join()
         connection = self.dul.socket
         if self.dul.is_alive() or connection is None or connection.socket is None:
             return

@@ -100,6 +100,42 @@ def test_a_dul_that_dies_closes_the_connection_and_ends_the_association(
     wait_until(lambda: not _node_threads(), STEP_TIMEOUT, "the node's association threads to end")
 
 
+def test_a_dul_fault_caught_by_pynetdicom_is_waited_for(
+    make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fault while reading is caught by pynetdicom's DUL loop: it aborts, and tells the
+    # association thread to end before its own thread has returned.  That thread can then
+    # reach its connection check first; here the DUL thread is held until it has.
+    harness = make_node()
+    check_begun = threading.Event()
+    read_pdu = reactor.EventDrivenDUL._read_pdu_data
+    run_dul = reactor.EventDrivenDUL.run
+    close_abandoned = reactor.EventDrivenAssociation._close_abandoned_connection
+
+    def fails_in_data_transfer(self: reactor.EventDrivenDUL) -> None:
+        if self.state_machine.current_state == reactor.DATA_TRANSFER_STATE:
+            raise RuntimeError("a fault while reading")
+        read_pdu(self)
+
+    def run_then_linger(self: reactor.EventDrivenDUL) -> None:
+        run_dul(self)
+        check_begun.wait(STEP_TIMEOUT)
+
+    def signal_then_check(self: reactor.EventDrivenAssociation) -> None:
+        check_begun.set()
+        close_abandoned(self)
+
+    monkeypatch.setattr(reactor.EventDrivenDUL, "_read_pdu_data", fails_in_data_transfer)
+    monkeypatch.setattr(reactor.EventDrivenDUL, "run", run_then_linger)
+    monkeypatch.setattr(
+        reactor.EventDrivenAssociation, "_close_abandoned_connection", signal_then_check
+    )
+    assoc = _associate(harness)
+    assert "Status" not in assoc.send_c_store(make_study(1)[0])
+    harness.wait_for_associations_closed(STEP_TIMEOUT)
+    wait_until(lambda: not _node_threads(), STEP_TIMEOUT, "the node's association threads to end")
+
+
 def test_what_is_sent_after_an_abort_is_dropped_not_raised() -> None:
     # A C-STORE response can be queued just as a broken PDU from the peer aborts the
     # association: in Sta13 pynetdicom's state machine raised, ending the DUL thread.
