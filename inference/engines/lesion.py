@@ -246,6 +246,14 @@ class LesionEngine:
         """Class probabilities ``(len(boxes), classes)`` of lesion boxes on a frame."""
         return self._classify([roi_crop(frame, b) for b in boxes])
 
+    def lesion_class(self, probs: np.ndarray) -> tuple[int, np.ndarray]:
+        """Class of one lesion from its per-frame class probabilities ``(frames, classes)``:
+        the k-of-n vote (the class of a single frame) and the smoothed mean probabilities."""
+        if len(probs) > 1:
+            label_index, _ = vote(probs, self.vote_k, self.vote_n)
+            return label_index, smooth(probs).mean(axis=0)
+        return int(probs[0].argmax()), probs[0]
+
     def _classify(self, crops: list[np.ndarray]) -> np.ndarray:
         if not crops:
             return np.zeros((0, len(self.classes)))
@@ -256,11 +264,7 @@ class LesionEngine:
                  number: int) -> LesionFinding:
         probs = self._classify([roi_crop(frames[indices[d.frame_index]], d.box)
                                 for d in t.detections])
-        if len(probs) > 1:
-            label_index, _ = vote(probs, self.vote_k, self.vote_n)
-            mean = smooth(probs).mean(axis=0)
-        else:
-            label_index, mean = int(probs[0].argmax()), probs[0]
+        label_index, mean = self.lesion_class(probs)
         probabilities = {c: float(p) for c, p in zip(self.classes, mean, strict=True)}
         observations = [LesionObservation(int(indices[d.frame_index]) + 1, d.box, d.score)
                         for d in t.detections]

@@ -44,9 +44,13 @@ HEADER = [
     "reach the published level on the synthetic task, nothing more.", "",
     "ROI rows score the classifier on ground-truth lesion boxes, as the published classifiers "
     "were scored; the detector + classifier rows score the classes of the lesions the detector "
-    "found (IoU >= 0.25). Cine clips (one lesion each) are scored by the class the engine voted "
-    "(3 of 5 sampled frames) for the track that follows the lesion; a clip whose lesion was not "
-    "tracked counts as wrong. 25 % of the images are passed without ultrasound regions, so the "
+    "found (IoU >= 0.25). Cine clips (one lesion each) are scored twice. The ROI rows vote the "
+    "classifier (3 of 5 sampled frames) on the lesion's ground-truth boxes: the published cine "
+    "figure is the classification report's, whose network classifies a lesion ROI cropped from "
+    "the image. The detector + tracking rows score the class the engine voted for the track "
+    "that follows the lesion, so they also need the detector to find and track it: a clip whose "
+    "lesion was not tracked counts as wrong. No published figure covers that chain. 25 % of the "
+    "images are passed without ultrasound regions, so the "
     "engine finds the scan area from the pixels.", "",
     "Ground truth holds the lesions a sonographer could see on the rendered frame (Rose index "
     ">= 4 against the tissue around the lesion and against the frame rendered without it, "

@@ -4,8 +4,9 @@ The seeds start far above any training cache (:data:`FIRST_SEEDS`), so the
 evaluation images were never seen in training.  Detection is matched at IoU
 0.25; the classifier is scored on ground-truth ROIs (the published
 protocol) and, chained, on the lesions the detector found; cine clips (one
-lesion each) are scored by the class the engine voted for the track that
-follows the lesion.
+lesion each) are scored by the class the classifier votes on the lesion's
+ground-truth boxes, and end to end by the class the engine voted for the track
+that follows the lesion.
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ class OrganEvaluation:
     clip_truth: list[str] = field(default_factory=list)
     clip_pred: list[str] = field(default_factory=list)
     clip_malignancy: list[float] = field(default_factory=list)
+    clip_roi_truth: list[str] = field(default_factory=list)
+    clip_roi_pred: list[str] = field(default_factory=list)
+    clip_roi_malignancy: list[float] = field(default_factory=list)
     perturbed_images: int = 0
     perturbed_lesions: int = 0
     perturbed: dict[str, list[Match]] = field(default_factory=dict)
@@ -103,8 +107,8 @@ class OrganEvaluation:
         return bootstrap_intervals(statistic, len(self.per_image))
 
     def summary_intervals(self, kind: str) -> dict[str, tuple[float, float]]:
-        """95 % bootstrap intervals of the :data:`SUMMARY_FIGURES` of ``roi``, ``chained``
-        or ``clip`` predictions (ROIs, found lesions or clips resampled)."""
+        """95 % bootstrap intervals of the :data:`SUMMARY_FIGURES` of ``roi``, ``chained``,
+        ``clip`` or ``clip_roi`` predictions (ROIs, found lesions or clips resampled)."""
         truth, pred, mal = (getattr(self, f"{kind}_{part}")
                             for part in ("truth", "pred", "malignancy"))
 
@@ -135,7 +139,8 @@ class OrganEvaluation:
                 for name, group in strata if group]
 
     def summary(self, kind: str) -> dict[str, float]:
-        """Classification figures of ``roi``, ``chained`` or ``clip`` predictions."""
+        """Classification figures of ``roi``, ``chained``, ``clip`` or ``clip_roi``
+        predictions."""
         truth, pred, mal = (getattr(self, f"{kind}_{part}")
                             for part in ("truth", "pred", "malignancy"))
         return classification_summary(truth, pred, mal, self.classes)
@@ -246,6 +251,17 @@ def clip_prediction(engine: LesionEngine, sample: PhantomSample
     return finding, len(result.lesions) - (finding is not None)
 
 
+def clip_roi_vote(engine: LesionEngine, sample: PhantomSample) -> tuple[str, float]:
+    """Class and probability of malignancy the engine's classifier votes for the clip's
+    lesion on its ground-truth boxes (every frame that shows it), as it votes for a track."""
+    probs = np.concatenate([engine.classify(frame, [truths[0].box])
+                            for frame, truths in zip(sample.frames, sample.truths, strict=True)
+                            if truths])
+    label_index, mean = engine.lesion_class(probs)
+    return engine.classes[label_index], float(sum(
+        p for c, p in zip(engine.classes, mean, strict=True) if c in MALIGNANT_CLASSES))
+
+
 def evaluate_organ(organ: str, n_images: int, n_clips: int, weights_dir: Path | None = None,
                    clip_frames: tuple[int, int] = (20, 30), n_perturbed: int = 0
                    ) -> OrganEvaluation:
@@ -274,4 +290,8 @@ def evaluate_organ(organ: str, n_images: int, n_clips: int, weights_dir: Path | 
         ev.clip_truth.append(clip.labels[0])
         ev.clip_pred.append(finding.label if finding else "missed")
         ev.clip_malignancy.append(finding.malignancy_probability if finding else 0.0)
+        label, malignancy = clip_roi_vote(operating, clip)
+        ev.clip_roi_truth.append(clip.labels[0])
+        ev.clip_roi_pred.append(label)
+        ev.clip_roi_malignancy.append(malignancy)
     return ev

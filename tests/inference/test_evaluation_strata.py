@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from inference.engines.lesion import LiverEngine
 from inference.evaluation.lesion import (
     SIZE_BANDS_MM,
     LesionOutcome,
     OrganEvaluation,
+    clip_roi_vote,
+    clip_sample,
     evaluate_organ,
 )
 from inference.evaluation.report import organ_section, strata_lines
@@ -47,3 +51,41 @@ def test_the_report_gives_bootstrap_intervals(tmp_path: Path) -> None:
     assert low <= float(ours) <= high and float(published) == 0.917
     (f1_low, f1_high) = ev.detection_intervals()[2]
     assert (round(f1_low, 3), round(f1_high, 3)) == (low, high)
+
+
+def test_the_roi_clip_vote_counts_every_frame_that_shows_the_lesion(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = LiverEngine()
+    clip = clip_sample("liver", 3_000_000, clip_frames=(6, 6))
+    assert clip is not None
+    shown = [i for i, truths in enumerate(clip.truths) if truths]
+    assert len(shown) >= 3
+    # The classifier says "cyst" on the first frame that shows the lesion, "hcc" on the rest.
+    answers = iter(["cyst"] + ["hcc"] * (len(shown) - 1))
+    boxes_seen = []
+
+    def classify(frame: np.ndarray, boxes: list) -> np.ndarray:
+        boxes_seen.append(boxes)
+        return np.eye(len(engine.classes))[[engine.classes.index(next(answers))]]
+
+    monkeypatch.setattr(engine, "classify", classify)
+    label, malignancy = clip_roi_vote(engine, clip)
+    assert boxes_seen == [[clip.truths[i][0].box] for i in shown]
+    assert label == "hcc"
+    assert 0.0 <= malignancy <= 1.0
+
+
+def test_cine_rows_set_the_published_figure_beside_the_roi_vote(tmp_path: Path) -> None:
+    ev = evaluate_organ("liver", n_images=2, n_clips=2, clip_frames=(6, 6))
+    assert len(ev.clip_roi_pred) == len(ev.clip_pred) == ev.clips > 0
+    assert set(ev.clip_roi_pred) <= set(ev.classes)
+    rows = {cells[1].strip(): cells[4].strip() for cells in (
+        line.split("|") for line in organ_section(ev, tmp_path, "plots").splitlines()
+        if line.startswith("| Cine"))}
+    assert rows == {
+        "Cine clip 4-class accuracy (ROI, 3-of-5 vote)": "0.891",
+        "Cine clip benign/malignant accuracy (ROI)": "0.909",
+        "Cine clip 4-class accuracy (detector + tracking, 3-of-5 vote)": "-",
+        "Cine clip benign/malignant accuracy (detector + tracking)": "-",
+    }
