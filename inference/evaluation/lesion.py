@@ -91,6 +91,7 @@ class OrganEvaluation:
     perturbed_images: int = 0
     perturbed_lesions: int = 0
     perturbed: dict[str, list[Match]] = field(default_factory=dict)
+    perturbed_roi: dict[str, list[bool]] = field(default_factory=dict)
 
     @property
     def detection(self) -> tuple[float, float, float]:
@@ -126,6 +127,12 @@ class OrganEvaluation:
         """Precision, recall, F1 on the images changed by ``change`` (``unchanged``: the
         same images as they are)."""
         return prf(self.perturbed[change], self.perturbed_lesions, self.threshold)
+
+    def roi_accuracy_under(self, change: str) -> float:
+        """4-class accuracy of the classifier on the ground-truth boxes of the images
+        changed by ``change``."""
+        correct = self.perturbed_roi.get(change, [])
+        return sum(correct) / len(correct) if correct else float("nan")
 
     def recall_by_stratum(self) -> list[tuple[str, int, float]]:
         """Detection recall at the engine's threshold per class, then per size band:
@@ -168,8 +175,10 @@ def image_input(sample: PhantomSample, uid: str, with_regions: bool) -> ImageInp
 
 def _score_perturbed(ev: OrganEvaluation, engine: LesionEngine, sample: PhantomSample) -> None:
     """Detection on ``sample`` (with its regions) as it is and changed by each of
-    :data:`PERTURBATIONS`, in one batch of the engine's detector."""
+    :data:`PERTURBATIONS`, in one batch of the engine's detector, and the classifier
+    on the ground-truth boxes of each."""
     truths = [t.box for t in sample.truths[0]]
+    labels = [t.label for t in sample.truths[0]]
     ev.perturbed_images += 1
     ev.perturbed_lesions += len(truths)
     frame = sample.frames[:1]
@@ -178,9 +187,13 @@ def _score_perturbed(ev: OrganEvaluation, engine: LesionEngine, sample: PhantomS
     area = scan_area(image_input(sample, "", True))
     detections = engine.detect(variants, np.arange(len(variants)), area,
                                engine.score_threshold)
-    for change, found in zip([UNCHANGED, *PERTURBATIONS], detections, strict=True):
+    for change, variant, found in zip([UNCHANGED, *PERTURBATIONS], variants, detections,
+                                      strict=True):
         ev.perturbed.setdefault(change, []).extend(match_detections(
             [d.box for d in found], [d.score for d in found], truths))
+        probs = engine.classify(variant, truths)
+        ev.perturbed_roi.setdefault(change, []).extend(
+            ev.classes[int(p.argmax())] == label for p, label in zip(probs, labels, strict=True))
 
 
 def _score_image(ev: OrganEvaluation, engine: LesionEngine, sample: PhantomSample,

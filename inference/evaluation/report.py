@@ -145,20 +145,26 @@ def strata_lines(ev: OrganEvaluation) -> list[str]:
 
 
 def robustness_lines(ev: OrganEvaluation) -> list[str]:
-    """Markdown table of detection on the changed images (none if none were scored)."""
+    """Markdown table of detection and ROI classification on the changed images (none if
+    none were scored)."""
     if not ev.perturbed:
         return []
     images = ev.perturbed_images
     _, _, base = ev.detection_under(UNCHANGED)
-    lines = [f"Detection on the first {images} held-out images (with regions, "
-             f"{ev.perturbed_lesions} lesions) as they are and changed the way other scanners "
-             "and generators differ (inference/evaluation/robustness.py), at the same "
+    base_roi = ev.roi_accuracy_under(UNCHANGED)
+    lines = [f"Detection and ROI classification on the first {images} held-out images (with "
+             f"regions, {ev.perturbed_lesions} lesions) as they are and changed the way other "
+             "scanners and generators differ (inference/evaluation/robustness.py), at the same "
              "threshold:", "",
-             "| Image change | Precision | Recall | F1 | F1 change |", "|---|---|---|---|---|"]
+             "| Image change | Precision | Recall | F1 | F1 change | 4-class accuracy (ROI) "
+             "| Accuracy change |", "|---|---|---|---|---|---|---|"]
     for change in ev.perturbed:
         p, r, f1 = ev.detection_under(change)
-        delta = "" if change == UNCHANGED else f"{f1 - base:+.3f}"
-        lines.append(f"| {change} | {_fmt(p)} | {_fmt(r)} | {_fmt(f1)} | {delta} |")
+        roi = ev.roi_accuracy_under(change)
+        deltas = ("", "") if change == UNCHANGED else (f"{f1 - base:+.3f}",
+                                                       f"{roi - base_roi:+.3f}")
+        lines.append(f"| {change} | {_fmt(p)} | {_fmt(r)} | {_fmt(f1)} | {deltas[0]} | "
+                     f"{_fmt(roi)} | {deltas[1]} |")
     return [*lines, ""]
 
 

@@ -28,10 +28,14 @@ def test_every_change_keeps_the_frames_and_is_repeatable() -> None:
 
 
 def test_evaluation_scores_each_change_on_the_same_images() -> None:
-    ev = evaluate_organ("liver", n_images=1, n_clips=0, n_perturbed=1)
-    assert ev.perturbed_images == 1 and ev.perturbed_lesions == ev.lesions
+    ev = evaluate_organ("liver", n_images=3, n_clips=0, n_perturbed=3)
+    assert ev.perturbed_images == 3 and ev.perturbed_lesions == ev.lesions > 0
     assert list(ev.perturbed) == [UNCHANGED, *PERTURBATIONS]
-    # The first held-out image has its regions: as it is, it scores as in the main figures.
+    # The first three held-out images have their regions: as they are, they score as in
+    # the main figures.
     assert ev.perturbed[UNCHANGED] == ev.matches
+    # Their ROIs are classified on every image set, unchanged as in the main figures.
+    assert all(len(correct) == ev.lesions for correct in ev.perturbed_roi.values())
+    assert ev.roi_accuracy_under(UNCHANGED) == ev.summary("roi")["accuracy"]
     table = [line for line in robustness_lines(ev) if line.startswith("| ")]
     assert len(table) == 2 + len(PERTURBATIONS)  # header and one row per image set
