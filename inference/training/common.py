@@ -92,8 +92,15 @@ def write_card(weights: Path, *, command: str, seed: int, data: dict[str, Any],
     return path
 
 
+CONTRAST_RANGE = (0.55, 1.2)
+"""Factor by which :func:`intensity_augment` pulls grey levels towards or away from
+mid-grey, on half the images (a softer or harder grey scale, as display maps and
+dynamic-range settings differ between scanners)."""
+
+
 def intensity_augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random gain, offset, gamma and noise on a ``(n, 1, h, w)`` batch in ``[0, 1]``.
+    """Random gain, offset, gamma, contrast about mid-grey and noise on a ``(n, 1, h, w)``
+    batch in ``[0, 1]``.
 
     Pixels that are exactly black (the background) stay black.
     """
@@ -104,7 +111,11 @@ def intensity_augment(batch: torch.Tensor, generator: torch.Generator) -> torch.
     gamma = torch.exp(torch.empty(shape).uniform_(-0.35, 0.35, generator=generator))
     noise = torch.randn(batch.shape, generator=generator) * torch.empty(shape).uniform_(
         0.0, 0.04, generator=generator)
-    out = (batch.clamp(1e-4, 1.0) ** gamma) * gain + offset + noise
+    contrast = torch.where(torch.rand(shape, generator=generator) < 0.5,
+                           torch.empty(shape).uniform_(*CONTRAST_RANGE, generator=generator),
+                           torch.ones(shape))
+    out = (batch.clamp(1e-4, 1.0) ** gamma) * gain + offset
+    out = 0.5 + (out - 0.5) * contrast + noise
     return torch.where(batch > 0, out.clamp(0.0, 1.0), batch)
 
 

@@ -17,7 +17,7 @@ from inference.evaluation.lesion import image_input
 from inference.models.roi import Letterbox, letterbox
 from inference.phantoms.generator import generate
 from inference.training.cli import SUBCOMMANDS, main
-from inference.training.common import sha256_file, sharpness_augment
+from inference.training.common import intensity_augment, sha256_file, sharpness_augment
 from inference.training.detector import zoom_augment
 from inference.training.lesion_data import load_cache
 
@@ -123,4 +123,18 @@ def test_sharpness_augment_sharpens_some_smooths_others_keeps_background() -> No
     assert int((ratio < 0.95).sum()) >= 2  # speckle reduction
     assert int((ratio == 1.0).sum()) >= 8  # about half the images are left as they are
     again = sharpness_augment(speckle, torch.Generator().manual_seed(2))
+    assert torch.equal(out, again)
+
+
+def test_intensity_augment_softens_the_grey_scale_of_some_images_keeps_background() -> None:
+    # Without gain, offset, gamma or noise the spread about mid-grey is the contrast factor's.
+    grey = torch.linspace(0.1, 0.9, 64).repeat(64, 1, 64, 1)
+    grey[:, :, :6, :] = 0.0  # black background above the scan area
+    out = intensity_augment(grey, torch.Generator().manual_seed(3))
+    assert out.shape == grey.shape
+    assert bool((out[:, :, :6, :] == 0).all())
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    spread = out[:, :, 8:].std(dim=(1, 2, 3)) / grey[:, :, 8:].std(dim=(1, 2, 3))
+    assert float(spread.min()) < 0.6  # a grey scale as soft as contrast 0.6 is seen
+    again = intensity_augment(grey, torch.Generator().manual_seed(3))
     assert torch.equal(out, again)
