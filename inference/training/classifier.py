@@ -184,7 +184,8 @@ def run(args: argparse.Namespace) -> None:
                      "test_lesions": len(test), "split": "8:1:1 by image",
                      "balanced": True,
                      "augmentation": "hflip, rotation within 10 deg, box jitter, scanner "
-                                     "post-processing, grey levels"},
+                                     "post-processing, grey levels (gain, offset, gamma, "
+                                     "contrast, noise)"},
                metrics={"val_accuracy": val_acc, "best_epoch": epoch,
                         "internal_test": test_metrics, "cross_validation": cv},
                extra={"classes": list(classes), "init": str(args.init) if args.init else None})
