@@ -71,6 +71,10 @@ if TYPE_CHECKING:
 IDLE_CHECK_SECONDS = 0.05
 """Longest wait of either thread, so pynetdicom's timers are checked this often."""
 
+DUL_END_SECONDS = 10.0
+"""Longest wait of an association thread for a DUL thread told to end (it ends at its
+next turn; a read of a PDU already begun is bounded by the network timeout)."""
+
 CLOSING_STATE = "Sta13"
 """The state in which pynetdicom's DUL drains and closes the connection itself."""
 
@@ -352,10 +356,10 @@ class EventDrivenAssociation(Association):
         handlers, never told, would count the association as live forever.
         pynetdicom's DUL sets this thread's kill flag from inside that exception
         handler, so this thread can get here while the DUL thread is still
-        returning: a DUL thread told to end is waited for first.
+        returning: a DUL thread told to end is waited for first (bounded).
         """
         if self.dul._kill_thread and threading.current_thread() is not self.dul:
-            self.dul.join()
+            self.dul.join(DUL_END_SECONDS)
         connection = self.dul.socket
         if self.dul.is_alive() or connection is None or connection.socket is None:
             return
