@@ -19,7 +19,9 @@ photometric interpretation an ultrasound machine writes is reduced to
 
 The fraction of the image that carries colour (Doppler/colour flow overlays)
 is measured before the conversion and kept in
-:attr:`ImageInput.color_fraction` for the quality gate.
+:attr:`ImageInput.color_fraction` for the quality gate.  Colour is measured
+against the image's own grey scale: many scanners can show B-mode through a
+tint map (sepia, blue...), and such an image is B-mode, not colour Doppler.
 
 Nothing is decoded whose decoded size exceeds :data:`MAX_DECODED_BYTES`, or
 whose compressed frames declare another size than Rows x Columns
@@ -35,7 +37,13 @@ import numpy as np
 import structlog
 from pydicom import Dataset
 from pydicom.encaps import generate_frames
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, get_decoder
+from pydicom.pixels import (
+    apply_color_lut,
+    apply_modality_lut,
+    apply_voi,
+    convert_color_space,
+    get_decoder,
+)
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from scipy import ndimage
 
@@ -51,8 +59,16 @@ LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 """ITU-R BT.601 weights of R, G, B in the luminance."""
 
 COLOR_CHROMA_THRESHOLD = 40
-"""Per-pixel chroma (max - min of R, G, B, or |Cb| + |Cr| around 128) above
-which a pixel counts as coloured."""
+"""Chroma (max - min of R, G, B) of a pixel's departure from the image's grey
+or tint curve above which the pixel counts as coloured."""
+
+TINT_LUMA_BIN = 8
+"""Width, in luma levels, of the bins over which the tint curve is measured."""
+
+MAX_TINT_SATURATION = 0.6
+"""Saturation ((max - min) / max of R, G, B) above which a bin's median colour
+is taken for a colour overlay, not a tint map: tint maps are pale (sepia 0.3,
+bronze 0.45), flow and power Doppler colours saturated (0.8-1)."""
 
 MAX_FRAMES_FOR_COLOR = 8
 """At most this many frames are sampled to measure the coloured fraction."""
@@ -112,11 +128,12 @@ def image_input_from_dataset(ds: Dataset) -> ImageInput:
         When the pixel data is missing, cannot be decoded, or does not match
         the Image Pixel attributes.
     """
-    frames, color_fraction = decode_frames(ds)
+    geometry = ImageGeometry.from_dataset(ds)
+    frames, color_fraction = decode_frames(ds, colour_area=geometry.scan_area)
     return ImageInput(
         sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
         frames=frames,
-        geometry=ImageGeometry.from_dataset(ds),
+        geometry=geometry,
         frame_time_ms=frame_time_ms(ds),
         body_part=body_part(ds),
         tag_anatomy=tag_anatomy(ds),
@@ -124,13 +141,19 @@ def image_input_from_dataset(ds: Dataset) -> ImageInput:
     )
 
 
-def decode_frames(ds: Dataset) -> tuple[np.ndarray, float]:
+def decode_frames(ds: Dataset, colour_area: BoundingBox | None = None
+                  ) -> tuple[np.ndarray, float]:
     """Decode the pixel data of ``ds`` to ``uint8`` luminance frames.
 
     Parameters
     ----------
     ds:
         Dataset holding ``PixelData`` and the Image Pixel module.
+    colour_area:
+        Where to measure colour: the B-mode region of the Sequence of
+        Ultrasound Regions when there is one, so that a scanner's coloured
+        banners and logos around it do not count.  The whole image when
+        ``None``.
 
     Returns
     -------
@@ -159,7 +182,7 @@ def decode_frames(ds: Dataset) -> tuple[np.ndarray, float]:
             raise PixelDataError(f"Cannot apply the palette colour LUT: {exc}") from exc
         descriptor = ds.get("RedPaletteColorLookupTableDescriptor")
         rgb = _to_uint8_range(rgb, int(descriptor[2]) if descriptor is not None else 16)
-        return _luma(rgb), _color_fraction_rgb(rgb)
+        return _luma(rgb), _color_fraction_rgb(_within(rgb, colour_area))
     if arr.ndim != 4 or arr.shape[-1] != 3:
         raise PixelDataError(
             f"{decoded_photometric} pixel data has shape {arr.shape}, expected 3 samples."
@@ -167,12 +190,13 @@ def decode_frames(ds: Dataset) -> tuple[np.ndarray, float]:
     arr = _to_uint8_range(arr, int(ds.get("BitsStored", 8) or 8))
     if decoded_photometric in ("RGB", "YBR_ICT", "YBR_RCT"):
         # openjpeg returns YBR_ICT/YBR_RCT as RGB; the properties then say RGB.
-        return _luma(arr), _color_fraction_rgb(arr)
+        return _luma(arr), _color_fraction_rgb(_within(arr, colour_area))
     if decoded_photometric in ("YBR_FULL", "YBR_FULL_422"):
-        return np.ascontiguousarray(arr[..., 0]).astype(np.uint8), _color_fraction_ybr(arr)
+        return (np.ascontiguousarray(arr[..., 0]).astype(np.uint8),
+                _color_fraction_ybr(_within(arr, colour_area), partial=False))
     if decoded_photometric.startswith("YBR_PARTIAL"):
         luma = (arr[..., 0].astype(np.float32) - 16.0) * (255.0 / 219.0)
-        return _round_uint8(luma), _color_fraction_ybr(arr)
+        return _round_uint8(luma), _color_fraction_ybr(_within(arr, colour_area), partial=True)
     raise PixelDataError(f"Unsupported Photometric Interpretation {photometric!r}.")
 
 
@@ -295,29 +319,75 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
     return out
 
 
+def _within(frames: np.ndarray, area: BoundingBox | None) -> np.ndarray:
+    """The part of ``(frames, rows, columns, 3)`` inside ``area``; all of it when
+    ``area`` is ``None`` or lies outside the frames."""
+    if area is None:
+        return frames
+    rows = slice(max(0, int(area.y0)), int(np.ceil(area.y1)))
+    cols = slice(max(0, int(area.x0)), int(np.ceil(area.x1)))
+    inside = frames[:, rows, cols]
+    return inside if inside.size else frames
+
+
 def _sample_frames(arr: np.ndarray) -> np.ndarray:
+    """At most :data:`MAX_FRAMES_FOR_COLOR` frames, every second pixel of each."""
     step = max(1, arr.shape[0] // MAX_FRAMES_FOR_COLOR)
-    return arr[::step][:MAX_FRAMES_FOR_COLOR]
+    return arr[::step][:MAX_FRAMES_FOR_COLOR, ::2, ::2]
 
 
-def _color_fraction(chroma: np.ndarray, luma: np.ndarray) -> float:
+def _tint_curve(offsets: np.ndarray, bins: np.ndarray) -> np.ndarray:
+    """The image's colour at each luma bin, as offsets of R, G, B from the luma.
+
+    The median offset of each channel over the pixels of a bin: a grey image
+    gives zeros, a B-mode image shown through a scanner's tint map (sepia,
+    blue...) that map.  A bin whose median colour is more saturated than
+    :data:`MAX_TINT_SATURATION` is a colour overlay that outnumbers the B-mode
+    pixels of that brightness, not a tint: it is given grey.
+    """
+    n_bins = 256 // TINT_LUMA_BIN
+    span = 511  # offsets run from -255 to 255
+    curve = np.zeros((n_bins, 3), dtype=np.int16)
+    for channel in range(3):
+        counts = np.bincount(bins * span + offsets[:, channel] + 255,
+                             minlength=n_bins * span).reshape(n_bins, span)
+        cumulative = counts.cumsum(axis=1)
+        median = (2 * cumulative >= cumulative[:, -1:]).argmax(axis=1) - 255
+        curve[:, channel] = np.where(cumulative[:, -1] > 0, median, 0)
+    centre = np.arange(n_bins, dtype=np.int16)[:, None] * TINT_LUMA_BIN + TINT_LUMA_BIN // 2
+    colour = np.clip(centre + curve, 0, 255)
+    saturation = (colour.max(axis=1) - colour.min(axis=1)) / np.maximum(colour.max(axis=1), 1)
+    curve[saturation > MAX_TINT_SATURATION] = 0
+    return curve
+
+
+def _color_fraction_rgb(rgb: np.ndarray) -> float:
+    """Share of the visible pixels of 8-bit RGB frames whose colour is off the
+    image's grey or tint curve (:func:`_tint_curve`) by more than
+    :data:`COLOR_CHROMA_THRESHOLD`: colour Doppler and other colour overlays."""
+    pixels = _sample_frames(rgb).reshape(-1, 3).astype(np.int16)
+    luma = _round_uint8(pixels @ LUMA_WEIGHTS).astype(np.int16)
     visible = luma > 10
     n_visible = int(visible.sum())
     if n_visible == 0:
         return 0.0
-    return float((chroma[visible] > COLOR_CHROMA_THRESHOLD).sum()) / n_visible
+    pixels, luma = pixels[visible], luma[visible]
+    offsets = pixels - luma[:, None]
+    bins = luma // TINT_LUMA_BIN
+    off_curve = offsets - _tint_curve(offsets, bins)[bins]
+    chroma = off_curve.max(axis=1) - off_curve.min(axis=1)
+    return float((chroma > COLOR_CHROMA_THRESHOLD).sum()) / n_visible
 
 
-def _color_fraction_rgb(rgb: np.ndarray) -> float:
-    sample = _sample_frames(rgb).astype(np.int16)
-    chroma = sample.max(axis=-1) - sample.min(axis=-1)
-    return _color_fraction(chroma, sample.max(axis=-1))
-
-
-def _color_fraction_ybr(ybr: np.ndarray) -> float:
-    sample = _sample_frames(ybr).astype(np.int16)
-    chroma = np.abs(sample[..., 1] - 128) + np.abs(sample[..., 2] - 128)
-    return _color_fraction(chroma, sample[..., 0])
+def _color_fraction_ybr(ybr: np.ndarray, *, partial: bool) -> float:
+    """:func:`_color_fraction_rgb` of YCbCr frames (full or video range)."""
+    sample = _sample_frames(ybr)
+    if partial:
+        expanded = sample.astype(np.float32)
+        expanded[..., 0] = (expanded[..., 0] - 16.0) * (255.0 / 219.0)
+        expanded[..., 1:] = (expanded[..., 1:] - 128.0) * (255.0 / 224.0) + 128.0
+        sample = _round_uint8(expanded)
+    return _color_fraction_rgb(convert_color_space(sample, "YBR_FULL", "RGB"))
 
 
 def _to_uint8_range(arr: np.ndarray, bits: int) -> np.ndarray:

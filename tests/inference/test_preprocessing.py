@@ -15,7 +15,7 @@ from pydicom import examples
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.pixels import apply_color_lut
+from pydicom.pixels import apply_color_lut, convert_color_space
 from pydicom.uid import (
     JPEG2000,
     MPEG2MPML,
@@ -31,8 +31,9 @@ from pydicom.uid import (
 
 from inference import preprocessing
 from inference.engines.base import ImageInput
-from inference.findings import AnatomyValues
+from inference.findings import AnatomyValues, NotAssessedReasonValues
 from inference.geometry import ImageGeometry
+from inference.phantoms.generator import generate
 from inference.preprocessing import (
     LUMA_WEIGHTS,
     PixelDataError,
@@ -139,15 +140,11 @@ def test_rgb_16bit_is_scaled_to_8bit() -> None:
 
 
 def test_ybr_full_native_uses_luma() -> None:
-    from pydicom.pixels import convert_color_space
-
     ybr = convert_color_space(RGB, "RGB", "YBR_FULL")
     _assert_luma(_dataset(ybr, "YBR_FULL"), tolerance=1.0)
 
 
 def test_ybr_full_422_native_is_upsampled() -> None:
-    from pydicom.pixels import convert_color_space
-
     ybr = convert_color_space(RGB, "RGB", "YBR_FULL")
     ds = _dataset(ybr, "YBR_FULL")
     # 4:2:2 byte order: Y1 Y2 Cb Cr per pair of pixels, Cb/Cr of the first pixel.
@@ -171,6 +168,101 @@ def test_ybr_partial_luma_is_stretched_from_video_range() -> None:
     ds.PixelData = ybr.tobytes()
     frame = image_input_from_dataset(ds).frames[0]
     assert frame[:, :4].max() == 0 and frame[:, 4:].min() == 255
+
+
+TINTS = {"sepia": (1.0, 0.86, 0.68), "blue": (0.75, 0.88, 1.0)}
+"""Scanner tint maps: B-mode grey levels shown as shades of one pale colour."""
+
+
+@pytest.fixture(scope="module")
+def liver_frame() -> np.ndarray:
+    return generate("liver", 3, rows=240, cols=320).frames[0]
+
+
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+def _tinted(grey: np.ndarray, tint: tuple[float, float, float]) -> np.ndarray:
+    return _to_uint8(grey[..., None].astype(np.float64) * np.array(tint))
+
+
+def _flow_overlay(grey_rgb: np.ndarray, share: float) -> np.ndarray:
+    """Colour Doppler: red and blue flow of varying brightness over ``share`` of
+    the visible pixels, a band at the top of the scan area."""
+    out = grey_rgb.copy()
+    visible = np.argwhere(grey_rgb.max(axis=-1) > 10)
+    rows, cols = visible[: int(share * len(visible))].T
+    brightness = 0.4 + 0.6 * (rows % 7)[:, None] / 6
+    toward = np.where((cols // 16 % 2 == 0)[:, None], [255, 40, 0], [0, 60, 255])
+    out[rows, cols] = _to_uint8(toward * brightness)
+    return out
+
+
+def _as_photometric(rgb: np.ndarray, photometric: str) -> Dataset:
+    if photometric == "RGB":
+        return _dataset(rgb[None], "RGB")
+    ybr = convert_color_space(rgb[None], "RGB", "YBR_FULL")
+    if photometric == "YBR_FULL":
+        return _dataset(ybr, "YBR_FULL")
+    video = ybr.astype(np.float64)
+    video[..., 0] = video[..., 0] * (219.0 / 255.0) + 16.0
+    video[..., 1:] = (video[..., 1:] - 128.0) * (224.0 / 255.0) + 128.0
+    ds = _dataset(ybr, "YBR_FULL")
+    ds.PhotometricInterpretation = "YBR_PARTIAL_422"
+    ds.PixelData = _to_uint8(video).tobytes()
+    return ds
+
+
+@pytest.mark.parametrize("tint", TINTS)
+@pytest.mark.parametrize("photometric", ["RGB", "YBR_FULL", "YBR_PARTIAL_422"])
+def test_a_tinted_b_mode_image_is_not_taken_for_colour_doppler(
+        liver_frame: np.ndarray, tint: str, photometric: str) -> None:
+    image = image_input_from_dataset(_as_photometric(_tinted(liver_frame, TINTS[tint]),
+                                                     photometric))
+    assert image.color_fraction < 0.01
+    assert check_quality(image) is None
+
+
+@pytest.mark.parametrize("tint", [None, "sepia"])
+@pytest.mark.parametrize("photometric", ["RGB", "YBR_FULL"])
+def test_colour_flow_counts_on_grey_and_tinted_b_mode(
+        liver_frame: np.ndarray, tint: str | None, photometric: str) -> None:
+    base = _tinted(liver_frame, TINTS[tint] if tint else (1.0, 1.0, 1.0))
+    flow = _flow_overlay(base, 0.1)
+    image = image_input_from_dataset(_as_photometric(flow, photometric))
+    assert 0.08 <= image.color_fraction <= 0.11
+    verdict = check_quality(image)
+    assert verdict is not None and verdict.reason is NotAssessedReasonValues.NON_BMODE
+
+
+def test_colour_is_measured_in_the_b_mode_region(liver_frame: np.ndarray) -> None:
+    screen = np.repeat(liver_frame[..., None], 3, axis=-1)
+    screen[:40] = (0, 60, 200)  # a vendor's banner over the top of the image
+    ds = _dataset(screen[None], "RGB")
+    assert image_input_from_dataset(ds).color_fraction > 0.2
+    region = Dataset()
+    region.RegionSpatialFormat = 1
+    region.RegionDataType = 1
+    region.RegionLocationMinX0, region.RegionLocationMinY0 = 0, 40
+    region.RegionLocationMaxX1, region.RegionLocationMaxY1 = 319, 239
+    region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = 3
+    region.PhysicalDeltaX = region.PhysicalDeltaY = 0.03
+    ds.SequenceOfUltrasoundRegions = [region]
+    assert image_input_from_dataset(ds).color_fraction < 0.01
+
+
+def test_a_saturated_overlay_outnumbering_its_grey_levels_still_counts(
+        liver_frame: np.ndarray) -> None:
+    # One flat colour on 40 % of the image: at its brightness it is the majority,
+    # but too saturated to be a tint map.
+    grey = np.repeat(liver_frame[..., None], 3, axis=-1)
+    visible = np.argwhere(liver_frame > 10)
+    overlay = grey.copy()
+    share = visible[: int(0.4 * len(visible))]
+    overlay[share[:, 0], share[:, 1]] = (200, 0, 0)
+    image = image_input_from_dataset(_dataset(overlay[None], "RGB"))
+    assert image.color_fraction >= 0.38
 
 
 @pytest.mark.parametrize(
@@ -271,7 +363,11 @@ def test_pydicom_examples() -> None:
     image = image_input_from_dataset(palette)
     assert image.frames.shape == (1, palette.Rows, palette.Columns)
     assert np.abs(image.frames[0] - expected @ LUMA_WEIGHTS).max() <= 1.0
-    assert image.color_fraction > 0.1
+    # A Philips B-mode screen with a blue banner above its B-mode region: the
+    # banner is most of the visible pixels, but colour is measured in the region
+    # (where a blue logo and the grey bar's blue marks are 2 % of it).
+    assert image.color_fraction < 0.03
+    assert check_quality(image) is None
 
     ybr = image_input_from_dataset(examples.ybr_color)
     assert ybr.frames.shape == (30, 240, 320)
