@@ -362,21 +362,9 @@ def _tint_curve(offsets: np.ndarray, bins: np.ndarray) -> np.ndarray:
 
 
 def _color_fraction_rgb(rgb: np.ndarray) -> float:
-    """Share of the visible pixels of 8-bit RGB frames whose colour is off the
-    image's grey or tint curve (:func:`_tint_curve`) by more than
-    :data:`COLOR_CHROMA_THRESHOLD`: colour Doppler and other colour overlays."""
-    pixels = _sample_frames(rgb).reshape(-1, 3).astype(np.int16)
-    luma = _round_uint8(pixels @ LUMA_WEIGHTS).astype(np.int16)
-    visible = luma > 10
-    n_visible = int(visible.sum())
-    if n_visible == 0:
-        return 0.0
-    pixels, luma = pixels[visible], luma[visible]
-    offsets = pixels - luma[:, None]
-    bins = luma // TINT_LUMA_BIN
-    off_curve = offsets - _tint_curve(offsets, bins)[bins]
-    chroma = off_curve.max(axis=1) - off_curve.min(axis=1)
-    return float((chroma > COLOR_CHROMA_THRESHOLD).sum()) / n_visible
+    """Share of the visible pixels of 8-bit RGB frames that carry colour
+    (:func:`_off_curve_fraction` of a sample of them)."""
+    return _off_curve_fraction(_sample_frames(rgb))
 
 
 def _color_fraction_ybr(ybr: np.ndarray, *, partial: bool) -> float:
@@ -387,7 +375,25 @@ def _color_fraction_ybr(ybr: np.ndarray, *, partial: bool) -> float:
         expanded[..., 0] = (expanded[..., 0] - 16.0) * (255.0 / 219.0)
         expanded[..., 1:] = (expanded[..., 1:] - 128.0) * (255.0 / 224.0) + 128.0
         sample = _round_uint8(expanded)
-    return _color_fraction_rgb(convert_color_space(sample, "YBR_FULL", "RGB"))
+    return _off_curve_fraction(convert_color_space(sample, "YBR_FULL", "RGB"))
+
+
+def _off_curve_fraction(rgb: np.ndarray) -> float:
+    """Share of the visible pixels (a channel above 10) of 8-bit RGB whose colour
+    is off the image's grey or tint curve (:func:`_tint_curve`) by more than
+    :data:`COLOR_CHROMA_THRESHOLD`: colour Doppler and other colour overlays."""
+    pixels = rgb.reshape(-1, 3).astype(np.int16)
+    visible = pixels.max(axis=1) > 10
+    n_visible = int(visible.sum())
+    if n_visible == 0:
+        return 0.0
+    pixels = pixels[visible]
+    luma = _round_uint8(pixels @ LUMA_WEIGHTS).astype(np.int16)
+    offsets = pixels - luma[:, None]
+    bins = luma // TINT_LUMA_BIN
+    off_curve = offsets - _tint_curve(offsets, bins)[bins]
+    chroma = off_curve.max(axis=1) - off_curve.min(axis=1)
+    return float((chroma > COLOR_CHROMA_THRESHOLD).sum()) / n_visible
 
 
 def _to_uint8_range(arr: np.ndarray, bits: int) -> np.ndarray:
