@@ -236,6 +236,16 @@ def test_colour_flow_counts_on_grey_and_tinted_b_mode(
     assert verdict is not None and verdict.reason is NotAssessedReasonValues.NON_BMODE
 
 
+@pytest.mark.parametrize("name", ["jpeg2k", "rgb_color"])
+def test_real_power_doppler_screens_are_not_assessed(name: str) -> None:
+    # pydicom's examples of a GE scanner's power Doppler of a lymph node
+    # (JPEG 2000 YBR_RCT, and native RGB): orange flow on 11-12 % of the image.
+    image = image_input_from_dataset(getattr(examples, name))
+    assert image.color_fraction > 0.08
+    verdict = check_quality(image)
+    assert verdict is not None and verdict.reason is NotAssessedReasonValues.NON_BMODE
+
+
 def test_colour_is_measured_in_the_b_mode_region(liver_frame: np.ndarray) -> None:
     screen = np.repeat(liver_frame[..., None], 3, axis=-1)
     screen[:40] = (0, 60, 200)  # a vendor's banner over the top of the image
