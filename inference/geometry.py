@@ -21,6 +21,10 @@ UNITS_CM = 3
 SPATIAL_DATA_TYPES = frozenset({0x0001, 0x0002})
 """RegionDataType values of spatial (tissue / colour-flow) regions."""
 
+FORMAT_2D = 0x0001
+FORMAT_M_MODE = 0x0002
+"""RegionSpatialFormat values (PS3.3 C.8.5.5.1.1) of a 2D and an M-mode region."""
+
 
 @dataclass(frozen=True)
 class UltrasoundRegion:
@@ -28,7 +32,8 @@ class UltrasoundRegion:
 
     ``x0, y0, x1, y1`` are inclusive pixel indices as in the DICOM attributes;
     ``delta_x_mm`` / ``delta_y_mm`` are the physical size of one pixel in mm,
-    or ``None`` when the region has no spatial units.
+    or ``None`` when the region has no spatial units; ``spatial_format`` is
+    the RegionSpatialFormat (0 when absent).
     """
 
     x0: int
@@ -38,6 +43,7 @@ class UltrasoundRegion:
     data_type: int
     delta_x_mm: float | None
     delta_y_mm: float | None
+    spatial_format: int = 0
 
     @property
     def is_spatial(self) -> bool:
@@ -91,6 +97,7 @@ def regions_from_dataset(ds: Dataset) -> list[UltrasoundRegion]:
                 data_type=int(item.get("RegionDataType", 0) or 0),
                 delta_x_mm=_delta_mm(item, "PhysicalUnitsXDirection", "PhysicalDeltaX"),
                 delta_y_mm=_delta_mm(item, "PhysicalUnitsYDirection", "PhysicalDeltaY"),
+                spatial_format=int(item.get("RegionSpatialFormat", 0) or 0),
             )
         )
     return regions

@@ -4,8 +4,9 @@ Unusable images are reported as not assessed, with the reason, and never
 turned into findings:
 
 * ``NON_BMODE``: a Doppler region in the Sequence of Ultrasound Regions
-  (colour flow or spectral), a colour overlay in the pixels, or a scan area
-  without speckle texture (a measurement/report screen or graphics);
+  (colour flow or spectral), an M-mode region without a 2D one, a colour
+  overlay in the pixels, or a scan area without speckle texture (a
+  measurement/report screen or graphics);
 * ``IMAGE_QUALITY``: a blank image, too little scan area, or a frozen cine
   (all frames identical).
 """
@@ -19,6 +20,7 @@ import structlog
 
 from inference.engines.base import ImageInput
 from inference.findings import NotAssessed, NotAssessedReasonValues
+from inference.geometry import FORMAT_2D, FORMAT_M_MODE
 from inference.preprocessing import image_scan_mask, projection
 
 logger = structlog.get_logger(__name__)
@@ -90,6 +92,10 @@ def check_quality(image: ImageInput, limits: QualityThresholds | None = None
     if doppler:
         return _verdict(image, NotAssessedReasonValues.NON_BMODE,
                         f"Doppler image (region types: {', '.join(doppler)}).")
+    formats = {r.spatial_format for r in image.geometry.regions}
+    if FORMAT_M_MODE in formats and FORMAT_2D not in formats:
+        return _verdict(image, NotAssessedReasonValues.NON_BMODE,
+                        "M-mode image (an M-mode region and no 2D region).")
     if image.color_fraction > limits.max_color_fraction:
         return _verdict(image, NotAssessedReasonValues.NON_BMODE,
                         f"Colour overlay on {100 * image.color_fraction:.0f} % of the visible "

@@ -259,7 +259,9 @@ def test_colour_is_measured_in_the_b_mode_region(liver_frame: np.ndarray) -> Non
     region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = 3
     region.PhysicalDeltaX = region.PhysicalDeltaY = 0.03
     ds.SequenceOfUltrasoundRegions = [region]
-    assert image_input_from_dataset(ds).color_fraction < 0.01
+    image = image_input_from_dataset(ds)
+    assert image.color_fraction < 0.01
+    assert image.geometry.regions[0].spatial_format == 1
 
 
 def test_a_saturated_overlay_outnumbering_its_grey_levels_still_counts(

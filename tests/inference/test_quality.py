@@ -52,6 +52,23 @@ def test_colour_doppler_by_pixels_and_by_regions(echo_frames: np.ndarray) -> Non
     assert "PW spectral Doppler" in verdict.detail
 
 
+def test_m_mode_without_a_2d_region(echo_frames: np.ndarray) -> None:
+    def region(spatial_format: int, y0: int, y1: int, delta_x_mm: float | None
+               ) -> UltrasoundRegion:
+        return UltrasoundRegion(0, y0, 319, y1, data_type=0x0001, delta_x_mm=delta_x_mm,
+                                delta_y_mm=0.3, spatial_format=spatial_format)
+
+    m_mode = region(0x0002, 0, 239, None)  # time along x: no mm
+    verdict = check_quality(_image(echo_frames, ImageGeometry(None, None, (m_mode,))))
+    assert verdict is not None and verdict.reason is NotAssessedReasonValues.NON_BMODE
+    assert "M-mode" in verdict.detail
+    # A 2D image with its M-mode strip below: the 2D region is analysed.
+    two_d = region(0x0001, 0, 159, 0.3)
+    strip = region(0x0002, 160, 239, None)
+    geometry = ImageGeometry((0.3, 0.3), BoundingBox(0, 0, 320, 160), (two_d, strip))
+    assert check_quality(_image(echo_frames, geometry)) is None
+
+
 def test_too_little_scan_area(echo_frames: np.ndarray) -> None:
     frames = np.zeros((2, 300, 400), np.uint8)
     frames[:, 100:130, 100:130] = echo_frames[:2, 100:130, 120:150]
