@@ -38,9 +38,10 @@ class AnatomyDecision:
     anatomy:
         The anatomy, or ``None`` when neither tags nor image tell.
     source:
-        ``"tags"``, ``"image"`` or ``"none"``.
+        ``"tags"``, ``"image"``, ``"routing"`` or ``"none"``.
     note:
-        Disagreement between the tags and the image, if any.
+        Disagreement between the tags and the image, or why a doubtful view
+        was followed, if any.
     """
 
     anatomy: AnatomyValues | None
@@ -49,7 +50,8 @@ class AnatomyDecision:
 
 
 def decide_anatomy(tag: AnatomyValues | None, prediction: ViewPrediction | None,
-                   min_probability: float = MIN_VIEW_PROBABILITY) -> AnatomyDecision:
+                   min_probability: float = MIN_VIEW_PROBABILITY,
+                   routed: AnatomyValues | None = None) -> AnatomyDecision:
     """Combine the tag anatomy with the classifier's view.
 
     Parameters
@@ -60,11 +62,17 @@ def decide_anatomy(tag: AnatomyValues | None, prediction: ViewPrediction | None,
         The view classifier's answer, if it ran.
     min_probability:
         Confidence the classifier needs to decide or to contradict.
+    routed:
+        The one anatomy the study's routing rule sends it to, when its
+        engines all serve one (a pipeline for breast studies only, say).
 
     Returns
     -------
     AnatomyDecision
-        Tags win when present; the image decides otherwise.
+        Tags win when present; the image decides otherwise.  Without tags, a
+        view below ``min_probability`` is followed only when it is the most
+        probable class and the anatomy the routing rule names: the rule and the
+        image then agree.
     """
     confident = prediction is not None and prediction.probability >= min_probability
     if tag is not None:
@@ -75,6 +83,11 @@ def decide_anatomy(tag: AnatomyValues | None, prediction: ViewPrediction | None,
         return AnatomyDecision(tag, "tags")
     if confident and prediction is not None:
         return AnatomyDecision(prediction.anatomy, "image")
+    if prediction is not None and routed is not None and prediction.anatomy is routed:
+        note = (f"The image looks most like {routed.value}, with low confidence "
+                f"(p={prediction.probability:.2f}); the routing rule names {routed.value} "
+                "only, so it was analysed as such.")
+        return AnatomyDecision(routed, "routing", note)
     return AnatomyDecision(None, "none")
 
 
@@ -152,7 +165,9 @@ class Analyzer:
         if verdict is not None:
             return self._not_assessed(image, image.tag_anatomy, verdict.reason, verdict.detail)
         prediction = self.view_classifier.predict(image) if self.view_classifier else None
-        decision = decide_anatomy(image.tag_anatomy, prediction)
+        routed = {self.engines[name].anatomy for name in engine_names if name in self.engines}
+        decision = decide_anatomy(image.tag_anatomy, prediction,
+                                  routed=routed.pop() if len(routed) == 1 else None)
         if decision.note:
             logger.info("anatomy_disagreement", tags=image.tag_anatomy.value
                         if image.tag_anatomy else None,

@@ -144,3 +144,24 @@ def test_decide_anatomy_rules() -> None:
     assert decide_anatomy(None, strong).source == "image"
     assert decide_anatomy(None, weak).anatomy is None
     assert decide_anatomy(None, None).source == "none"
+
+
+def test_a_doubtful_view_is_followed_only_where_the_routing_names_that_anatomy_alone() -> None:
+    weak = FakeClassifier(LIVER, 0.45).predict(None)  # type: ignore[arg-type]
+    decision = decide_anatomy(None, weak, routed=LIVER)
+    assert (decision.anatomy, decision.source) == (LIVER, "routing")
+    assert decision.note is not None and "p=0.45" in decision.note
+    assert decide_anatomy(None, weak, routed=BREAST).anatomy is None
+    assert decide_anatomy(None, None, routed=LIVER).anatomy is None
+    assert decide_anatomy(BREAST, weak, routed=LIVER).anatomy is BREAST
+
+
+def test_a_single_anatomy_route_analyses_a_doubtful_image(frames: np.ndarray) -> None:
+    engines = _engines()
+    analyzer = Analyzer(engines, FakeClassifier(HEART, 0.45))
+    result = analyzer.analyze(_image(frames, None), ["cardiac"])
+    assert result.not_assessed is None and engines["cardiac"].calls
+    assert result.anatomy_note is not None and "routing rule" in result.anatomy_note
+    unsure = analyzer.analyze(_image(frames, None), ALL)
+    assert unsure.not_assessed is not None
+    assert unsure.not_assessed.reason is NotAssessedReasonValues.NO_ENGINE
