@@ -57,6 +57,13 @@ PRIVATE_SCHEME_NAME = "US AI DICOM node local codes"
 IMAGING_PROCEDURE = Code("363679005", "SCT", "Imaging procedure")
 """Procedure reported (CID 100); PixelMed's TID 1500 check accepts it."""
 
+QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")
+"""Container of the report's document-level evaluations (TID 1500 row 12)."""
+COMMENT = Code("121106", "DCM", "Comment")
+"""TEXT evaluation: how the analyzer settled an image's anatomy, when in doubt."""
+SOURCE = Code("260753009", "SCT", "Source")
+"""Concept name of the image a comment was inferred from."""
+
 OBSERVER_TYPE_DEVICE = Code("121007", "DCM", "Device")
 """Observer type of the SR's device observer context (CID 270)."""
 ARTIFICIAL_INTELLIGENCE = Code("123110", "DCM", "Artificial Intelligence")
@@ -163,6 +170,7 @@ NOT_IN_PS3_16: frozenset[tuple[str, str]] = frozenset(
         ("SCT", "25370001"),  # SNOMED CT: Hepatocellular carcinoma (morphologic abnormality)
         ("SCT", "2667000"),  # SNOMED CT: Absent (qualifier value)
         ("UCUM", "ml"),  # UCUM: milliliter
+        ("UMLS", "C0034375"),  # TID 1500 row 12's concept; in no context group
     }
 )
 """Standard codes not in pydicom's PS3.16 tables, with their source."""

@@ -19,7 +19,11 @@ Content per job:
   are numbers: without spatial calibration the engine gives NaN);
 * TID 1501 groups saying which analysed images showed nothing (liver and
   breast: "Mass" = "Absent"; other views: "Algorithm outcome" = "No
-  finding or measurement") and which images were not analysed and why.
+  finding or measurement") and which images were not analysed and why;
+* under "Qualitative Evaluations" (TID 1500 row 12), a "Comment" per image
+  whose anatomy the analyzer settled with a note (tags and image disagreed,
+  or a doubtful view was followed because the routing named it), inferred
+  from that image.
 """
 
 from __future__ import annotations
@@ -316,6 +320,38 @@ def _finding_groups(result: StudyResult, sources: SourceSet) -> list[Group]:
     return groups
 
 
+def _anatomy_comments(result: StudyResult, sources: SourceSet
+                       ) -> hd.sr.ContainerContentItem | None:
+    """The Qualitative Evaluations container of the images' anatomy notes, if any."""
+    comments = []
+    for image in result.images:
+        if image.anatomy_note is None:
+            continue
+        comment = hd.sr.TextContentItem(
+            name=codes.COMMENT,
+            value=image.anatomy_note,
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+        )
+        source = sources.image(image.source_sop_instance_uid)
+        comment.ContentSequence = hd.sr.ContentSequence([
+            hd.sr.ImageContentItem(
+                name=codes.SOURCE,
+                referenced_sop_class_uid=source.SOPClassUID,
+                referenced_sop_instance_uid=source.SOPInstanceUID,
+                relationship_type=hd.sr.RelationshipTypeValues.INFERRED_FROM,
+            )
+        ])
+        comments.append(comment)
+    if not comments:
+        return None
+    container = hd.sr.ContainerContentItem(
+        name=codes.QUALITATIVE_EVALUATIONS,
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+    )
+    container.ContentSequence = hd.sr.ContentSequence(comments)
+    return container
+
+
 def build_measurement_report(
     sources: SourceSet, result: StudyResult, options: ResultOptions, instance_number: int = 1
 ) -> hd.sr.Comprehensive3DSR | None:
@@ -369,6 +405,9 @@ def build_measurement_report(
         imaging_measurements=groups,
         referenced_images=list(sources),
     )
+    comments = _anatomy_comments(result, sources)
+    if comments is not None:
+        report[0].ContentSequence.append(comments)
     sr = hd.sr.Comprehensive3DSR(
         evidence=list(sources),
         content=report,

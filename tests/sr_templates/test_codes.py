@@ -10,7 +10,7 @@ from pydicom.sr import _concepts_dict
 from inference.findings import BREAST_CLASSES, LIVER_CLASSES, AnatomyValues, NotAssessedReasonValues
 from sr_templates import codes
 
-_SCHEMES = {"SCT", "DCM", "LN", "UCUM"}
+_SCHEMES = {"SCT", "DCM", "LN", "UCUM", "UMLS"}
 
 
 def _ps3_16_meanings(scheme: str, value: str) -> set[str]:

@@ -374,3 +374,36 @@ def test_non_finite_probability_raises_value_error() -> None:
     lesion.malignancy_probability = float("nan")
     with pytest.raises(ValueError, match="not a finite number"):
         build([source], study_of(analysed(source, [lesion]), source=source))
+
+
+def test_anatomy_notes_are_comments_inferred_from_their_images(
+    tmp_path: Path,
+    dciodvfy: Callable[[Dataset], str],
+    sr_validator: Callable[[Sequence[Dataset]], list[str]],
+) -> None:
+    tagged_liver = make_us_image(body_part="LIVER")
+    plain = make_us_image(body_part=None)
+    note = "Tags say liver; the image looks like breast (p=0.91). The tags were followed."
+    disagreement = analysed(tagged_liver, [])
+    disagreement.anatomy_note = note
+    result = study_of(disagreement, analysed(plain, []), source=tagged_liver)
+    report = build([tagged_liver, plain], result)
+    assert report is not None
+    dciodvfy(report)
+    sr_validator([report])
+    root = read_back(report, tmp_path).ContentSequence
+    (container,) = [item for item in root
+                    if item.ConceptNameCodeSequence[0].CodeValue == "C0034375"]
+    (comment,) = container.ContentSequence
+    assert comment.ValueType == "TEXT" and comment.TextValue == note
+    (image,) = comment.ContentSequence
+    assert image.RelationshipType == "INFERRED FROM"
+    assert image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == tagged_liver.SOPInstanceUID
+
+
+def test_no_anatomy_note_no_qualitative_evaluations() -> None:
+    source = make_us_image()
+    report = build([source], study_of(analysed(source, []), source=source))
+    assert report is not None
+    assert all(item.ConceptNameCodeSequence[0].CodeValue != "C0034375"
+               for item in report.ContentSequence)
