@@ -31,6 +31,7 @@ whose compressed frames declare another size than Rows x Columns
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 
 import numpy as np
@@ -89,8 +90,16 @@ _ANATOMY_KEYWORDS: dict[AnatomyValues, tuple[str, ...]] = {
 }
 """Words (whole tokens of a tag value) that point to an anatomy."""
 
-_HEART_PREFIXES: tuple[str, ...] = ("ECHOCARDIO", "CARDIO")
-"""Token prefixes that point to the heart (ECHOCARDIOGRAPHIC, CARDIOLOGY...)."""
+_ANATOMY_PREFIXES: dict[AnatomyValues, tuple[str, ...]] = {
+    AnatomyValues.LIVER: ("ABDOM", "ADDOM", "HEPAT", "LEBER", "OBERBAUCH", "FOIE", "HIGADO",
+                          "FEGATO"),
+    AnatomyValues.BREAST: ("MAMM", "MAMAR", "BRUST"),
+    AnatomyValues.HEART: ("CARDI", "KARDI", "ECHOCARDIO", "ECHOKARDIO", "ECOCARDIO", "HERZ",
+                          "COEUR", "CORAZON", "CUORE"),
+}
+"""Token prefixes that point to an anatomy, in the languages of descriptions hospitals
+write (ABDOMINALE, LEBERSONOGRAPHIE, MAMMAIRE, ECOCARDIOGRAMA, KARDIOLOGIE...); accents
+are dropped first (HÍGADO -> HIGADO)."""
 
 _TEXT_TAGS: tuple[str, ...] = (
     "BodyPartExamined",
@@ -480,10 +489,11 @@ def body_part(ds: Dataset) -> str | None:
 
 
 def _anatomies_in(text: str) -> set[AnatomyValues]:
-    tokens = {t for t in re.split(r"[^A-Z0-9]+", text.upper()) if t}
+    plain = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    tokens = {t for t in re.split(r"[^A-Z0-9]+", plain.upper()) if t}
     found = {anatomy for anatomy, words in _ANATOMY_KEYWORDS.items() if tokens & set(words)}
-    if any(t.startswith(_HEART_PREFIXES) for t in tokens):
-        found.add(AnatomyValues.HEART)
+    found |= {anatomy for anatomy, prefixes in _ANATOMY_PREFIXES.items()
+              if any(t.startswith(prefixes) for t in tokens)}
     return found
 
 
@@ -504,7 +514,8 @@ def tag_anatomy(ds: Dataset) -> AnatomyValues | None:
     BodyPartExamined, the study/series/protocol descriptions, value 3 of the
     US Image Type and the anatomic region / view codes are searched for
     keywords (LIVER/ABDOMEN -> liver, BREAST -> breast, HEART/CARDIAC/ECHO ->
-    heart).  Tags that name two different anatomies give ``None``.
+    heart), and for stems of those words in German, French, Spanish and Italian.
+    Tags that name two different anatomies give ``None``.
 
     Parameters
     ----------
