@@ -169,7 +169,7 @@ class Analyzer:
         decision = decide_anatomy(image.tag_anatomy, prediction,
                                   routed=routed.pop() if len(routed) == 1 else None)
         if decision.note:
-            logger.info("anatomy_disagreement", tags=image.tag_anatomy.value
+            logger.info("anatomy_noted", source=decision.source, tags=image.tag_anatomy.value
                         if image.tag_anatomy else None,
                         image=prediction.anatomy.value if prediction else None)
         candidates = [self.engines[name] for name in engine_names
