@@ -18,7 +18,10 @@ from inference.findings import BoundingBox
 UNITS_CM = 3
 """PhysicalUnitsXDirection / YDirection value for centimetres."""
 
-SPATIAL_DATA_TYPES = frozenset({0x0001, 0x0002})
+TISSUE = 0x0001
+"""RegionDataType of a B-mode (tissue) region."""
+
+SPATIAL_DATA_TYPES = frozenset({TISSUE, 0x0002})
 """RegionDataType values of spatial (tissue / colour-flow) regions."""
 
 FORMAT_2D = 0x0001

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import structlog
@@ -51,7 +51,7 @@ from scipy import ndimage
 from inference.codestreams import declared_size
 from inference.engines.base import ImageInput
 from inference.findings import AnatomyValues, BoundingBox
-from inference.geometry import ImageGeometry
+from inference.geometry import FORMAT_2D, TISSUE, ImageGeometry, UltrasoundRegion
 from inference.video import VIDEO_TRANSFER_SYNTAXES, VideoDecodeError, decode_video
 
 logger = structlog.get_logger(__name__)
@@ -70,6 +70,16 @@ MAX_TINT_SATURATION = 0.6
 """Saturation ((max - min) / max of R, G, B) above which a bin's median colour
 is taken for a colour overlay, not a tint map: tint maps are pale (sepia 0.3,
 bronze 0.45), flow and power Doppler colours saturated (0.8-1)."""
+
+MIN_VIEW_SHARE = 0.5
+"""A further B-mode view of a dual or quad display counts when its area is at least
+this share of the largest view's."""
+
+MAX_VIEWS = 4
+"""At most this many B-mode views per image (a quad display)."""
+
+VIEW_GAP = 0.01
+"""Parts of the scan area closer than this share of the image width are one view."""
 
 MAX_FRAMES_FOR_COLOR = 8
 """At most this many frames are sampled to measure the coloured fraction."""
@@ -662,6 +672,93 @@ def projection(frames: np.ndarray, max_frames: int = 16) -> np.ndarray:
     """
     step = max(1, frames.shape[0] // max_frames)
     return frames[::step][:max_frames].max(axis=0)
+
+
+def scan_areas(image: ImageInput) -> list[BoundingBox]:
+    """The B-mode views of an image, top to bottom and left to right: one box for
+    most images, two or four for a dual or quad display.
+
+    From the regions when known: each 2D tissue region with a calibration whose
+    area is at least :data:`MIN_VIEW_SHARE` of the largest one's, except a region
+    inside another.  From the pixels otherwise: the scan area, then the scan
+    area of what is left with the views found so far blacked out, as long as it
+    is at least :data:`MIN_VIEW_SHARE` of the first.
+
+    Parameters
+    ----------
+    image:
+        The decoded image, with or without a Sequence of Ultrasound Regions.
+
+    Returns
+    -------
+    list of BoundingBox
+        At least one box.  For an image with one view, the box of
+        :func:`scan_area`, or a wider one when a shadow cuts its scan area in two.
+
+    Raises
+    ------
+    ValueError
+        When there are no regions and the image is blank.
+    """
+    if image.geometry.scan_area is not None:
+        boxes = _region_views(image.geometry.regions) or [image.geometry.scan_area]
+    else:
+        boxes = _pixel_views(image)
+    return sorted(boxes, key=lambda box: (box.y0, box.x0))
+
+
+def _region_views(regions: Sequence[UltrasoundRegion]) -> list[BoundingBox]:
+    """Boxes of the 2D tissue regions large enough to be a view of their own."""
+    boxes = list(dict.fromkeys(
+        BoundingBox(r.x0, r.y0, r.x1 + 1, r.y1 + 1) for r in regions
+        if r.is_spatial and r.data_type == TISSUE and r.spatial_format in (0, FORMAT_2D)
+    ))
+    if not boxes:
+        return []
+    largest = max(box.width * box.height for box in boxes)
+    large = [box for box in boxes if box.width * box.height >= MIN_VIEW_SHARE * largest]
+    return [box for box in large if not any(other != box and _inside(box, other)
+                                            for other in large)]
+
+
+def _inside(box: BoundingBox, other: BoundingBox) -> bool:
+    return (box.x0 >= other.x0 and box.y0 >= other.y0 and box.x1 <= other.x1
+            and box.y1 <= other.y1)
+
+
+def _pixel_views(image: ImageInput) -> list[BoundingBox]:
+    """Views found in the pixels, one after the other (see :func:`scan_areas`).
+
+    A part found next to a view (less than :data:`VIEW_GAP` of the image width
+    away) is joined to it: a sector that an acoustic shadow cuts in two, down to
+    its far edge, is one view.
+    """
+    first = image_scan_mask(image)
+    boxes = [_mask_box(first)]
+    rest = projection(image.frames).copy()
+    found = boxes[0]
+    nearby = VIEW_GAP * rest.shape[1]
+    for _ in range(2 * MAX_VIEWS):
+        rest[int(found.y0):int(np.ceil(found.y1)), int(found.x0):int(np.ceil(found.x1))] = 0
+        mask = scan_area_mask(rest)
+        if mask.sum() < MIN_VIEW_SHARE * first.sum():
+            break
+        found = _mask_box(mask)
+        near = [i for i, box in enumerate(boxes) if _gap(box, found) < nearby]
+        if near:
+            boxes[near[0]] = _union(boxes[near[0]], found)
+        elif len(boxes) < MAX_VIEWS:
+            boxes.append(found)
+    return boxes
+
+
+def _gap(a: BoundingBox, b: BoundingBox) -> float:
+    """Distance between two boxes along the axis that separates them most (0 if they meet)."""
+    return max(a.x0 - b.x1, b.x0 - a.x1, a.y0 - b.y1, b.y0 - a.y1, 0.0)
+
+
+def _union(a: BoundingBox, b: BoundingBox) -> BoundingBox:
+    return BoundingBox(min(a.x0, b.x0), min(a.y0, b.y0), max(a.x1, b.x1), max(a.y1, b.y1))
 
 
 def scan_area(image: ImageInput) -> BoundingBox:

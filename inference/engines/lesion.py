@@ -64,7 +64,7 @@ from inference.models.roi import (
     roi_square,
 )
 from inference.models.runtime import Runner, make_runner
-from inference.preprocessing import scan_area
+from inference.preprocessing import scan_areas
 
 logger = structlog.get_logger(__name__)
 
@@ -197,7 +197,7 @@ class LesionEngine:
         """Detect, classify and (on cine) track the lesions of one image."""
         result = ImageResult(image.sop_instance_uid, self.anatomy, algorithm=self.algorithm)
         try:
-            area = scan_area(image)
+            areas = scan_areas(image)
         except ValueError as exc:
             result.not_assessed = NotAssessed(image.sop_instance_uid,
                                               NotAssessedReasonValues.IMAGE_QUALITY, str(exc))
@@ -206,14 +206,21 @@ class LesionEngine:
         indices = np.round(np.linspace(0, len(frames) - 1, min(len(frames), self.max_frames))
                            ).astype(int) if len(frames) > 1 else np.array([0])
         if len(indices) >= MIN_CINE_FRAMES:
-            per_frame = self.detect(frames, indices, area, self.score_threshold * CINE_FLOOR_FACTOR)
+            per_frame = self._detect_views(frames, indices, areas,
+                                           self.score_threshold * CINE_FLOOR_FACTOR)
             tracks = [t for t in track(per_frame) if len(t.detections) >= 2
                       and t.evidence(len(indices)) >= self.cine_track_score]
         else:
-            tracks = track(self.detect(frames, indices, area))
+            tracks = track(self._detect_views(frames, indices, areas))
         for number, t in enumerate(sorted(tracks, key=lambda t: -t.mean_score), start=1):
             result.lesions.append(self._finding(image, frames, indices, t, number))
         return result
+
+    def _detect_views(self, frames: np.ndarray, indices: np.ndarray, areas: list[BoundingBox],
+                      threshold: float | None = None) -> list[list[Detection]]:
+        """:meth:`detect` in each view of a dual or quad display, joined frame by frame."""
+        per_view = [self.detect(frames, indices, area, threshold) for area in areas]
+        return [[d for view in views for d in view] for views in zip(*per_view, strict=True)]
 
     def detect(self, frames: np.ndarray, indices: np.ndarray, area: BoundingBox,
                threshold: float | None = None) -> list[list[Detection]]:

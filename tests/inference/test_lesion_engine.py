@@ -13,8 +13,13 @@ from inference.engines.lesion import WEIGHTS_DIR, BreastEngine, LesionEngine, Li
 from inference.evaluation.lesion import image_input
 from inference.evaluation.metrics import match_detections, prf
 from inference.evaluation.robustness import perturb
-from inference.findings import AnatomyValues, LesionFinding, NotAssessedReasonValues
-from inference.geometry import ImageGeometry
+from inference.findings import (
+    AnatomyValues,
+    BoundingBox,
+    LesionFinding,
+    NotAssessedReasonValues,
+)
+from inference.geometry import ImageGeometry, UltrasoundRegion
 from inference.phantoms.anatomy import SceneConfig
 from inference.phantoms.generator import generate
 from inference.training.common import sha256_file
@@ -116,3 +121,35 @@ def test_blank_image_is_not_assessed() -> None:
     assert result.not_assessed is not None
     assert result.not_assessed.reason == NotAssessedReasonValues.IMAGE_QUALITY
     assert result.lesions == []
+
+
+def _shifted(box: BoundingBox, dx: float) -> BoundingBox:
+    return BoundingBox(box.x0 + dx, box.y0, box.x1 + dx, box.y1)
+
+
+@pytest.mark.parametrize("with_regions", [False, True])
+def test_each_view_of_a_dual_display_is_analysed(with_regions: bool) -> None:
+    # Two held-out liver images side by side, 24 px of black between them, as a
+    # scanner's dual display shows them: each view is found and analysed as if alone.
+    engine = LiverEngine()
+    left, right = (generate("liver", 7_000_000 + k, 480, 640) for k in (1, 3))
+    shift = 640 + 24
+    frames = np.zeros((1, 480, shift + 640), np.uint8)
+    frames[:, :, :640], frames[:, :, shift:] = left.frames, right.frames
+    geometry = ImageGeometry(None, None)
+    if with_regions:
+        views = [(left.scan_box, left.pixel_mm), (_shifted(right.scan_box, shift), right.pixel_mm)]
+        regions = tuple(
+            UltrasoundRegion(int(box.x0), int(box.y0), int(box.x1) - 1, int(box.y1) - 1,
+                             data_type=0x0001, delta_x_mm=mm, delta_y_mm=mm, spatial_format=1)
+            for box, mm in views)
+        geometry = ImageGeometry((left.pixel_mm, left.pixel_mm), left.scan_box, regions)
+    dual = engine.run(ImageInput("2.25.9", frames, geometry))
+    alone = [engine.run(image_input(sample, "2.25.8", with_regions)) for sample in (left, right)]
+    expected = ([f.key_observation.box for f in alone[0].lesions]
+                + [_shifted(f.key_observation.box, shift) for f in alone[1].lesions])
+    found = [f.key_observation.box for f in dual.lesions]
+    assert len(alone[0].lesions) >= 1 and len(alone[1].lesions) >= 1
+    assert len(found) == len(expected)
+    for box in expected:
+        assert max(box.iou(other) for other in found) > 0.95

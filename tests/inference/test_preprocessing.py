@@ -31,8 +31,8 @@ from pydicom.uid import (
 
 from inference import preprocessing
 from inference.engines.base import ImageInput
-from inference.findings import AnatomyValues, NotAssessedReasonValues
-from inference.geometry import ImageGeometry
+from inference.findings import AnatomyValues, BoundingBox, NotAssessedReasonValues
+from inference.geometry import ImageGeometry, UltrasoundRegion
 from inference.phantoms.generator import generate
 from inference.preprocessing import (
     LUMA_WEIGHTS,
@@ -42,6 +42,7 @@ from inference.preprocessing import (
     image_input_from_dataset,
     image_scan_mask,
     scan_area,
+    scan_areas,
     tag_anatomy,
 )
 from inference.quality import check_quality
@@ -529,6 +530,49 @@ def test_find_scan_area_ignores_text() -> None:
     assert 270 <= box.y1 <= 285
     assert 55 <= box.x0 <= 75
     assert 325 <= box.x1 <= 345
+
+
+def _speckle_blocks(blocks: list[tuple[int, int, int, int]]) -> ImageInput:
+    """An image of speckle rectangles ``(x0, y0, x1, y1)`` on black, without regions."""
+    rng = np.random.default_rng(3)
+    frame = np.zeros((480, 640), np.uint8)
+    for x0, y0, x1, y1 in blocks:
+        frame[y0:y1, x0:x1] = rng.integers(40, 200, size=(y1 - y0, x1 - x0))
+    return ImageInput("1.2.3", frame[None], ImageGeometry(None, None))
+
+
+def _close(box: BoundingBox, expected: tuple[int, int, int, int]) -> bool:
+    """Within the 2 px grid of the scan-area mask."""
+    return bool(np.allclose((box.x0, box.y0, box.x1, box.y1), expected, atol=2.0))
+
+
+def test_a_quad_display_has_four_views_in_reading_order() -> None:
+    blocks = [(20, 20, 300, 220), (340, 20, 620, 220), (20, 260, 300, 460), (340, 260, 620, 460)]
+    views = scan_areas(_speckle_blocks(blocks))
+    assert len(views) == 4
+    assert all(_close(view, block) for view, block in zip(views, blocks, strict=True))
+
+
+def test_a_sector_cut_by_a_shadow_is_one_view() -> None:
+    # An acoustic shadow from below a thin skin line down to the far edge: the
+    # scan-area mask keeps one part, the other is found next to it and joined.
+    image = _speckle_blocks([(100, 60, 300, 400), (330, 60, 540, 400), (300, 60, 330, 72)])
+    assert find_scan_area(image.frames[0]).x1 - find_scan_area(image.frames[0]).x0 < 300
+    (view,) = scan_areas(image)
+    assert _close(view, (100, 60, 540, 400))
+
+
+def test_views_from_regions_skip_small_and_nested_ones() -> None:
+    def region(x0: int, x1: int, y1: int = 399) -> UltrasoundRegion:
+        return UltrasoundRegion(x0, 0, x1, y1, data_type=0x0001, delta_x_mm=0.2,
+                                delta_y_mm=0.2, spatial_format=1)
+
+    left, right = region(0, 299), region(340, 639)
+    zoom, strip = region(50, 150, 100), region(310, 330)
+    geometry = ImageGeometry((0.2, 0.2), BoundingBox(0, 0, 300, 400),
+                             (left, zoom, right, strip))
+    image = ImageInput("1.2.3", np.zeros((1, 400, 640), np.uint8), geometry)
+    assert scan_areas(image) == [BoundingBox(0, 0, 300, 400), BoundingBox(340, 0, 640, 400)]
 
 
 def test_an_image_without_regions_has_its_scan_area_found_once(
