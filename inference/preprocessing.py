@@ -148,7 +148,10 @@ def image_input_from_dataset(ds: Dataset) -> ImageInput:
         the Image Pixel attributes.
     """
     geometry = ImageGeometry.from_dataset(ds)
-    frames, color_fraction = decode_frames(ds, colour_area=geometry.scan_area)
+    colour_area = geometry.scan_area
+    for view in _region_views(geometry.regions):
+        colour_area = view if colour_area is None else _union(colour_area, view)
+    frames, color_fraction = decode_frames(ds, colour_area=colour_area)
     return ImageInput(
         sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
         frames=frames,
@@ -169,10 +172,10 @@ def decode_frames(ds: Dataset, colour_area: BoundingBox | None = None
     ds:
         Dataset holding ``PixelData`` and the Image Pixel module.
     colour_area:
-        Where to measure colour: the B-mode region of the Sequence of
-        Ultrasound Regions when there is one, so that a scanner's coloured
-        banners and logos around it do not count.  The whole image when
-        ``None``.
+        Where to measure colour: the B-mode regions of the Sequence of
+        Ultrasound Regions when there are some (every view the engines will
+        analyse), so that a scanner's coloured banners and logos around them do
+        not count.  The whole image when ``None``.
 
     Returns
     -------

@@ -265,6 +265,29 @@ def test_colour_is_measured_in_the_b_mode_region(liver_frame: np.ndarray) -> Non
     assert image.geometry.regions[0].spatial_format == 1
 
 
+def test_colour_in_any_view_of_a_dual_display_counts(liver_frame: np.ndarray) -> None:
+    # B-mode on the left, and on the right a smaller view under a colour map (as
+    # elastography shows): the engines would analyse both views, so both are measured.
+    screen = np.zeros((240, 660, 3), np.uint8)
+    screen[:, :320] = liver_frame[..., None]
+    screen[:, 340:640] = _flow_overlay(np.repeat(liver_frame[:, :300, None], 3, axis=-1), 0.6)
+    ds = _dataset(screen[None], "RGB")
+    items = []
+    for x0, x1 in ((0, 319), (340, 639)):
+        region = Dataset()
+        region.RegionSpatialFormat = region.RegionDataType = 1
+        region.RegionLocationMinX0, region.RegionLocationMinY0 = x0, 0
+        region.RegionLocationMaxX1, region.RegionLocationMaxY1 = x1, 239
+        region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = 3
+        region.PhysicalDeltaX = region.PhysicalDeltaY = 0.03
+        items.append(region)
+    ds.SequenceOfUltrasoundRegions = items
+    image = image_input_from_dataset(ds)
+    assert len(scan_areas(image)) == 2
+    verdict = check_quality(image)
+    assert verdict is not None and verdict.reason is NotAssessedReasonValues.NON_BMODE
+
+
 def test_a_saturated_overlay_outnumbering_its_grey_levels_still_counts(
         liver_frame: np.ndarray) -> None:
     # One flat colour on 40 % of the image: at its brightness it is the majority,
