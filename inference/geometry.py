@@ -53,6 +53,11 @@ class UltrasoundRegion:
         """True when the region maps pixels to millimetres on both axes."""
         return self.delta_x_mm is not None and self.delta_y_mm is not None
 
+    @property
+    def box(self) -> BoundingBox:
+        """The region as a box in pixel-edge coordinates (``x1``/``y1`` exclusive)."""
+        return BoundingBox(self.x0, self.y0, self.x1 + 1, self.y1 + 1)
+
     def contains(self, box: BoundingBox) -> bool:
         """Whether ``box`` lies entirely inside the region."""
         return (
@@ -158,6 +163,6 @@ class ImageGeometry:
         assert main.delta_x_mm is not None and main.delta_y_mm is not None
         return cls(
             pixel_size_mm=(main.delta_x_mm, main.delta_y_mm),
-            scan_area=BoundingBox(main.x0, main.y0, main.x1 + 1, main.y1 + 1),
+            scan_area=main.box,
             regions=regions,
         )

@@ -712,21 +712,14 @@ def scan_areas(image: ImageInput) -> list[BoundingBox]:
 
 def _region_views(regions: Sequence[UltrasoundRegion]) -> list[BoundingBox]:
     """Boxes of the 2D tissue regions large enough to be a view of their own."""
-    boxes = list(dict.fromkeys(
-        BoundingBox(r.x0, r.y0, r.x1 + 1, r.y1 + 1) for r in regions
-        if r.is_spatial and r.data_type == TISSUE and r.spatial_format in (0, FORMAT_2D)
-    ))
-    if not boxes:
+    views = list({r.box: r for r in regions if r.is_spatial and r.data_type == TISSUE
+                  and r.spatial_format in (0, FORMAT_2D)}.values())
+    if not views:
         return []
-    largest = max(box.width * box.height for box in boxes)
-    large = [box for box in boxes if box.width * box.height >= MIN_VIEW_SHARE * largest]
-    return [box for box in large if not any(other != box and _inside(box, other)
-                                            for other in large)]
-
-
-def _inside(box: BoundingBox, other: BoundingBox) -> bool:
-    return (box.x0 >= other.x0 and box.y0 >= other.y0 and box.x1 <= other.x1
-            and box.y1 <= other.y1)
+    largest = max(r.box.width * r.box.height for r in views)
+    large = [r for r in views if r.box.width * r.box.height >= MIN_VIEW_SHARE * largest]
+    return [r.box for r in large
+            if not any(other is not r and other.contains(r.box) for other in large)]
 
 
 def _pixel_views(image: ImageInput) -> list[BoundingBox]:

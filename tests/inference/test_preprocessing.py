@@ -247,19 +247,23 @@ def test_real_power_doppler_screens_are_not_assessed(name: str) -> None:
     assert verdict is not None and verdict.reason is NotAssessedReasonValues.NON_BMODE
 
 
+def _b_mode_region(x0: int, y0: int, x1: int, y1: int) -> Dataset:
+    """A calibrated 2D tissue item of the Sequence of Ultrasound Regions (0.3 mm pixels)."""
+    region = Dataset()
+    region.RegionSpatialFormat = region.RegionDataType = 1
+    region.RegionLocationMinX0, region.RegionLocationMinY0 = x0, y0
+    region.RegionLocationMaxX1, region.RegionLocationMaxY1 = x1, y1
+    region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = 3
+    region.PhysicalDeltaX = region.PhysicalDeltaY = 0.03
+    return region
+
+
 def test_colour_is_measured_in_the_b_mode_region(liver_frame: np.ndarray) -> None:
     screen = np.repeat(liver_frame[..., None], 3, axis=-1)
     screen[:40] = (0, 60, 200)  # a vendor's banner over the top of the image
     ds = _dataset(screen[None], "RGB")
     assert image_input_from_dataset(ds).color_fraction > 0.2
-    region = Dataset()
-    region.RegionSpatialFormat = 1
-    region.RegionDataType = 1
-    region.RegionLocationMinX0, region.RegionLocationMinY0 = 0, 40
-    region.RegionLocationMaxX1, region.RegionLocationMaxY1 = 319, 239
-    region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = 3
-    region.PhysicalDeltaX = region.PhysicalDeltaY = 0.03
-    ds.SequenceOfUltrasoundRegions = [region]
+    ds.SequenceOfUltrasoundRegions = [_b_mode_region(0, 40, 319, 239)]
     image = image_input_from_dataset(ds)
     assert image.color_fraction < 0.01
     assert image.geometry.regions[0].spatial_format == 1
@@ -272,16 +276,8 @@ def test_colour_in_any_view_of_a_dual_display_counts(liver_frame: np.ndarray) ->
     screen[:, :320] = liver_frame[..., None]
     screen[:, 340:640] = _flow_overlay(np.repeat(liver_frame[:, :300, None], 3, axis=-1), 0.6)
     ds = _dataset(screen[None], "RGB")
-    items = []
-    for x0, x1 in ((0, 319), (340, 639)):
-        region = Dataset()
-        region.RegionSpatialFormat = region.RegionDataType = 1
-        region.RegionLocationMinX0, region.RegionLocationMinY0 = x0, 0
-        region.RegionLocationMaxX1, region.RegionLocationMaxY1 = x1, 239
-        region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = 3
-        region.PhysicalDeltaX = region.PhysicalDeltaY = 0.03
-        items.append(region)
-    ds.SequenceOfUltrasoundRegions = items
+    ds.SequenceOfUltrasoundRegions = [_b_mode_region(0, 0, 319, 239),
+                                      _b_mode_region(340, 0, 639, 239)]
     image = image_input_from_dataset(ds)
     assert len(scan_areas(image)) == 2
     verdict = check_quality(image)
@@ -580,7 +576,8 @@ def test_a_sector_cut_by_a_shadow_is_one_view() -> None:
     # An acoustic shadow from below a thin skin line down to the far edge: the
     # scan-area mask keeps one part, the other is found next to it and joined.
     image = _speckle_blocks([(100, 60, 300, 400), (330, 60, 540, 400), (300, 60, 330, 72)])
-    assert find_scan_area(image.frames[0]).x1 - find_scan_area(image.frames[0]).x0 < 300
+    alone = find_scan_area(image.frames[0])
+    assert alone.x1 - alone.x0 < 300
     (view,) = scan_areas(image)
     assert _close(view, (100, 60, 540, 400))
 

@@ -37,6 +37,8 @@ from tests.sr_templates.sr_factories import (
 )
 
 OPTIONS = ResultOptions()
+EVALUATIONS = codes.QUALITATIVE_EVALUATIONS.value
+"""Code value of the report's Qualitative Evaluations container."""
 CONTOUR = np.array([[20.0, 20.0], [60.0, 25.0], [55.0, 60.0], [25.0, 55.0]])
 
 
@@ -393,7 +395,7 @@ def test_anatomy_notes_are_comments_inferred_from_their_images(
     sr_validator([report])
     root = read_back(report, tmp_path).ContentSequence
     (container,) = [item for item in root
-                    if item.ConceptNameCodeSequence[0].CodeValue == "C0034375"]
+                    if item.ConceptNameCodeSequence[0].CodeValue == EVALUATIONS]
     (comment,) = container.ContentSequence
     assert comment.ValueType == "TEXT" and comment.TextValue == note
     (image,) = comment.ContentSequence
@@ -405,5 +407,5 @@ def test_no_anatomy_note_no_qualitative_evaluations() -> None:
     source = make_us_image()
     report = build([source], study_of(analysed(source, []), source=source))
     assert report is not None
-    assert all(item.ConceptNameCodeSequence[0].CodeValue != "C0034375"
+    assert all(item.ConceptNameCodeSequence[0].CodeValue != EVALUATIONS
                for item in report.ContentSequence)
