@@ -46,7 +46,6 @@ from pydicom.values import convert_text
 from pynetdicom import AE, evt
 from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.service_class import StorageServiceClass
@@ -62,8 +61,8 @@ from dicom_node.index import Index, InstanceMeta, Peer
 from dicom_node.index.writer import IndexWriter, Received
 from dicom_node.reactor import PDU_HEADER_BYTES, EventDrivenAssociation
 from dicom_node.screening import MalformedDataset, check_structure
-from dicom_node.spool import Spool, SpoolError, SpoolPart, is_valid_uid
-from dicom_node.store_request import DirectStore, DiscardedStore, StoreRequestDIMSE
+from dicom_node.spool import Spool, SpoolError, is_valid_uid
+from dicom_node.store_request import DiscardedStore, StoreRequestDIMSE
 from inference.video import VIDEO_TRANSFER_SYNTAXES
 
 LOGGER = structlog.get_logger(__name__)
@@ -271,10 +270,7 @@ class Receiver:
         metrics.ASSOCIATIONS.labels(peer.called_ae, "accepted").inc()
 
     def on_closed(self, event: Event, outcome: str) -> None:
-        """EVT_RELEASED / EVT_ABORTED / EVT_CONN_CLOSE: close the association's record
-        (and delete what was written of a data set it left incomplete)."""
-        if isinstance(event.assoc.dimse, StoreRequestDIMSE):
-            event.assoc.dimse.drop_unserved()
+        """EVT_RELEASED / EVT_ABORTED / EVT_CONN_CLOSE: close the association's record."""
         with self._lock:
             stats = self._associations.pop(id(event.assoc), None)
         if stats is None:
@@ -311,8 +307,6 @@ class Receiver:
         with self._lock:
             stats = self._associations.get(id(event.assoc))
         if stats is None:
-            if isinstance(event.request, DirectStore) and event.request.writer is not None:
-                event.request.writer.discard()
             return self._refuse(None, "association_unknown", StoreStatus.OUT_OF_RESOURCES)
         status, reason = self._store(event, stats)
         if status != StoreStatus.SUCCESS:
@@ -331,25 +325,6 @@ class Receiver:
         response.ErrorComment = reason[:64]
         return response
 
-    def open_data_set(self, assoc: Association, request: C_STORE,
-                      context_id: int) -> SpoolPart | None:
-        """A spool part for a C-STORE request's data set, started with the file header
-        it will have; ``None`` unless the association was accepted and will hand the
-        request to :meth:`on_store` (else nothing would commit or discard the part)."""
-        with self._lock:
-            stats = self._associations.get(id(assoc))
-        if stats is None or not (
-            isinstance(assoc, EventDrivenAssociation) and assoc.serves_storage(request, context_id)
-        ):
-            return None
-        context = assoc._accepted_cx[context_id]
-        return self.spool.begin(file_header(
-            str(request.AffectedSOPClassUID),
-            str(request.AffectedSOPInstanceUID),
-            str(context.transfer_syntax[0]),
-            stats.peer,
-        ))
-
     def max_instance_bytes(self) -> int:
         """The size limit of a received instance (``limits.max_instance_mb``), in bytes."""
         return _instance_limit(self._config())
@@ -358,36 +333,21 @@ class Receiver:
         request = event.request
         if isinstance(request, DiscardedStore):
             return StoreStatus.OUT_OF_RESOURCES, "instance_too_large"
-        # The received bytes are written as they are, after a file meta header: as
-        # they arrived, when the request was assembled here.
-        stream = event.encoded_dataset(include_meta=False)
-        writer = request.writer if isinstance(request, DirectStore) else None
-        part = writer if isinstance(writer, SpoolPart) else self.spool.begin(
-            file_header(
-                str(request.AffectedSOPClassUID),
-                str(request.AffectedSOPInstanceUID),
-                str(event.context.transfer_syntax),
-                stats.peer,
-            ),
-            stream,
-        )
-        try:
-            return self._keep(event, stats, stream, part)
-        finally:
-            part.discard()
-
-    def _keep(
-        self, event: Event, stats: _AssociationStats, stream: bytes, part: SpoolPart
-    ) -> tuple[StoreStatus, str]:
-        """Check a received instance, already written to ``part``; make it durable and
-        submit its index row if it passes."""
-        request = event.request
         config = self._config()
+        # The received bytes are written as they are, after a file meta header.
+        stream = event.encoded_dataset(include_meta=False)
         syntax = event.context.transfer_syntax
+        header = file_header(
+            str(request.AffectedSOPClassUID),
+            str(request.AffectedSOPInstanceUID),
+            str(syntax),
+            stats.peer,
+        )
+        size = len(header) + len(stream)
         max_bytes = _instance_limit(config)
-        if part.size > max_bytes:
+        if size > max_bytes:
             return StoreStatus.OUT_OF_RESOURCES, "instance_too_large"
-        if self.spool.free_bytes() < config.limits.min_free_disk_mb * 1024 * 1024:
+        if self.spool.free_bytes() < config.limits.min_free_disk_mb * 1024 * 1024 + size:
             return StoreStatus.OUT_OF_RESOURCES, "disk_floor: free disk below the floor"
         if self.writer.backlog >= MAX_INDEX_BACKLOG:
             return StoreStatus.OUT_OF_RESOURCES, "index_backlog: the index is not keeping up"
@@ -396,7 +356,7 @@ class Receiver:
         except MalformedDataset as exc:
             return StoreStatus.CANNOT_UNDERSTAND, f"malformed_dataset: {exc}"
         try:
-            meta = self._meta(identifying, request, syntax, part.size)
+            meta = self._meta(identifying, request, syntax, size)
         except ValueError as exc:
             return StoreStatus.CANNOT_UNDERSTAND, f"invalid_dataset: {exc}"
         except Exception as exc:
@@ -407,7 +367,7 @@ class Receiver:
             meta.study_instance_uid, meta.series_instance_uid, meta.sop_instance_uid
         )
         try:
-            self.spool.commit(part, path)
+            self.spool.write(path, header, stream)
         except SpoolError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 return StoreStatus.OUT_OF_RESOURCES, "disk_full"
@@ -416,8 +376,8 @@ class Receiver:
         self.writer.submit(Received(meta, stats.peer, stats.record_id, self.clock.now()))
         with self._lock:
             stats.instances += 1
-            stats.bytes += part.size
-        metrics.BYTES.inc(part.size)
+            stats.bytes += size
+        metrics.BYTES.inc(size)
         return StoreStatus.SUCCESS, "stored"
 
     @staticmethod
@@ -596,12 +556,7 @@ class GuardedRequestHandler(RequestHandler):
             self.ae, MODE_ACCEPTOR, partial(self.server.connection_ended, self.request)
         )
         limit = self.server.instance_limit
-        opener = self.server.open_data_set
-        assoc.dimse = StoreRequestDIMSE(
-            assoc,
-            None if limit is None else limit(),
-            None if opener is None else partial(opener, assoc),
-        )
+        assoc.dimse = StoreRequestDIMSE(assoc, None if limit is None else limit())
         assoc._server = self.server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
         assoc.set_socket(PduLimitedSocket(assoc, client_socket=self.request))
@@ -637,8 +592,6 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
     max_connections_per_ip = 16
     instance_limit: Callable[[], int] | None = None
     """Returns the size limit of a received data set, read as each association starts."""
-    open_data_set: Callable[[Association, C_STORE, int], SpoolPart | None] | None = None
-    """Opens the spool part a C-STORE request's data set is written to as it arrives."""
 
     def server_activate(self) -> None:
         """Listen, with no connection pending."""
@@ -846,7 +799,6 @@ def start_receiver(
     )
     server.max_connections_per_ip = 2 * config.limits.max_associations_per_ip
     server.instance_limit = receiver.max_instance_bytes
-    server.open_data_set = receiver.open_data_set
     thread = threading.Thread(target=server.serve_forever, name="dicom-receiver", daemon=True)
     thread.start()
     ae._servers.append(server)

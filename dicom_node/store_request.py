@@ -23,22 +23,13 @@ as they arrive: beyond the node's instance size limit a direct request's data
 is dropped while the rest is read, and the request is handed on as a
 :class:`DiscardedStore` (the handler answers Out of Resources); a message
 pynetdicom assembles aborts the association once its data set exceeds it.
-
-A direct request's data set is also given, fragment by fragment, to a
-:class:`DataSetWriter` opened for it when its command arrives (the node's
-receiver writes it to the spool as it arrives); the request carries the
-writer to the handler (:attr:`DirectStore.writer`).  A writer whose data set
-will not be served (beyond the limit, an invalid message, the association
-ending first) is discarded.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
-from typing import Protocol
 
 import structlog
 from pydicom import config
@@ -89,42 +80,14 @@ class DiscardedStore(C_STORE):
         self.received_bytes = received_bytes
 
 
-class DataSetWriter(Protocol):
-    """Where a direct request's data set fragments go as they arrive."""
-
-    def append(self, data: memoryview) -> None:
-        """Take the next fragment."""
-
-    def discard(self) -> None:
-        """Drop what was taken; the data set will not be served."""
-
-
-OpenWriter = Callable[[C_STORE, int], DataSetWriter | None]
-"""Opens the writer of a request's data set, given the request and its presentation
-context ID (``None``: the data set is only held in memory)."""
-
-
-class DirectStore(C_STORE):
-    """A C-STORE request assembled here, with the writer its data set went to."""
-
-    writer: DataSetWriter | None = None
-
-
 @dataclass
 class _Incoming:
     """A C-STORE request whose data set is still arriving."""
 
     context_id: int
-    primitive: DirectStore
-    fragments: list[memoryview] = field(default_factory=list)
+    primitive: C_STORE
+    data: BytesIO = field(default_factory=BytesIO)
     received: int = 0
-
-    def drop(self) -> None:
-        """Let go of the fragments and discard the writer."""
-        self.fragments = []
-        writer, self.primitive.writer = self.primitive.writer, None
-        if writer is not None:
-            writer.discard()
 
 
 def parse_store_command(command: bytes) -> dict[int, bytes] | None:
@@ -176,7 +139,7 @@ def _text(value: bytes) -> str | None:
         return None
 
 
-def store_primitive(elements: dict[int, bytes]) -> DirectStore | None:
+def store_primitive(elements: dict[int, bytes]) -> C_STORE | None:
     """The request primitive of a parsed command set, as pynetdicom's setters make it;
     ``None`` if a value is one they refuse or would convert differently.
 
@@ -190,7 +153,7 @@ def store_primitive(elements: dict[int, bytes]) -> DirectStore | None:
     sop_class, sop_instance = _uid(texts[0x0002]), _uid(texts[0x1000])
     if sop_class is None or sop_instance is None:
         return None
-    primitive = DirectStore()
+    primitive = C_STORE()
     primitive._affected_sop_class_uid = sop_class
     primitive._affected_sop_instance_uid = sop_instance
     try:
@@ -224,11 +187,9 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
     direct assembly builds neither that event's message nor such a file.
     """
 
-    def __init__(self, assoc: Association, max_data_set_bytes: int | None = None,
-                 open_writer: OpenWriter | None = None) -> None:
+    def __init__(self, assoc: Association, max_data_set_bytes: int | None = None) -> None:
         super().__init__(assoc)
         self._max_bytes = max_data_set_bytes
-        self._open_writer = open_writer
         self._incoming: _Incoming | None = None
         self._aborting = False
 
@@ -258,12 +219,10 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
         (then what was kept is dropped, and only the count goes on)."""
         incoming.received += len(data) - 1
         if self._beyond_limit(incoming.received):
-            incoming.drop()
+            if incoming.data.tell():
+                incoming.data = BytesIO()
             return
-        fragment = memoryview(data)[1:]
-        incoming.fragments.append(fragment)
-        if incoming.primitive.writer is not None:
-            incoming.primitive.writer.append(fragment)
+        incoming.data.write(memoryview(data)[1:])
 
     def _beyond_limit(self, data_set_bytes: int) -> bool:
         """Whether a data set of this size exceeds the limit the association was given."""
@@ -290,7 +249,7 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
     def _invalid(self, reason: str) -> None:
         """Abort the association (pynetdicom's event for an invalid DIMSE message)."""
         LOGGER.warning("invalid_dimse_message", reason=reason)
-        self.drop_incoming()
+        self._incoming = None
         self._aborting = True
         self.dul.event_queue.put(INVALID_MESSAGE)
 
@@ -305,26 +264,8 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
         request = None if elements is None else store_primitive(elements)
         if request is None:
             return False
-        if self._open_writer is not None:
-            request.writer = self._open_writer(request, context_id)
         self._incoming = _Incoming(context_id, request)
         return True
-
-    def drop_incoming(self) -> None:
-        """Discard a data set still arriving (the message is invalid)."""
-        incoming, self._incoming = self._incoming, None
-        if incoming is not None:
-            incoming.drop()
-
-    def drop_unserved(self) -> None:
-        """Discard the writers of the data sets the association will not serve, as it
-        ended: one still arriving, and those of complete requests still queued."""
-        self.drop_incoming()
-        with self.msg_queue.mutex:
-            queued = [request for _, request in self.msg_queue.queue]
-        for request in queued:
-            if isinstance(request, DirectStore) and request.writer is not None:
-                request.writer.discard()
 
     def _complete(self) -> None:
         """Serve the completed request in this thread if the association can, else queue
@@ -332,12 +273,12 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
         incoming = self._incoming
         assert incoming is not None
         self._incoming = None
-        request: C_STORE = incoming.primitive
+        request = incoming.primitive
         if self._beyond_limit(incoming.received):
             LOGGER.warning("data_set_discarded", received_bytes=incoming.received,
                            limit_bytes=self._max_bytes)
             request = DiscardedStore(request, incoming.received)
-        request.DataSet = BytesIO(b"".join(incoming.fragments))
+        request.DataSet = incoming.data
         request._context_id = incoming.context_id
         if isinstance(self.assoc, EventDrivenAssociation) and self.assoc.serve_in_reader(
                 request, incoming.context_id):

@@ -19,7 +19,6 @@ from pynetdicom.pdu_primitives import P_DATA
 
 from dicom_node.reactor import EventDrivenAssociation
 from dicom_node.store_request import (
-    DirectStore,
     DiscardedStore,
     StoreRequestDIMSE,
     parse_store_command,
@@ -129,8 +128,7 @@ def _receive(provider: type[DIMSEServiceProvider], primitives: list[P_DATA],
 
 
 def _comparable(outcome: Outcome) -> Outcome:
-    """Messages as (context ID, type, field values and types, data set bytes); a
-    :class:`DirectStore` counts as the ``C_STORE`` it is."""
+    """Messages as (context ID, type, field values and types, data set bytes)."""
     queued, events = outcome
     described: list[tuple[int, object]] = []
     for context_id, primitive in queued:
@@ -139,8 +137,7 @@ def _comparable(outcome: Outcome) -> Outcome:
         data = getattr(primitive, "DataSet", None)
         described.append((
             context_id,
-            (C_STORE if isinstance(primitive, DirectStore) else type(primitive),
-             primitive._context_id, fields,  # type: ignore[attr-defined]
+            (type(primitive), primitive._context_id, fields,  # type: ignore[attr-defined]
              data.getvalue() if isinstance(data, BytesIO) else data),
         ))
     return described, events
@@ -251,7 +248,7 @@ def test_a_store_after_a_message_of_pynetdicoms_is_assembled_directly(
         monkeypatch: pytest.MonkeyPatch) -> None:
     pdvs = [(1, b"\x03" + _echo()), *_pdvs(_command(_store()))]
     (queued, _), _ = _compare(_primitives(pdvs, 1), monkeypatch)
-    assert [type(p) for _, p in queued] == [C_ECHO, DirectStore]
+    assert [type(p) for _, p in queued] == [C_ECHO, C_STORE]
 
 
 @pytest.mark.parametrize("intruder", [b"\x03" + _command(_store()), b""])
@@ -275,7 +272,7 @@ def test_a_data_set_beyond_the_limit_is_counted_not_kept(
 
     def spy(self: StoreRequestDIMSE, incoming: Any, data: bytes) -> None:
         original(self, incoming, data)
-        held.append(sum(len(fragment) for fragment in incoming.fragments))
+        held.append(incoming.data.tell())
 
     monkeypatch.setattr(StoreRequestDIMSE, "_take", spy)
     (queued, events), _ = _receive(StoreRequestDIMSE, _primitives(pdvs, per_pdata),
@@ -294,7 +291,7 @@ def test_a_data_set_at_the_limit_is_kept(monkeypatch: pytest.MonkeyPatch) -> Non
     (queued, _), _ = _receive(StoreRequestDIMSE, _primitives(pdvs, 1), monkeypatch,
                               limit=len(DATA))
     ((_, request),) = queued
-    assert type(request) is DirectStore and request.DataSet.getvalue() == DATA
+    assert type(request) is C_STORE and request.DataSet.getvalue() == DATA
 
 
 def test_a_message_of_pynetdicoms_beyond_the_limit_aborts(
@@ -356,72 +353,3 @@ def test_dcmtk_requests_take_the_direct_path(
     assert sent.returncode == 0, sent.stderr
     assert (len(direct), len(through_pynetdicom)) == (3, 0)
     assert len(harness.node.spool.instance_files()) == 3
-
-
-class RecordingWriter:
-    """A data set writer that keeps what it is given."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.discarded = False
-
-    def append(self, data: memoryview) -> None:
-        self.data += data
-
-    def discard(self) -> None:
-        self.discarded = True
-
-
-def _writing_provider(monkeypatch: pytest.MonkeyPatch, limit: int | None = None
-                      ) -> tuple[StoreRequestDIMSE, list[RecordingWriter]]:
-    """A provider whose direct requests each get a :class:`RecordingWriter`."""
-    monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "none")
-    assoc = EventDrivenAssociation(AE(), MODE_ACCEPTOR)
-    writers: list[RecordingWriter] = []
-
-    def open_writer(request: C_STORE, context_id: int) -> RecordingWriter:
-        assert context_id == 3 and request.MessageID == 7
-        writers.append(RecordingWriter())
-        return writers[-1]
-
-    assoc.dimse = StoreRequestDIMSE(assoc, limit, open_writer)
-    return assoc.dimse, writers
-
-
-def test_a_direct_data_set_goes_to_its_writer_as_it_arrives(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    dimse, writers = _writing_provider(monkeypatch)
-    first, second, *rest = _primitives(_pdvs(_command(_store()), fragment=4096), 1)
-    dimse.receive_primitive(first)
-    dimse.receive_primitive(second)
-    (writer,) = writers
-    assert bytes(writer.data) == DATA[:4096] and dimse.msg_queue.empty()
-    for primitive in rest:
-        dimse.receive_primitive(primitive)
-    _, request = dimse.msg_queue.get()
-    assert isinstance(request, DirectStore) and request.writer is writer
-    assert bytes(writer.data) == DATA == request.DataSet.getvalue()
-    assert not writer.discarded
-
-
-def test_a_writer_is_discarded_when_its_data_set_is_not_served(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    pdvs = _pdvs(_command(_store()), fragment=4096)
-    beyond, writers = _writing_provider(monkeypatch, limit=10000)
-    for primitive in _primitives(pdvs, 1):
-        beyond.receive_primitive(primitive)
-    _, request = beyond.msg_queue.get()
-    assert isinstance(request, DiscardedStore) and writers[0].discarded
-
-    ended, writers = _writing_provider(monkeypatch)
-    for primitive in _primitives([*pdvs, *pdvs[:3]], 1):  # one queued, one arriving
-        ended.receive_primitive(primitive)
-    assert ended.msg_queue.qsize() == 1 and not any(w.discarded for w in writers)
-    ended.drop_unserved()  # the association ended
-    assert len(writers) == 2 and all(w.discarded for w in writers)
-
-    invalid, writers = _writing_provider(monkeypatch)
-    for primitive in _primitives([*pdvs[:3], (3, b"\x03" + _command(_store()))], 1):
-        invalid.receive_primitive(primitive)
-    assert writers[0].discarded and invalid.msg_queue.empty()
-    assert invalid.dul.event_queue.get() == "Evt19"
