@@ -25,6 +25,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydicom.config import IGNORE
+from pydicom.uid import UID
+from pynetdicom.service_class import ServiceClass, StorageServiceClass
+from pynetdicom.sop_class import uid_to_service_class
 
 RETURN_TO_SENDER = "return-to-sender"
 """Destination name meaning: send results back to the calling AE."""
@@ -64,6 +68,27 @@ def validate_ae_title(value: str) -> str:
 
 
 AETitle = Annotated[str, AfterValidator(validate_ae_title)]
+
+
+def validate_storage_class_uid(value: str) -> str:
+    """Check a SOP Class UID that is to be accepted for storage.
+
+    Raises
+    ------
+    ValueError
+        If it is not a valid UID (PS3.5 9.1), or pynetdicom knows it as a SOP class
+        of another service than Storage (Verification, Query/Retrieve...).
+    """
+    if not isinstance(value, str) or not UID(value.strip(), validation_mode=IGNORE).is_valid:
+        raise ValueError(f"{value!r} is not a UID")
+    uid = value.strip()
+    service = uid_to_service_class(uid)
+    if service not in (ServiceClass, StorageServiceClass):
+        raise ValueError(f"{uid} is a SOP class of the {service.__name__}, not a storage class")
+    return uid
+
+
+StorageClassUID = Annotated[str, AfterValidator(validate_storage_class_uid)]
 
 
 class _Model(BaseModel):
@@ -216,6 +241,10 @@ class NodeConfig(_Model):
     export: ExportPolicy = ExportPolicy()
     destinations: list[Destination] = Field(default_factory=list)
     pipelines: list[Pipeline] = Field(default_factory=list)
+    extra_storage_classes: list[StorageClassUID] = Field(default_factory=list)
+    """Storage SOP classes accepted beyond the built-in ones (a scanner's private
+    classes, say), with every accepted transfer syntax; their instances are kept with
+    their study and not analysed.  Read when the node starts."""
     manufacturer: str = "US-AI DICOM Node project"
     institution_name: str | None = None
     api_host: str = "127.0.0.1"

@@ -17,7 +17,7 @@ import threading
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
@@ -89,20 +89,29 @@ RETIRED_STORAGE_CLASSES: dict[str, str] = {
 """Retired US classes pynetdicom does not know as storage classes (old scanners send them)."""
 
 ACCEPTED_ONLY_SOP_CLASSES: tuple[str, ...] = (
+    "1.2.840.10008.5.1.4.1.1.6.2",  # Enhanced US Volume (3D/4D)
+    "1.2.840.10008.5.1.4.1.1.6.3",  # Photoacoustic Image
     "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image
+    "1.2.840.10008.5.1.4.1.1.7.1",  # Multi-frame Single Bit SC
     "1.2.840.10008.5.1.4.1.1.7.2",  # Multi-frame Grayscale Byte SC
+    "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame Grayscale Word SC
     "1.2.840.10008.5.1.4.1.1.7.4",  # Multi-frame True Color SC
+    "1.2.840.10008.5.1.4.1.1.66",  # Raw Data (scanners' raw or vendor data)
     "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF
+    "1.2.840.10008.5.1.4.1.1.104.2",  # Encapsulated CDA
     "1.2.840.10008.5.1.4.1.1.88.11",  # Basic Text SR
     "1.2.840.10008.5.1.4.1.1.88.22",  # Enhanced SR
     "1.2.840.10008.5.1.4.1.1.88.33",  # Comprehensive SR
     "1.2.840.10008.5.1.4.1.1.88.34",  # Comprehensive 3D SR
+    "1.2.840.10008.5.1.4.1.1.88.35",  # Extensible SR
     "1.2.840.10008.5.1.4.1.1.88.59",  # Key Object Selection
+    "1.2.840.10008.5.1.4.1.1.88.72",  # Simplified Adult Echo SR
     "1.2.840.10008.5.1.4.1.1.11.1",  # Grayscale Softcopy Presentation State
     "1.2.840.10008.5.1.4.1.1.11.2",  # Color Softcopy Presentation State
     "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation
 )
-"""SOP classes a US study carries: stored, not processed."""
+"""SOP classes a US study carries: stored, not processed (more can be configured,
+``extra_storage_classes``)."""
 
 TRANSFER_SYNTAXES: tuple[str, ...] = (
     ImplicitVRLittleEndian,
@@ -659,16 +668,19 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
             super().handle_error(request, client_address)
 
 
-def register_retired_storage_classes() -> None:
-    """Teach pynetdicom that the retired US classes are Storage classes (idempotent)."""
-    for uid, keyword in RETIRED_STORAGE_CLASSES.items():
+def register_storage_classes(extra: Sequence[str] = ()) -> None:
+    """Teach pynetdicom that the retired US classes and the ``extra`` (configured)
+    classes are Storage classes (idempotent).  A configured class pynetdicom does not
+    know gets the keyword ``Storage_`` and its UID's digits (``Storage_1_2_3``)."""
+    keywords = {uid: "Storage_" + uid.replace(".", "_") for uid in extra}
+    for uid, keyword in {**keywords, **RETIRED_STORAGE_CLASSES}.items():
         if uid_to_service_class(uid) is not StorageServiceClass:
             register_uid(uid, keyword, StorageServiceClass)
 
 
 def build_ae(config: NodeConfig) -> AE:
     """An AE with the node's presentation contexts, limits and timeouts."""
-    register_retired_storage_classes()
+    register_storage_classes(config.extra_storage_classes)
     ae = AE(ae_title=config.ae_title)
     ae.require_called_aet = False
     ae.maximum_pdu_size = config.limits.max_pdu
@@ -677,7 +689,8 @@ def build_ae(config: NodeConfig) -> AE:
     ae.dimse_timeout = config.limits.dimse_timeout
     ae.network_timeout = config.limits.network_timeout
     ae.add_supported_context(Verification)
-    for uid in (*sorted(ULTRASOUND_SOP_CLASSES), *ACCEPTED_ONLY_SOP_CLASSES):
+    classes = [*sorted(ULTRASOUND_SOP_CLASSES), *ACCEPTED_ONLY_SOP_CLASSES]
+    for uid in [*classes, *(uid for uid in config.extra_storage_classes if uid not in classes)]:
         ae.add_supported_context(uid, list(TRANSFER_SYNTAXES))
     return ae
 

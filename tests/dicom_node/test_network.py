@@ -29,6 +29,7 @@ from dicom_node.config import Caller, Completion, NodeConfig, Pipeline
 from dicom_node.index import IndexQueries
 from dicom_node.network import PduLimitedSocket, Receiver, _screen, build_ae, copy_contexts
 from tests.dicom_node.conftest import NodeHarness, make_study
+from tests.peers import storescu
 
 MakeNode = Callable[..., NodeHarness]
 
@@ -252,3 +253,68 @@ def test_each_association_negotiates_its_own_copy_of_the_contexts() -> None:
     copies[1].result = 0
     assert "1.2.3" not in contexts[1].transfer_syntax
     assert (contexts[1].context_id, contexts[1].result) == (None, None)
+
+
+PRIVATE_CLASS = "1.2.826.0.1.3680043.8.498.77.1"
+"""A made-up vendor-private storage class."""
+
+
+def _files_of_classes(folder: Path, classes: list[str]) -> list[Path]:
+    """One US image saved per SOP class in ``classes``, as scanners' other objects."""
+    files = []
+    for number, (ds, sop_class) in enumerate(zip(make_study(len(classes)), classes, strict=True)):
+        ds.SOPClassUID = sop_class
+        ds.file_meta.MediaStorageSOPClassUID = sop_class
+        files.append(folder / f"{number}.dcm")
+        ds.save_as(files[-1], enforce_file_format=True)
+    return files
+
+
+def _send_private(port: int, ds: Dataset) -> int | None:
+    """C-STORE ``ds`` of :data:`PRIVATE_CLASS` as a vendor's device would (DCMTK's
+    storescu sends no class it does not know); the status, ``None`` if not proposed."""
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(PRIVATE_CLASS, ExplicitVRLittleEndian)
+    ae.add_requested_context("1.2.840.10008.1.1")
+    assoc = ae.associate("127.0.0.1", port, ae_title="NODE")
+    assert assoc.is_established
+    try:
+        if PRIVATE_CLASS not in {str(c.abstract_syntax) for c in assoc.accepted_contexts}:
+            return None
+        return int(assoc.send_c_store(ds).Status)
+    finally:
+        assoc.release()
+
+
+def test_other_objects_of_us_studies_are_kept_with_the_study(
+    make_node: MakeNode, tmp_path: Path
+) -> None:
+    # Beside a US image: a 3D volume and a scanner's raw data (sent by DCMTK), and a
+    # vendor's private class once configured. All stored with the study; only the
+    # US image is analysed.
+    us_image = "1.2.840.10008.5.1.4.1.1.6.1"
+    classes = [us_image, "1.2.840.10008.5.1.4.1.1.6.2", "1.2.840.10008.5.1.4.1.1.66"]
+    harness = make_node(extra_storage_classes=[PRIVATE_CLASS])
+    files = _files_of_classes(tmp_path, [*classes, PRIVATE_CLASS])
+    sent = storescu(harness.port, files[:3], called="NODE")
+    assert sent.returncode == 0, sent.stderr
+    assert _send_private(harness.port, dcmread(files[3])) == 0
+    harness.wait_for_associations_closed()
+    assert len(harness.settle()) == 1
+    stored = sorted(str(dcmread(f).SOPClassUID) for f in harness.node.spool.instance_files())
+    assert stored == sorted([*classes, PRIVATE_CLASS])
+    assert IndexQueries(harness.node.index).studies()[0]["instance_count"] == 4
+    assert [uid for uid, _, _ in harness.analyzer.calls] == [dcmread(files[0]).SOPInstanceUID]
+
+    unconfigured = make_node(data_dir=tmp_path / "unconfigured")
+    assert _send_private(unconfigured.port, dcmread(files[3])) is None
+    assert not unconfigured.node.spool.instance_files()
+
+
+def test_only_storage_classes_can_be_configured() -> None:
+    with pytest.raises(ValueError, match="VerificationServiceClass"):
+        NodeConfig(extra_storage_classes=["1.2.840.10008.1.1"])
+    with pytest.raises(ValueError, match="not a UID"):
+        NodeConfig(extra_storage_classes=["1.2.x"])
+    contexts = build_ae(NodeConfig(extra_storage_classes=[PRIVATE_CLASS])).supported_contexts
+    assert PRIVATE_CLASS in {str(context.abstract_syntax) for context in contexts}
