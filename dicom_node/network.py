@@ -46,6 +46,7 @@ from pydicom.values import convert_text
 from pynetdicom import AE, evt
 from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.service_class import StorageServiceClass
@@ -61,8 +62,8 @@ from dicom_node.index import Index, InstanceMeta, Peer
 from dicom_node.index.writer import IndexWriter, Received
 from dicom_node.reactor import PDU_HEADER_BYTES, EventDrivenAssociation
 from dicom_node.screening import MalformedDataset, check_structure
-from dicom_node.spool import Spool, SpoolError, is_valid_uid
-from dicom_node.store_request import DiscardedStore, StoreRequestDIMSE
+from dicom_node.spool import Spool, SpoolError, SpoolPart, is_valid_uid
+from dicom_node.store_request import DirectStore, DiscardedStore, StoreRequestDIMSE
 from inference.video import VIDEO_TRANSFER_SYNTAXES
 
 LOGGER = structlog.get_logger(__name__)
@@ -279,7 +280,10 @@ class Receiver:
         metrics.ASSOCIATIONS.labels(peer.called_ae, "accepted").inc()
 
     def on_closed(self, event: Event, outcome: str) -> None:
-        """EVT_RELEASED / EVT_ABORTED / EVT_CONN_CLOSE: close the association's record."""
+        """EVT_RELEASED / EVT_ABORTED / EVT_CONN_CLOSE: close the association's record
+        (and delete what was written of a data set it left incomplete)."""
+        if isinstance(event.assoc.dimse, StoreRequestDIMSE):
+            event.assoc.dimse.drop_unserved()
         with self._lock:
             stats = self._associations.pop(id(event.assoc), None)
         if stats is None:
@@ -316,6 +320,8 @@ class Receiver:
         with self._lock:
             stats = self._associations.get(id(event.assoc))
         if stats is None:
+            if isinstance(event.request, DirectStore) and event.request.writer is not None:
+                event.request.writer.discard()
             return self._refuse(None, "association_unknown", StoreStatus.OUT_OF_RESOURCES)
         status, reason = self._store(event, stats)
         if status != StoreStatus.SUCCESS:
@@ -334,6 +340,25 @@ class Receiver:
         response.ErrorComment = reason[:64]
         return response
 
+    def open_data_set(self, assoc: Association, request: C_STORE,
+                      context_id: int) -> SpoolPart | None:
+        """A spool part for a C-STORE request's data set, started with the file header
+        it will have; ``None`` unless the association was accepted and will hand the
+        request to :meth:`on_store` (else nothing would commit or discard the part)."""
+        with self._lock:
+            stats = self._associations.get(id(assoc))
+        if stats is None or not (
+            isinstance(assoc, EventDrivenAssociation) and assoc.serves_storage(request, context_id)
+        ):
+            return None
+        context = assoc._accepted_cx[context_id]
+        return self.spool.begin(file_header(
+            str(request.AffectedSOPClassUID),
+            str(request.AffectedSOPInstanceUID),
+            str(context.transfer_syntax[0]),
+            stats.peer,
+        ))
+
     def max_instance_bytes(self) -> int:
         """The size limit of a received instance (``limits.max_instance_mb``), in bytes."""
         return _instance_limit(self._config())
@@ -342,51 +367,91 @@ class Receiver:
         request = event.request
         if isinstance(request, DiscardedStore):
             return StoreStatus.OUT_OF_RESOURCES, "instance_too_large"
-        config = self._config()
+        writer = request.writer if isinstance(request, DirectStore) else None
+        if isinstance(writer, SpoolPart):
+            return self._store_written(event, stats, writer)
         # The received bytes are written as they are, after a file meta header.
         stream = event.encoded_dataset(include_meta=False)
-        syntax = event.context.transfer_syntax
         header = file_header(
             str(request.AffectedSOPClassUID),
             str(request.AffectedSOPInstanceUID),
-            str(syntax),
+            str(event.context.transfer_syntax),
             stats.peer,
         )
         size = len(header) + len(stream)
+        status, reason, meta = self._check(event, stream, size, unwritten=size)
+        if meta is None:
+            return status, reason
+        part = self.spool.begin(header, stream)
+        try:
+            return self._commit(stats, meta, part)
+        finally:
+            part.discard()
+
+    def _store_written(
+        self, event: Event, stats: _AssociationStats, part: SpoolPart
+    ) -> tuple[StoreStatus, str]:
+        """Check and commit an instance whose data set went to ``part`` as it arrived."""
+        try:
+            with part.data() as stream:
+                status, reason, meta = self._check(event, stream, part.size, unwritten=0)
+            if meta is None:
+                return status, reason
+            return self._commit(stats, meta, part)
+        except OSError as exc:  # a write failed while the data set arrived
+            return _spool_failure(exc)
+        finally:
+            part.discard()
+
+    def _check(
+        self, event: Event, stream: bytes | memoryview, size: int, unwritten: int
+    ) -> tuple[StoreStatus, str, InstanceMeta | None]:
+        """Check a received instance of ``size`` bytes (with its file header), of which
+        ``unwritten`` are not on disk yet, before it is kept; its index description if
+        it passes."""
+        request = event.request
+        config = self._config()
+        syntax = event.context.transfer_syntax
         max_bytes = _instance_limit(config)
         if size > max_bytes:
-            return StoreStatus.OUT_OF_RESOURCES, "instance_too_large"
-        if self.spool.free_bytes() < config.limits.min_free_disk_mb * 1024 * 1024 + size:
-            return StoreStatus.OUT_OF_RESOURCES, "disk_floor: free disk below the floor"
+            return StoreStatus.OUT_OF_RESOURCES, "instance_too_large", None
+        if self.spool.free_bytes() < config.limits.min_free_disk_mb * 1024 * 1024 + unwritten:
+            return StoreStatus.OUT_OF_RESOURCES, "disk_floor: free disk below the floor", None
         if self.writer.backlog >= MAX_INDEX_BACKLOG:
-            return StoreStatus.OUT_OF_RESOURCES, "index_backlog: the index is not keeping up"
+            return (StoreStatus.OUT_OF_RESOURCES,
+                    "index_backlog: the index is not keeping up", None)
         try:
             identifying = _screen(stream, syntax, max_bytes)
         except MalformedDataset as exc:
-            return StoreStatus.CANNOT_UNDERSTAND, f"malformed_dataset: {exc}"
+            return StoreStatus.CANNOT_UNDERSTAND, f"malformed_dataset: {exc}", None
         try:
             meta = self._meta(identifying, request, syntax, size)
         except ValueError as exc:
-            return StoreStatus.CANNOT_UNDERSTAND, f"invalid_dataset: {exc}"
+            return StoreStatus.CANNOT_UNDERSTAND, f"invalid_dataset: {exc}", None
         except Exception as exc:
-            return StoreStatus.CANNOT_UNDERSTAND, f"undecodable_dataset: {type(exc).__name__}"
+            return (StoreStatus.CANNOT_UNDERSTAND,
+                    f"undecodable_dataset: {type(exc).__name__}", None)
         if meta.sop_class_uid != str(request.AffectedSOPClassUID):
-            return StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, "sop_class_mismatch"
+            return StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS, "sop_class_mismatch", None
+        return StoreStatus.SUCCESS, "checked", meta
+
+    def _commit(
+        self, stats: _AssociationStats, meta: InstanceMeta, part: SpoolPart
+    ) -> tuple[StoreStatus, str]:
+        """Make a checked instance durable in the spool; submit its index row."""
         path = self.spool.path_for(
             meta.study_instance_uid, meta.series_instance_uid, meta.sop_instance_uid
         )
         try:
-            self.spool.write(path, header, stream)
+            self.spool.commit(part, path)
         except SpoolError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                return StoreStatus.OUT_OF_RESOURCES, "disk_full"
-            return StoreStatus.OUT_OF_RESOURCES, f"spool_error: {exc.strerror}"
+            return _spool_failure(exc)
         meta = InstanceMeta(**{**meta.__dict__, "path": str(path)})
         self.writer.submit(Received(meta, stats.peer, stats.record_id, self.clock.now()))
         with self._lock:
             stats.instances += 1
-            stats.bytes += size
-        metrics.BYTES.inc(size)
+            stats.bytes += part.size
+        metrics.BYTES.inc(part.size)
         return StoreStatus.SUCCESS, "stored"
 
     @staticmethod
@@ -455,6 +520,13 @@ IDENTIFYING_TAGS = frozenset({SPECIFIC_CHARACTER_SET, *UID_TAGS.values(), *TEXT_
 """The top-level elements whose encoded values :func:`_screen` keeps."""
 
 
+def _spool_failure(exc: OSError) -> tuple[StoreStatus, str]:
+    """The status and reason of an instance the spool could not keep."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreStatus.OUT_OF_RESOURCES, "disk_full"
+    return StoreStatus.OUT_OF_RESOURCES, f"spool_error: {exc.strerror}"
+
+
 def _uid_value(raw: bytes | None) -> str | None:
     """A UI value as sent, without its padding (``None`` when absent)."""
     return None if raw is None else raw.decode("ascii", "replace").strip("\0 ")
@@ -470,7 +542,7 @@ def _text_value(raw: bytes | None, encodings: list[str] | None) -> str | None:
     return text.strip()[:64] or None
 
 
-def _screen(data: bytes, syntax: Any, max_bytes: int) -> dict[int, bytes]:
+def _screen(data: bytes | memoryview, syntax: Any, max_bytes: int) -> dict[int, bytes]:
     """Check the structure of a received data set, inflating a deflated one (bounded);
     return the encoded values of its :data:`IDENTIFYING_TAGS`."""
     if syntax.is_deflated:
@@ -565,7 +637,12 @@ class GuardedRequestHandler(RequestHandler):
             self.ae, MODE_ACCEPTOR, partial(self.server.connection_ended, self.request)
         )
         limit = self.server.instance_limit
-        assoc.dimse = StoreRequestDIMSE(assoc, None if limit is None else limit())
+        opener = self.server.open_data_set
+        assoc.dimse = StoreRequestDIMSE(
+            assoc,
+            None if limit is None else limit(),
+            None if opener is None else partial(opener, assoc),
+        )
         assoc._server = self.server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
         assoc.set_socket(PduLimitedSocket(assoc, client_socket=self.request))
@@ -601,6 +678,8 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
     max_connections_per_ip = 16
     instance_limit: Callable[[], int] | None = None
     """Returns the size limit of a received data set, read as each association starts."""
+    open_data_set: Callable[[Association, C_STORE, int], SpoolPart | None] | None = None
+    """Opens the spool part a C-STORE request's data set is written to as it arrives."""
 
     def server_activate(self) -> None:
         """Listen, with no connection pending."""
@@ -812,6 +891,7 @@ def start_receiver(
     )
     server.max_connections_per_ip = 2 * config.limits.max_associations_per_ip
     server.instance_limit = receiver.max_instance_bytes
+    server.open_data_set = receiver.open_data_set
     thread = threading.Thread(target=server.serve_forever, name="dicom-receiver", daemon=True)
     thread.start()
     ae._servers.append(server)

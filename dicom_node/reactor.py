@@ -420,7 +420,7 @@ class EventDrivenAssociation(Association):
         The handler may abort, but only without waiting: the thread that would
         wait for the end of the DUL thread is the DUL thread.
         """
-        if threading.current_thread() is not self.dul or not self._serves_storage(
+        if threading.current_thread() is not self.dul or not self.serves_storage(
                 request, context_id):
             return False
         with self._serving_lock:
@@ -435,7 +435,7 @@ class EventDrivenAssociation(Association):
             self._serving = False
         return True
 
-    def _serves_storage(self, request: C_STORE, context_id: int) -> bool:
+    def serves_storage(self, request: C_STORE, context_id: int) -> bool:
         """Whether pynetdicom would serve ``request`` with the Storage service class."""
         if not self.is_established or self._sent_release or context_id not in self._accepted_cx:
             return False

@@ -43,7 +43,7 @@ def _is_sequence(tag: int) -> bool:
 class _Walker:
     """Iterative walk over an encoded data set, one frame per open container."""
 
-    def __init__(self, data: bytes, implicit: bool, little: bool, max_depth: int,
+    def __init__(self, data: bytes | memoryview, implicit: bool, little: bool, max_depth: int,
                  keep: Collection[int]) -> None:
         self.data = data
         self.keep = keep
@@ -118,7 +118,7 @@ class _Walker:
             vr = b"SQ" if _is_sequence(tag) else b"UN"
             self.pos += 8
         else:
-            vr = self.data[self.pos + 4 : self.pos + 6]
+            vr = bytes(self.data[self.pos + 4 : self.pos + 6])
             if vr in _LONG_VRS:
                 self._need(12, "element header")
                 (length,) = self._unpack("L", self.pos + 8)
@@ -141,7 +141,7 @@ class _Walker:
 
 
 def check_structure(
-    data: bytes,
+    data: bytes | memoryview,
     implicit: bool,
     little: bool,
     max_depth: int = MAX_SEQUENCE_DEPTH,
@@ -164,7 +164,7 @@ def check_structure(
         a container is never closed, or sequences nest deeper than ``max_depth``.
     """
     if len(data) >= 8:
-        vr = data[4:6]
+        vr = bytes(data[4:6])
         looks_explicit = vr in _VRS
         if looks_explicit == implicit:
             found, declared = ("explicit", "implicit") if implicit else ("implicit", "explicit")

@@ -3,14 +3,26 @@
 Each instance is written to a temporary file, flushed and fsync'd, renamed
 into ``studies/<study>/<series>/<sop>.dcm`` and its directory fsync'd.  A
 repeated SOP Instance UID is not written twice.
+
+A large data set is written while it arrives (a :class:`SpoolPart`,
+:mod:`dicom_node.store_request`), so the node does not hold it in memory; the
+write-back of what was written is started every :data:`WRITEBACK_BYTES`, so
+the fsync before Success waits only for the last piece.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
+import mmap
 import os
 import re
 import shutil
+import sys
+import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +43,24 @@ def is_valid_uid(value: object) -> bool:
     return isinstance(value, str) and 0 < len(value) <= 64 and bool(UID_PATTERN.match(value))
 
 
+WRITEBACK_BYTES = 256 * 1024
+"""How much a spool part writes between two starts of its write-back."""
+
+SYNC_FILE_RANGE_WRITE = 2
+"""``sync_file_range`` flag: start the write-back of dirty pages, do not wait."""
+
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def _start_writeback(fd: int, offset: int, count: int) -> None:
+    """Start writing a range of a file to disk without waiting for it (Linux's
+    ``sync_file_range``); elsewhere nothing, and the fsync does it all."""
+    if _LIBC is not None:
+        _LIBC.sync_file_range(
+            fd, ctypes.c_longlong(offset), ctypes.c_longlong(count), SYNC_FILE_RANGE_WRITE
+        )
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -46,6 +76,109 @@ class SpooledFile:
     path: Path
     created: bool
     size: int
+
+
+class SpoolPart:
+    """A file being written in the spool's temporary folder, not yet durable: a
+    header, then data.
+
+    A failed write (disk full, I/O error) is kept (:attr:`error`) and raised by
+    :meth:`Spool.commit`; nothing more is written after it.  It may be
+    discarded from another thread than the one appending (an association
+    that ends while a data set arrives).
+    """
+
+    def __init__(self, path: Path, header: bytes) -> None:
+        self.path = path
+        self.header_size = len(header)
+        self.size = 0
+        self.committed = False
+        self.error: OSError | None = None
+        self._lock = threading.Lock()
+        self._started = 0
+        self._fd: int | None = None
+        try:
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            self.error = exc
+        self.append(header)
+
+    @contextlib.contextmanager
+    def data(self) -> Iterator[memoryview]:
+        """The data written after the header, mapped from the file (not read into
+        memory); the view is released when the context ends.
+
+        Raises
+        ------
+        OSError
+            If a write failed, the part was discarded, or the file cannot be mapped.
+        """
+        with self._lock:
+            if self.error is not None:
+                raise self.error
+            if self._fd is None:
+                raise OSError(errno.EBADF, "spool part discarded")
+            mapped = mmap.mmap(self._fd, self.size, access=mmap.ACCESS_READ) if self.size else None
+        whole = memoryview(mapped if mapped is not None else b"")
+        view = whole[self.header_size:]
+        try:
+            yield view
+        finally:
+            # A slice of the view still referenced (an exception's traceback, say)
+            # keeps the mapping open: it is then unmapped when collected.
+            with contextlib.suppress(BufferError):
+                view.release()
+                whole.release()
+                if mapped is not None:
+                    mapped.close()
+
+    def append(self, data: bytes | memoryview) -> None:
+        """Write ``data`` after what was written; start the write-back of every
+        :data:`WRITEBACK_BYTES` written."""
+        with self._lock:
+            if self._fd is None or self.error is not None:
+                return
+            try:
+                with memoryview(data) as view:
+                    written = 0
+                    while written < len(view):
+                        written += os.write(self._fd, view[written:])
+                self.size += written
+                if self.size - self._started >= WRITEBACK_BYTES:
+                    _start_writeback(self._fd, self._started, self.size - self._started)
+                    self._started = self.size
+            except OSError as exc:
+                self.error = exc
+
+    def sync(self) -> None:
+        """Wait until everything written is on disk; close the file.
+
+        Raises
+        ------
+        OSError
+            The first failed write, the failure of the fsync itself, or EBADF if
+            the part was discarded.
+        """
+        with self._lock:
+            fd, self._fd = self._fd, None
+        try:
+            if self.error is not None:
+                raise self.error
+            if fd is None:
+                raise OSError(errno.EBADF, "spool part discarded")
+            os.fsync(fd)
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def discard(self) -> None:
+        """Close and delete the file, unless it was committed."""
+        with self._lock:
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+        if not self.committed:
+            self.path.unlink(missing_ok=True)
 
 
 class Spool:
@@ -83,8 +216,27 @@ class Spool:
             directory.mkdir(exist_ok=True)
             _fsync_dir(directory.parent)
 
+    def begin(self, header: bytes, *parts: bytes) -> SpoolPart:
+        """A temporary file holding ``header`` and ``parts``, one after the other, for
+        :meth:`commit` (more can be appended)."""
+        part = SpoolPart(self.tmp / f"{uuid.uuid4().hex}.part", header)
+        for data in parts:
+            part.append(data)
+        return part
+
     def write(self, path: Path, *parts: bytes) -> SpooledFile:
         """Durably write ``parts``, one after the other, to ``path`` unless it already exists.
+
+        Raises
+        ------
+        SpoolError
+            As :meth:`commit`.
+        """
+        return self.commit(self.begin(b"", *parts), path)
+
+    def commit(self, part: SpoolPart, path: Path) -> SpooledFile:
+        """Make ``part`` durable at ``path``, unless ``path`` already exists (then the
+        part is deleted and the existing file reported).
 
         Raises
         ------
@@ -93,21 +245,18 @@ class Spool:
             nothing is left at ``path`` in that case.
         """
         if path.exists():
+            part.discard()
             return SpooledFile(path=path, created=False, size=path.stat().st_size)
-        tmp = self.tmp / f"{uuid.uuid4().hex}.part"
         try:
-            with open(tmp, "wb") as handle:
-                for part in parts:
-                    handle.write(part)
-                handle.flush()
-                os.fsync(handle.fileno())
+            part.sync()
             self._make_dirs(path.parent)
-            os.replace(tmp, path)
+            os.replace(part.path, path)
+            part.committed = True
             _fsync_dir(path.parent)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            part.discard()
             raise SpoolError(exc.errno, f"cannot spool instance: {exc.strerror}") from exc
-        return SpooledFile(path=path, created=True, size=sum(len(part) for part in parts))
+        return SpooledFile(path=path, created=True, size=part.size)
 
     def write_result(self, job_id: int, sop_uid: str, data: bytes) -> Path:
         """Durably write a result object of ``job_id``."""

@@ -23,13 +23,24 @@ as they arrive: beyond the node's instance size limit a direct request's data
 is dropped while the rest is read, and the request is handed on as a
 :class:`DiscardedStore` (the handler answers Out of Resources); a message
 pynetdicom assembles aborts the association once its data set exceeds it.
+
+A direct request's data set larger than :data:`SPILL_BYTES` is not held in
+memory: once it grows past that size, what was held and every later fragment
+go to a :class:`DataSetWriter` opened for it (the node's receiver writes it to
+the spool as it arrives), and the request carries the writer to the handler
+(:attr:`DirectStore.writer`).  A writer whose data set will not be served
+(beyond the limit, an invalid message, the association ending first) is
+discarded.  Smaller data sets stay in memory: writing them in pieces cost
+more CPU than it saved (benchmarks/README.md).
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
+from typing import Protocol
 
 import structlog
 from pydicom import config
@@ -80,14 +91,46 @@ class DiscardedStore(C_STORE):
         self.received_bytes = received_bytes
 
 
+class DataSetWriter(Protocol):
+    """Where a direct request's data set fragments go as they arrive."""
+
+    def append(self, data: memoryview) -> None:
+        """Take the next fragment."""
+
+    def discard(self) -> None:
+        """Drop what was taken; the data set will not be served."""
+
+
+OpenWriter = Callable[[C_STORE, int], DataSetWriter | None]
+"""Opens the writer of a request's data set, given the request and its presentation
+context ID (``None``: the data set is held in memory)."""
+
+SPILL_BYTES = 8 * 1024 * 1024
+"""Size beyond which a data set goes to its writer instead of memory."""
+
+
+class DirectStore(C_STORE):
+    """A C-STORE request assembled here, with the writer its data set went to."""
+
+    writer: DataSetWriter | None = None
+
+
 @dataclass
 class _Incoming:
     """A C-STORE request whose data set is still arriving."""
 
     context_id: int
-    primitive: C_STORE
-    data: BytesIO = field(default_factory=BytesIO)
+    primitive: DirectStore
+    fragments: list[memoryview] = field(default_factory=list)
     received: int = 0
+    spilled: bool = False
+
+    def drop(self) -> None:
+        """Let go of the fragments and discard the writer."""
+        self.fragments = []
+        writer, self.primitive.writer = self.primitive.writer, None
+        if writer is not None:
+            writer.discard()
 
 
 def parse_store_command(command: bytes) -> dict[int, bytes] | None:
@@ -139,7 +182,7 @@ def _text(value: bytes) -> str | None:
         return None
 
 
-def store_primitive(elements: dict[int, bytes]) -> C_STORE | None:
+def store_primitive(elements: dict[int, bytes]) -> DirectStore | None:
     """The request primitive of a parsed command set, as pynetdicom's setters make it;
     ``None`` if a value is one they refuse or would convert differently.
 
@@ -153,7 +196,7 @@ def store_primitive(elements: dict[int, bytes]) -> C_STORE | None:
     sop_class, sop_instance = _uid(texts[0x0002]), _uid(texts[0x1000])
     if sop_class is None or sop_instance is None:
         return None
-    primitive = C_STORE()
+    primitive = DirectStore()
     primitive._affected_sop_class_uid = sop_class
     primitive._affected_sop_instance_uid = sop_instance
     try:
@@ -187,9 +230,13 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
     direct assembly builds neither that event's message nor such a file.
     """
 
-    def __init__(self, assoc: Association, max_data_set_bytes: int | None = None) -> None:
+    def __init__(self, assoc: Association, max_data_set_bytes: int | None = None,
+                 open_writer: OpenWriter | None = None,
+                 spill_bytes: int = SPILL_BYTES) -> None:
         super().__init__(assoc)
         self._max_bytes = max_data_set_bytes
+        self._open_writer = open_writer
+        self._spill_bytes = spill_bytes
         self._incoming: _Incoming | None = None
         self._aborting = False
 
@@ -215,14 +262,35 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
                 self._complete()
 
     def _take(self, incoming: _Incoming, data: bytes) -> None:
-        """Keep a data set fragment, unless the data set has grown beyond the limit
-        (then what was kept is dropped, and only the count goes on)."""
+        """Keep a data set fragment, in memory or, past the spill size, in the data
+        set's writer; unless the data set has grown beyond the limit (then what was
+        kept is dropped, and only the count goes on)."""
         incoming.received += len(data) - 1
         if self._beyond_limit(incoming.received):
-            if incoming.data.tell():
-                incoming.data = BytesIO()
+            incoming.drop()
             return
-        incoming.data.write(memoryview(data)[1:])
+        fragment = memoryview(data)[1:]
+        if not incoming.spilled and incoming.received > self._spill_bytes:
+            self._spill(incoming)
+        writer = incoming.primitive.writer
+        if writer is not None:
+            writer.append(fragment)
+        else:
+            incoming.fragments.append(fragment)
+
+    def _spill(self, incoming: _Incoming) -> None:
+        """Open the data set's writer and hand it what was held (once; without a
+        writer the data set stays in memory)."""
+        incoming.spilled = True
+        if self._open_writer is None:
+            return
+        writer = self._open_writer(incoming.primitive, incoming.context_id)
+        if writer is None:
+            return
+        for fragment in incoming.fragments:
+            writer.append(fragment)
+        incoming.fragments = []
+        incoming.primitive.writer = writer
 
     def _beyond_limit(self, data_set_bytes: int) -> bool:
         """Whether a data set of this size exceeds the limit the association was given."""
@@ -249,7 +317,7 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
     def _invalid(self, reason: str) -> None:
         """Abort the association (pynetdicom's event for an invalid DIMSE message)."""
         LOGGER.warning("invalid_dimse_message", reason=reason)
-        self._incoming = None
+        self.drop_incoming()
         self._aborting = True
         self.dul.event_queue.put(INVALID_MESSAGE)
 
@@ -267,18 +335,34 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
         self._incoming = _Incoming(context_id, request)
         return True
 
+    def drop_incoming(self) -> None:
+        """Discard a data set still arriving (the message is invalid)."""
+        incoming, self._incoming = self._incoming, None
+        if incoming is not None:
+            incoming.drop()
+
+    def drop_unserved(self) -> None:
+        """Discard the writers of the data sets the association will not serve, as it
+        ended: one still arriving, and those of complete requests still queued."""
+        self.drop_incoming()
+        with self.msg_queue.mutex:
+            queued = [request for _, request in self.msg_queue.queue]
+        for request in queued:
+            if isinstance(request, DirectStore) and request.writer is not None:
+                request.writer.discard()
+
     def _complete(self) -> None:
         """Serve the completed request in this thread if the association can, else queue
         it for the association's thread."""
         incoming = self._incoming
         assert incoming is not None
         self._incoming = None
-        request = incoming.primitive
+        request: C_STORE = incoming.primitive
         if self._beyond_limit(incoming.received):
             LOGGER.warning("data_set_discarded", received_bytes=incoming.received,
                            limit_bytes=self._max_bytes)
             request = DiscardedStore(request, incoming.received)
-        request.DataSet = incoming.data
+        request.DataSet = BytesIO(b"".join(incoming.fragments))
         request._context_id = incoming.context_id
         if isinstance(self.assoc, EventDrivenAssociation) and self.assoc.serve_in_reader(
                 request, incoming.context_id):

@@ -19,6 +19,7 @@ from pynetdicom.pdu_primitives import P_DATA
 
 from dicom_node.reactor import EventDrivenAssociation
 from dicom_node.store_request import (
+    DirectStore,
     DiscardedStore,
     StoreRequestDIMSE,
     parse_store_command,
@@ -128,7 +129,8 @@ def _receive(provider: type[DIMSEServiceProvider], primitives: list[P_DATA],
 
 
 def _comparable(outcome: Outcome) -> Outcome:
-    """Messages as (context ID, type, field values and types, data set bytes)."""
+    """Messages as (context ID, type, field values and types, data set bytes); a
+    :class:`DirectStore` counts as the ``C_STORE`` it is."""
     queued, events = outcome
     described: list[tuple[int, object]] = []
     for context_id, primitive in queued:
@@ -137,7 +139,8 @@ def _comparable(outcome: Outcome) -> Outcome:
         data = getattr(primitive, "DataSet", None)
         described.append((
             context_id,
-            (type(primitive), primitive._context_id, fields,  # type: ignore[attr-defined]
+            (C_STORE if isinstance(primitive, DirectStore) else type(primitive),
+             primitive._context_id, fields,  # type: ignore[attr-defined]
              data.getvalue() if isinstance(data, BytesIO) else data),
         ))
     return described, events
@@ -248,7 +251,7 @@ def test_a_store_after_a_message_of_pynetdicoms_is_assembled_directly(
         monkeypatch: pytest.MonkeyPatch) -> None:
     pdvs = [(1, b"\x03" + _echo()), *_pdvs(_command(_store()))]
     (queued, _), _ = _compare(_primitives(pdvs, 1), monkeypatch)
-    assert [type(p) for _, p in queued] == [C_ECHO, C_STORE]
+    assert [type(p) for _, p in queued] == [C_ECHO, DirectStore]
 
 
 @pytest.mark.parametrize("intruder", [b"\x03" + _command(_store()), b""])
@@ -272,7 +275,7 @@ def test_a_data_set_beyond_the_limit_is_counted_not_kept(
 
     def spy(self: StoreRequestDIMSE, incoming: Any, data: bytes) -> None:
         original(self, incoming, data)
-        held.append(incoming.data.tell())
+        held.append(sum(len(fragment) for fragment in incoming.fragments))
 
     monkeypatch.setattr(StoreRequestDIMSE, "_take", spy)
     (queued, events), _ = _receive(StoreRequestDIMSE, _primitives(pdvs, per_pdata),
@@ -291,7 +294,7 @@ def test_a_data_set_at_the_limit_is_kept(monkeypatch: pytest.MonkeyPatch) -> Non
     (queued, _), _ = _receive(StoreRequestDIMSE, _primitives(pdvs, 1), monkeypatch,
                               limit=len(DATA))
     ((_, request),) = queued
-    assert type(request) is C_STORE and request.DataSet.getvalue() == DATA
+    assert type(request) is DirectStore and request.DataSet.getvalue() == DATA
 
 
 def test_a_message_of_pynetdicoms_beyond_the_limit_aborts(
@@ -353,3 +356,85 @@ def test_dcmtk_requests_take_the_direct_path(
     assert sent.returncode == 0, sent.stderr
     assert (len(direct), len(through_pynetdicom)) == (3, 0)
     assert len(harness.node.spool.instance_files()) == 3
+
+
+class RecordingWriter:
+    """A data set writer that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.discarded = False
+
+    def append(self, data: memoryview) -> None:
+        self.data += data
+
+    def discard(self) -> None:
+        self.discarded = True
+
+
+def _writing_provider(monkeypatch: pytest.MonkeyPatch, limit: int | None = None,
+                      spill: int = 4096) -> tuple[StoreRequestDIMSE, list[RecordingWriter]]:
+    """A provider whose direct requests each get a :class:`RecordingWriter` once they
+    grow past ``spill`` bytes."""
+    monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "none")
+    assoc = EventDrivenAssociation(AE(), MODE_ACCEPTOR)
+    writers: list[RecordingWriter] = []
+
+    def open_writer(request: C_STORE, context_id: int) -> RecordingWriter:
+        assert context_id == 3 and request.MessageID == 7
+        writers.append(RecordingWriter())
+        return writers[-1]
+
+    assoc.dimse = StoreRequestDIMSE(assoc, limit, open_writer, spill)
+    return assoc.dimse, writers
+
+
+def test_a_large_data_set_goes_to_its_writer_as_it_arrives(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    dimse, writers = _writing_provider(monkeypatch)
+    command, first, second, *rest = _primitives(_pdvs(_command(_store()), fragment=4096), 1)
+    for primitive in (command, first):
+        dimse.receive_primitive(primitive)
+    assert not writers  # 4096 bytes: held in memory
+    dimse.receive_primitive(second)
+    (writer,) = writers
+    assert bytes(writer.data) == DATA[:8192] and dimse.msg_queue.empty()
+    for primitive in rest:
+        dimse.receive_primitive(primitive)
+    _, request = dimse.msg_queue.get()
+    assert isinstance(request, DirectStore) and request.writer is writer
+    assert bytes(writer.data) == DATA and request.DataSet.getvalue() == b""
+    assert not writer.discarded
+
+
+def test_a_data_set_within_the_spill_size_stays_in_memory(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    dimse, writers = _writing_provider(monkeypatch, spill=len(DATA))
+    for primitive in _primitives(_pdvs(_command(_store()), fragment=4096), 1):
+        dimse.receive_primitive(primitive)
+    _, request = dimse.msg_queue.get()
+    assert not writers and request.writer is None
+    assert request.DataSet.getvalue() == DATA
+
+
+def test_a_writer_is_discarded_when_its_data_set_is_not_served(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pdvs = _pdvs(_command(_store()), fragment=4096)
+    beyond, writers = _writing_provider(monkeypatch, limit=10000)
+    for primitive in _primitives(pdvs, 1):
+        beyond.receive_primitive(primitive)
+    _, request = beyond.msg_queue.get()
+    assert isinstance(request, DiscardedStore) and writers[0].discarded
+
+    ended, writers = _writing_provider(monkeypatch)
+    for primitive in _primitives([*pdvs, *pdvs[:3]], 1):  # one queued, one arriving
+        ended.receive_primitive(primitive)
+    assert ended.msg_queue.qsize() == 1 and not any(w.discarded for w in writers)
+    ended.drop_unserved()  # the association ended
+    assert len(writers) == 2 and all(w.discarded for w in writers)
+
+    invalid, writers = _writing_provider(monkeypatch)
+    for primitive in _primitives([*pdvs[:3], (3, b"\x03" + _command(_store()))], 1):
+        invalid.receive_primitive(primitive)
+    assert writers[0].discarded and invalid.msg_queue.empty()
+    assert invalid.dul.event_queue.get() == "Evt19"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pynetdicom import _config
 from structlog.testing import capture_logs
 
 from dicom_node import metrics
@@ -156,3 +157,27 @@ def test_enospc_mid_association_acknowledges_only_what_was_written(
     figures.update(
         instances_sent=len(study), acknowledged_on_full_disk=len(acked), refused=len(refused)
     )
+
+
+def test_enospc_while_a_large_data_set_arrives(
+    small_fs: Callable[[str], Path], start_node: Callable[..., Node],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A data set written to the spool as it arrives meets a full disk half way:
+    # Out of Resources, its partial file deleted, and the next instance fits again.
+    monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "none")  # as dicom-node serve runs
+    fs = small_fs("size=16m")
+    node = start_node(fs, floor_mb=0)
+    assert node.port is not None
+    big, small = make_study(2)
+    big.add_new(0x00090010, "LO", "US-AI TEST")
+    big.add_new(0x00091010, "OB", bytes(24 * MB))
+    with capture_logs() as logs:
+        assoc = associate(node.port)
+        statuses = [int(assoc.send_c_store(ds).Status) for ds in (big, small)]
+        assoc.release()
+    assert statuses == [0xA700, 0]
+    assert [e.get("reason") for e in logs if e["event"] == "store_refused"] == ["disk_full"], logs
+    assert os.listdir(node.spool.tmp) == [], "partial files left behind"
+    (stored,) = node.spool.instance_files()
+    assert dcmread(stored).SOPInstanceUID == small.SOPInstanceUID

@@ -10,10 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from pydicom import Dataset
-from pydicom.uid import ImplicitVRLittleEndian, generate_uid
+from pydicom import Dataset, dcmread
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pynetdicom.dimse_messages import C_STORE_RQ
 
 from dicom_node.index import JobState
+from dicom_node.store_request import SPILL_BYTES
 from tests.dicom_node.conftest import make_study
 from tests.reliability.conftest import base_config, queries
 from tests.reliability.harness import (
@@ -23,6 +25,7 @@ from tests.reliability.harness import (
     encode,
     requestor,
     send_raw,
+    store_request,
     wait_until,
 )
 
@@ -120,7 +123,13 @@ def test_malformed_instances_get_failure_statuses_and_spare_other_associations(
     records = queries(node.data_dir).associations(limit=100)
     assert sum(r["failed_instances"] or 0 for r in records) == len(CASES)
     assert len(list((node.data_dir / "spool" / "studies").glob("*/*/*.dcm"))) == len(CASES)
+    assert not _partial_files(node), "a refused instance left its written data behind"
     figures.update(bad_inputs=len(CASES), bystander_instances=len(CASES))
+
+
+def _partial_files(node: NodeProcess) -> list[Path]:
+    """What is in the spool's folder of instances being written."""
+    return list((node.data_dir / "spool" / "tmp").iterdir())
 
 
 def test_unknown_sop_class_context_is_refused(node: NodeProcess) -> None:
@@ -166,6 +175,25 @@ def test_abrupt_close_mid_pdu_and_abort(node: NodeProcess) -> None:
     # An A-ABORT and the close of its socket race; either ends the record.
     outcomes = [e["outcome"] for e in node.events("association_closed")]
     assert len(outcomes) == 2 and set(outcomes) <= {"aborted", "connection_closed"}
+    assert echo_ok(node.port)
+
+
+def test_a_data_set_cut_off_by_an_abort_leaves_nothing_behind(node: NodeProcess) -> None:
+    # A large data set is written to the spool as it arrives; the abort deletes it.
+    assoc = associate(node.port)
+    (ds,) = make_study(1)
+    context = assoc._get_valid_context(US_IMAGE, ExplicitVRLittleEndian, "scu")
+    message = C_STORE_RQ()
+    payload = encode(ds) + bytes(2 * SPILL_BYTES)
+    message.primitive_to_message(store_request(payload, US_IMAGE, str(ds.SOPInstanceUID)))
+    pdatas = list(message.encode_msg(int(context.context_id), 16384))
+    for primitive in pdatas[: len(pdatas) // 2]:
+        assoc.dul.send_pdu(primitive)
+    wait_until(lambda: _partial_files(node), 10, "the data set to be written as it arrives")
+    assoc.abort()
+    wait_until(lambda: node.events("association_closed"), 30, "the association to end")
+    assert not _partial_files(node)
+    assert not list((node.data_dir / "spool" / "studies").glob("*/*/*.dcm"))
     assert echo_ok(node.port)
 
 
@@ -239,4 +267,29 @@ def test_an_oversized_data_set_is_refused_without_being_held(
     assert int(assoc.send_c_store(good).Status) == 0, "the association goes on"
     assoc.release()
     assert _peak_rss_mib(node.process.pid) - before < 64
+    assert not _partial_files(node)
     assert [e["reason"] for e in node.events("store_refused")] == ["instance_too_large"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs /proc")
+def test_a_large_data_set_is_kept_without_being_held(
+    tmp_path: Path, spawn_node: Callable[..., NodeProcess]
+) -> None:
+    # 96 MB within the limit (a long raw cine, a 3D volume): written to the spool as
+    # it arrives, stored intact, and never held in the node's memory.
+    limits = {"min_free_disk_mb": 0, "network_timeout": 30}
+    node = spawn_node(base_config(tmp_path / "var", limits=limits))
+    assert node.process is not None
+    (ds,) = make_study(1)
+    ds.add_new(0x00090010, "LO", "US-AI TEST")
+    ds.add_new(0x00091010, "OB", random.Random(3).randbytes(96 * 2**20))
+    before = _peak_rss_mib(node.process.pid)
+    assoc = associate(node.port)
+    assert int(assoc.send_c_store(ds).Status) == 0
+    assoc.release()
+    assert _peak_rss_mib(node.process.pid) - before < 48
+    (stored,) = (node.data_dir / "spool" / "studies").glob("*/*/*.dcm")
+    kept = dcmread(stored)
+    assert kept.SOPInstanceUID == ds.SOPInstanceUID
+    assert kept[0x00091010].value == ds[0x00091010].value
+    assert not _partial_files(node)

@@ -1,0 +1,90 @@
+"""Spool parts: written as the data arrives, durable only once committed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dicom_node import spool as spool_module
+from dicom_node.spool import WRITEBACK_BYTES, Spool, SpoolError
+
+UID = "1.2.826.0.1.3680043.8.498.1"
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    return Spool(tmp_path / "spool")
+
+
+def _target(spool: Spool, sop: str = UID) -> Path:
+    return spool.path_for(UID, UID, sop)
+
+
+def test_a_part_written_in_pieces_is_committed_whole(spool: Spool) -> None:
+    part = spool.begin(b"header|")
+    for piece in (b"one|", memoryview(b"xtwo|")[1:], b"three"):
+        part.append(piece)
+    assert part.path.parent == spool.tmp and part.path.exists()
+    with part.data() as data:
+        assert bytes(data) == b"one|two|three"  # mapped from the file, after the header
+        kept = data
+    with pytest.raises(ValueError, match="released"):
+        bytes(kept)
+    spooled = spool.commit(part, _target(spool))
+    assert spooled.created and spooled.size == len(b"header|one|two|three")
+    assert _target(spool).read_bytes() == b"header|one|two|three"
+    assert not list(spool.tmp.iterdir())
+    part.discard()  # after commit: nothing to delete
+    assert _target(spool).exists()
+
+
+def test_a_part_for_an_existing_instance_is_dropped(spool: Spool) -> None:
+    spool.write(_target(spool), b"first")
+    spooled = spool.commit(spool.begin(b"second"), _target(spool))
+    assert not spooled.created and spooled.size == len(b"first")
+    assert _target(spool).read_bytes() == b"first"
+    assert not list(spool.tmp.iterdir())
+
+
+def test_a_discarded_part_leaves_nothing_and_cannot_be_committed(spool: Spool) -> None:
+    part = spool.begin(b"header")
+    part.discard()
+    part.append(b"late data")  # an arrival after the association ended
+    assert not list(spool.tmp.iterdir())
+    with pytest.raises(SpoolError):
+        spool.commit(part, _target(spool))
+    assert not _target(spool).exists()
+    assert not list(spool.tmp.iterdir())
+
+
+def test_write_back_starts_every_writeback_bytes(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[tuple[int, int]] = []
+    real = spool_module._start_writeback
+
+    def record(fd: int, offset: int, count: int) -> None:
+        started.append((offset, count))
+        real(fd, offset, count)  # the system call itself must work here
+
+    monkeypatch.setattr(spool_module, "_start_writeback", record)
+    piece = bytes(100_000)
+    part = spool.begin(b"")
+    for _ in range(9):
+        part.append(piece)
+    spool.commit(part, _target(spool))
+    assert started == [(0, 300_000), (300_000, 300_000), (600_000, 300_000)]
+    assert all(count >= WRITEBACK_BYTES for _, count in started)
+    assert _target(spool).stat().st_size == 900_000
+
+
+def test_a_part_whose_write_failed_says_so(spool: Spool) -> None:
+    part = spool.begin(b"header")
+    part.error = OSError(28, "No space left on device")  # as a failed write leaves it
+    with pytest.raises(OSError, match="No space"), part.data():
+        pass
+    with pytest.raises(SpoolError) as raised:
+        spool.commit(part, _target(spool))
+    assert raised.value.errno == 28
+    assert not _target(spool).exists() and not list(spool.tmp.iterdir())
