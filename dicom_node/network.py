@@ -352,12 +352,13 @@ class Receiver:
         ):
             return None
         context = assoc._accepted_cx[context_id]
-        return self.spool.begin(file_header(
+        header = file_header(
             str(request.AffectedSOPClassUID),
             str(request.AffectedSOPInstanceUID),
             str(context.transfer_syntax[0]),
             stats.peer,
-        ))
+        )
+        return self.spool.begin(header, writeback=True)
 
     def max_instance_bytes(self) -> int:
         """The size limit of a received instance (``limits.max_instance_mb``), in bytes."""

@@ -88,8 +88,9 @@ class SpoolPart:
     that ends while a data set arrives).
     """
 
-    def __init__(self, path: Path, header: bytes) -> None:
+    def __init__(self, path: Path, header: bytes, writeback: bool = False) -> None:
         self.path = path
+        self.writeback = writeback
         self.header_size = len(header)
         self.size = 0
         self.committed = False
@@ -144,7 +145,7 @@ class SpoolPart:
                     while written < len(view):
                         written += os.write(self._fd, view[written:])
                 self.size += written
-                if self.size - self._started >= WRITEBACK_BYTES:
+                if self.writeback and self.size - self._started >= WRITEBACK_BYTES:
                     _start_writeback(self._fd, self._started, self.size - self._started)
                     self._started = self.size
             except OSError as exc:
@@ -216,10 +217,12 @@ class Spool:
             directory.mkdir(exist_ok=True)
             _fsync_dir(directory.parent)
 
-    def begin(self, header: bytes, *parts: bytes) -> SpoolPart:
+    def begin(self, header: bytes, *parts: bytes, writeback: bool = False) -> SpoolPart:
         """A temporary file holding ``header`` and ``parts``, one after the other, for
-        :meth:`commit` (more can be appended)."""
-        part = SpoolPart(self.tmp / f"{uuid.uuid4().hex}.part", header)
+        :meth:`commit`; more can be appended.  With ``writeback``, the write-back of
+        every :data:`WRITEBACK_BYTES` appended is started at once (for data arriving
+        over time; data written at once is left to the fsync)."""
+        part = SpoolPart(self.tmp / f"{uuid.uuid4().hex}.part", header, writeback)
         for data in parts:
             part.append(data)
         return part

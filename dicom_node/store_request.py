@@ -121,13 +121,13 @@ class _Incoming:
 
     context_id: int
     primitive: DirectStore
-    fragments: list[memoryview] = field(default_factory=list)
+    data: BytesIO = field(default_factory=BytesIO)
     received: int = 0
     spilled: bool = False
 
     def drop(self) -> None:
-        """Let go of the fragments and discard the writer."""
-        self.fragments = []
+        """Let go of the data held and discard the writer."""
+        self.data = BytesIO()
         writer, self.primitive.writer = self.primitive.writer, None
         if writer is not None:
             writer.discard()
@@ -276,7 +276,7 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
         if writer is not None:
             writer.append(fragment)
         else:
-            incoming.fragments.append(fragment)
+            incoming.data.write(fragment)
 
     def _spill(self, incoming: _Incoming) -> None:
         """Open the data set's writer and hand it what was held (once; without a
@@ -287,9 +287,9 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
         writer = self._open_writer(incoming.primitive, incoming.context_id)
         if writer is None:
             return
-        for fragment in incoming.fragments:
-            writer.append(fragment)
-        incoming.fragments = []
+        with incoming.data.getbuffer() as held:
+            writer.append(held)
+        incoming.data = BytesIO()
         incoming.primitive.writer = writer
 
     def _beyond_limit(self, data_set_bytes: int) -> bool:
@@ -362,7 +362,7 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
             LOGGER.warning("data_set_discarded", received_bytes=incoming.received,
                            limit_bytes=self._max_bytes)
             request = DiscardedStore(request, incoming.received)
-        request.DataSet = BytesIO(b"".join(incoming.fragments))
+        request.DataSet = incoming.data
         request._context_id = incoming.context_id
         if isinstance(self.assoc, EventDrivenAssociation) and self.assoc.serve_in_reader(
                 request, incoming.context_id):

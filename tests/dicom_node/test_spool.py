@@ -70,13 +70,17 @@ def test_write_back_starts_every_writeback_bytes(
 
     monkeypatch.setattr(spool_module, "_start_writeback", record)
     piece = bytes(100_000)
-    part = spool.begin(b"")
+    part = spool.begin(b"", writeback=True)
     for _ in range(9):
         part.append(piece)
     spool.commit(part, _target(spool))
     assert started == [(0, 300_000), (300_000, 300_000), (600_000, 300_000)]
     assert all(count >= WRITEBACK_BYTES for _, count in started)
     assert _target(spool).stat().st_size == 900_000
+
+    started.clear()  # data written at once is left to the fsync
+    spool.write(spool.path_for(UID, UID, UID + ".2"), bytes(900_000))
+    assert started == []
 
 
 def test_a_part_whose_write_failed_says_so(spool: Spool) -> None:

@@ -275,7 +275,7 @@ def test_a_data_set_beyond_the_limit_is_counted_not_kept(
 
     def spy(self: StoreRequestDIMSE, incoming: Any, data: bytes) -> None:
         original(self, incoming, data)
-        held.append(sum(len(fragment) for fragment in incoming.fragments))
+        held.append(incoming.data.tell())
 
     monkeypatch.setattr(StoreRequestDIMSE, "_take", spy)
     (queued, events), _ = _receive(StoreRequestDIMSE, _primitives(pdvs, per_pdata),
