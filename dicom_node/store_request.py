@@ -30,8 +30,8 @@ go to a :class:`DataSetWriter` opened for it (the node's receiver writes it to
 the spool as it arrives), and the request carries the writer to the handler
 (:attr:`DirectStore.writer`).  A writer whose data set will not be served
 (beyond the limit, an invalid message, the association ending first) is
-discarded.  Smaller data sets stay in memory: writing them in pieces cost
-more CPU than it saved (benchmarks/README.md).
+discarded.  Smaller data sets (a JPEG still) stay in memory: written at
+once, they would gain nothing (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -105,8 +105,9 @@ OpenWriter = Callable[[C_STORE, int], DataSetWriter | None]
 """Opens the writer of a request's data set, given the request and its presentation
 context ID (``None``: the data set is held in memory)."""
 
-SPILL_BYTES = 8 * 1024 * 1024
-"""Size beyond which a data set goes to its writer instead of memory."""
+SPILL_BYTES = 256 * 1024
+"""Size beyond which a data set goes to its writer instead of memory (a raw still or any
+cine does; a JPEG still does not)."""
 
 
 class DirectStore(C_STORE):
