@@ -318,7 +318,7 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
     def _invalid(self, reason: str) -> None:
         """Abort the association (pynetdicom's event for an invalid DIMSE message)."""
         LOGGER.warning("invalid_dimse_message", reason=reason)
-        self.drop_incoming()
+        self._drop_incoming()
         self._aborting = True
         self.dul.event_queue.put(INVALID_MESSAGE)
 
@@ -336,7 +336,7 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
         self._incoming = _Incoming(context_id, request)
         return True
 
-    def drop_incoming(self) -> None:
+    def _drop_incoming(self) -> None:
         """Discard a data set still arriving (the message is invalid)."""
         incoming, self._incoming = self._incoming, None
         if incoming is not None:
@@ -345,7 +345,7 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
     def drop_unserved(self) -> None:
         """Discard the writers of the data sets the association will not serve, as it
         ended: one still arriving, and those of complete requests still queued."""
-        self.drop_incoming()
+        self._drop_incoming()
         with self.msg_queue.mutex:
             queued = [request for _, request in self.msg_queue.queue]
         for request in queued:
