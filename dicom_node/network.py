@@ -352,12 +352,7 @@ class Receiver:
         ):
             return None
         context = assoc._accepted_cx[context_id]
-        header = file_header(
-            str(request.AffectedSOPClassUID),
-            str(request.AffectedSOPInstanceUID),
-            str(context.transfer_syntax[0]),
-            stats.peer,
-        )
+        header = _file_header(request, context.transfer_syntax[0], stats.peer)
         return self.spool.begin(header, writeback=True)
 
     def max_instance_bytes(self) -> int:
@@ -373,12 +368,7 @@ class Receiver:
             return self._store_written(event, stats, writer)
         # The received bytes are written as they are, after a file meta header.
         stream = event.encoded_dataset(include_meta=False)
-        header = file_header(
-            str(request.AffectedSOPClassUID),
-            str(request.AffectedSOPInstanceUID),
-            str(event.context.transfer_syntax),
-            stats.peer,
-        )
+        header = _file_header(request, event.context.transfer_syntax, stats.peer)
         size = len(header) + len(stream)
         status, reason, meta = self._check(event, stream, size, unwritten=size)
         if meta is None:
@@ -519,6 +509,17 @@ TEXT_TAGS = {"modality": 0x00080060, "body_part": 0x00180015, "study_description
 """The texts the index keeps of an instance."""
 IDENTIFYING_TAGS = frozenset({SPECIFIC_CHARACTER_SET, *UID_TAGS.values(), *TEXT_TAGS.values()})
 """The top-level elements whose encoded values :func:`_screen` keeps."""
+
+
+def _file_header(request: C_STORE, transfer_syntax: str, peer: Peer) -> bytes:
+    """What precedes a received data set in its spooled file: the request's SOP Class
+    and Instance UIDs, the context's transfer syntax and the association's peer."""
+    return file_header(
+        str(request.AffectedSOPClassUID),
+        str(request.AffectedSOPInstanceUID),
+        str(transfer_syntax),
+        peer,
+    )
 
 
 def _spool_failure(exc: OSError) -> tuple[StoreStatus, str]:
