@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clips", type=int, default=40, help="held-out cine clips per organ")
     parser.add_argument("--perturbed-images", type=int, default=150,
                         help="held-out images also scored changed as other scanners would")
+    parser.add_argument("--second-images", type=int, default=150,
+                        help="held-out images per organ from the image-domain generator")
     parser.add_argument("--weights-dir", type=Path, default=None)
     parser.add_argument("--output", type=Path, default=Path("docs/evaluation.md"))
     parser.add_argument("--cardiac", action="store_true",
@@ -95,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for organ in args.organs:
         started = time.time()
         ev = evaluate_organ(organ, args.images, args.clips, args.weights_dir,
-                            n_perturbed=args.perturbed_images)
+                            n_perturbed=args.perturbed_images, n_second=args.second_images)
         section = organ_section(ev, plot_dir, plot_dir.name)
         note = (f"Produced by `{command}` in {time.time() - started:.0f} s "
                 f"({args.threads} CPU thread); held-out images from seed {FIRST_SEEDS[organ][0]}, "

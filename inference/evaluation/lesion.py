@@ -33,6 +33,7 @@ from inference.findings import MALIGNANT_CLASSES, BoundingBox, LesionFinding
 from inference.geometry import ImageGeometry
 from inference.phantoms.anatomy import SceneConfig
 from inference.phantoms.generator import PhantomSample, generate
+from inference.phantoms.imagedomain import generate_image_domain
 from inference.preprocessing import scan_area
 from inference.training.lesion_data import image_size
 
@@ -40,6 +41,10 @@ logger = structlog.get_logger(__name__)
 
 FIRST_SEEDS = {"liver": (1_000_000, 3_000_000), "breast": (2_000_000, 4_000_000)}
 """Per organ: first seed of the held-out images and of the held-out clips."""
+
+SECOND_GENERATOR_SEEDS = {"liver": 21_000_000, "breast": 22_000_000}
+"""Per organ: first seed of the held-out images of the image-domain generator
+(:mod:`inference.phantoms.imagedomain`; its training caches use 20,000,000 and up)."""
 
 ENGINES: dict[str, type[LesionEngine]] = {"liver": LiverEngine, "breast": BreastEngine}
 
@@ -92,6 +97,8 @@ class OrganEvaluation:
     perturbed_lesions: int = 0
     perturbed: dict[str, list[Match]] = field(default_factory=dict)
     perturbed_roi: dict[str, list[bool]] = field(default_factory=dict)
+    second: OrganEvaluation | None = None
+    """The same engine on held-out images of the image-domain generator, if scored."""
 
     @property
     def detection(self) -> tuple[float, float, float]:
@@ -276,13 +283,14 @@ def clip_roi_vote(engine: LesionEngine, sample: PhantomSample) -> tuple[str, flo
 
 
 def evaluate_organ(organ: str, n_images: int, n_clips: int, weights_dir: Path | None = None,
-                   clip_frames: tuple[int, int] = (20, 30), n_perturbed: int = 0
-                   ) -> OrganEvaluation:
+                   clip_frames: tuple[int, int] = (20, 30), n_perturbed: int = 0,
+                   n_second: int = 0) -> OrganEvaluation:
     """Run the engine of ``organ`` on held-out images and clips and collect the figures.
 
     The first ``n_perturbed`` images (at most ``n_images``) are also scored as they are
     and changed by each of :data:`~inference.evaluation.robustness.PERTURBATIONS`, all
-    with their ultrasound regions.
+    with their ultrasound regions.  ``n_second`` held-out images of the image-domain
+    generator are scored into ``second``.
     """
     engine = ENGINES[organ](weights_dir, score_threshold=PR_THRESHOLD)
     operating = ENGINES[organ](weights_dir)
@@ -307,4 +315,10 @@ def evaluate_organ(organ: str, n_images: int, n_clips: int, weights_dir: Path | 
         ev.clip_roi_truth.append(clip.labels[0])
         ev.clip_roi_pred.append(label)
         ev.clip_roi_malignancy.append(malignancy)
+    if n_second:
+        ev.second = OrganEvaluation(organ, engine.classes, operating.score_threshold)
+        for k in tqdm(range(n_second), desc=f"{organ} image-domain", mininterval=10):
+            seed = SECOND_GENERATOR_SEEDS[organ] + k
+            sample = generate_image_domain(organ, seed, *image_size(seed))  # type: ignore[arg-type]
+            _score_image(ev.second, engine, sample, f"2.25.{seed}", with_regions=True)
     return ev

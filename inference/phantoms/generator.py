@@ -62,6 +62,9 @@ class PhantomSample:
         Bounding box of the field of view (as the Ultrasound Region).
     pixel_mm:
         Pixel size in mm (square pixels).
+    probe, settings:
+        The probe and scanner settings drawn (``None`` from the image-domain
+        generator, :mod:`inference.phantoms.imagedomain`).
     """
 
     organ: Organ
@@ -71,8 +74,8 @@ class PhantomSample:
     labels: list[str]
     scan_box: BoundingBox
     pixel_mm: float
-    probe: ac.ProbeGeometry
-    settings: ac.ScannerSettings
+    probe: ac.ProbeGeometry | None = None
+    settings: ac.ScannerSettings | None = None
     frame_time_ms: float | None = None
     params: dict[str, float] = field(default_factory=dict)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from tqdm import tqdm
 from inference.findings import BREAST_CLASSES, LIVER_CLASSES, BoundingBox
 from inference.models.roi import CLASSIFIER_SIZE, DETECTOR_SIZE, letterbox, roi_crop
 from inference.phantoms.generator import Organ, PhantomSample, generate
+from inference.phantoms.imagedomain import generate_image_domain
 
 logger = structlog.get_logger(__name__)
 
@@ -72,10 +74,18 @@ def sample_arrays(sample: PhantomSample, rng: np.random.Generator, crops_per_les
     }
 
 
-def _work(args: tuple[Organ, int, int, int]) -> dict[str, np.ndarray]:
-    organ, seed, crops_per_lesion, detector_size = args
+GENERATORS: dict[str, Callable[[Organ, int, int, int], PhantomSample]] = {
+    "physics": generate,
+    "image-domain": generate_image_domain,
+}
+"""The phantom generators a cache can be built from: :mod:`inference.phantoms.generator`
+and :mod:`inference.phantoms.imagedomain`."""
+
+
+def _work(args: tuple[Organ, int, int, int, str]) -> dict[str, np.ndarray]:
+    organ, seed, crops_per_lesion, detector_size, generator = args
     rows, cols = image_size(seed)
-    sample = generate(organ, seed, rows, cols)
+    sample = GENERATORS[generator](organ, seed, rows, cols)
     return sample_arrays(sample, np.random.default_rng([seed, 11]), crops_per_lesion,
                          detector_size)
 
@@ -145,7 +155,8 @@ def _chunk_paths(path: Path) -> list[Path]:
 
 
 def build_cache(organ: Organ, first_seed: int, count: int, path: Path, workers: int = 1,
-                crops_per_lesion: int = 4, detector_size: int = DETECTOR_SIZE) -> LesionCache:
+                crops_per_lesion: int = 4, detector_size: int = DETECTOR_SIZE,
+                generator: str = "physics") -> LesionCache:
     """Generate ``count`` phantom images from ``first_seed`` on and save them.
 
     Work is saved in chunks of :data:`CHUNK` images (``<stem>.partNNNN.npz``)
@@ -166,6 +177,8 @@ def build_cache(organ: Organ, first_seed: int, count: int, path: Path, workers: 
     detector_size:
         Side of the letterboxed detector input; a detector trained on the
         cache runs at this size (it is recorded in the detector's card).
+    generator:
+        A key of :data:`GENERATORS`.
 
     Returns
     -------
@@ -181,7 +194,7 @@ def build_cache(organ: Organ, first_seed: int, count: int, path: Path, workers: 
             chunks.append(load_cache(chunk_path))
             bar.update(len(seeds))
             continue
-        jobs = [(organ, int(s), crops_per_lesion, detector_size) for s in seeds]
+        jobs = [(organ, int(s), crops_per_lesion, detector_size, generator) for s in seeds]
         parts = []
         with mp.get_context("fork").Pool(workers) if workers > 1 else _Serial() as pool:
             for part in pool.imap(_work, jobs, chunksize=8):
@@ -265,6 +278,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crops-per-lesion", type=int, default=4)
     parser.add_argument("--detector-size", type=int, default=DETECTOR_SIZE,
                         help="side of the letterboxed detector input, pixels (a multiple of 32)")
+    parser.add_argument("--generator", choices=sorted(GENERATORS), default="physics",
+                        help="phantom generator (image-domain: inference.phantoms.imagedomain)")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -272,4 +287,4 @@ def run(args: argparse.Namespace) -> None:
     if args.detector_size % 32:
         raise SystemExit("--detector-size must be a multiple of 32")
     build_cache(args.organ, args.first_seed, args.count, args.output, args.workers,
-                args.crops_per_lesion, args.detector_size)
+                args.crops_per_lesion, args.detector_size, args.generator)

@@ -1,4 +1,5 @@
-"""Held-out detection recall per lesion class and size band."""
+"""Held-out detection recall per lesion class and size band; the second generator's
+held-out images."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from inference.engines.lesion import LiverEngine
 from inference.evaluation.lesion import (
+    SECOND_GENERATOR_SEEDS,
     SIZE_BANDS_MM,
     LesionOutcome,
     OrganEvaluation,
@@ -16,7 +18,9 @@ from inference.evaluation.lesion import (
     clip_sample,
     evaluate_organ,
 )
-from inference.evaluation.report import organ_section, strata_lines
+from inference.evaluation.report import organ_section, second_generator_lines, strata_lines
+from inference.phantoms.imagedomain import generate_image_domain
+from inference.training.lesion_data import image_size
 
 
 def test_strata_add_up_to_the_overall_recall() -> None:
@@ -89,3 +93,17 @@ def test_cine_rows_set_the_published_figure_beside_the_roi_vote(tmp_path: Path) 
         "Cine clip 4-class accuracy (detector + tracking, 3-of-5 vote)": "-",
         "Cine clip benign/malignant accuracy (detector + tracking)": "-",
     }
+
+
+def test_the_second_generator_is_scored_on_its_own_held_out_seeds(tmp_path: Path) -> None:
+    ev = evaluate_organ("breast", n_images=0, n_clips=0, n_second=3)
+    assert ev.images == 0 and ev.second is not None
+    assert ev.second.images == 3
+    assert ev.second.lesions == sum(
+        len(generate_image_domain("breast", SECOND_GENERATOR_SEEDS["breast"] + k,
+                                  *image_size(SECOND_GENERATOR_SEEDS["breast"] + k)).truths[0])
+        for k in range(3))
+    lines = second_generator_lines(ev)
+    assert lines[0].startswith("The same engine on 3 held-out images of the second")
+    f1 = next(line for line in lines if line.startswith("| Detection F1")).split("|")[2]
+    assert float(f1) == round(ev.second.detection[2], 3)
