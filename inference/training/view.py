@@ -2,7 +2,8 @@
 
 ``us-ai-train view --cache-dir /work/cache --output inference/weights``
 
-Liver and breast images come from :mod:`inference.phantoms.generator`, apical
+Liver and breast images come from :mod:`inference.phantoms.generator` (and, for a
+share ``--image-domain-share`` of them, from :mod:`inference.phantoms.imagedomain`), apical
 four-chamber frames from :mod:`inference.phantoms.echo` and the negatives
 ("other": thyroid, carotid, kidney, bladder, parasternal short axis) from
 :mod:`inference.phantoms.other`.  Each image is cropped to its (jittered)
@@ -31,12 +32,16 @@ from inference.engines.view import (
 from inference.findings import AnatomyValues, BoundingBox
 from inference.phantoms.echo import random_echo_spec, render_echo
 from inference.phantoms.generator import generate as generate_lesion_phantom
+from inference.phantoms.imagedomain import generate_image_domain
 from inference.phantoms.other import generate_other
 from inference.training.common import intensity_augment, sharpness_augment
 from inference.training.data_cache import jittered_box, load_cache, save_cache
 from inference.training.loop import add_fit_arguments, fit, fit_options
 
 logger = structlog.get_logger(__name__)
+
+LESION_VIEWS = (AnatomyValues.LIVER, AnatomyValues.BREAST)
+"""The classes drawn by a lesion phantom generator."""
 
 TRAIN_SEEDS = (10_000, 1_000_000)
 """Phantom seeds drawn for training; held-out evaluation uses seeds from 2,000,000."""
@@ -48,9 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       validation=0.1, seed=20261126)
     parser.add_argument("--per-class", type=int, default=600, help="Images per class.")
     parser.add_argument("--width", type=int, default=16, help="Channels of the first layer.")
+    parser.add_argument("--image-domain-share", type=float, default=0.0,
+                        help="Share of the liver and breast images drawn by the image-domain "
+                             "generator (inference.phantoms.imagedomain).")
 
 
-def render_view_sample(anatomy: AnatomyValues, seed: int, rows: int, cols: int
+def render_view_sample(anatomy: AnatomyValues, seed: int, rows: int, cols: int,
+                       image_domain: bool = False
                        ) -> tuple[np.ndarray, BoundingBox | tuple[int, int, int, int]]:
     """One phantom frame of ``anatomy`` and its scan box.
 
@@ -62,6 +71,8 @@ def render_view_sample(anatomy: AnatomyValues, seed: int, rows: int, cols: int
         Seed of the phantom.
     rows, cols:
         Image size.
+    image_domain:
+        Draw a liver or breast image with the image-domain generator.
 
     Returns
     -------
@@ -77,13 +88,17 @@ def render_view_sample(anatomy: AnatomyValues, seed: int, rows: int, cols: int
         other = generate_other(seed, rows, cols)
         return other.frames[0], other.scan_box
     organ = "liver" if anatomy is AnatomyValues.LIVER else "breast"
-    sample = generate_lesion_phantom(organ, seed, rows, cols)
+    draw = generate_image_domain if image_domain else generate_lesion_phantom
+    sample = draw(organ, seed, rows, cols)
     return sample.frames[0], sample.scan_box
 
 
-def generate(path: Path, per_class: int, rows: tuple[int, int], seed: int
-             ) -> dict[str, np.ndarray]:
+def generate(path: Path, per_class: int, rows: tuple[int, int], seed: int,
+             image_domain_share: float = 0.0) -> dict[str, np.ndarray]:
     """Render the classifier data set (or load it from ``path`` when cached).
+
+    A share ``image_domain_share`` of the liver and breast images comes from the
+    image-domain generator (none: the data set of earlier versions, seed for seed).
 
     Returns
     -------
@@ -96,13 +111,15 @@ def generate(path: Path, per_class: int, rows: tuple[int, int], seed: int
     if cached is not None:
         return cached
     rng = np.random.default_rng(seed)
+    choice = np.random.default_rng([seed, 1])  # its own stream: the other draws stay the same
     images, labels, ranks = [], [], []
     for label, anatomy in enumerate(VIEW_CLASSES):
         for rank in range(per_class):
             n_rows = int(rng.integers(rows[0], rows[1] + 1))
             n_cols = int(n_rows * rng.uniform(1.2, 1.45))
+            image_domain = anatomy in LESION_VIEWS and choice.random() < image_domain_share
             frame, box = render_view_sample(anatomy, int(rng.integers(*TRAIN_SEEDS)),
-                                            n_rows, n_cols)
+                                            n_rows, n_cols, image_domain)
             crop = jittered_box(box, rng, frame.shape)
             images.append(prepare_frames(frame[None], crop, VIEW_INPUT_SIZE)[0])
             labels.append(label)
@@ -142,10 +159,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         The card of the written weights.
     """
     torch.set_num_threads(args.threads)
+    share = f"_id{args.image_domain_share:g}" if args.image_domain_share else ""
     cache = (args.cache_dir / "view"
              / f"view_s{args.seed}_n{args.per_class}_r{args.min_rows}-{args.max_rows}"
-               f"_{VIEW_INPUT_SIZE}.npz")
-    data = generate(cache, args.per_class, (args.min_rows, args.max_rows), args.seed)
+               f"_{VIEW_INPUT_SIZE}{share}.npz")
+    data = generate(cache, args.per_class, (args.min_rows, args.max_rows), args.seed,
+                    args.image_domain_share)
     n_val = max(1, round(args.per_class * args.validation))
     val = data["index"] >= args.per_class - n_val
     train_x, train_y = data["images"][~val], data["labels"][~val]
@@ -168,6 +187,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         architecture={"class": "ViewCNN", "width": args.width, "input_size": VIEW_INPUT_SIZE,
                       "classes": [c.value for c in VIEW_CLASSES]},
         data={"phantoms": ["inference.phantoms.generator (liver, breast)",
+                           f"inference.phantoms.imagedomain ({args.image_domain_share:g} of "
+                           "liver and breast)",
                            "inference.phantoms.echo (apical four-chamber)",
                            "inference.phantoms.other"],
               "per_class": args.per_class, "rows": [args.min_rows, args.max_rows],

@@ -81,3 +81,12 @@ def test_missing_weights_are_reported(tmp_path: Path) -> None:
         CardiacEngine(tmp_path)
     with pytest.raises(FileNotFoundError, match="View classifier"):
         ViewClassifier(tmp_path)
+
+
+def test_view_data_can_mix_in_the_image_domain_generator(tmp_path: Path) -> None:
+    first = view.generate(tmp_path / "a.npz", 2, (120, 120), 5)
+    mixed = view.generate(tmp_path / "b.npz", 2, (120, 120), 5, image_domain_share=1.0)
+    for label, anatomy in enumerate(VIEW_CLASSES):
+        rows = first["labels"] == label
+        same = np.array_equal(first["images"][rows], mixed["images"][rows])
+        assert same == (anatomy not in view.LESION_VIEWS), anatomy
