@@ -58,6 +58,11 @@ HEADER = [
     "faint for their size are not counted (reports before 2026-11-25 23:00 UTC counted some "
     "of them). On cine the engine uses the track score of its detector card, chosen by "
     "`us-ai-train cine-vote` on validation clips (seeds 9,500 and up), never on these.", "",
+    "Each lesion section ends with the same engine on held-out images of a second generator "
+    "(inference/phantoms/imagedomain.py, seeds 21,000,000 and up for the liver, 22,000,000 "
+    "for the breast), written apart from the first to draw the same published appearances "
+    "another way: the engines will be judged on images from a generator they never saw. "
+    "Training caches of that generator use seeds from 20,000,000 (docs/dataset-card.md).", "",
 ]
 """Opening of the report."""
 

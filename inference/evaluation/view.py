@@ -48,8 +48,8 @@ class ViewEvaluation:
 
 
 def evaluate_view(n_per_class: int, weights_dir: Path | None = None,
-                  seed: int = VIEW_EVAL_SEED, size: tuple[int, int] = (360, 480)
-                  ) -> ViewEvaluation:
+                  seed: int = VIEW_EVAL_SEED, size: tuple[int, int] = (360, 480),
+                  image_domain: bool = False) -> ViewEvaluation:
     """Classify ``n_per_class`` held-out phantom images of every class.
 
     Parameters
@@ -62,6 +62,9 @@ def evaluate_view(n_per_class: int, weights_dir: Path | None = None,
         First phantom seed.
     size:
         ``(rows, cols)`` of the images.
+    image_domain:
+        Draw the liver and breast images with the image-domain generator
+        (:mod:`inference.phantoms.imagedomain`) instead of the first one.
 
     Returns
     -------
@@ -72,7 +75,7 @@ def evaluate_view(n_per_class: int, weights_dir: Path | None = None,
     confusion = np.zeros((len(VIEW_CLASSES), len(VIEW_CLASSES)), dtype=int)
     for truth, anatomy in enumerate(VIEW_CLASSES):
         for k in range(n_per_class):
-            frame, box = render_view_sample(anatomy, seed + k, *size)
+            frame, box = render_view_sample(anatomy, seed + k, *size, image_domain)
             if k % 2 == 0:
                 scan = box if isinstance(box, BoundingBox) else BoundingBox(*map(float, box))
                 geometry = ImageGeometry(pixel_size_mm=None, scan_area=scan)
