@@ -23,6 +23,7 @@ from inference.geometry import ImageGeometry, UltrasoundRegion
 from inference.phantoms.anatomy import SceneConfig
 from inference.phantoms.generator import generate
 from inference.training.common import sha256_file
+from inference.training.lesion_data import GENERATORS
 
 THRESHOLDS = {
     # organ: (detection recall, detection precision, ROI 4-class accuracy) on 20 images;
@@ -35,6 +36,16 @@ THRESHOLDS = {
     "breast": (0.72, 0.82, 0.8),
 }
 """Floors for the shipped weights, a margin below what they measure on this set."""
+
+IMAGE_DOMAIN_THRESHOLDS = {
+    # The same on 20 images of the image-domain generator (inference.phantoms.imagedomain),
+    # 22 lesions each; measured with the shipped weights: liver 0.77 / 0.94 / 0.77, breast
+    # 0.77 / 0.81 / 1.00; the weights trained on the first generator alone had liver
+    # 0.59 / 0.87 / 0.68 and breast 0.55 / 0.80 / 0.91.
+    "liver": (0.65, 0.8, 0.65),
+    "breast": (0.65, 0.7, 0.85),
+}
+"""Floors on the second generator's images."""
 
 EDGE_ENHANCEMENT = "edge enhancement (unsharp mask, radius 2 px, 150 %)"
 """A scanner's post-processing the shipped weights must also stand (see robustness.py)."""
@@ -57,13 +68,16 @@ def test_engine_contract_and_weight_cards(organ: str) -> None:
     assert ENGINES[organ]().algorithm.device_uid == engine.algorithm.device_uid
 
 
-@pytest.mark.parametrize("change", [None, EDGE_ENHANCEMENT])
+@pytest.mark.parametrize(("generator", "change"), [("physics", None),
+                                                   ("physics", EDGE_ENHANCEMENT),
+                                                   ("image-domain", None)])
 @pytest.mark.parametrize("organ", ["liver", "breast"])
-def test_shipped_weights_reach_their_floors(organ: str, change: str | None) -> None:
+def test_shipped_weights_reach_their_floors(organ: str, generator: str, change: str | None
+                                            ) -> None:
     engine = ENGINES[organ]()
     matches, n_truth, correct, n_roi = [], 0, 0, 0
     for k in range(20):
-        sample = generate(organ, 7_000_000 + k, 480, 640)  # type: ignore[arg-type]
+        sample = GENERATORS[generator](organ, 7_000_000 + k, 480, 640)  # type: ignore[arg-type]
         if change is not None:
             sample.frames[:] = perturb(sample.frames, change, seed=k)
         result = engine.run(image_input(sample, f"2.25.{k}", with_regions=k % 2 == 0))
@@ -84,7 +98,8 @@ def test_shipped_weights_reach_their_floors(organ: str, change: str | None) -> N
                            for p, t in zip(probs, truths, strict=True))
             n_roi += len(truths)
     precision, recall, _ = prf(matches, n_truth, engine.score_threshold)
-    floor_recall, floor_precision, floor_accuracy = THRESHOLDS[organ]
+    floor_recall, floor_precision, floor_accuracy = (
+        THRESHOLDS if generator == "physics" else IMAGE_DOMAIN_THRESHOLDS)[organ]
     assert recall >= floor_recall
     assert precision >= floor_precision
     assert correct / n_roi >= floor_accuracy
