@@ -29,3 +29,10 @@ def test_algorithm_identity(classifier: ViewClassifier) -> None:
     info = classifier.algorithm
     assert info.name == "us-anatomy-view" and len(info.weights_sha256) == 64
     assert info.parameters["classes"] == "liver,breast,heart,other"
+
+
+def test_shipped_weights_recognise_the_second_generators_images() -> None:
+    # Liver and breast drawn by the image-domain generator; measured 0.975 (the weights
+    # trained on the first generator alone: 0.875, 3 of 10 breast images wrong).
+    evaluation = evaluate_view(10, seed=TEST_SEED, size=(240, 320), image_domain=True)
+    assert evaluation.accuracy >= 0.925, evaluation.confusion
