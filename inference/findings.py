@@ -66,6 +66,15 @@ class BoundingBox:
         if not (self.x1 > self.x0 and self.y1 > self.y0):
             raise ValueError(f"Degenerate bounding box {self}.")
 
+    @classmethod
+    def of_mask(cls, mask: np.ndarray) -> BoundingBox:
+        """The box around the true pixels of a 2-D mask; ``ValueError`` when none is."""
+        rows = np.flatnonzero(mask.any(axis=1))
+        cols = np.flatnonzero(mask.any(axis=0))
+        if rows.size == 0:
+            raise ValueError("Empty mask: no bounding box.")
+        return cls(float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1))
+
     @property
     def width(self) -> float:
         """Width in pixels."""

@@ -626,11 +626,9 @@ def image_scan_mask(image: ImageInput) -> np.ndarray:
 
 def _mask_box(mask: np.ndarray) -> BoundingBox:
     """Bounding box of a scan-area mask; raises ``ValueError`` when it is empty."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
+    if not mask.any():
         raise ValueError("No scan area found: the frame is blank.")
-    return BoundingBox(float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1))
+    return BoundingBox.of_mask(mask)
 
 
 def find_scan_area(frame: np.ndarray) -> BoundingBox:

@@ -165,10 +165,7 @@ def _truths(scene: Scene, masks: list[np.ndarray | None], layout: ac.ScanLayout,
             continue
         if rose_index(frame, empty, visible, layout.mask, cell_px) < MIN_ROSE_INDEX:
             continue
-        ys, xs = np.nonzero(visible)
-        box = BoundingBox(float(xs.min()), float(ys.min()), float(xs.max() + 1),
-                          float(ys.max() + 1))
-        out.append(LesionTruth(index, lesion.label, box, area))
+        out.append(LesionTruth(index, lesion.label, BoundingBox.of_mask(visible), area))
     return out
 
 

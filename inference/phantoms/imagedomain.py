@@ -68,7 +68,8 @@ class _Lesion:
 
 @dataclass(frozen=True)
 class _Field:
-    """Where each display pixel lies in the field of view."""
+    """Where each display pixel lies in the field of view (``yy``, ``xx``: its row and
+    column)."""
 
     inside: np.ndarray
     depth_mm: np.ndarray
@@ -76,6 +77,8 @@ class _Field:
     pixel_mm: float
     max_depth_mm: float
     scan_box: BoundingBox
+    yy: np.ndarray
+    xx: np.ndarray
 
 
 def _field(rng: np.random.Generator, organ: Organ, rows: int, cols: int) -> _Field:
@@ -103,9 +106,7 @@ def _field(rng: np.random.Generator, organ: Organ, rows: int, cols: int) -> _Fie
         depth_map = (yy - top) * pixel
         inside = (depth_map >= 0) & (depth_map <= depth) & (np.abs(xx - cx) <= half_w)
         lateral = (xx - cx) / half_w
-    ys, xs = np.nonzero(inside)
-    box = BoundingBox(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
-    return _Field(inside, depth_map, lateral, pixel, depth, box)
+    return _Field(inside, depth_map, lateral, pixel, depth, BoundingBox.of_mask(inside), yy, xx)
 
 
 def _texture(rng: np.random.Generator, shape: tuple[int, ...], sigma_px: float,
@@ -199,9 +200,9 @@ def _breast_lesion(rng: np.random.Generator, label: str, r: np.ndarray, echo: np
     return mask, rng.uniform(1.2, 1.8)
 
 
-def _liver_background(rng: np.random.Generator, f: _Field, yy: np.ndarray, xx: np.ndarray,
-                      echo: np.ndarray) -> None:
+def _liver_background(rng: np.random.Generator, f: _Field, echo: np.ndarray) -> None:
     """Parenchyma, vessels along and across the plane, and the diaphragm."""
+    yy, xx = f.yy, f.xx
     echo *= _texture(rng, echo.shape, 6 / f.pixel_mm, rng.uniform(0.05, 0.15))
     ys, xs = np.nonzero(f.inside)
     for _ in range(int(rng.integers(1, 5))):  # vessels in the plane
@@ -227,10 +228,10 @@ def _liver_background(rng: np.random.Generator, f: _Field, yy: np.ndarray, xx: n
         echo[f.depth_mm > curve + 3] *= rng.uniform(0.4, 0.8)
 
 
-def _breast_background(rng: np.random.Generator, f: _Field, yy: np.ndarray, xx: np.ndarray,
-                       echo: np.ndarray) -> None:
+def _breast_background(rng: np.random.Generator, f: _Field, echo: np.ndarray) -> None:
     """Skin, subcutaneous fat, the gland with fat islands and Cooper's ligaments,
     retromammary fat and the pectoral muscle."""
+    yy, xx = f.yy, f.xx
     skin = rng.uniform(1.5, 2.5)
     fat_end = skin + rng.uniform(3, 10)
     gland_end = fat_end + rng.uniform(8, 18) * f.max_depth_mm / 45
@@ -277,9 +278,10 @@ def _place(rng: np.random.Generator, organ: Organ, f: _Field, size_mm: float,
     return None
 
 
-def _lesions(rng: np.random.Generator, organ: Organ, f: _Field, yy: np.ndarray, xx: np.ndarray,
-             echo: np.ndarray) -> list[_Lesion]:
+def _lesions(rng: np.random.Generator, organ: Organ, f: _Field, echo: np.ndarray
+             ) -> list[_Lesion]:
     """None (20 %), one (55 %) or two to three lesions; metastases come several at once."""
+    yy, xx = f.yy, f.xx
     classes = LIVER_CLASSES if organ == "liver" else BREAST_CLASSES
     u = rng.random()
     count = 0 if u < 0.2 else 1 if u < 0.75 else int(rng.integers(2, 4))
@@ -396,10 +398,9 @@ def generate_image_domain(organ: Organ, seed: int, rows: int = 480, cols: int = 
     """
     rng = np.random.default_rng([seed, 0x1D])
     f = _field(rng, organ, rows, cols)
-    yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
     echo = np.ones((rows, cols), np.float32)
-    (_liver_background if organ == "liver" else _breast_background)(rng, f, yy, xx, echo)
-    lesions = _lesions(rng, organ, f, yy, xx, echo)
+    (_liver_background if organ == "liver" else _breast_background)(rng, f, echo)
+    lesions = _lesions(rng, organ, f, echo)
     depth_bin = np.clip((f.depth_mm / f.max_depth_mm * (BEAM_BINS - 1)).astype(int), 0,
                         BEAM_BINS - 1)
     lateral_bin = np.clip(((f.lateral + 1) / 2 * (BEAM_BINS - 1)).astype(int), 0, BEAM_BINS - 1)
@@ -413,10 +414,8 @@ def generate_image_domain(organ: Organ, seed: int, rows: int = 480, cols: int = 
         if (lesion.mask.sum() < MIN_LESION_PX
                 or np.median(transmission[lesion.mask]) < MIN_TRANSMISSION):
             continue
-        ys, xs = np.nonzero(lesion.mask)
-        box = BoundingBox(float(xs.min()), float(ys.min()), float(xs.max() + 1),
-                          float(ys.max() + 1))
-        truths.append(LesionTruth(index, lesion.label, box, int(lesion.mask.sum())))
+        truths.append(LesionTruth(index, lesion.label, BoundingBox.of_mask(lesion.mask),
+                                  int(lesion.mask.sum())))
     return PhantomSample(organ=organ, seed=seed, frames=frame[None], truths=[truths],
                          labels=[lesion.label for lesion in lesions], scan_box=f.scan_box,
                          pixel_mm=f.pixel_mm, params={"frequency_mhz": frequency, "gain_db": gain})

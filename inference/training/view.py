@@ -187,8 +187,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         architecture={"class": "ViewCNN", "width": args.width, "input_size": VIEW_INPUT_SIZE,
                       "classes": [c.value for c in VIEW_CLASSES]},
         data={"phantoms": ["inference.phantoms.generator (liver, breast)",
-                           f"inference.phantoms.imagedomain ({args.image_domain_share:g} of "
-                           "liver and breast)",
+                           *([f"inference.phantoms.imagedomain ({args.image_domain_share:g} of "
+                              "liver and breast)"] if args.image_domain_share else []),
                            "inference.phantoms.echo (apical four-chamber)",
                            "inference.phantoms.other"],
               "per_class": args.per_class, "rows": [args.min_rows, args.max_rows],

@@ -59,3 +59,11 @@ def test_bootstrap_intervals_hold_the_estimate_and_narrow_with_more_units() -> N
     (low_many, high_many), _ = bootstrap_intervals(accuracy_of(many), len(many))
     assert low < low_many < 0.75 < high_many < high
     assert bootstrap_intervals(accuracy_of(few), 0) == []
+
+
+def test_the_box_of_a_mask_encloses_its_pixels_edge_to_edge() -> None:
+    mask = np.zeros((10, 12), bool)
+    mask[2, 3] = mask[6, 8] = True
+    assert BoundingBox.of_mask(mask) == BoundingBox(3.0, 2.0, 9.0, 7.0)
+    with pytest.raises(ValueError, match="Empty mask"):
+        BoundingBox.of_mask(np.zeros((4, 4), bool))
