@@ -33,7 +33,7 @@ from inference.findings import MALIGNANT_CLASSES, BoundingBox, LesionFinding
 from inference.geometry import ImageGeometry
 from inference.phantoms.anatomy import SceneConfig
 from inference.phantoms.generator import PhantomSample, generate
-from inference.phantoms.imagedomain import generate_image_domain
+from inference.phantoms.imagedomain import generate_image_domain, generate_image_domain_clip
 from inference.preprocessing import scan_area
 from inference.training.lesion_data import image_size
 
@@ -45,6 +45,9 @@ FIRST_SEEDS = {"liver": (1_000_000, 3_000_000), "breast": (2_000_000, 4_000_000)
 SECOND_GENERATOR_SEEDS = {"liver": 21_000_000, "breast": 22_000_000}
 """Per organ: first seed of the held-out images of the image-domain generator
 (:mod:`inference.phantoms.imagedomain`; its training caches use 20,000,000 and up)."""
+
+SECOND_GENERATOR_CLIP_SEEDS = {"liver": 23_000_000, "breast": 24_000_000}
+"""Per organ: first seed of the held-out clips of the image-domain generator."""
 
 ENGINES: dict[str, type[LesionEngine]] = {"liver": LiverEngine, "breast": BreastEngine}
 
@@ -252,13 +255,15 @@ CLIP_CONFIG = SceneConfig(lesion_counts=(0.0, 1.0))
 """Scene of an evaluation clip: exactly one lesion."""
 
 
-def clip_sample(organ: str, seed: int, clip_frames: tuple[int, int] = (20, 30)
-                ) -> PhantomSample | None:
+def clip_sample(organ: str, seed: int, clip_frames: tuple[int, int] = (20, 30),
+                image_domain: bool = False) -> PhantomSample | None:
     """The one-lesion 640x480 clip of ``seed`` (20-30 frames), or ``None`` if its lesion
-    is never visible."""
+    is never visible; from the image-domain generator if ``image_domain``."""
     n_frames = clip_frames[0] + seed % (clip_frames[1] - clip_frames[0] + 1)
-    sample = generate(organ, seed, 480, 640, n_frames=n_frames,  # type: ignore[arg-type]
-                      config=CLIP_CONFIG)
+    sample = (generate_image_domain_clip(organ, seed, n_frames,  # type: ignore[arg-type]
+                                         lesions=1) if image_domain
+              else generate(organ, seed, 480, 640, n_frames=n_frames,  # type: ignore[arg-type]
+                            config=CLIP_CONFIG))
     return sample if sample.labels and any(sample.truths) else None
 
 
@@ -282,15 +287,29 @@ def clip_roi_vote(engine: LesionEngine, sample: PhantomSample) -> tuple[str, flo
         p for c, p in zip(engine.classes, mean, strict=True) if c in MALIGNANT_CLASSES))
 
 
+def _score_clip(ev: OrganEvaluation, engine: LesionEngine, clip: PhantomSample) -> None:
+    """The engine's class of the clip's lesion, through its detector and tracking and by
+    its classifier's vote on the ground-truth boxes."""
+    ev.clips += 1
+    finding, _ = clip_prediction(engine, clip)
+    ev.clip_truth.append(clip.labels[0])
+    ev.clip_pred.append(finding.label if finding else "missed")
+    ev.clip_malignancy.append(finding.malignancy_probability if finding else 0.0)
+    label, malignancy = clip_roi_vote(engine, clip)
+    ev.clip_roi_truth.append(clip.labels[0])
+    ev.clip_roi_pred.append(label)
+    ev.clip_roi_malignancy.append(malignancy)
+
+
 def evaluate_organ(organ: str, n_images: int, n_clips: int, weights_dir: Path | None = None,
                    clip_frames: tuple[int, int] = (20, 30), n_perturbed: int = 0,
-                   n_second: int = 0) -> OrganEvaluation:
+                   n_second: int = 0, n_second_clips: int = 0) -> OrganEvaluation:
     """Run the engine of ``organ`` on held-out images and clips and collect the figures.
 
     The first ``n_perturbed`` images (at most ``n_images``) are also scored as they are
     and changed by each of :data:`~inference.evaluation.robustness.PERTURBATIONS`, all
-    with their ultrasound regions.  ``n_second`` held-out images of the image-domain
-    generator are scored into ``second``.
+    with their ultrasound regions.  ``n_second`` held-out images and ``n_second_clips``
+    held-out clips of the image-domain generator are scored into ``second``.
     """
     engine = ENGINES[organ](weights_dir, score_threshold=PR_THRESHOLD)
     operating = ENGINES[organ](weights_dir)
@@ -304,21 +323,16 @@ def evaluate_organ(organ: str, n_images: int, n_clips: int, weights_dir: Path | 
             _score_perturbed(ev, engine, sample)
     for k in tqdm(range(n_clips), desc=f"{organ} clips", mininterval=10):
         clip = clip_sample(organ, first_clip + k, clip_frames)
-        if clip is None:
-            continue
-        ev.clips += 1
-        finding, _ = clip_prediction(operating, clip)
-        ev.clip_truth.append(clip.labels[0])
-        ev.clip_pred.append(finding.label if finding else "missed")
-        ev.clip_malignancy.append(finding.malignancy_probability if finding else 0.0)
-        label, malignancy = clip_roi_vote(operating, clip)
-        ev.clip_roi_truth.append(clip.labels[0])
-        ev.clip_roi_pred.append(label)
-        ev.clip_roi_malignancy.append(malignancy)
-    if n_second:
+        if clip is not None:
+            _score_clip(ev, operating, clip)
+    if n_second or n_second_clips:
         ev.second = OrganEvaluation(organ, engine.classes, operating.score_threshold)
-        for k in tqdm(range(n_second), desc=f"{organ} image-domain", mininterval=10):
-            seed = SECOND_GENERATOR_SEEDS[organ] + k
-            sample = generate_image_domain(organ, seed, *image_size(seed))  # type: ignore[arg-type]
-            _score_image(ev.second, engine, sample, f"2.25.{seed}", with_regions=True)
+    for k in tqdm(range(n_second), desc=f"{organ} image-domain", mininterval=10):
+        seed = SECOND_GENERATOR_SEEDS[organ] + k
+        sample = generate_image_domain(organ, seed, *image_size(seed))  # type: ignore[arg-type]
+        _score_image(ev.second, engine, sample, f"2.25.{seed}", with_regions=True)
+    for k in tqdm(range(n_second_clips), desc=f"{organ} image-domain clips", mininterval=10):
+        clip = clip_sample(organ, SECOND_GENERATOR_CLIP_SEEDS[organ] + k, clip_frames, True)
+        if clip is not None:
+            _score_clip(ev.second, operating, clip)
     return ev

@@ -195,29 +195,41 @@ def cross_validation_lines(cards: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def second_generator_lines(ev: OrganEvaluation) -> list[str]:
-    """Markdown table of the engine on the image-domain generator's held-out images (none
-    if they were not scored)."""
+    """Markdown table of the engine on the image-domain generator's held-out images and
+    clips (none if neither was scored)."""
     second = ev.second
-    if second is None or not second.images:
+    if second is None or not (second.images or second.clips):
         return []
-    p, r, f1 = second.detection
-    ci = second.detection_intervals() or [None, None, None]
-    roi = second.summary("roi")
-    roi_ci = second.summary_intervals("roi")
-    lines = [f"The same engine on {second.images} held-out images of the second, image-domain "
-             f"generator (inference/phantoms/imagedomain.py; {second.lesions} lesions, with "
-             "regions, at the same threshold). It draws the same published appearances by "
-             "another route; see docs/dataset-card.md for which weights were trained on its "
-             "other seeds:", "",
-             "| Measure | Ours | 95 % interval |", "|---|---|---|",
-             f"| Detection recall (IoU 0.25) | {_fmt(r)} | {_interval(ci[1])} |",
-             f"| Detection precision (IoU 0.25) | {_fmt(p)} | {_interval(ci[0])} |",
-             f"| Detection F1 (IoU 0.25) | {_fmt(f1)} | {_interval(ci[2])} |",
-             f"| 4-class accuracy (ROI) | {_fmt(roi['accuracy'])} | "
-             f"{_interval(roi_ci.get('accuracy'))} |",
-             f"| Benign/malignant accuracy (ROI) | {_fmt(roi['bm_accuracy'])} | "
-             f"{_interval(roi_ci.get('bm_accuracy'))} |", "",
-             "Detection recall there by lesion class and size: " + ", ".join(
-                 f"{name} {_fmt(recall)} ({count})"
-                 for name, count, recall in second.recall_by_stratum()) + ".", ""]
-    return lines
+    rows: list[tuple[str, float, tuple[float, float] | None]] = []
+    if second.images:
+        p, r, f1 = second.detection
+        ci = second.detection_intervals() or [None, None, None]
+        roi, roi_ci = second.summary("roi"), second.summary_intervals("roi")
+        rows += [("Detection recall (IoU 0.25)", r, ci[1]),
+                 ("Detection precision (IoU 0.25)", p, ci[0]),
+                 ("Detection F1 (IoU 0.25)", f1, ci[2]),
+                 ("4-class accuracy (ROI)", roi["accuracy"], roi_ci.get("accuracy")),
+                 ("Benign/malignant accuracy (ROI)", roi["bm_accuracy"],
+                  roi_ci.get("bm_accuracy"))]
+    if second.clips:
+        for kind, name in (("clip_roi", "ROI"), ("clip", "detector + tracking")):
+            clip, clip_ci = second.summary(kind), second.summary_intervals(kind)
+            rows += [(f"Cine clip 4-class accuracy ({name}, 3-of-5 vote)", clip["accuracy"],
+                      clip_ci.get("accuracy")),
+                     (f"Cine clip benign/malignant accuracy ({name})", clip["bm_accuracy"],
+                      clip_ci.get("bm_accuracy"))]
+    lines = [f"The same engine on {second.images} held-out images ({second.lesions} lesions, "
+             f"with regions) and {second.clips} held-out cine clips (one lesion each; probe "
+             "motion, breathing, the plane sweeping through the lesion, speckle "
+             "decorrelation) of the second, image-domain generator "
+             "(inference/phantoms/imagedomain.py), at the same threshold. It draws the same "
+             "published appearances by another route; see docs/dataset-card.md for which "
+             "weights were trained on its other seeds (stills only):", "",
+             "| Measure | Ours | 95 % interval |", "|---|---|---|"]
+    lines += [f"| {name} | {_fmt(value)} | {_interval(interval)} |"
+              for name, value, interval in rows]
+    if second.images:
+        lines += ["", "Detection recall there by lesion class and size: " + ", ".join(
+            f"{name} {_fmt(recall)} ({count})"
+            for name, count, recall in second.recall_by_stratum()) + "."]
+    return [*lines, ""]

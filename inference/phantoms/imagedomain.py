@@ -18,14 +18,16 @@ no rendering code with the first one:
 * depth gain is left imperfect by a residual slope, and electronic noise,
   log compression, gain and burned-in annotations are drawn in their own way.
 
-It renders single frames only.  :func:`generate_image_domain` returns the same
+:func:`generate_image_domain` renders stills and :func:`generate_image_domain_clip`
+cine clips (probe motion, breathing, the plane sweeping through the lesions, speckle
+decorrelation).  Both return the same
 :class:`~inference.phantoms.generator.PhantomSample` as the first generator, so
 the training caches and the evaluation take either.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -61,9 +63,14 @@ fibroadenomas and the other benign masses oval and wider than tall."""
 
 @dataclass
 class _Lesion:
+    """A drawn lesion: its mask, what it does to the echoes behind it, and its normalised
+    radius map and centre (a clip sweeps the imaging plane through it)."""
+
     label: str
     mask: np.ndarray
     transmission: float
+    radius: np.ndarray
+    centre: tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -278,13 +285,15 @@ def _place(rng: np.random.Generator, organ: Organ, f: _Field, size_mm: float,
     return None
 
 
-def _lesions(rng: np.random.Generator, organ: Organ, f: _Field, echo: np.ndarray
-             ) -> list[_Lesion]:
-    """None (20 %), one (55 %) or two to three lesions; metastases come several at once."""
+def _lesions(rng: np.random.Generator, organ: Organ, f: _Field, echo: np.ndarray,
+             count: int | None = None) -> list[_Lesion]:
+    """None (20 %), one (55 %) or two to three lesions (or ``count``, at most); metastases
+    come several at once."""
     yy, xx = f.yy, f.xx
     classes = LIVER_CLASSES if organ == "liver" else BREAST_CLASSES
     u = rng.random()
-    count = 0 if u < 0.2 else 1 if u < 0.75 else int(rng.integers(2, 4))
+    if count is None:
+        count = 0 if u < 0.2 else 1 if u < 0.75 else int(rng.integers(2, 4))
     first = classes[int(rng.integers(len(classes)))]
     lesions: list[_Lesion] = []
     placed: list[tuple[float, float, float]] = []
@@ -305,7 +314,7 @@ def _lesions(rng: np.random.Generator, organ: Organ, f: _Field, echo: np.ndarray
         else:
             mask, transmission = _breast_lesion(rng, label, r, echo, yy, centre[0], radii[0])
         placed.append((centre[0], centre[1], 2 * half))
-        lesions.append(_Lesion(label, mask & f.inside, transmission))
+        lesions.append(_Lesion(label, mask & f.inside, transmission, r, centre))
     return lesions
 
 
@@ -341,19 +350,22 @@ def _transmission(rng: np.random.Generator, organ: Organ, f: _Field, lesions: li
     return transmission
 
 
-def _speckle(rng: np.random.Generator, organ: Organ, f: _Field, echo: np.ndarray
-             ) -> tuple[np.ndarray, float, float]:
+def _speckle(rng: np.random.Generator, organ: Organ, f: _Field, echo: np.ndarray,
+             noise: np.ndarray | None = None) -> tuple[np.ndarray, float, float]:
     """Displayed grey levels (float, 0-255) of the echogenicity map; and the frequency
-    (MHz) and gain (dB) used."""
+    (MHz) and gain (dB) used.  ``noise`` (``(2, rows, cols)``, standard normal: the real
+    and imaginary scattering) is drawn from ``rng`` when not given."""
     frequency = rng.uniform(2.5, 5.0) if organ == "liver" else rng.uniform(7, 13)
     wavelength = 1.54 / frequency
     axial = max(0.7, rng.uniform(0.4, 0.7) * wavelength / f.pixel_mm)
     lateral = max(1.2, rng.uniform(1.0, 1.8) * wavelength / f.pixel_mm
                   * (1 + 0.5 * f.max_depth_mm / 150))
     shape = echo.shape
+    if noise is None:
+        noise = rng.standard_normal((2, *shape))
     amplitude = np.sqrt(echo)
-    real = ndimage.gaussian_filter(rng.standard_normal(shape) * amplitude, (axial, lateral))
-    imag = ndimage.gaussian_filter(rng.standard_normal(shape) * amplitude, (axial, lateral))
+    real = ndimage.gaussian_filter(noise[0] * amplitude, (axial, lateral))
+    imag = ndimage.gaussian_filter(noise[1] * amplitude, (axial, lateral))
     envelope = np.hypot(real, imag)
     envelope /= np.sqrt(np.mean(envelope[f.inside] ** 2)) + 1e-12
     envelope *= 10 ** (rng.uniform(-0.06, 0.04) * frequency * (f.depth_mm / 10) / 20)
@@ -389,6 +401,35 @@ def _annotate(rng: np.random.Generator, organ: Organ, f: _Field, grey: np.ndarra
     return np.asarray(image)
 
 
+def _render(rng: np.random.Generator, organ: Organ, f: _Field, echo: np.ndarray,
+            lesions: list[_Lesion], display: np.random.Generator | None = None,
+            noise: np.ndarray | None = None) -> tuple[np.ndarray, list[LesionTruth], float, float]:
+    """One displayed frame of the echogenicity map ``echo`` and the ground truth of
+    ``lesions`` on it; and the frequency (MHz) and gain (dB).
+
+    ``rng`` draws the transmission factors, ``display`` (``rng`` if not given) the
+    display chain and the annotations.  Ground truth holds each lesion with at least
+    :data:`MIN_LESION_PX` pixels in the field of view that no rib shadow hides.
+    """
+    display = rng if display is None else display
+    depth_bin = np.clip((f.depth_mm / f.max_depth_mm * (BEAM_BINS - 1)).astype(int), 0,
+                        BEAM_BINS - 1)
+    lateral_bin = np.clip(((f.lateral + 1) / 2 * (BEAM_BINS - 1)).astype(int), 0, BEAM_BINS - 1)
+    transmission = _transmission(rng, organ, f, lesions, depth_bin, lateral_bin)[
+        depth_bin, lateral_bin]
+    grey, frequency, gain = _speckle(display, organ, f, echo * transmission, noise)
+    grey[~f.inside] = 0
+    frame = _annotate(display, organ, f, grey, frequency, gain)
+    truths = []
+    for index, lesion in enumerate(lesions):
+        if (lesion.mask.sum() < MIN_LESION_PX
+                or np.median(transmission[lesion.mask]) < MIN_TRANSMISSION):
+            continue
+        truths.append(LesionTruth(index, lesion.label, BoundingBox.of_mask(lesion.mask),
+                                  int(lesion.mask.sum())))
+    return frame, truths, frequency, gain
+
+
 def generate_image_domain(organ: Organ, seed: int, rows: int = 480, cols: int = 640
                           ) -> PhantomSample:
     """Render one phantom still of ``organ`` from ``seed`` (same seed, same image).
@@ -401,21 +442,117 @@ def generate_image_domain(organ: Organ, seed: int, rows: int = 480, cols: int = 
     echo = np.ones((rows, cols), np.float32)
     (_liver_background if organ == "liver" else _breast_background)(rng, f, echo)
     lesions = _lesions(rng, organ, f, echo)
-    depth_bin = np.clip((f.depth_mm / f.max_depth_mm * (BEAM_BINS - 1)).astype(int), 0,
-                        BEAM_BINS - 1)
-    lateral_bin = np.clip(((f.lateral + 1) / 2 * (BEAM_BINS - 1)).astype(int), 0, BEAM_BINS - 1)
-    transmission = _transmission(rng, organ, f, lesions, depth_bin, lateral_bin)[
-        depth_bin, lateral_bin]
-    grey, frequency, gain = _speckle(rng, organ, f, echo * transmission)
-    grey[~f.inside] = 0
-    frame = _annotate(rng, organ, f, grey, frequency, gain)
-    truths = []
-    for index, lesion in enumerate(lesions):
-        if (lesion.mask.sum() < MIN_LESION_PX
-                or np.median(transmission[lesion.mask]) < MIN_TRANSMISSION):
-            continue
-        truths.append(LesionTruth(index, lesion.label, BoundingBox.of_mask(lesion.mask),
-                                  int(lesion.mask.sum())))
+    frame, truths, frequency, gain = _render(rng, organ, f, echo, lesions)
     return PhantomSample(organ=organ, seed=seed, frames=frame[None], truths=[truths],
                          labels=[lesion.label for lesion in lesions], scan_box=f.scan_box,
                          pixel_mm=f.pixel_mm, params={"frequency_mhz": frequency, "gain_db": gain})
+
+
+LESION_REACH = 1.35
+"""Normalised radius out to which a lesion's wall, halo or capsule reaches."""
+
+
+@dataclass(frozen=True)
+class _Motion:
+    """Motion during a clip: the probe sliding sideways, breathing (liver), and the
+    imaging plane sweeping through the lesions.
+
+    ``sweep`` is the plane's distance from the lesions' centres at the first and the
+    last frame, in lesion radii; ``correlation`` is that of the scattering between
+    consecutive frames (out-of-plane motion decorrelates speckle).
+    """
+
+    slide_px_s: float
+    breathing_px: float
+    breathing_period_s: float
+    breathing_angle: float
+    breathing_phase: float
+    sweep: tuple[float, float]
+    correlation: float
+
+    def offset(self, t_s: float) -> tuple[float, float]:
+        """Displacement (rows, columns) of the tissue under the probe at ``t_s`` seconds."""
+        b = self.breathing_px * np.sin(2 * np.pi * t_s / self.breathing_period_s
+                                       + self.breathing_phase)
+        return b * np.cos(self.breathing_angle), self.slide_px_s * t_s + b * np.sin(
+            self.breathing_angle)
+
+    def scale(self, fraction: float) -> float:
+        """Size of the lesions' cut by the plane, relative to their largest, when
+        ``fraction`` of the clip has passed (a sphere cut off its centre)."""
+        z = self.sweep[0] + (self.sweep[1] - self.sweep[0]) * fraction
+        return float(np.sqrt(max(0.0, 1.0 - z * z)))
+
+
+def _motion(rng: np.random.Generator, organ: Organ, f: _Field) -> _Motion:
+    start = rng.uniform(-0.9, 0.3)
+    breathing_mm = rng.uniform(3, 12) if organ == "liver" else rng.uniform(0, 1)
+    return _Motion(slide_px_s=rng.uniform(-6, 6) / f.pixel_mm,
+                   breathing_px=breathing_mm / f.pixel_mm,
+                   breathing_period_s=rng.uniform(3, 5),
+                   breathing_angle=rng.uniform(-0.5, 0.5),
+                   breathing_phase=rng.uniform(0, 2 * np.pi),
+                   sweep=(start, start + rng.uniform(0.2, 1.2)),
+                   correlation=rng.uniform(0.8, 0.97))
+
+
+def _cut(f: _Field, echo: np.ndarray, background: np.ndarray, lesion: _Lesion,
+         scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """``echo`` and the mask of ``lesion`` when the plane cuts it at ``scale`` times its
+    full size: a shrunken copy of the lesion, wall and halo included, on the background."""
+    if scale >= 1.0:
+        return echo, lesion.mask
+    out = np.where(lesion.radius <= LESION_REACH, background, echo)
+    if scale <= 0.0:
+        return out, np.zeros_like(lesion.mask)
+    cy, cx = lesion.centre
+    source = np.stack([cy + (f.yy - cy) / scale, cx + (f.xx - cx) / scale])
+    radius = ndimage.map_coordinates(lesion.radius, source, order=0, mode="constant",
+                                     cval=np.inf)
+    reach = radius <= LESION_REACH
+    out[reach] = ndimage.map_coordinates(echo, source, order=0, mode="nearest")[reach]
+    return out, (radius <= 1) & f.inside
+
+
+def generate_image_domain_clip(organ: Organ, seed: int, n_frames: int, rows: int = 480,
+                               cols: int = 640, lesions: int | None = None) -> PhantomSample:
+    """Render a cine clip of ``organ`` from ``seed`` (same seed, same clip).
+
+    The scene is drawn once (with at most ``lesions`` lesions when given); then, frame
+    by frame, the tissue moves under the probe (:class:`_Motion`), the plane sweeps
+    through the lesions, and the scattering decorrelates, while the display chain and
+    annotations stay as they are.  Its scenes are not those of
+    :func:`generate_image_domain` for the same seed.
+    """
+    rng = np.random.default_rng([seed, 0x2C])
+    f = _field(rng, organ, rows, cols)
+    background = np.ones((rows, cols), np.float32)
+    (_liver_background if organ == "liver" else _breast_background)(rng, f, background)
+    echo = background.copy()
+    drawn = _lesions(rng, organ, f, echo, lesions)
+    motion = _motion(rng, organ, f)
+    frame_s = 1.0 / rng.uniform(15, 30)
+    scattering = np.random.default_rng([seed, 0x2C, 1])
+    noise = scattering.standard_normal((2, rows, cols))
+    frames, truths = [], []
+    for i in range(n_frames):
+        if i:
+            noise = (motion.correlation * noise + np.sqrt(1 - motion.correlation ** 2)
+                     * scattering.standard_normal((2, rows, cols)))
+        scale = motion.scale(i / max(1, n_frames - 1))
+        dy, dx = motion.offset(i * frame_s)
+        echo_i, moved = echo, []
+        for lesion in drawn:
+            echo_i, mask = _cut(f, echo_i, background, lesion, scale)
+            moved.append(replace(lesion, mask=ndimage.shift(mask, (dy, dx), order=0) & f.inside))
+        echo_i = ndimage.shift(echo_i, (dy, dx), order=1, mode="nearest")
+        frame, found, frequency, gain = _render(
+            np.random.default_rng([seed, 0x2C, 2]), organ, f, echo_i, moved,
+            np.random.default_rng([seed, 0x2C, 3]),
+            np.roll(noise, (round(dy), round(dx)), axis=(1, 2)))
+        frames.append(frame)
+        truths.append(found)
+    return PhantomSample(organ=organ, seed=seed, frames=np.stack(frames), truths=truths,
+                         labels=[lesion.label for lesion in drawn], scan_box=f.scan_box,
+                         pixel_mm=f.pixel_mm, frame_time_ms=1000 * frame_s,
+                         params={"frequency_mhz": frequency, "gain_db": gain})

@@ -1,5 +1,5 @@
 """Held-out detection recall per lesion class and size band; the second generator's
-held-out images."""
+held-out images and clips."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from inference.engines.lesion import LiverEngine
 from inference.evaluation.lesion import (
+    SECOND_GENERATOR_CLIP_SEEDS,
     SECOND_GENERATOR_SEEDS,
     SIZE_BANDS_MM,
     LesionOutcome,
@@ -104,6 +105,24 @@ def test_the_second_generator_is_scored_on_its_own_held_out_seeds(tmp_path: Path
                                   *image_size(SECOND_GENERATOR_SEEDS["breast"] + k)).truths[0])
         for k in range(3))
     lines = second_generator_lines(ev)
-    assert lines[0].startswith("The same engine on 3 held-out images of the second")
+    assert lines[0].startswith(f"The same engine on 3 held-out images ({ev.second.lesions} "
+                               "lesions, with regions) and 0 held-out cine clips")
     f1 = next(line for line in lines if line.startswith("| Detection F1")).split("|")[2]
     assert float(f1) == round(ev.second.detection[2], 3)
+    assert not any(line.startswith("| Cine") for line in lines)
+
+
+def test_the_second_generator_clips_are_scored_through_detector_and_tracking() -> None:
+    ev = evaluate_organ("liver", n_images=0, n_clips=0, n_second_clips=2,
+                        clip_frames=(8, 8))
+    assert ev.second is not None and ev.second.images == 0
+    truths = [clip_sample("liver", SECOND_GENERATOR_CLIP_SEEDS["liver"] + k, (8, 8), True)
+              for k in range(2)]
+    assert ev.second.clip_truth == [t.labels[0] for t in truths if t is not None]
+    assert ev.second.clips == len(ev.second.clip_truth) >= 1
+    lines = second_generator_lines(ev)
+    assert f"and {ev.second.clips} held-out cine clips" in lines[0]
+    tracked = next(line for line in lines if line.startswith(
+        "| Cine clip 4-class accuracy (detector + tracking")).split("|")[2]
+    assert float(tracked) == round(ev.second.summary("clip")["accuracy"], 3)
+    assert not any(line.startswith("| Detection") for line in lines)

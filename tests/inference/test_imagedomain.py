@@ -4,6 +4,7 @@ published appearances of its lesions, measured on the rendered pixels."""
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from inference.findings import BREAST_CLASSES, LIVER_CLASSES, BoundingBox
 from inference.phantoms.generator import LesionTruth, PhantomSample
-from inference.phantoms.imagedomain import generate_image_domain
+from inference.phantoms.imagedomain import generate_image_domain, generate_image_domain_clip
 from inference.training.lesion_data import build_cache, load_cache
 
 SEEDS = range(40)
@@ -134,3 +135,57 @@ def test_a_training_cache_can_be_built_from_it(tmp_path: Path) -> None:
     assert len(cache.det) == 6
     assert list(cache.seeds) == list(range(100, 106))
     assert len(cache.crops) == 4 * len(cache.labels)
+
+
+@functools.cache
+def _clip(organ: str, seed: int) -> PhantomSample:
+    return generate_image_domain_clip(organ, seed, 12, lesions=1)  # type: ignore[arg-type]
+
+
+def test_same_seed_same_clip() -> None:
+    a = generate_image_domain_clip("breast", 3, 4, 240, 320)
+    b = generate_image_domain_clip("breast", 3, 4, 240, 320)
+    np.testing.assert_array_equal(a.frames, b.frames)
+    assert a.truths == b.truths and a.frame_time_ms == b.frame_time_ms
+    assert a.frames.shape == (4, 240, 320)
+
+
+@pytest.mark.parametrize("organ", ["liver", "breast"])
+def test_clip_tissue_moves_and_speckle_decorrelates(organ: str) -> None:
+    clip = _clip(organ, 1)
+    inside = clip.frames.min(axis=0) > 0
+    frames = clip.frames.astype(float)
+    next_frame = np.mean([np.corrcoef(a[inside], b[inside])[0, 1]
+                          for a, b in itertools.pairwise(frames)])
+    last_frame = np.corrcoef(frames[0][inside], frames[-1][inside])[0, 1]
+    assert 0.2 < next_frame < 0.995
+    assert last_frame < next_frame
+
+
+@pytest.mark.parametrize("organ", ["liver", "breast"])
+def test_clip_truths_follow_the_lesion_through_the_frames(organ: str) -> None:
+    moved = resized = 0
+    for seed in range(8):
+        clip = _clip(organ, seed)
+        assert len(clip.labels) == 1
+        boxes = [truths[0].box for truths in clip.truths if truths]
+        assert all(t.label == clip.labels[0] for truths in clip.truths for t in truths)
+        assert all(clip.scan_box.x0 <= b.x0 and b.x1 <= clip.scan_box.x1 + 1 for b in boxes)
+        if len(boxes) >= 2:
+            moved += np.hypot(*np.subtract(boxes[0].center, boxes[-1].center)) >= 2
+            resized += abs(boxes[0].width - boxes[-1].width) >= 2
+    assert moved >= 4 and resized >= 2
+
+
+def test_clip_cysts_stay_anechoic_under_their_moving_truth() -> None:
+    checked = 0
+    for seed in range(30):
+        clip = _clip("liver", seed)
+        if clip.labels != ["cyst"]:
+            continue
+        for frame, truths in zip(clip.frames, clip.truths, strict=True):
+            if truths and truths[0].box.width * clip.pixel_mm >= 8:
+                box = truths[0].box
+                assert _mean(frame, *_inner(box)) < 0.5 * _mean(frame, *_beside(box))
+                checked += 1
+    assert checked >= 12
