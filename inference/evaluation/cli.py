@@ -59,11 +59,13 @@ HEADER = [
     "faint for their size are not counted (reports before 2026-11-25 23:00 UTC counted some "
     "of them). On cine the engine uses the track score of its detector card, chosen by "
     "`us-ai-train cine-vote` on validation clips (seeds 9,500 and up), never on these.", "",
-    "Each lesion section ends with the same engine on held-out images of a second generator "
-    "(inference/phantoms/imagedomain.py, seeds 21,000,000 and up for the liver, 22,000,000 "
-    "for the breast), written apart from the first to draw the same published appearances "
-    "another way: the engines will be judged on images from a generator they never saw. "
-    "Training caches of that generator use seeds from 20,000,000 (docs/dataset-card.md).", "",
+    "Each lesion section ends with the same engine on held-out images and cine clips of a "
+    "second generator (inference/phantoms/imagedomain.py; images from seed 21,000,000 for "
+    "the liver and 22,000,000 for the breast, clips from 23,000,000 and 24,000,000), "
+    "written apart from the first to draw the same published appearances another way: the "
+    "engines will be judged on images from a generator they never saw. Training caches of "
+    "that generator use seeds from 20,000,000 and hold stills only (docs/dataset-card.md).",
+    "",
 ]
 """Opening of the report."""
 
@@ -79,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="held-out images also scored changed as other scanners would")
     parser.add_argument("--second-images", type=int, default=150,
                         help="held-out images per organ from the image-domain generator")
+    parser.add_argument("--second-clips", type=int, default=60,
+                        help="held-out cine clips per organ from the image-domain generator")
     parser.add_argument("--weights-dir", type=Path, default=None)
     parser.add_argument("--output", type=Path, default=Path("docs/evaluation.md"))
     parser.add_argument("--cardiac", action="store_true",
@@ -103,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for organ in args.organs:
         started = time.time()
         ev = evaluate_organ(organ, args.images, args.clips, args.weights_dir,
-                            n_perturbed=args.perturbed_images, n_second=args.second_images)
+                            n_perturbed=args.perturbed_images, n_second=args.second_images,
+                            n_second_clips=args.second_clips)
         section = organ_section(ev, plot_dir, plot_dir.name)
         note = (f"Produced by `{command}` in {time.time() - started:.0f} s "
                 f"({args.threads} CPU thread); held-out images from seed {FIRST_SEEDS[organ][0]}, "
