@@ -7,7 +7,11 @@ import shutil
 from pathlib import Path
 
 from inference.engines.lesion import _LOADED, WEIGHTS_DIR, BreastEngine
-from inference.evaluation.lesion import FIRST_SEEDS
+from inference.evaluation.lesion import (
+    FIRST_SEEDS,
+    SECOND_GENERATOR_CLIP_SEEDS,
+    SECOND_GENERATOR_SEEDS,
+)
 from inference.training import cine_vote
 from inference.training.cli import main
 
@@ -16,8 +20,9 @@ def test_chosen_track_score_lands_in_the_card_and_the_engine_uses_it(tmp_path: P
     for path in WEIGHTS_DIR.glob("breast_*"):
         shutil.copy(path, tmp_path / path.name)
     assert main(["cine-vote", "--organ", "breast", "--weights-dir", str(tmp_path),
-                 "--clips", "3", "--track-scores", "0.3,0.05"]) == 0
+                 "--clips", "3", "--image-domain-clips", "1", "--track-scores", "0.3,0.05"]) == 0
     card = json.loads((tmp_path / "breast_detector.json").read_text())
+    assert card["cine_track_tuning"]["image_domain_clips"] == 1
     scores = card["cine_track_tuning"]["by_track_score"]
     assert set(scores) == {"0.050", "0.300"}
     allowed = {k: v for k, v in scores.items() if v["false_tracks_per_clip"] <= 0.5} or {
@@ -34,3 +39,14 @@ def test_chosen_track_score_lands_in_the_card_and_the_engine_uses_it(tmp_path: P
 def test_validation_clips_are_neither_training_nor_held_out() -> None:
     assert 9_000 <= cine_vote.FIRST_SEED < 10_000
     assert all(min(seeds) > cine_vote.FIRST_SEED + 10_000 for seeds in FIRST_SEEDS.values())
+
+
+def test_image_domain_validation_clips_are_pooled() -> None:
+    scores = cine_vote.score_candidates("breast", WEIGHTS_DIR, 0, [0.05], image_domain_clips=2)
+    assert scores[0.05].f1 > 0  # the first generator gave no clip: these came from the other
+
+
+def test_image_domain_validation_clips_are_apart_from_its_caches_and_held_out_sets() -> None:
+    first = cine_vote.IMAGE_DOMAIN_FIRST_SEED
+    used = [*SECOND_GENERATOR_SEEDS.values(), *SECOND_GENERATOR_CLIP_SEEDS.values(), 20_000_000]
+    assert all(abs(first - seed) >= 1_000_000 for seed in used)
