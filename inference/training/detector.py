@@ -41,7 +41,13 @@ from inference.training.common import (
     sharpness_augment,
     write_card,
 )
-from inference.training.lesion_data import LesionCache, cache_card_data, load_caches, split_indices
+from inference.training.lesion_data import (
+    LesionCache,
+    cache_card_data,
+    load_cache,
+    merge_caches,
+    split_indices,
+)
 
 logger = structlog.get_logger(__name__)
 
@@ -55,6 +61,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--widths", default=",".join(map(str, DETECTOR_WIDTHS)),
                         help="channels of the stem and the four stages")
     parser.add_argument("--head", type=int, default=DETECTOR_HEAD, help="channels of the FPN head")
+    parser.add_argument("--last-cache-share", type=float, default=None,
+                        help="fraction of each epoch's training images drawn from the last "
+                             "--cache (with replacement when it has too few); default: "
+                             "every training image once, whatever its cache")
+
+
+def epoch_order(rng: np.random.Generator, train: np.ndarray, chosen: np.ndarray,
+                share: float | None) -> np.ndarray:
+    """Training image indices of one epoch, shuffled: ``train`` itself, or as many drawn
+    ``share`` from the images where ``chosen`` is true (with replacement when they are too
+    few) and the rest from the others."""
+    if share is None:
+        return rng.permutation(train)
+    picked, others = train[chosen[train]], train[~chosen[train]]
+    n = round(share * len(train))
+    return rng.permutation(np.concatenate([
+        rng.choice(picked, n, replace=n > len(picked)),
+        rng.choice(others, len(train) - n, replace=len(train) - n > len(others))]))
 
 
 @dataclass
@@ -204,7 +228,10 @@ def run(args: argparse.Namespace) -> None:
     """Train, keep the best checkpoint, write weights and card."""
     rng = set_seed(args.seed, args.threads)
     gen = torch.Generator().manual_seed(args.seed)
-    cache = load_caches(args.cache)
+    caches = [load_cache(path) for path in args.cache]
+    cache = merge_caches(caches)
+    from_last = np.arange(len(cache.det)) >= len(cache.det) - len(caches[-1].det)
+    del caches
     train, val, test = split_indices(len(cache.det), args.seed)
     if args.limit:
         train, val = train[: args.limit], val[: max(args.limit // 8, 4)]
@@ -222,7 +249,7 @@ def run(args: argparse.Namespace) -> None:
     best = (-1.0, 0.5, (0.0, 0.0, 0.0), 0)
     for epoch in range(args.epochs):
         model.train()
-        order = rng.permutation(train)
+        order = epoch_order(rng, train, from_last, args.last_cache_share)
         losses = []
         bar = tqdm(range(0, len(order), args.batch_size), desc=f"epoch {epoch + 1}",
                    mininterval=30)
@@ -253,6 +280,7 @@ def run(args: argparse.Namespace) -> None:
     write_card(out_path, command=command_line(args), seed=args.seed,
                data={**cache_card_data(args.cache, cache),
                      "train_images": len(train), "val_images": len(val),
+                     "last_cache_share": args.last_cache_share,
                      "test_images": len(test), "split": "8:1:1"},
                metrics={"val_precision": p, "val_recall": r, "val_f1": f1,
                         "iou": DETECTION_IOU, "best_epoch": best[3]},

@@ -223,7 +223,11 @@ def load_cache(path: Path) -> LesionCache:
 
 def load_caches(paths: list[Path]) -> LesionCache:
     """Load several caches (of one organ) as one, in the order given."""
-    caches = [load_cache(path) for path in paths]
+    return merge_caches([load_cache(path) for path in paths])
+
+
+def merge_caches(caches: list[LesionCache]) -> LesionCache:
+    """Several loaded caches (of one organ) as one, in the order given."""
     organs = {cache.organ for cache in caches}
     if len(organs) != 1:
         raise ValueError(f"caches of different organs: {sorted(organs)}")

@@ -19,7 +19,7 @@ from inference.models.roi import Letterbox, letterbox
 from inference.phantoms.generator import generate
 from inference.training.cli import SUBCOMMANDS, main
 from inference.training.common import intensity_augment, sha256_file, sharpness_augment
-from inference.training.detector import zoom_augment
+from inference.training.detector import epoch_order, zoom_augment
 from inference.training.lesion_data import load_cache
 
 
@@ -42,7 +42,8 @@ def test_tiny_cache_train_and_run(tmp_path: Path) -> None:
     assert main(["lesion-data", "--organ", "liver", "--first-seed", "10", "--count", "3",
                  "--output", str(more), "--crops-per-lesion", "2"]) == 0
     assert main(["liver-detector", "--cache", str(cache), str(more), "--output", str(weights),
-                 "--epochs", "1", "--batch-size", "2", "--seed", "3"]) == 0
+                 "--epochs", "1", "--batch-size", "2", "--seed", "3",
+                 "--last-cache-share", "0.5"]) == 0
     assert main(["liver-classifier", "--cache", str(cache), "--output", str(weights),
                  "--epochs", "1", "--folds", "2", "--cv-epochs", "1", "--seed", "3"]) == 0
     for part in ("detector", "classifier"):
@@ -53,6 +54,7 @@ def test_tiny_cache_train_and_run(tmp_path: Path) -> None:
     detector_data = json.loads((weights / "liver_detector.json").read_text())["data"]
     assert detector_data["cache"] == [str(cache), str(more)]
     assert detector_data["cache_seeds"] == [[0, 5], [10, 12]]
+    assert detector_data["last_cache_share"] == 0.5
     assert detector_data["train_images"] + detector_data["val_images"] \
         + detector_data["test_images"] == 9
     engine = LiverEngine(weights_dir=weights)
@@ -142,3 +144,15 @@ def test_intensity_augment_softens_the_grey_scale_of_some_images_keeps_backgroun
     out = _augmented(intensity_augment, grey, 3)
     spread = out[:, :, 8:].std(dim=(1, 2, 3)) / grey[:, :, 8:].std(dim=(1, 2, 3))
     assert float(spread.min()) < 0.6  # a grey scale as soft as contrast 0.6 is seen
+
+
+def test_epoch_order_draws_the_share_from_the_chosen_images() -> None:
+    rng = np.random.default_rng(0)
+    train = np.arange(100, 1100)
+    chosen = np.zeros(1200, bool)
+    chosen[1000:] = True  # 100 of the training images, the last cache's
+    np.testing.assert_array_equal(np.sort(epoch_order(rng, train, chosen, None)), train)
+    order = epoch_order(rng, train, chosen, 0.5)
+    assert len(order) == len(train) and set(order) <= set(train)
+    assert int(chosen[order].sum()) == 500  # drawn again and again: only 100 exist
+    assert len(set(order[~chosen[order]])) == 500  # the others, each at most once
