@@ -10,7 +10,7 @@ from pydicom.uid import UID
 
 from inference.engines.base import Engine, ImageInput
 from inference.engines.lesion import WEIGHTS_DIR, BreastEngine, LesionEngine, LiverEngine
-from inference.evaluation.lesion import image_input
+from inference.evaluation.lesion import clip_prediction, image_input
 from inference.evaluation.metrics import match_detections, prf
 from inference.evaluation.robustness import perturb
 from inference.findings import (
@@ -22,16 +22,15 @@ from inference.findings import (
 from inference.geometry import ImageGeometry, UltrasoundRegion
 from inference.phantoms.anatomy import SceneConfig
 from inference.phantoms.generator import generate
+from inference.phantoms.imagedomain import generate_image_domain_clip
 from inference.training.common import sha256_file
 from inference.training.lesion_data import GENERATORS
 
 THRESHOLDS = {
     # organ: (detection recall, detection precision, ROI 4-class accuracy) on 20 images;
-    # measured with the shipped weights: liver 0.89 / 0.92 / 0.92, breast 0.83 / 0.95 / 0.83;
-    # edge-enhanced: liver 0.84 / 0.89 / 0.89, breast 0.83 / 0.86 / 0.87 (the breast detector
-    # and classifier trained without scanner post-processing had 0.83 / 0.79 / 0.74, the liver
-    # classifier 0.86). On these 23 breast lesions the breast classifier shipped before had
-    # 0.91 / 0.91; on the 379 of the held-out report it had 0.939, the current one 0.947.
+    # measured with the shipped weights: liver 0.92 / 0.94 / 0.92, breast 0.83 / 0.95 / 0.91;
+    # edge-enhanced: liver 0.89 / 0.87 / 0.89, breast 0.87 / 0.91 / 0.91 (the breast detector
+    # and classifier trained without scanner post-processing had 0.83 / 0.79 / 0.74).
     "liver": (0.75, 0.8, 0.8),
     "breast": (0.72, 0.82, 0.8),
 }
@@ -128,6 +127,26 @@ def test_cine_gives_one_tracked_finding_per_lesion() -> None:
     assert sum(finding.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
     truth = clip.truths[finding.key_observation.frame_number - 1][0].box
     assert finding.key_observation.box.iou(truth) > 0.25
+
+
+IMAGE_DOMAIN_CLIP_FLOORS = {"liver": 6, "breast": 5}
+"""Of 12 one-lesion clips of the image-domain generator (16 frames: probe motion,
+breathing, the plane sweeping through the lesion), how many the shipped engine must track
+and class right; measured: liver 8, breast 7 (its misses are untracked "other" lesions),
+with 7 and 5 false tracks."""
+
+
+@pytest.mark.parametrize("organ", ["liver", "breast"])
+def test_lesions_of_another_generators_clips_are_tracked_and_classed(organ: str) -> None:
+    engine = ENGINES[organ]()
+    right = false_tracks = 0
+    for k in range(12):
+        clip = generate_image_domain_clip(organ, 7_300_000 + k, 16, lesions=1)  # type: ignore[arg-type]
+        finding, false = clip_prediction(engine, clip)
+        right += finding is not None and finding.label == clip.labels[0]
+        false_tracks += false
+    assert right >= IMAGE_DOMAIN_CLIP_FLOORS[organ]
+    assert false_tracks <= 12
 
 
 def test_blank_image_is_not_assessed() -> None:
