@@ -325,14 +325,15 @@ def evaluate_organ(organ: str, n_images: int, n_clips: int, weights_dir: Path | 
         clip = clip_sample(organ, first_clip + k, clip_frames)
         if clip is not None:
             _score_clip(ev, operating, clip)
-    if n_second or n_second_clips:
-        ev.second = OrganEvaluation(organ, engine.classes, operating.score_threshold)
+    second = OrganEvaluation(organ, engine.classes, operating.score_threshold)
     for k in tqdm(range(n_second), desc=f"{organ} image-domain", mininterval=10):
         seed = SECOND_GENERATOR_SEEDS[organ] + k
         sample = generate_image_domain(organ, seed, *image_size(seed))  # type: ignore[arg-type]
-        _score_image(ev.second, engine, sample, f"2.25.{seed}", with_regions=True)
+        _score_image(second, engine, sample, f"2.25.{seed}", with_regions=True)
     for k in tqdm(range(n_second_clips), desc=f"{organ} image-domain clips", mininterval=10):
         clip = clip_sample(organ, SECOND_GENERATOR_CLIP_SEEDS[organ] + k, clip_frames, True)
         if clip is not None:
-            _score_clip(ev.second, operating, clip)
+            _score_clip(second, operating, clip)
+    if n_second or n_second_clips:
+        ev.second = second
     return ev
