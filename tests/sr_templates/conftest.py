@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
@@ -36,6 +37,47 @@ def dciodvfy(tmp_path: Path) -> Callable[[Dataset], str]:
         errors = [line for line in output.splitlines() if line.startswith("Error")]
         assert not errors, f"{ds.SOPClassUID.name}:\n{output}"
         return output
+
+    return check
+
+
+DCMTK_READERS: dict[str, list[str]] = {
+    "SR": ["dsrdump"],
+    "PR": ["dcmpschk"],
+}
+"""DCMTK's parser per modality of a result object; images are rendered by ``dcm2pnm``."""
+DCMTK_CHARSET_NOTICE = re.compile(r"Specific ?Character ?Set", re.IGNORECASE)
+"""Words of DCMTK's notice that its build cannot convert a character set (ISO 2022 ones):
+a limit of the reader, not a fault of the object, which keeps its source's character set."""
+
+
+@pytest.fixture
+def dcmtk_reads(tmp_path: Path) -> Callable[[Dataset], None]:
+    """Read a dataset with DCMTK's parsers, as viewers built on DCMTK do; fail on any complaint.
+
+    SR goes through ``dsrdump`` in its strict default mode (content item errors and
+    relationship constraints abort), presentation states through ``dcmpschk``, and every
+    other object is rendered frame by frame by ``dcm2pnm``.
+    """
+    if shutil.which("dsrdump") is None:
+        pytest.skip("DCMTK is not installed")
+
+    def check(ds: Dataset) -> None:
+        path = save(ds, tmp_path / f"{ds.SOPInstanceUID}.dcm")
+        reader = DCMTK_READERS.get(str(ds.Modality))
+        command = reader or ["dcm2pnm", "--all-frames"]
+        arguments = [str(path)] if reader else [str(path), str(tmp_path / "frame.pnm")]
+        completed = subprocess.run([*command, *arguments], capture_output=True, text=True,
+                                   timeout=300, check=False)
+        complaints = [line for line in (completed.stdout + completed.stderr).splitlines()
+                      if line.startswith(("E:", "F:"))
+                      or (line.startswith("W:") and "Test" not in line
+                          and not DCMTK_CHARSET_NOTICE.search(line))]
+        assert completed.returncode == 0 and not complaints, (
+            f"{command[0]} on {ds.SOPClassUID.name}:\n{completed.stdout}{completed.stderr}"
+        )
+        if ds.Modality == "PR":
+            assert "Test passed." in completed.stderr, completed.stderr
 
     return check
 

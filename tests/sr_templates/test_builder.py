@@ -55,7 +55,9 @@ def findings_for(source: Dataset) -> StudyResult:
 
 
 @pytest.mark.parametrize("kind", list(SOURCES))
-def test_every_object_is_valid_for_every_source_kind(kind: str, dciodvfy: Callable) -> None:
+def test_every_object_is_valid_for_every_source_kind(
+    kind: str, dciodvfy: Callable, dcmtk_reads: Callable
+) -> None:
     source = SOURCES[kind]()
     objects = build_result_objects([source], findings_for(source), EVERYTHING)
     classes = [o.SOPClassUID for o in objects]
@@ -69,6 +71,7 @@ def test_every_object_is_valid_for_every_source_kind(kind: str, dciodvfy: Callab
     ]
     for obj in objects:
         dciodvfy(obj)
+        dcmtk_reads(obj)
         assert obj.StudyInstanceUID == source.StudyInstanceUID
         assert obj.PatientName == source.PatientName
         assert obj.PatientID == source.PatientID

@@ -112,7 +112,9 @@ def test_single_frame_view_leaves_the_source_untouched() -> None:
     assert view.SOPInstanceUID == source.SOPInstanceUID
 
 
-def test_cardiac_masks_on_end_diastole_and_end_systole(tmp_path: Path) -> None:
+def test_cardiac_masks_on_end_diastole_and_end_systole(
+    tmp_path: Path, dcmtk_reads: Callable[[Dataset], None]
+) -> None:
     source = make_us_image(frames=6, body_part="HEART")
     finding = make_cardiac(source)
     image = ImageResult(source.SOPInstanceUID, AnatomyValues.HEART, CARDIAC_ALGORITHM,
@@ -122,6 +124,7 @@ def test_cardiac_masks_on_end_diastole_and_end_systole(tmp_path: Path) -> None:
     for seg, frame, mask in zip(
         segs, (2, 4), (finding.end_diastolic_mask, finding.end_systolic_mask), strict=True
     ):
+        dcmtk_reads(seg)
         seg = read_back(seg, tmp_path)
         assert np.array_equal(pixels_on(seg, source, frame)[0, ..., 0], mask)
         assert seg.SegmentSequence[0].TrackingUID == finding.tracking_uid

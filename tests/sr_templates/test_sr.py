@@ -323,6 +323,7 @@ def test_breast_lesion_and_sr_validators(
     tmp_path: Path,
     dciodvfy: Callable[[Dataset], str],
     sr_validator: Callable[[Sequence[Dataset]], list[str]],
+    dcmtk_reads: Callable[[Dataset], None],
 ) -> None:
     breast = make_us_image("RGB", body_part="BREAST")
     cine = make_us_image("YBR_FULL_422", frames=5, body_part="BREAST")
@@ -356,6 +357,7 @@ def test_breast_lesion_and_sr_validators(
     ]
     for report in reports:
         dciodvfy(report)  # type: ignore[arg-type]
+        dcmtk_reads(report)  # type: ignore[arg-type]
     sr_validator(reports)  # type: ignore[arg-type]
 
 
