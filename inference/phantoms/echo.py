@@ -372,8 +372,11 @@ class EchoCine:
         Size of a (square) pixel.
     scan_box:
         ``(x0, y0, x1, y1)`` pixel box (exclusive end) of the sector.
+    frame_time_ms:
+        Interval between frames.
     spec:
-        The specification.
+        The specification (``None`` for cines of the second generator,
+        :mod:`inference.phantoms.imagedomain_echo`).
     """
 
     frames: np.ndarray
@@ -382,7 +385,8 @@ class EchoCine:
     frame_indices: np.ndarray
     pixel_mm: float
     scan_box: tuple[int, int, int, int]
-    spec: EchoSpec
+    frame_time_ms: float
+    spec: EchoSpec | None = None
 
     @property
     def ed_index(self) -> int:
@@ -656,5 +660,6 @@ def render_echo(spec: EchoSpec, frame_indices: Sequence[int] | None = None,
         frame_indices=indices,
         pixel_mm=layout.pixel_mm,
         scan_box=layout.bbox,
+        frame_time_ms=spec.frame_time_ms,
         spec=spec,
     )

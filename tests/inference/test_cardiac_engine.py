@@ -114,7 +114,7 @@ def _echo_dataset(cine: EchoCine, *, regions: bool, description: str) -> Dataset
     ds.SOPInstanceUID = generate_uid(entropy_srcs=[description, str(regions)])
     ds.Modality = "US"
     ds.StudyDescription = description
-    ds.FrameTime = cine.spec.frame_time_ms
+    ds.FrameTime = cine.frame_time_ms
     ds.set_pixel_data(cine.frames, "MONOCHROME2", 8)
     if regions:
         x0, y0, x1, y1 = cine.scan_box

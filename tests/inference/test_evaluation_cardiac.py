@@ -13,6 +13,7 @@ from inference.evaluation.cardiac import (
     evaluate,
     plot_bland_altman,
     robustness_markdown,
+    second_generator_markdown,
 )
 from inference.evaluation.robustness import PERTURBATIONS, UNCHANGED
 
@@ -53,3 +54,20 @@ def test_ef_is_measured_under_every_perturbation(tmp_path: Path) -> None:
         assert changes[UNCHANGED]["ef_mae"] == pytest.approx(error)
     table = robustness_markdown(changes)
     assert len([line for line in table if line.startswith("| ")]) == 2 + len(PERTURBATIONS)
+
+
+def test_the_second_generators_cines_are_summarised_apart(tmp_path: Path) -> None:
+    metrics = evaluate(tmp_path, n_cines=1, size=(240, 320), n_second=2)
+    second = metrics["second_generator"]
+    assert isinstance(second, dict)
+    assert second["n_cines"] == 2
+    with (tmp_path / "cardiac_second_cines.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2
+    errors = [abs(float(r["ef"]) - float(r["ef_true"])) for r in rows if r["ef"]]
+    assert second["n_assessed"] == len(errors)
+    assert second["ef_mae"] == pytest.approx(np.mean(errors))
+    assert metrics["n_cines"] == 1
+    table = second_generator_markdown(second)
+    assert any(line.startswith("| EF mean absolute error |") for line in table)
+    assert second_generator_markdown({}) == []
