@@ -106,7 +106,8 @@ def test_mask_contour() -> None:
     assert mask_contour(np.zeros((5, 5), bool)) is None
 
 
-def _echo_dataset(cine: EchoCine, *, regions: bool, description: str) -> Dataset:
+def echo_dataset(cine: EchoCine, *, regions: bool, description: str) -> Dataset:
+    """A US Multi-frame dataset of ``cine``, with or without its region calibration."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -134,7 +135,7 @@ def _echo_dataset(cine: EchoCine, *, regions: bool, description: str) -> Dataset
 def test_dicom_echo_through_the_analyzer(cines: list[EchoCine], regions: bool,
                                         description: str) -> None:
     cine = cines[2]
-    image = image_input_from_dataset(_echo_dataset(cine, regions=regions,
+    image = image_input_from_dataset(echo_dataset(cine, regions=regions,
                                                    description=description))
     result = Analyzer.load(["cardiac"]).analyze(image, ["cardiac"])
     assert result.not_assessed is None, result.not_assessed

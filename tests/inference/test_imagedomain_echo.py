@@ -6,11 +6,15 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from inference.analyzer import Analyzer
 from inference.engines.cardiac import CardiacEngine
 from inference.engines.lv_volume import measure_discs
 from inference.evaluation.cardiac import image_input
+from inference.findings import AnatomyValues
 from inference.phantoms.echo import EchoCine
 from inference.phantoms.imagedomain_echo import generate_image_domain_echo
+from inference.preprocessing import image_input_from_dataset
+from tests.inference.test_cardiac_engine import echo_dataset
 
 TEST_SEED = 7_400_000
 """Seeds of this file's cines (no evaluation or training range)."""
@@ -55,3 +59,14 @@ def test_the_shipped_engine_measures_another_generators_ef(cines: list[EchoCine]
         assert result.not_assessed is None, result.not_assessed
         errors.append(result.cardiac[0].ejection_fraction_percent - cine.ejection_fraction)
     assert float(np.mean(np.abs(errors))) <= 5.0, errors
+
+
+def test_an_untagged_uncalibrated_cine_is_recognised_and_measured(cines: list[EchoCine]) -> None:
+    cine = cines[1]
+    image = image_input_from_dataset(echo_dataset(cine, regions=False, description=""))
+    result = Analyzer.load(["cardiac"]).analyze(image, ["cardiac"])
+    assert result.not_assessed is None, result.not_assessed
+    assert result.anatomy is AnatomyValues.HEART
+    finding = result.cardiac[0]
+    assert not finding.volumes_calibrated
+    assert abs(finding.ejection_fraction_percent - cine.ejection_fraction) < 10.0
