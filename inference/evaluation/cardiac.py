@@ -275,7 +275,7 @@ def evaluate(output_dir: Path, *, n_cines: int = 40, seed: int = EVAL_SEED,
         logger.info("cine_evaluated", index=index, ef_true=round(outcome.ef_true, 1),
                     ef=outcome.ef, ef_no_regions=outcome.ef_no_regions)
     _write_csv(output_dir / "cardiac_cines.csv", outcomes)
-    metrics: dict[str, object] = dict(summarise(outcomes))
+    summary = summarise(outcomes)
     measured = [o for o in outcomes if o.ef is not None]
     truth = np.array([o.ef_true for o in measured])
     ef = np.array([o.ef for o in measured], dtype=float)
@@ -286,18 +286,18 @@ def evaluate(output_dir: Path, *, n_cines: int = 40, seed: int = EVAL_SEED,
               for index in range(n_second)]
     if second:
         _write_csv(output_dir / "cardiac_second_cines.csv", second)
-    metrics.update({
+    metrics: dict[str, object] = {
+        **summary,
         "target_ef_mae": TARGET_EF_MAE,
-        "meets_target": bool(float(metrics["ef_mae"]) <= TARGET_EF_MAE),  # type: ignore[arg-type]
+        "meets_target": bool(summary["ef_mae"] <= TARGET_EF_MAE),
         "seed": seed,
         "weights_sha256": engine.algorithm.weights_sha256,
         "figure": str(figure),
         "robustness": robustness(engine, kept, seed) if kept else {},
         "second_generator": summarise(second) if second else {},
-    })
+    }
     (output_dir / "cardiac_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    logger.info("cardiac_evaluated", ef_mae=round(float(metrics["ef_mae"]), 2),  # type: ignore[arg-type]
-                n=len(measured))
+    logger.info("cardiac_evaluated", ef_mae=round(summary["ef_mae"], 2), n=len(measured))
     return metrics
 
 
