@@ -64,7 +64,10 @@ HEADER = [
     "the liver and 22,000,000 for the breast, clips from 23,000,000 and 24,000,000), "
     "written apart from the first to draw the same published appearances another way: the "
     "engines will be judged on images from a generator they never saw. Training caches of "
-    "that generator use seeds from 20,000,000 and hold stills only (docs/dataset-card.md).",
+    "that generator use seeds from 20,000,000 and hold stills only (docs/dataset-card.md). "
+    "The cardiac section likewise ends with apical four-chamber cines of that generator "
+    "(inference/phantoms/imagedomain_echo.py, seeds from 26,000,000), on which nothing is "
+    "trained.",
     "",
 ]
 """Opening of the report."""
