@@ -51,6 +51,22 @@ def test_cardiac_training_end_to_end(tmp_path: Path) -> None:
     assert cardiac.run(args)["data"] == card["data"]
 
 
+def test_cardiac_fine_tuning_with_the_second_generators_cines(tmp_path: Path) -> None:
+    first = cardiac.run(_args(cardiac, [*_common(tmp_path), "--clips", "2",
+                                        "--frames-per-clip", "1", "--base", "4"]))
+    weights = tmp_path / "weights" / "cardiac_lv_unet.pt"
+    init = weights.rename(tmp_path / "init.pt")
+    card = cardiac.run(_args(cardiac, [*_common(tmp_path), "--clips", "2",
+                                       "--frames-per-clip", "1", "--base", "4",
+                                       "--image-domain-clips", "2", "--init", str(init)]))
+    assert card["data"]["image_domain_clips"] == 2 and card["data"]["init"] == str(init)
+    assert card["data"]["train_samples"] == 2 * first["data"]["train_samples"]
+    assert card["data"]["validation_samples"] == 2 * first["data"]["validation_samples"]
+    shards = sorted(p.name for p in (tmp_path / "cache" / "cardiac").glob("*imagedomain*.npz"))
+    assert len(shards) == 1
+    assert CardiacEngine(tmp_path / "weights").algorithm.weights_sha256 == card["sha256"]
+
+
 def test_card_metrics_update_checks_the_weights(tmp_path: Path) -> None:
     cardiac.run(_args(cardiac, [*_common(tmp_path), "--clips", "2", "--frames-per-clip", "1",
                                 "--base", "4", "--validation", "0.5"]))
