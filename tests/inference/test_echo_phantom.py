@@ -91,6 +91,7 @@ def test_lv_is_never_cut_by_the_sector_and_ef_covers_the_range() -> None:
 
 def test_cine_ejection_fraction_uses_rendered_frames() -> None:
     cine = render_echo(_spec(7), text=False)
+    assert cine.spec is not None
     heart: HeartParameters = cine.spec.heart
     assert cine.ejection_fraction <= heart.ef_percent + 1e-6
     assert cine.ejection_fraction > heart.ef_percent - 3.0
