@@ -22,7 +22,8 @@ import structlog
 from matplotlib.figure import Figure
 
 from inference.engines.base import ImageInput
-from inference.engines.cardiac import CardiacEngine
+from inference.engines.cardiac import DEFAULT_WEIGHTS_DIR, WEIGHTS_NAME, CardiacEngine
+from inference.engines.model_card import read_card
 from inference.evaluation.robustness import PERTURBATIONS, UNCHANGED, perturb
 from inference.evaluation.view import evaluate_view, view_markdown
 from inference.findings import BoundingBox
@@ -36,7 +37,8 @@ EVAL_SEED = 90210
 """Seed of the held-out cines (training uses other seeds)."""
 
 SECOND_GENERATOR_SEED = 26_000_000
-"""First seed of the second generator's held-out cines (nothing is trained on its cines)."""
+"""First seed of the second generator's held-out cines (its training cines start at
+27,000,000, :data:`inference.training.cardiac.IMAGE_DOMAIN_FIRST_SEED`)."""
 
 TARGET_EF_MAE = 5.0
 """EF mean absolute error (points) the engine must reach on the held-out set."""
@@ -259,8 +261,10 @@ def evaluate(output_dir: Path, *, n_cines: int = 40, seed: int = EVAL_SEED,
     -------
     dict
         The metrics of :func:`summarise`, the target, the path of the plot
-        (``figure``), ``robustness`` and ``second_generator`` (the metrics of
-        :func:`summarise` for the second generator's cines, empty without them).
+        (``figure``), ``robustness``, ``second_generator`` (the metrics of
+        :func:`summarise` for the second generator's cines, empty without them) and
+        ``second_generator_training_clips`` (how many of that generator's cines,
+        other than these, the weights were trained on, from their card).
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     engine = CardiacEngine(weights_dir)
@@ -295,6 +299,9 @@ def evaluate(output_dir: Path, *, n_cines: int = 40, seed: int = EVAL_SEED,
         "figure": str(figure),
         "robustness": robustness(engine, kept, seed) if kept else {},
         "second_generator": summarise(second) if second else {},
+        "second_generator_training_clips": int(read_card(
+            (weights_dir or DEFAULT_WEIGHTS_DIR) / WEIGHTS_NAME)["data"].get(
+                "image_domain_clips", 0)),
     }
     (output_dir / "cardiac_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     logger.info("cardiac_evaluated", ef_mae=round(summary["ef_mae"], 2), n=len(measured))
@@ -352,23 +359,31 @@ def section(plot_dir: Path, quick: bool) -> str:
         "", "No published EF figures exist for the JSUM cardiac programme; EF MAE <= 5 points "
         "is this project's target.", "",
         f"![EF Bland-Altman]({plot_dir.name}/{FIGURE_NAME})", "",
-        *second_generator_markdown(m["second_generator"]),  # type: ignore[arg-type]
+        *second_generator_markdown(m["second_generator"],  # type: ignore[arg-type]
+                                   m["second_generator_training_clips"]),  # type: ignore[arg-type]
         *robustness_markdown(m["robustness"]),  # type: ignore[arg-type]
         *view_markdown(view),
     ]
     return "\n".join(lines)
 
 
-def second_generator_markdown(m: dict[str, float]) -> list[str]:
-    """The report's table of the second generator's cines (empty without any)."""
+def second_generator_markdown(m: dict[str, float], training_clips: int = 0) -> list[str]:
+    """The report's table of the second generator's cines (empty without any).
+
+    ``training_clips`` is the number of that generator's other cines the
+    weights were trained on (their card's ``image_domain_clips``).
+    """
     if not m:
         return []
+    trained = (f"the U-Net was also trained on {training_clips} other cines of this generator "
+               "(seeds from 27,000,000), never on these" if training_clips
+               else "no network was trained on its cines")
     return [
         f"The same engine on {m['n_cines']:.0f} held-out cines of the second generator "
         "(inference/phantoms/imagedomain_echo.py, seeds from "
         f"{SECOND_GENERATOR_SEED:,}): the heart drawn on the display grid, another cavity "
-        "profile and volume cycle, speckle filtered on the display grid; no network was "
-        f"trained on its cines. {m['n_assessed']:.0f} assessed with regions, "
+        f"profile and volume cycle, speckle filtered on the display grid; {trained}. "
+        f"{m['n_assessed']:.0f} assessed with regions, "
         f"{m['n_assessed_no_regions']:.0f} without.", "",
         "| Measure | Value |", "|---|---|",
         f"| EF mean absolute error | {m['ef_mae']:.2f} |",

@@ -65,9 +65,9 @@ HEADER = [
     "written apart from the first to draw the same published appearances another way: the "
     "engines will be judged on images from a generator they never saw. Training caches of "
     "that generator use seeds from 20,000,000 and hold stills only (docs/dataset-card.md). "
-    "The cardiac section likewise ends with apical four-chamber cines of that generator "
-    "(inference/phantoms/imagedomain_echo.py, seeds from 26,000,000), on which nothing is "
-    "trained.",
+    "The cardiac section likewise ends with held-out apical four-chamber cines of that "
+    "generator (inference/phantoms/imagedomain_echo.py, seeds from 26,000,000); it says "
+    "whether the U-Net was trained on other cines of it (seeds from 27,000,000).",
     "",
 ]
 """Opening of the report."""

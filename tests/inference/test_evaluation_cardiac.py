@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from inference.engines.cardiac import DEFAULT_WEIGHTS_DIR, WEIGHTS_NAME
+from inference.engines.model_card import read_card
 from inference.evaluation.cardiac import (
     agreement,
     evaluate,
@@ -70,4 +72,9 @@ def test_the_second_generators_cines_are_summarised_apart(tmp_path: Path) -> Non
     assert metrics["n_cines"] == 1
     table = second_generator_markdown(second)
     assert any(line.startswith("| EF mean absolute error |") for line in table)
+    assert any("no network was trained on its cines" in line for line in table)
+    assert any("trained on 300 other cines" in line
+               for line in second_generator_markdown(second, 300))
+    assert metrics["second_generator_training_clips"] == read_card(
+        DEFAULT_WEIGHTS_DIR / WEIGHTS_NAME)["data"].get("image_domain_clips", 0)
     assert second_generator_markdown({}) == []
