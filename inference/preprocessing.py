@@ -81,6 +81,12 @@ MAX_VIEWS = 4
 VIEW_GAP = 0.01
 """Parts of the scan area closer than this share of the image width are one view."""
 
+FULL_SCREEN_SHARE = 0.9
+"""A region covering at least this share of the image is the whole screen, not the
+B-mode area: some devices and secondary captures describe the screen, text bars and
+all, as one tissue region.  The scan area is then found in the pixels, as without
+regions (the region's calibration still holds)."""
+
 MAX_FRAMES_FOR_COLOR = 8
 """At most this many frames are sampled to measure the coloured fraction."""
 
@@ -679,7 +685,8 @@ def scan_areas(image: ImageInput) -> list[BoundingBox]:
     """The B-mode views of an image, top to bottom and left to right: one box for
     most images, two or four for a dual or quad display.
 
-    From the regions when known: each 2D tissue region with a calibration whose
+    From the regions when known and the largest is not the whole screen
+    (:data:`FULL_SCREEN_SHARE`): each 2D tissue region with a calibration whose
     area is at least :data:`MIN_VIEW_SHARE` of the largest one's, except a region
     inside another.  From the pixels otherwise: the scan area, then the scan
     area of what is left with the views found so far blacked out, as long as it
@@ -701,11 +708,25 @@ def scan_areas(image: ImageInput) -> list[BoundingBox]:
     ValueError
         When there are no regions and the image is blank.
     """
-    if image.geometry.scan_area is not None:
-        boxes = _region_views(image.geometry.regions) or [image.geometry.scan_area]
+    region = _region_scan_area(image)
+    if region is not None:
+        boxes = _region_views(image.geometry.regions) or [region]
     else:
         boxes = _pixel_views(image)
     return sorted(boxes, key=lambda box: (box.y0, box.x0))
+
+
+def _region_scan_area(image: ImageInput) -> BoundingBox | None:
+    """The scan area the regions give, or ``None`` to find it in the pixels: without
+    regions, and for a region of the whole screen (:data:`FULL_SCREEN_SHARE`) on an
+    image whose pixels show a scan area."""
+    box = image.geometry.scan_area
+    if box is None:
+        return None
+    rows, cols = image.frames.shape[1:3]
+    if box.width * box.height < FULL_SCREEN_SHARE * rows * cols:
+        return box
+    return box if not image_scan_mask(image).any() else None
 
 
 def _region_views(regions: Sequence[UltrasoundRegion]) -> list[BoundingBox]:
@@ -756,7 +777,8 @@ def _union(a: BoundingBox, b: BoundingBox) -> BoundingBox:
 
 
 def scan_area(image: ImageInput) -> BoundingBox:
-    """The scan area of an image: from its regions when known, else from the pixels.
+    """The scan area of an image: from its regions when known (unless the region is the
+    whole screen, see :data:`FULL_SCREEN_SHARE`), else from the pixels.
 
     Parameters
     ----------
@@ -773,6 +795,7 @@ def scan_area(image: ImageInput) -> BoundingBox:
     ValueError
         When there are no regions and the image is blank.
     """
-    if image.geometry.scan_area is not None:
-        return image.geometry.scan_area
+    region = _region_scan_area(image)
+    if region is not None:
+        return region
     return _mask_box(image_scan_mask(image))

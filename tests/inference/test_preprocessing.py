@@ -595,6 +595,26 @@ def test_views_from_regions_skip_small_and_nested_ones() -> None:
     assert scan_areas(image) == [BoundingBox(0, 0, 300, 400), BoundingBox(340, 0, 640, 400)]
 
 
+def test_a_region_of_the_whole_screen_is_narrowed_to_the_scan_area_in_the_pixels() -> None:
+    # Some devices describe the whole screen, text bars and all, as the tissue region.
+    frame = _sector_with_text()
+    rows, cols = frame.shape
+    screen = BoundingBox(0, 0, cols, rows)
+    whole = ImageInput("1.2.3", frame[None], ImageGeometry((0.3, 0.3), screen))
+    assert scan_area(whole) == scan_areas(whole)[0] == find_scan_area(frame)
+    assert whole.geometry.pixel_size_mm == (0.3, 0.3)
+    # A region that is the B-mode area (here: most of the screen but not all) is kept.
+    tight = BoundingBox(0, 40, cols, rows)
+    assert tight.width * tight.height < preprocessing.FULL_SCREEN_SHARE * rows * cols
+    kept = ImageInput("1.2.3", frame[None], ImageGeometry((0.3, 0.3), tight))
+    assert scan_area(kept) == tight
+    assert scan_areas(kept) == [tight]
+    # Nothing in the pixels: the region stays, as before.
+    blank = ImageInput("1.2.3", np.zeros((1, rows, cols), np.uint8),
+                       ImageGeometry((0.3, 0.3), screen))
+    assert scan_area(blank) == screen
+
+
 def test_an_image_without_regions_has_its_scan_area_found_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
