@@ -263,8 +263,10 @@ def evaluate(output_dir: Path, *, n_cines: int = 40, seed: int = EVAL_SEED,
         The metrics of :func:`summarise`, the target, the path of the plot
         (``figure``), ``robustness``, ``second_generator`` (the metrics of
         :func:`summarise` for the second generator's cines, empty without them) and
-        ``second_generator_training_clips`` (how many of that generator's cines,
-        other than these, the weights were trained on, from their card).
+        ``second_generator_training_clips`` and
+        ``second_generator_training_first_seed`` (how many of that generator's
+        cines, other than these, the weights were trained on, and the first of
+        their seeds, from their card).
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     engine = CardiacEngine(weights_dir)
@@ -288,6 +290,7 @@ def evaluate(output_dir: Path, *, n_cines: int = 40, seed: int = EVAL_SEED,
                       f"Cardiac engine on {len(measured)} held-out phantom cines (seed {seed})")
     second = [_measure(engine, generate_image_domain_echo(SECOND_GENERATOR_SEED + index), index)
               for index in range(n_second)]
+    card_data = read_card((weights_dir or DEFAULT_WEIGHTS_DIR) / WEIGHTS_NAME)["data"]
     if second:
         _write_csv(output_dir / "cardiac_second_cines.csv", second)
     metrics: dict[str, object] = {
@@ -299,9 +302,8 @@ def evaluate(output_dir: Path, *, n_cines: int = 40, seed: int = EVAL_SEED,
         "figure": str(figure),
         "robustness": robustness(engine, kept, seed) if kept else {},
         "second_generator": summarise(second) if second else {},
-        "second_generator_training_clips": int(read_card(
-            (weights_dir or DEFAULT_WEIGHTS_DIR) / WEIGHTS_NAME)["data"].get(
-                "image_domain_clips", 0)),
+        "second_generator_training_clips": int(card_data.get("image_domain_clips", 0)),
+        "second_generator_training_first_seed": int(card_data.get("image_domain_first_seed", 0)),
     }
     (output_dir / "cardiac_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     logger.info("cardiac_evaluated", ef_mae=round(summary["ef_mae"], 2), n=len(measured))
@@ -359,24 +361,28 @@ def section(plot_dir: Path, quick: bool) -> str:
         "", "No published EF figures exist for the JSUM cardiac programme; EF MAE <= 5 points "
         "is this project's target.", "",
         f"![EF Bland-Altman]({plot_dir.name}/{FIGURE_NAME})", "",
-        *second_generator_markdown(m["second_generator"],  # type: ignore[arg-type]
-                                   m["second_generator_training_clips"]),  # type: ignore[arg-type]
+        *second_generator_markdown(
+            m["second_generator"],  # type: ignore[arg-type]
+            m["second_generator_training_clips"],  # type: ignore[arg-type]
+            m["second_generator_training_first_seed"]),  # type: ignore[arg-type]
         *robustness_markdown(m["robustness"]),  # type: ignore[arg-type]
         *view_markdown(view),
     ]
     return "\n".join(lines)
 
 
-def second_generator_markdown(m: dict[str, float], training_clips: int = 0) -> list[str]:
+def second_generator_markdown(m: dict[str, float], training_clips: int = 0,
+                              training_first_seed: int = 0) -> list[str]:
     """The report's table of the second generator's cines (empty without any).
 
     ``training_clips`` is the number of that generator's other cines the
-    weights were trained on (their card's ``image_domain_clips``).
+    weights were trained on and ``training_first_seed`` the first of their
+    seeds (their card's ``image_domain_clips`` and ``image_domain_first_seed``).
     """
     if not m:
         return []
     trained = (f"the U-Net was also trained on {training_clips} other cines of this generator "
-               "(seeds from 27,000,000), never on these" if training_clips
+               f"(seeds from {training_first_seed:,}), never on these" if training_clips
                else "no network was trained on its cines")
     return [
         f"The same engine on {m['n_cines']:.0f} held-out cines of the second generator "

@@ -6,8 +6,6 @@ import re
 
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from inference.analyzer import Analyzer
 from inference.engines.base import Engine, ImageInput
@@ -17,6 +15,7 @@ from inference.findings import AnatomyValues, NotAssessedReasonValues
 from inference.geometry import ImageGeometry
 from inference.phantoms.echo import EchoCine
 from inference.preprocessing import image_input_from_dataset
+from tests.inference.dicom_echo import echo_dataset
 
 TEST_SEED = 31337
 """Seed of the fixed test cines (not the training or the evaluation seed)."""
@@ -104,31 +103,6 @@ def test_mask_contour() -> None:
     assert contour[:, 0].min() == pytest.approx(20.0, abs=1.0)
     assert contour[:, 0].max() == pytest.approx(40.0, abs=1.0)
     assert mask_contour(np.zeros((5, 5), bool)) is None
-
-
-def echo_dataset(cine: EchoCine, *, regions: bool, description: str) -> Dataset:
-    """A US Multi-frame dataset of ``cine``, with or without its region calibration."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"
-    ds.SOPInstanceUID = generate_uid(entropy_srcs=[description, str(regions)])
-    ds.Modality = "US"
-    ds.StudyDescription = description
-    ds.FrameTime = cine.frame_time_ms
-    ds.set_pixel_data(cine.frames, "MONOCHROME2", 8)
-    if regions:
-        x0, y0, x1, y1 = cine.scan_box
-        region = Dataset()
-        region.RegionSpatialFormat = 1
-        region.RegionDataType = 1
-        region.RegionFlags = 0
-        region.RegionLocationMinX0, region.RegionLocationMinY0 = x0, y0
-        region.RegionLocationMaxX1, region.RegionLocationMaxY1 = x1 - 1, y1 - 1
-        region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = 3
-        region.PhysicalDeltaX = region.PhysicalDeltaY = cine.pixel_mm / 10.0
-        ds.SequenceOfUltrasoundRegions = [region]
-    return ds
 
 
 @pytest.mark.parametrize(("regions", "description"), [(True, "ECHO TTE"), (False, "")])

@@ -73,8 +73,10 @@ def test_the_second_generators_cines_are_summarised_apart(tmp_path: Path) -> Non
     table = second_generator_markdown(second)
     assert any(line.startswith("| EF mean absolute error |") for line in table)
     assert any("no network was trained on its cines" in line for line in table)
-    assert any("trained on 300 other cines" in line
-               for line in second_generator_markdown(second, 300))
-    assert metrics["second_generator_training_clips"] == read_card(
-        DEFAULT_WEIGHTS_DIR / WEIGHTS_NAME)["data"].get("image_domain_clips", 0)
+    assert any("trained on 300 other cines of this generator (seeds from 27,000,000)" in line
+               for line in second_generator_markdown(second, 300, 27_000_000))
+    card_data = read_card(DEFAULT_WEIGHTS_DIR / WEIGHTS_NAME)["data"]
+    assert metrics["second_generator_training_clips"] == card_data.get("image_domain_clips", 0)
+    assert metrics["second_generator_training_first_seed"] == card_data.get(
+        "image_domain_first_seed", 0)
     assert second_generator_markdown({}) == []

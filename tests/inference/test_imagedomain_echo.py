@@ -14,7 +14,7 @@ from inference.findings import AnatomyValues
 from inference.phantoms.echo import EchoCine
 from inference.phantoms.imagedomain_echo import generate_image_domain_echo
 from inference.preprocessing import image_input_from_dataset
-from tests.inference.test_cardiac_engine import echo_dataset
+from tests.inference.dicom_echo import echo_dataset
 
 TEST_SEED = 7_400_000
 """Seeds of this file's cines (no evaluation or training range)."""
