@@ -229,7 +229,7 @@ class NodeConfig(_Model):
     :mod:`dicom_node.receivers`."""
     inference_threads: int = Field(default=1, ge=1, le=64)
     """torch threads of the engines; 1 keeps a 2-core node responsive while it receives
-    (benchmarks/README.md: 1 thread was faster than 2 on a loaded 2-core machine)."""
+    (benchmarks/history.md: 1 thread was faster than 2 on a loaded 2-core machine)."""
     analysis_ahead_mb: int = Field(default=128, ge=0)
     """Memory for the results of images analysed while their study is still arriving
     (:mod:`dicom_node.ahead`); 0 analyses images only once their study is complete."""

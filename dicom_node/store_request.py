@@ -31,7 +31,7 @@ the spool as it arrives), and the request carries the writer to the handler
 (:attr:`DirectStore.writer`).  A writer whose data set will not be served
 (beyond the limit, an invalid message, the association ending first) is
 discarded.  Smaller data sets (a JPEG still) stay in memory: written at
-once, they would gain nothing (benchmarks/README.md).
+once, they would gain nothing (benchmarks/history.md).
 """
 
 from __future__ import annotations
