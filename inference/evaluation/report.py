@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from inference.evaluation.lesion import OrganEvaluation
 from inference.evaluation.metrics import pr_curve
 from inference.evaluation.robustness import UNCHANGED
+from inference.phantoms.imagedomain import MIN_LESION_PX
 
 logger = structlog.get_logger(__name__)
 
@@ -224,7 +225,12 @@ def second_generator_lines(ev: OrganEvaluation) -> list[str]:
              "decorrelation) of the second, image-domain generator "
              "(inference/phantoms/imagedomain.py), at the same threshold. It draws the same "
              "published appearances by another route; see docs/dataset-card.md for which "
-             "weights were trained on its other seeds (stills only):", "",
+             "weights were trained on its other seeds (stills only). Its ground truth has no "
+             f"visibility test: every lesion with {MIN_LESION_PX} pixels or more in the field of "
+             "view that no rib shadow hides counts, faint ones too (the lipoma-like lesions, "
+             "a little brighter than their surroundings, among them), where the first "
+             "generator keeps "
+             "only lesions that reach a Rose index of 4:", "",
              "| Measure | Ours | 95 % interval |", "|---|---|---|"]
     lines += [f"| {name} | {_fmt(value)} | {_interval(interval)} |"
               for name, value, interval in rows]
