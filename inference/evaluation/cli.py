@@ -114,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             n_second_clips=args.second_clips)
         section = organ_section(ev, plot_dir, plot_dir.name)
         note = (f"Produced by `{command}` in {time.time() - started:.0f} s "
-                f"({args.threads} CPU thread); held-out images from seed {FIRST_SEEDS[organ][0]}, "
+                f"({args.threads} CPU thread{'s' if args.threads > 1 else ''}); held-out images "
+                f"from seed {FIRST_SEEDS[organ][0]}, "
                 f"clips from seed {FIRST_SEEDS[organ][1]}.")
         (plot_dir / f"{organ}.md").write_text(section.replace("\n\n", f"\n\n{note}\n\n", 1))
         logger.info("organ_evaluated", organ=organ, detection=ev.detection,
