@@ -68,6 +68,14 @@ from inference.video import VIDEO_TRANSFER_SYNTAXES
 
 LOGGER = structlog.get_logger(__name__)
 
+LINGERING_ASSOCIATIONS = 8
+"""Threads of ended or rejected associations pynetdicom may still count as active.
+
+The node admits associations by its own count (``limits.max_associations``, with a
+logged reason); pynetdicom's limit, a backstop on threads, sits this far above it so
+that the threads of associations that just ended cannot refuse a new one that the
+node's count admits."""
+
 US_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 US_MULTIFRAME_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.3.1"
 US_IMAGE_STORAGE_RETIRED = "1.2.840.10008.5.1.4.1.1.6"
@@ -765,7 +773,7 @@ def build_ae(config: NodeConfig) -> AE:
     ae = AE(ae_title=config.ae_title)
     ae.require_called_aet = False
     ae.maximum_pdu_size = config.limits.max_pdu
-    ae.maximum_associations = config.limits.max_associations + 1
+    ae.maximum_associations = config.limits.max_associations + LINGERING_ASSOCIATIONS
     ae.acse_timeout = config.limits.acse_timeout
     ae.dimse_timeout = config.limits.dimse_timeout
     ae.network_timeout = config.limits.network_timeout
