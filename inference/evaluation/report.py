@@ -229,8 +229,7 @@ def second_generator_lines(ev: OrganEvaluation) -> list[str]:
              f"visibility test: every lesion with {MIN_LESION_PX} pixels or more in the field of "
              "view that no rib shadow hides counts, faint ones too (the lipoma-like lesions, "
              "a little brighter than their surroundings, among them), where the first "
-             "generator keeps "
-             "only lesions that reach a Rose index of 4:", "",
+             "generator keeps only lesions that reach a Rose index of 4:", "",
              "| Measure | Ours | 95 % interval |", "|---|---|---|"]
     lines += [f"| {name} | {_fmt(value)} | {_interval(interval)} |"
               for name, value, interval in rows]
