@@ -84,8 +84,13 @@ VIEW_GAP = 0.01
 FULL_SCREEN_SHARE = 0.9
 """A region covering at least this share of the image is the whole screen, not the
 B-mode area: some devices and secondary captures describe the screen, text bars and
-all, as one tissue region.  The scan area is then found in the pixels, as without
-regions (the region's calibration still holds)."""
+all, as one tissue region.  The 2D tissue regions inside it are then the views (see
+:data:`MIN_INNER_VIEW_SHARE`); without them the scan area is found in the pixels, as
+without regions (the region's calibration still holds)."""
+
+MIN_INNER_VIEW_SHARE = 0.1
+"""A 2D tissue region inside a whole-screen one is a view when it covers at least this
+share of the image; smaller ones (a zoom box, a reference thumbnail) are not."""
 
 MAX_FRAMES_FOR_COLOR = 8
 """At most this many frames are sampled to measure the coloured fraction."""
@@ -155,7 +160,8 @@ def image_input_from_dataset(ds: Dataset) -> ImageInput:
     """
     geometry = ImageGeometry.from_dataset(ds)
     colour_area = geometry.scan_area
-    for view in _region_views(geometry.regions):
+    shape = (int(ds.get("Rows") or 0), int(ds.get("Columns") or 0))
+    for view in _region_views(geometry.regions, shape):
         colour_area = view if colour_area is None else _union(colour_area, view)
     frames, color_fraction = decode_frames(ds, colour_area=colour_area)
     return ImageInput(
@@ -686,9 +692,10 @@ def scan_areas(image: ImageInput) -> list[BoundingBox]:
     most images, two or four for a dual or quad display.
 
     From the regions when known and the largest is not the whole screen
-    (:data:`FULL_SCREEN_SHARE`): each 2D tissue region with a calibration whose
-    area is at least :data:`MIN_VIEW_SHARE` of the largest one's, except a region
-    inside another.  From the pixels otherwise: the scan area, then the scan
+    (:data:`FULL_SCREEN_SHARE`) or has views inside it: each 2D tissue region with a
+    calibration whose area is at least :data:`MIN_VIEW_SHARE` of the largest one's,
+    except a region inside another (for a whole-screen region, the regions inside
+    it).  From the pixels otherwise: the scan area, then the scan
     area of what is left with the views found so far blacked out, as long as it
     is at least :data:`MIN_VIEW_SHARE` of the first.
 
@@ -709,30 +716,48 @@ def scan_areas(image: ImageInput) -> list[BoundingBox]:
         When there are no regions and the image is blank.
     """
     region = _region_scan_area(image)
-    if region is not None:
-        boxes = _region_views(image.geometry.regions) or [region]
-    else:
-        boxes = _pixel_views(image)
+    boxes = (_pixel_views(image) if region is None
+             else _region_views(image.geometry.regions, image.frames.shape[1:3]) or [region])
     return sorted(boxes, key=lambda box: (box.y0, box.x0))
 
 
 def _region_scan_area(image: ImageInput) -> BoundingBox | None:
     """The scan area the regions give, or ``None`` to find it in the pixels: without
-    regions, and for a region of the whole screen (:data:`FULL_SCREEN_SHARE`) on an
-    image whose pixels show a scan area."""
+    regions, and for a region of the whole screen (:data:`FULL_SCREEN_SHARE`) with no
+    view inside it on an image whose pixels show a scan area.  Inside a whole-screen
+    region, the largest view is the scan area."""
     box = image.geometry.scan_area
     if box is None:
         return None
-    rows, cols = image.frames.shape[1:3]
-    if box.width * box.height < FULL_SCREEN_SHARE * rows * cols:
+    shape = image.frames.shape[1:3]
+    if not _whole_screen(box, shape):
         return box
+    inner = [view for view in _region_views(image.geometry.regions, shape)
+             if not _whole_screen(view, shape)]
+    if inner:
+        return max(inner, key=lambda view: view.width * view.height)
     return box if not image_scan_mask(image).any() else None
 
 
-def _region_views(regions: Sequence[UltrasoundRegion]) -> list[BoundingBox]:
-    """Boxes of the 2D tissue regions large enough to be a view of their own."""
+def _whole_screen(box: BoundingBox, shape: tuple[int, int]) -> bool:
+    """Whether ``box`` covers the whole screen of ``(rows, columns)``
+    (:data:`FULL_SCREEN_SHARE`)."""
+    return box.width * box.height >= FULL_SCREEN_SHARE * shape[0] * shape[1]
+
+
+def _region_views(regions: Sequence[UltrasoundRegion], shape: tuple[int, int]
+                  ) -> list[BoundingBox]:
+    """Boxes of the 2D tissue regions large enough to be a view of their own, on an image
+    of ``(rows, columns)``; a whole-screen region is none when 2D tissue regions of at
+    least :data:`MIN_INNER_VIEW_SHARE` of the image lie inside it (and then only those are)."""
     views = list({r.box: r for r in regions if r.is_spatial and r.data_type == TISSUE
                   and r.spatial_format in (0, FORMAT_2D)}.values())
+    rows, cols = shape
+    screens = [r for r in views if _whole_screen(r.box, shape)]
+    inner = [r for r in views if r not in screens
+             and r.box.width * r.box.height >= MIN_INNER_VIEW_SHARE * rows * cols]
+    if screens and inner:
+        views = inner
     if not views:
         return []
     largest = max(r.box.width * r.box.height for r in views)
@@ -777,8 +802,9 @@ def _union(a: BoundingBox, b: BoundingBox) -> BoundingBox:
 
 
 def scan_area(image: ImageInput) -> BoundingBox:
-    """The scan area of an image: from its regions when known (unless the region is the
-    whole screen, see :data:`FULL_SCREEN_SHARE`), else from the pixels.
+    """The scan area of an image: from its regions when known (for a region of the whole
+    screen, see :data:`FULL_SCREEN_SHARE`, the largest view inside it), else from the
+    pixels.
 
     Parameters
     ----------

@@ -615,6 +615,36 @@ def test_a_region_of_the_whole_screen_is_narrowed_to_the_scan_area_in_the_pixels
     assert scan_area(blank) == screen
 
 
+def _tissue_region(x0: int, y0: int, x1: int, y1: int) -> UltrasoundRegion:
+    """A calibrated 2D tissue region with inclusive bounds, as in the data set."""
+    return UltrasoundRegion(x0, y0, x1, y1, data_type=0x0001, delta_x_mm=0.3,
+                            delta_y_mm=0.3, spatial_format=1)
+
+
+def test_views_inside_a_whole_screen_region_are_the_scan_areas() -> None:
+    # Some devices list the whole screen as a tissue region and the B-mode area(s)
+    # inside it: the inner regions are the views, not the screen or its pixels.
+    frame = _sector_with_text()
+    rows, cols = frame.shape
+    screen = _tissue_region(0, 0, cols - 1, rows - 1)
+    bmode = _tissue_region(50, 30, 350, 290)
+    zoom_box = _tissue_region(360, 20, 399, 59)
+    geometry = ImageGeometry((0.3, 0.3), screen.box, (screen, bmode, zoom_box))
+    image = ImageInput("1.2.3", frame[None], geometry)
+    assert scan_area(image) == bmode.box
+    assert scan_areas(image) == [bmode.box]
+    # A dual display inside the screen region: both halves, largest as the scan area.
+    left, right = _tissue_region(0, 20, 197, 299), _tissue_region(202, 20, 399, 290)
+    dual = ImageInput("1.2.3", frame[None],
+                      ImageGeometry((0.3, 0.3), screen.box, (screen, left, right)))
+    assert scan_areas(dual) == [left.box, right.box]
+    assert scan_area(dual) == left.box
+    # Only a small region inside the screen one: the pixels decide, as before.
+    alone = ImageInput("1.2.3", frame[None],
+                       ImageGeometry((0.3, 0.3), screen.box, (screen, zoom_box)))
+    assert scan_area(alone) == scan_areas(alone)[0] == find_scan_area(frame)
+
+
 def test_an_image_without_regions_has_its_scan_area_found_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
