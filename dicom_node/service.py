@@ -7,7 +7,6 @@ rows, rows without files, jobs left running by a crash) and says what it did.
 from __future__ import annotations
 
 import os
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ class Reconciliation:
     files_indexed: int
     rows_without_files: int
     jobs_requeued: int
+    jobs_failed: int
 
 
 @dataclass
@@ -103,6 +103,7 @@ class Node:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.spool = Spool(config.data_dir / "spool")
         self.index = Index(config.database)
+        self.identity = self.spool.identity()
         self.stages = stages or real_stages(config)
         self.receiver = Receiver(self.config, self.spool, self.index, self.clock)
         self.dispatcher = Dispatcher(
@@ -113,7 +114,7 @@ class Node:
             analyze=self.stages.analyze,
             decode=self.stages.decode,
             build=self.stages.build,
-            worker=worker_name("dispatch"),
+            worker=worker_name(self.identity, "dispatch"),
         )
         self.exporter = Exporter(self.config, self.index, self.clock, send=sender)
         self._stop = threading.Event()
@@ -152,8 +153,8 @@ class Node:
         on_disk = {str(p) for p in self.spool.instance_files()}
         added = sum(self._index_orphan(path) for path in sorted(on_disk - indexed))
         missing = self.index.forget_instances(sorted(indexed - on_disk))
-        requeued = self.index.requeue_interrupted_jobs(f"{socket.gethostname()}:")
-        result = Reconciliation(partial, added, missing, requeued)
+        requeued, failed = self.index.requeue_interrupted_jobs(self.identity, self.clock.now())
+        result = Reconciliation(partial, added, missing, requeued, failed)
         LOGGER.info("spool_reconciled", **result.__dict__)
         return result
 

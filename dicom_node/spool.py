@@ -19,6 +19,7 @@ import mmap
 import os
 import re
 import shutil
+import socket
 import sys
 import threading
 import uuid
@@ -32,6 +33,9 @@ LOGGER = structlog.get_logger(__name__)
 
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 """Characters and form of a UID (PS3.5 9.1), leading zeros tolerated."""
+
+IDENTITY_FILE = "node-identity"
+"""File in the spool's root holding the node's name in its jobs (:meth:`Spool.identity`)."""
 
 
 class SpoolError(OSError):
@@ -192,6 +196,27 @@ class Spool:
         self.results = root / "results"
         for folder in (self.studies, self.tmp, self.results):
             folder.mkdir(parents=True, exist_ok=True)
+
+    def identity(self) -> str:
+        """The node's name in the jobs it runs, kept in the spool's root (made on first use).
+
+        A job is the spool's instances, so the name goes with the spool: a node that
+        restarts, or whose container is recreated with another host name on the same
+        spool volume, finds the same name and recognises the jobs it left running (see
+        :meth:`dicom_node.index.Index.requeue_interrupted_jobs`).
+        """
+        path = self.root / IDENTITY_FILE
+        with contextlib.suppress(FileNotFoundError):
+            return path.read_text(encoding="ascii").strip()
+        identity = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        temporary = self.tmp / IDENTITY_FILE
+        with temporary.open("w", encoding="ascii") as f:
+            f.write(identity)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+        _fsync_dir(self.root)
+        return identity
 
     def path_for(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
         """Final path of an instance.

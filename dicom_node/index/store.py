@@ -8,7 +8,7 @@ database without taking the same row twice.
 
 from __future__ import annotations
 
-import socket
+import os
 from collections import Counter
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -44,6 +44,11 @@ QUERY_CHUNK = 500
 """Values per ``IN (...)`` list, well below every database's parameter limit."""
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+MAX_JOB_RUNS = 3
+"""A job the node was interrupted while running (a crash, an out-of-memory kill) this many
+times is failed at the next start instead of being queued again: a study that kills the
+process would otherwise take the node down at every restart."""
 
 
 @dataclass(frozen=True)
@@ -191,11 +196,10 @@ def migrate(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
-def worker_name(role: str) -> str:
-    """A name for a worker, unique per host and process."""
-    import os
-
-    return f"{socket.gethostname()}:{os.getpid()}:{role}"
+def worker_name(node: str, role: str) -> str:
+    """A name for a worker of ``node`` (see :meth:`dicom_node.spool.Spool.identity`),
+    unique per process."""
+    return f"{node}:{os.getpid()}:{role}"
 
 
 class Index:
@@ -410,8 +414,9 @@ class Index:
                     .where(Series.study_id == study_id, Instance.job_id.is_(None))
                 )
             )
+            taken = study.pending_count
             if not pending:
-                study.pending_count = 0
+                study.pending_count = Study.pending_count - taken
                 return None
             sequence = (
                 s.scalar(select(func.max(Job.sequence)).where(Job.study_id == study_id)) or 0
@@ -426,7 +431,9 @@ class Index:
             s.add(job)
             s.flush()
             s.execute(update(Instance).where(Instance.id.in_(pending)).values(job_id=job.id))
-            study.pending_count = 0
+            # Relative: an instance indexed since ``pending`` was read (SQLite takes no
+            # row lock) keeps its count and waits for the next job.
+            study.pending_count = Study.pending_count - len(pending)
             study.force_complete = False
             study.completed_at = now
             study.completion_reason = reason
@@ -542,25 +549,39 @@ class Index:
             for export in list(job.exports):
                 s.delete(export)
             job.state = JobState.QUEUED
+            job.attempts = 0
             job.error = None
             job.finished_at = None
             return True
 
-    def requeue_interrupted_jobs(self, worker_prefix: str) -> int:
-        """Queue again the jobs left running by a dead process of this host."""
+    def requeue_interrupted_jobs(self, node: str, now: datetime) -> tuple[int, int]:
+        """Queue again the jobs a dead process of ``node`` left running, or fail those it
+        had run :data:`MAX_JOB_RUNS` times; returns ``(queued, failed)``."""
+        queued = failed = 0
         with self.session() as s:
             jobs = list(
                 s.scalars(
                     select(Job).where(
-                        Job.state == JobState.RUNNING, Job.worker.startswith(worker_prefix)
+                        Job.state == JobState.RUNNING, Job.worker.startswith(f"{node}:")
                     )
                 )
             )
             for job in jobs:
                 for result in list(job.results):
                     s.delete(result)
-                job.state = JobState.QUEUED
-            return len(jobs)
+                if job.attempts >= MAX_JOB_RUNS:
+                    job.state = JobState.FAILED
+                    job.finished_at = now
+                    job.error = (
+                        f"Interrupted {job.attempts} times: the node stopped while analysing "
+                        "this study (a crash, an out-of-memory kill or a restart). Queue it "
+                        "again by hand once the cause is found."
+                    )
+                    failed += 1
+                else:
+                    job.state = JobState.QUEUED
+                    queued += 1
+            return queued, failed
 
     # -- exports --------------------------------------------------------------------
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, event, func, select, text
 
-from dicom_node.index import Index, InstanceMeta, Peer
-from dicom_node.index.models import Base, Instance, Series, Study
+from dicom_node.index import Index, InstanceMeta, JobState, Peer
+from dicom_node.index.models import Base, Instance, Job, Series, Study
+from dicom_node.index.store import MAX_JOB_RUNS
 from tests.peers import run_postgres
 
 NOW = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
@@ -145,3 +146,60 @@ def test_pending_instances_go_to_one_job(index: Index) -> None:
     assert job is not None and job.job_id == first and len(job.instance_paths) == 1
     job = index.claim_job("w", NOW)
     assert job is not None and job.job_id == second and job.sequence == 2
+
+
+def test_an_instance_indexed_while_its_study_becomes_a_job_waits_for_the_next(
+    tmp_path: Path,
+) -> None:
+    # SQLite takes no row lock on the study: an instance the receiver commits between
+    # the job's reading of the pending instances and its writing keeps its count.
+    index = Index(f"sqlite:///{tmp_path / 'index.sqlite'}")
+    index.record_instance(meta("1.2.5", "1.2.5.1"), PEER, None, NOW)
+    (state,) = index.pending_studies()
+    late: list[bool] = []
+
+    def arrive_late(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.startswith("INSERT INTO jobs") and not late:
+            late.append(index.record_instance(meta("1.2.5", "1.2.5.2"), PEER, None, NOW))
+
+    event.listen(index.engine, "before_cursor_execute", arrive_late)
+    try:
+        first = index.create_job(state.study_id, "quiet_period", NOW)
+    finally:
+        event.remove(index.engine, "before_cursor_execute", arrive_late)
+    assert late and first is not None
+    (waiting,) = index.pending_studies()
+    second = index.create_job(waiting.study_id, "quiet_period", NOW)
+    assert second is not None and index.pending_studies() == []
+    claimed = [index.claim_job("w", NOW) for _ in range(2)]
+    assert [(job.job_id, job.instance_paths) for job in claimed if job is not None] == [
+        (first, ("/spool/1.2.5/1.2.5.1.dcm",)),
+        (second, ("/spool/1.2.5/1.2.5.2.dcm",)),
+    ]
+    index.close()
+
+
+def test_interrupted_jobs_are_queued_again_until_they_have_run_too_often(index: Index) -> None:
+    index.record_instance(meta("1.2.6", "1.2.6.1"), PEER, None, NOW)
+    (state,) = index.pending_studies()
+    job_id = index.create_job(state.study_id, "quiet_period", NOW)
+    index.record_instance(meta("1.2.7", "1.2.7.1"), PEER, None, NOW)
+    (other,) = index.pending_studies()
+    assert index.create_job(other.study_id, "quiet_period", NOW) is not None
+    later = NOW + timedelta(minutes=5)
+    for run in range(1, MAX_JOB_RUNS + 1):
+        job = index.claim_job("node-a:101:dispatch", NOW)
+        assert job is not None and job.job_id == job_id and job.attempts == run
+        # Another node's running job is not this node's to queue again.
+        assert index.requeue_interrupted_jobs("node-b", later) == (0, 0)
+        expected = (1, 0) if run < MAX_JOB_RUNS else (0, 1)
+        assert index.requeue_interrupted_jobs("node-a", later) == expected
+    with index.session() as s:
+        failed = s.get(Job, job_id)
+        assert failed is not None and failed.state == JobState.FAILED
+        assert failed.error is not None and f"Interrupted {MAX_JOB_RUNS} times" in failed.error
+        assert failed.finished_at is not None
+    # An operator's re-run starts the count again.
+    assert index.requeue_job(job_id)
+    job = index.claim_job("node-a:102:dispatch", NOW)
+    assert job is not None and job.job_id == job_id and job.attempts == 1

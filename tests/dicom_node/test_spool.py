@@ -92,3 +92,11 @@ def test_a_part_whose_write_failed_says_so(spool: Spool) -> None:
         spool.commit(part, _target(spool))
     assert raised.value.errno == 28
     assert not _target(spool).exists() and not list(spool.tmp.iterdir())
+
+
+def test_the_node_identity_stays_with_its_spool(tmp_path: Path) -> None:
+    first = Spool(tmp_path / "a").identity()
+    assert Spool(tmp_path / "a").identity() == first, "a restart on the same spool"
+    assert Spool(tmp_path / "b").identity() != first, "another node's spool"
+    assert (tmp_path / "a" / spool_module.IDENTITY_FILE).read_text() == first
+    assert not list((tmp_path / "a" / "tmp").iterdir())
