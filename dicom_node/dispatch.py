@@ -296,6 +296,7 @@ class Dispatcher:
                 ahead += 1
             result.images.append(image)
         self.ahead.discard(job.instance_paths)
+        result.number_findings()
         failures = [
             n.detail
             for n in result.not_assessed

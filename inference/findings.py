@@ -289,6 +289,17 @@ class StudyResult:
     study_instance_uid: str
     images: list[ImageResult] = field(default_factory=list)
 
+    def number_findings(self) -> None:
+        """Name the findings uniquely in the study: engines number the lesions of each
+        image from 1, so the study's lesions become "Lesion 1" to "Lesion N" in image
+        order, and the left ventricles of several cines "Left ventricle 1" to "N"."""
+        for number, lesion in enumerate(self.lesions, start=1):
+            lesion.tracking_id = f"Lesion {number}"
+        ventricles = self.cardiac
+        if len(ventricles) > 1:
+            for number, finding in enumerate(ventricles, start=1):
+                finding.tracking_id = f"{finding.tracking_id} {number}"
+
     @property
     def algorithms(self) -> list[AlgorithmInfo]:
         """Distinct algorithms that produced the results, in first-use order."""

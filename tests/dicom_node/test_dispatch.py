@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 
 from dicom_node.config import Completion, Destination
 from dicom_node.index import ExportState, IndexQueries, JobState
@@ -33,6 +33,24 @@ def test_study_completes_after_quiet_period_and_runs(make_node: MakeNode) -> Non
     assert "SR" in modalities
     for path in results:
         assert dcmread(path).StudyInstanceUID == study[0].StudyInstanceUID
+    # The engine numbers the lesions of each image from 1; the study's report, one each.
+    (report,) = [dcmread(p) for p in results if dcmread(p).Modality == "SR"]
+    assert sorted(_texts(report, TRACKING_IDENTIFIER)) == ["Lesion 1", "Lesion 2"]
+
+
+TRACKING_IDENTIFIER = "112039"
+"""DCM code of the Tracking Identifier content item."""
+
+
+def _texts(ds: Dataset, code_value: str) -> list[str]:
+    """Text values of the content items named ``code_value``, anywhere in the SR tree."""
+    found = []
+    for item in ds.get("ContentSequence", []):
+        name = item.get("ConceptNameCodeSequence")
+        if name and name[0].CodeValue == code_value and "TextValue" in item:
+            found.append(str(item.TextValue))
+        found.extend(_texts(item, code_value))
+    return found
 
 
 def test_late_arrival_starts_a_new_job_with_only_new_instances(make_node: MakeNode) -> None:
