@@ -45,6 +45,7 @@ _OUTLINE_RGB = (255, 230, 0)
 _TEXT_RGB = (255, 255, 255)
 _HEAT_OPACITY = 0.45
 _ORIENTATION_PLACEHOLDER = ("A", "F")
+_LOSSY_DETAILS = ("LossyImageCompressionRatio", "LossyImageCompressionMethod")
 
 
 def frame_rgb(ds: Dataset, frame: int) -> np.ndarray:
@@ -143,6 +144,21 @@ def _source_reference(ds: Dataset, frame: int) -> Dataset:
     return item
 
 
+def copy_lossy_compression(target: Dataset, source: Dataset) -> None:
+    """Say that ``target`` was lossy compressed when its ``source`` was.
+
+    Lossy Image Compression 01, with the source's ratio and method, is
+    permanent for images derived from a lossy image; from any other source it
+    stays absent (Type 3 in the Secondary Capture IOD).
+    """
+    if str(source.get("LossyImageCompression", "")).strip() != "01":
+        return
+    target.LossyImageCompression = "01"
+    for keyword in _LOSSY_DETAILS:
+        if source.get(keyword):
+            setattr(target, keyword, source[keyword].value)
+
+
 def _build_one(
     ds: Dataset, frame: int, pixels: np.ndarray, result: StudyResult,
     options: ResultOptions, instance_number: int,
@@ -160,7 +176,8 @@ def _build_one(
         ),
     )
     restore_character_set(image, ds)
-    copy_series_anatomy(image, ds)
+    copy_series_anatomy(image, ds, image_laterality=True)
+    copy_lossy_compression(image, ds)
     image.PatientOrientation = ds.get("PatientOrientation", "")
     image.ImageType = ["DERIVED", "SECONDARY"]
     image.BurnedInAnnotation = "YES"

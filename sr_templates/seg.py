@@ -41,7 +41,7 @@ from sr_templates.options import ObjectKindValues, ResultOptions
 from sr_templates.shapes import rasterize_box, rasterize_polygon
 from sr_templates.sources import (
     SourceSet,
-    copy_series_anatomy,
+    copy_body_part,
     is_multiframe,
     restore_character_set,
     restore_referenced_classes,
@@ -265,7 +265,7 @@ def _build_one(
     )
     restore_character_set(seg, source)
     seg.PatientOrientation = source.get("PatientOrientation", "")
-    copy_series_anatomy(seg, source, empty_laterality=False)
+    copy_body_part(seg, source)
     if multiframe:
         _restore_multiframe_references(seg, source, frame)
     return seg
@@ -275,6 +275,9 @@ def build_segmentations(
     sources: SourceSet, result: StudyResult, options: ResultOptions
 ) -> list[hd.seg.Segmentation]:
     """One BINARY SEG per annotated source frame, each segment a finding.
+
+    A SEG carries no Laterality: dciodvfy allows it in no SEG, and the SEG
+    IOD has no Image Laterality either.
 
     Raises
     ------

@@ -314,19 +314,66 @@ def restore_character_set(target: Dataset, source: Dataset) -> None:
         target.SpecificCharacterSet = source.SpecificCharacterSet
 
 
-def copy_series_anatomy(target: Dataset, source: Dataset, empty_laterality: bool = True) -> None:
-    """Copy Body Part Examined and Laterality (General Series) from ``source``.
+UNPAIRED_BODY_PARTS = frozenset({
+    "ABDOMEN", "ABDOMENPELVIS", "AORTA", "BACK", "BLADDER", "BRAIN", "CEREBELLUM", "CSPINE",
+    "CTSPINE", "CERVIX", "CHEST", "CHESTABDOMEN", "CHESTABDPELVIS", "CIRCLEOFWILLIS", "COCCYX",
+    "COLON", "CORONARYARTERY", "DUODENUM", "WHOLEBODY", "ESOPHAGUS", "FACE", "GALLBLADDER",
+    "HEAD", "HEADNECK", "HEART", "ILEUM", "ILIUM", "JAW", "JEJUNUM", "LARYNX", "LIVER", "LSPINE",
+    "LSSPINE", "MAXILLA", "MEDIASTINUM", "MOUTH", "NECK", "NECKCHEST", "NECKCHESTABDOMEN",
+    "NECKCHESTABDPELV", "NOSE", "PANCREAS", "PELVIS", "PENIS", "PHARYNX", "PROSTATE", "RECTUM",
+    "SSPINE", "SCALP", "SKULL", "SPINE", "SPLEEN", "STERNUM", "STOMACH", "TSPINE", "TLSPINE",
+    "THYMUS", "THYROID", "TONGUE", "TRACHEA", "URETER", "URETHRA", "UTERUS", "VAGINA", "VULVA",
+})
+"""Body Part Examined defined terms of unpaired structures (PS3.16 Annex L), on which a
+Laterality may not be present: those dciodvfy refuses it on (every term of Annex L tried,
+2026-11-28)."""
 
-    Empty values are not copied.  Without a body part nobody can tell whether
-    the Type 2C Laterality is due, so it is then written empty (unknown), as
-    dciodvfy expects of images and presentation states (not of SEG: pass
-    ``empty_laterality=False``).
+_SIDES = ("R", "L")
+"""The values of the series Laterality (0020,0060)."""
+_IMAGE_SIDES = (*_SIDES, "U", "B")
+"""The values of Image Laterality (0020,0062): also unpaired and both."""
+
+
+def _code_string(ds: Dataset, keyword: str) -> str:
+    return _normalised(ds.get(keyword)).upper()
+
+
+def source_side(source: Dataset) -> str | None:
+    """R or L: the side ``source`` shows, from its Laterality, else its Image Laterality.
+
+    Image Laterality U (unpaired) and B (both) name no single side, and the
+    series Laterality has no such values, so they give ``None``.
     """
+    for keyword in ("Laterality", "ImageLaterality"):
+        value = _code_string(source, keyword)
+        if value in _SIDES:
+            return value
+    return None
+
+
+def copy_body_part(target: Dataset, source: Dataset) -> None:
+    """Copy a non-empty Body Part Examined (General Series) from ``source``."""
     if source.get("BodyPartExamined"):
         target.BodyPartExamined = source.BodyPartExamined
-    # Laterality is Type 2C on a paired body part: without one it cannot be
-    # conditional-present, whatever the source (wrongly) says.
-    if source.get("Laterality") and target.get("BodyPartExamined"):
-        target.Laterality = source.Laterality
-    if empty_laterality and not target.get("BodyPartExamined") and "Laterality" not in target:
-        target.Laterality = ""
+
+
+def copy_series_anatomy(target: Dataset, source: Dataset, image_laterality: bool = False) -> None:
+    """Copy Body Part Examined and Laterality (General Series) from ``source``.
+
+    For images and presentation states; a SEG takes :func:`copy_body_part`
+    only.  Laterality (Type 2C) is due for a paired body part unless Image
+    Laterality is sent, and may not be present for an unpaired one
+    (:data:`UNPAIRED_BODY_PARTS`): there it is left out.  Anywhere else (a paired
+    part, a term outside the standard's, no body part at all) it is the side
+    from :func:`source_side`, or empty when the side is unknown.  With
+    ``image_laterality`` (an image) the source's Image Laterality is copied
+    instead when it has one, and Laterality then left out.
+    """
+    copy_body_part(target, source)
+    if _code_string(target, "BodyPartExamined") in UNPAIRED_BODY_PARTS:
+        return
+    own = _code_string(source, "ImageLaterality")
+    if image_laterality and own in _IMAGE_SIDES:
+        target.ImageLaterality = own
+        return
+    target.Laterality = source_side(source) or ""

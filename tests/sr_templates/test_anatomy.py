@@ -1,0 +1,114 @@
+"""Body part, laterality and lossy compression carried from the source to every object."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from pydicom import Dataset
+
+from inference.findings import AnatomyValues, BoundingBox
+from sr_templates import ResultOptions, build_result_objects
+from sr_templates.sources import copy_series_anatomy, source_side
+from tests.sr_templates.sr_factories import analysed, make_lesion, make_us_image, study_of
+
+EVERYTHING = ResultOptions(include_overlay_capture=True)
+
+
+def _breast_source(**laterality: str) -> Dataset:
+    source = make_us_image("MONOCHROME2", body_part="BREAST")
+    for keyword, value in laterality.items():
+        setattr(source, keyword, value)
+    return source
+
+
+def _objects(source: Dataset) -> dict[str, Dataset]:
+    lesion = make_lesion(source, BoundingBox(20, 20, 60, 60), anatomy=AnatomyValues.BREAST)
+    result = study_of(analysed(source, [lesion], anatomy=AnatomyValues.BREAST), source=source)
+    return {o.Modality: o for o in build_result_objects([source], result, EVERYTHING)}
+
+
+@pytest.mark.parametrize(
+    ("laterality", "state_side", "overlay_side", "overlay_image_side"),
+    [
+        ({"ImageLaterality": "R"}, "R", None, "R"),
+        ({"Laterality": "L"}, "L", "L", None),
+        ({"ImageLaterality": "B"}, "", None, "B"),
+        ({}, "", "", None),
+    ],
+    ids=["image-laterality", "series-laterality", "both-breasts", "side-unknown"],
+)
+def test_breast_side_reaches_the_state_and_the_overlay_but_not_the_seg(
+    laterality: dict[str, str],
+    state_side: str,
+    overlay_side: str | None,
+    overlay_image_side: str | None,
+    dciodvfy: Callable,
+) -> None:
+    objects = _objects(_breast_source(**laterality))
+    for obj in objects.values():
+        dciodvfy(obj)
+    assert all(objects[m].BodyPartExamined == "BREAST" for m in ("SEG", "PR", "OT"))
+    assert objects["PR"].Laterality == state_side
+    assert objects["OT"].get("Laterality") == overlay_side
+    assert objects["OT"].get("ImageLaterality") == overlay_image_side
+    assert "Laterality" not in objects["SEG"]
+
+
+def test_an_unpaired_body_part_gets_no_laterality_whatever_the_source_says(
+    dciodvfy: Callable,
+) -> None:
+    source = make_us_image("MONOCHROME2", body_part="ABDOMEN")
+    source.Laterality = "R"
+    source.ImageLaterality = "R"
+    for obj in _objects(source).values():
+        dciodvfy(obj)
+        assert "Laterality" not in obj
+
+
+def test_overlay_of_a_jpeg_lossy_source_says_it_is_lossy(dciodvfy: Callable) -> None:
+    source = make_us_image("YBR_FULL_422", frames=2)
+    objects = _objects(source)
+    for obj in objects.values():
+        dciodvfy(obj)
+    overlay = objects["OT"]
+    assert overlay.LossyImageCompression == "01"
+    assert overlay.LossyImageCompressionRatio == source.LossyImageCompressionRatio
+    assert overlay.LossyImageCompressionMethod == source.LossyImageCompressionMethod
+
+
+def test_overlay_of_an_uncompressed_source_claims_no_compression() -> None:
+    overlay = _objects(make_us_image())["OT"]
+    assert "LossyImageCompression" not in overlay
+    assert "LossyImageCompressionRatio" not in overlay
+
+
+@pytest.mark.parametrize(
+    ("laterality", "image_laterality", "side"),
+    [("L", "R", "L"), ("", "R", "R"), (None, "L", "L"), (None, "B", None), ("U", "U", None)],
+)
+def test_source_side_prefers_laterality_and_ignores_both_and_unpaired(
+    laterality: str | None, image_laterality: str, side: str | None
+) -> None:
+    source = Dataset()
+    source.ImageLaterality = image_laterality
+    if laterality is not None:
+        source.Laterality = laterality
+    assert source_side(source) == side
+
+
+def test_laterality_without_body_part_is_empty_unless_the_side_is_known() -> None:
+    unknown, known = Dataset(), Dataset()
+    copy_series_anatomy(unknown, make_us_image(body_part=None))
+    sided = make_us_image(body_part=None)
+    sided.Laterality = "R"
+    copy_series_anatomy(known, sided)
+    assert unknown.Laterality == "" and "BodyPartExamined" not in unknown
+    assert known.Laterality == "R"
+
+
+def test_unpaired_body_part_without_side_gets_no_laterality() -> None:
+    target = Dataset()
+    copy_series_anatomy(target, make_us_image(body_part="ABDOMEN"))
+    assert target.BodyPartExamined == "ABDOMEN"
+    assert "Laterality" not in target
