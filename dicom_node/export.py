@@ -4,8 +4,10 @@ Each destination has its own queue (rows in the index) and its own worker, so
 a dead archive never delays another.  A failed attempt is retried with
 exponential backoff up to a cap; then, or at once when the destination
 refuses an object with a failure status, the export goes to the error queue
-for an operator to retry or discard.  An export counts as delivered only when
-every object got Success or a Warning.
+for an operator to retry or discard.  An object the archive cannot take at all
+(no accepted presentation context for its SOP class) or an unreadable result
+file fails its export permanently without holding up the rest of the batch.
+An export counts as delivered only when every object got Success or a Warning.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
-from pydicom import dcmread
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom import Dataset, dcmread
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
+from pynetdicom.association import Association
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification
 
 from dicom_node import metrics
@@ -52,11 +57,17 @@ class Target:
 
 @dataclass(frozen=True)
 class SendOutcome:
-    """The destination's answer for one file; ``status`` is ``None`` if none came."""
+    """The destination's answer for one file; ``status`` is ``None`` if none came.
+
+    ``permanent`` marks a failure found on this side that no retry can cure
+    (the file is unreadable, or the archive accepted no presentation context
+    for its SOP class).
+    """
 
     path: str
     status: int | None
     error: str | None = None
+    permanent: bool = False
 
     @property
     def accepted(self) -> bool:
@@ -68,6 +79,8 @@ class SendOutcome:
     @property
     def transient(self) -> bool:
         """Whether a retry may succeed (no answer, or out of resources)."""
+        if self.permanent:
+            return False
         return self.status is None or 0xA700 <= self.status <= 0xA7FF
 
 
@@ -108,13 +121,44 @@ def _requestor_ae(calling_ae: str, sop_classes: Sequence[str], timeout: float) -
 def c_store_batch(calling_ae: str, target: Target, paths: Sequence[str]) -> list[SendOutcome]:
     """Send ``paths`` over one association and return each file's outcome.
 
+    Only the SOP classes of the readable files are proposed.  A file that
+    cannot be read, or whose SOP class and transfer syntax the archive
+    accepted no presentation context for, gets a permanent failure outcome
+    and the rest are still sent.
+
     Raises
     ------
     AssociationFailed
         If no association could be established.
     """
-    datasets = [dcmread(p) for p in paths]
-    ae = _requestor_ae(calling_ae, [str(ds.SOPClassUID) for ds in datasets], target.timeout)
+    loaded = {path: _read_result(path) for path in paths}
+    outcomes = {p: o for p, o in loaded.items() if isinstance(o, SendOutcome)}
+    datasets = {p: ds for p, ds in loaded.items() if isinstance(ds, Dataset)}
+    if datasets:
+        outcomes.update(_store_datasets(calling_ae, target, datasets))
+    return [outcomes[path] for path in paths]
+
+
+def _read_result(path: str) -> Dataset | SendOutcome:
+    """Read a result file, or return why it can never be sent."""
+    try:
+        ds = dcmread(path)
+    except InvalidDicomError as exc:
+        return SendOutcome(path, None, f"unreadable result file: {exc}", permanent=True)
+    missing = [kw for kw in ("SOPClassUID", "SOPInstanceUID") if kw not in ds]
+    missing += [kw for kw in ("TransferSyntaxUID",) if kw not in ds.file_meta]
+    if missing:
+        reason = f"unreadable result file: no {', '.join(missing)}"
+        return SendOutcome(path, None, reason, permanent=True)
+    return ds
+
+
+def _store_datasets(
+    calling_ae: str, target: Target, datasets: dict[str, Dataset]
+) -> dict[str, SendOutcome]:
+    """C-STORE ``datasets`` (by path) over one association."""
+    sop_classes = [str(ds.SOPClassUID) for ds in datasets.values()]
+    ae = _requestor_ae(calling_ae, sop_classes, target.timeout)
     tls_args = (client_ssl_context(target.tls), target.host) if target.tls is not None else None
     assoc = ae.associate(target.host, target.port, ae_title=target.ae_title, tls_args=tls_args)
     if not assoc.is_established:
@@ -128,20 +172,46 @@ def c_store_batch(calling_ae: str, target: Target, paths: Sequence[str]) -> list
             f"association to {target.ae_title}@{target.host}:{target.port} {state}",
             permanent=permanent,
         )
-    outcomes = []
     try:
-        for path, ds in zip(paths, datasets, strict=True):
-            if not assoc.is_established:
-                outcomes.append(SendOutcome(path, None, "association lost"))
-                continue
-            status = assoc.send_c_store(ds)
-            code = int(status.Status) if "Status" in status else None
-            error = None if code is not None else "no response"
-            outcomes.append(SendOutcome(path, code, error))
+        return {path: _store_one(assoc, target, path, ds) for path, ds in datasets.items()}
     finally:
         if assoc.is_established:
             assoc.release()
-    return outcomes
+
+
+def _store_one(assoc: Association, target: Target, path: str, ds: Dataset) -> SendOutcome:
+    """C-STORE one dataset, unless the association is lost or cannot carry it."""
+    if not assoc.is_established:
+        return SendOutcome(path, None, "association lost")
+    sop_class = UID(ds.SOPClassUID)
+    transfer_syntax = UID(ds.file_meta.TransferSyntaxUID)
+    if not any(_carries(cx, sop_class, transfer_syntax) for cx in assoc.accepted_contexts):
+        reason = (
+            f"{target.ae_title} accepted no presentation context for "
+            f"{sop_class.name} ({sop_class}) in {transfer_syntax.name}"
+        )
+        return SendOutcome(path, None, reason, permanent=True)
+    status = assoc.send_c_store(ds)
+    code = int(status.Status) if "Status" in status else None
+    return SendOutcome(path, code, None if code is not None else "no response")
+
+
+def _carries(context: PresentationContext, sop_class: UID, transfer_syntax: UID) -> bool:
+    """Whether an accepted context can carry ``sop_class`` as SCU in ``transfer_syntax``.
+
+    Mirrors pynetdicom's choice: the same transfer syntax, or any uncompressed
+    one of the same byte order (pynetdicom converts between them).
+    """
+    if context.abstract_syntax != sop_class or not context.as_scu:
+        return False
+    accepted = UID(context.transfer_syntax[0])
+    if accepted == transfer_syntax:
+        return True
+    return (
+        not accepted.is_compressed
+        and not transfer_syntax.is_compressed
+        and accepted.is_little_endian == transfer_syntax.is_little_endian
+    )
 
 
 def c_echo(calling_ae: str, target: Target) -> float:
@@ -199,7 +269,12 @@ class Exporter:
         self.send = send
 
     def run_destination(self, destination: str) -> int:
-        """Send one batch of due exports to ``destination``; returns how many were tried."""
+        """Send one batch of due exports to ``destination``; returns how many were tried.
+
+        Every failure of the attempt, expected or not, is counted on the
+        batch's exports (backoff, then the error queue), so a caller looping
+        on this never retries an export before it is due.
+        """
         config = self._config()
         items = self.index.due_exports(destination, self.clock.now(), config.export.batch_size)
         if not items:
@@ -214,18 +289,8 @@ class Exporter:
             for i in items
             if (i.ae_title, i.host, i.port) == (target.ae_title, target.host, target.port)
         ]
-        paths = [p for item in batch for p in item.paths]
-        log = LOGGER.bind(destination=destination, exports=len(batch), objects=len(paths))
-        try:
-            outcomes = {o.path: o for o in self.send(config.ae_title, target, paths)}
-        except AssociationFailed as exc:
-            self._fail_batch(batch, str(exc), permanent=exc.permanent, policy=config.export)
-            self.index.record_destination_health(destination, self.clock.now(), str(exc))
-            log.warning("export_attempt_failed", reason=str(exc))
-            return len(batch)
-        except OSError as exc:
-            self._fail_batch(batch, f"I/O error: {exc}", permanent=False, policy=config.export)
-            log.warning("export_attempt_failed", reason=str(exc))
+        outcomes = self._send(destination, config, target, batch)
+        if outcomes is None:
             return len(batch)
         self.index.record_destination_health(destination, self.clock.now(), None)
         for item in batch:
@@ -235,6 +300,28 @@ class Exporter:
                 config.export,
             )
         return len(batch)
+
+    def _send(
+        self, destination: str, config: NodeConfig, target: Target, batch: Sequence[ExportItem]
+    ) -> dict[str, SendOutcome] | None:
+        """Each file's outcome, or ``None`` when the attempt failed as a whole
+        (then counted on every export of the batch)."""
+        paths = [p for item in batch for p in item.paths]
+        log = LOGGER.bind(destination=destination, exports=len(batch), objects=len(paths))
+        try:
+            return {o.path: o for o in self.send(config.ae_title, target, paths)}
+        except AssociationFailed as exc:
+            self._fail_batch(batch, str(exc), permanent=exc.permanent, policy=config.export)
+            self.index.record_destination_health(destination, self.clock.now(), str(exc))
+            log.warning("export_attempt_failed", reason=str(exc))
+        except OSError as exc:
+            self._fail_batch(batch, f"I/O error: {exc}", permanent=False, policy=config.export)
+            log.warning("export_attempt_failed", reason=str(exc))
+        except Exception as exc:
+            reason = f"unexpected {type(exc).__name__}: {exc}"[:200]
+            self._fail_batch(batch, reason, permanent=False, policy=config.export)
+            log.error("export_attempt_failed", reason=reason, error_type=type(exc).__name__)
+        return None
 
     def _settle(self, item: ExportItem, outcomes: list[SendOutcome], policy: ExportPolicy) -> None:
         log = LOGGER.bind(

@@ -8,12 +8,18 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.sop_class import SegmentationStorage
 
 from dicom_node.config import Completion, Destination, ExportPolicy, Pipeline
 from dicom_node.export import AssociationFailed, SendOutcome, Target, backoff_seconds
 from dicom_node.index import ExportState, IndexQueries
+from inference.engines.base import ImageInput
+from inference.findings import ImageResult
 from tests.dicom_node.conftest import NodeHarness, make_study
+from tests.dicom_node.fake_engine import FakeAnalyzer
 from tests.peers import free_port, wait_until
 
 MakeNode = Callable[..., NodeHarness]
@@ -164,21 +170,153 @@ def hanging_server() -> Iterator[int]:
     server.close()
 
 
-@pytest.fixture
-def storage_scp(tmp_path: Path) -> Iterator[tuple[int, list[str]]]:
-    """A pynetdicom Storage SCP that records what it receives."""
+def serve_storage(
+    ae_title: str, contexts: Sequence[PresentationContext]
+) -> tuple[AE, int, list[str]]:
+    """Start a pynetdicom Storage SCP taking ``contexts``; it records the SOP
+    Instance UIDs it receives."""
     received: list[str] = []
 
     def on_store(event: evt.Event) -> int:
         received.append(str(event.request.AffectedSOPInstanceUID))
         return 0x0000
 
-    ae = AE(ae_title="GOOD")
-    ae.supported_contexts = AllStoragePresentationContexts
+    ae = AE(ae_title=ae_title)
+    ae.supported_contexts = contexts
     port = free_port()
     ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    return ae, port, received
+
+
+@pytest.fixture
+def storage_scp(tmp_path: Path) -> Iterator[tuple[int, list[str]]]:
+    """A pynetdicom Storage SCP that records what it receives."""
+    ae, port, received = serve_storage("GOOD", AllStoragePresentationContexts)
     yield port, received
     ae.shutdown()
+
+
+@pytest.fixture
+def archive_without_seg() -> Iterator[tuple[int, list[str]]]:
+    """A Storage SCP ``NOSEG`` taking every storage SOP class but Segmentation."""
+    contexts = [
+        c for c in AllStoragePresentationContexts if c.abstract_syntax != SegmentationStorage
+    ]
+    ae, port, received = serve_storage("NOSEG", contexts)
+    yield port, received
+    ae.shutdown()
+
+
+class SwitchableAnalyzer(FakeAnalyzer):
+    """The fake engine; once ``lesions`` is off it finds nothing (no segmentation)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lesions = True
+
+    def __call__(self, image: ImageInput, engines: Sequence[str]) -> ImageResult:
+        result = super().__call__(image, engines)
+        if not self.lesions:
+            result.lesions = []
+        return result
+
+
+def one_archive(ae_title: str, port: int) -> dict[str, object]:
+    """Config overrides: one real destination ``archive``, three attempts."""
+    return {
+        "destinations": [
+            Destination(name="archive", ae_title=ae_title, host="127.0.0.1", port=port)
+        ],
+        "pipeline": Pipeline(
+            called_ae="NODE", completion=Completion(quiet_seconds=30), destinations=["archive"]
+        ),
+        "export": ExportPolicy(max_attempts=3, backoff_initial_seconds=10),
+    }
+
+
+def due_paths(harness: NodeHarness) -> list[str]:
+    """The files of the exports now due to ``archive``."""
+    items = harness.node.index.due_exports("archive", harness.clock.now(), 100)
+    return [p for item in items for p in item.paths]
+
+
+def test_sop_class_without_accepted_context_fails_alone_and_at_once(
+    make_node: MakeNode, archive_without_seg: tuple[int, list[str]]
+) -> None:
+    port, received = archive_without_seg
+    analyzer = SwitchableAnalyzer()
+    harness = make_node(analyzer=analyzer, **one_archive("NOSEG", port))
+    harness.store(make_study(2))
+    harness.settle()
+    objects = [dcmread(p) for p in due_paths(harness)]
+    accepted = {str(ds.SOPInstanceUID) for ds in objects if ds.SOPClassUID != SegmentationStorage}
+    assert accepted and len(accepted) < len(objects), "the results include a segmentation"
+    exporter = harness.node.exporter
+
+    assert exporter.run_destination("archive") == 1
+    [failed] = IndexQueries(harness.node.index).exports(ExportState.FAILED)
+    assert failed["attempts"] == 1, "permanent: no retry"
+    assert "Segmentation Storage" in failed["last_error"]
+    assert "NOSEG" in failed["last_error"]
+    assert sorted(received) == sorted(accepted), "the rest of the batch was sent, once"
+
+    harness.clock.advance(3600)
+    assert exporter.run_destination("archive") == 0
+    assert sorted(received) == sorted(accepted), "nothing sent again"
+
+    analyzer.lesions = False
+    harness.store(make_study(1))
+    harness.settle()
+    later = {str(dcmread(p).SOPInstanceUID) for p in due_paths(harness)}
+    assert exporter.run_destination("archive") == 1
+    assert [e["state"] for e in IndexQueries(harness.node.index).exports()] == [
+        ExportState.DELIVERED.value,
+        ExportState.FAILED.value,
+    ]
+    assert sorted(received) == sorted(accepted | later)
+
+
+def test_unreadable_result_file_fails_its_export_at_once(
+    make_node: MakeNode, storage_scp: tuple[int, list[str]]
+) -> None:
+    port, received = storage_scp
+    harness = make_node(**one_archive("GOOD", port))
+    harness.store(make_study(1))
+    harness.settle()
+    broken, *others = due_paths(harness)
+    sent = {str(dcmread(p).SOPInstanceUID) for p in others}
+    Path(broken).write_bytes(b"not a DICOM file")
+
+    assert harness.node.exporter.run_destination("archive") == 1
+    [failed] = IndexQueries(harness.node.index).exports(ExportState.FAILED)
+    assert failed["attempts"] == 1
+    assert "unreadable result file" in failed["last_error"]
+    assert sorted(received) == sorted(sent)
+
+
+def test_unexpected_error_is_counted_with_backoff(make_node: MakeNode) -> None:
+    def broken(calling: str, target: Target, paths: Sequence[str]) -> list[SendOutcome]:
+        raise KeyError("surprise")
+
+    harness = make_node(sender=broken, **two_destinations())
+    harness.store(make_study(1))
+    harness.settle()
+    exporter = harness.node.exporter
+    assert exporter.run_destination("a") == 1, "counted, not raised"
+    assert states(harness)["a"] == (ExportState.PENDING.value, 1)
+    [export] = [e for e in IndexQueries(harness.node.index).exports() if e["destination"] == "a"]
+    assert "KeyError" in export["last_error"]
+    assert "surprise" in export["last_error"]
+    assert exporter.run_destination("a") == 0, "not due before the backoff"
+    for delay, attempts in ((10, 2), (20, 3)):
+        harness.clock.advance(delay - 1)
+        assert exporter.run_destination("a") == 0
+        harness.clock.advance(1)
+        assert exporter.run_destination("a") == 1
+        assert states(harness)["a"] == (ExportState.PENDING.value, attempts)
+    harness.clock.advance(25)
+    exporter.run_destination("a")
+    assert states(harness)["a"] == (ExportState.FAILED.value, 4)
 
 
 def test_hung_archive_does_not_delay_a_live_one(
