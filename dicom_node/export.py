@@ -29,7 +29,7 @@ from pynetdicom.sop_class import Verification
 
 from dicom_node import metrics
 from dicom_node.clock import Clock
-from dicom_node.config import ExportPolicy, NodeConfig, TLSConfig
+from dicom_node.config import RETURN_TO_SENDER, ExportPolicy, NodeConfig, TLSConfig
 from dicom_node.index import ExportItem, Index
 
 LOGGER = structlog.get_logger(__name__)
@@ -280,15 +280,21 @@ class Exporter:
         if not items:
             return 0
         configured = config.destination(destination)
-        tls = configured.tls if configured is not None else None
-        target = Target(
-            items[0].ae_title, items[0].host, items[0].port, tls, config.limits.acse_timeout
-        )
-        batch = [
-            i
-            for i in items
-            if (i.ae_title, i.host, i.port) == (target.ae_title, target.host, target.port)
-        ]
+        if configured is not None:
+            target = Target(configured.ae_title, configured.host, configured.port,
+                            configured.tls, config.limits.acse_timeout)
+            batch = items
+        elif destination.startswith(f"{RETURN_TO_SENDER}:"):
+            target = Target(items[0].ae_title, items[0].host, items[0].port, None,
+                            config.limits.acse_timeout)
+            batch = [i for i in items
+                     if (i.ae_title, i.host, i.port) == (target.ae_title, target.host, target.port)]
+        else:
+            reason = f"destination {destination!r} is no longer configured"
+            self._fail_batch(items, reason, permanent=True, policy=config.export)
+            LOGGER.warning("export_destination_removed", destination=destination,
+                           exports=len(items))
+            return len(items)
         outcomes = self._send(destination, config, target, batch)
         if outcomes is None:
             return len(batch)

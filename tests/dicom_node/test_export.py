@@ -32,11 +32,13 @@ class FakeArchive:
         self.up = False
         self.refuse_status: int | None = None
         self.batches: list[tuple[str, list[str]]] = []
+        self.targets: list[Target] = []
 
     def __call__(self, calling: str, target: Target, paths: Sequence[str]) -> list[SendOutcome]:
         if not self.up:
             raise AssociationFailed(f"association to {target.ae_title} refused")
         self.batches.append((target.ae_title, list(paths)))
+        self.targets.append(target)
         status = self.refuse_status if self.refuse_status is not None else 0x0000
         return [SendOutcome(p, status) for p in paths]
 
@@ -118,6 +120,43 @@ def test_refusal_status_goes_to_error_queue_at_once(make_node: MakeNode) -> None
     assert export["destination"] == "a"
     assert "0xC000" in export["last_error"]
     assert harness.node.index.discard_export(export["id"])
+
+
+def one_study_to_live_archives(make_node: MakeNode) -> tuple[FakeArchive, NodeHarness]:
+    """A node that has analysed one study, its exports to two live destinations due."""
+    archive = FakeArchive()
+    archive.up = True
+    harness = make_node(sender=archive, **two_destinations())
+    harness.store(make_study(1))
+    harness.settle()
+    return archive, harness
+
+
+def test_pending_exports_follow_their_destination_to_a_new_address(make_node: MakeNode) -> None:
+    archive, harness = one_study_to_live_archives(make_node)
+    config = harness.node.config()
+    moved = Destination(name="a", ae_title="ARCH_A2", host="127.0.0.2", port=11)
+    harness.node.reconfigure(
+        config.model_copy(update={"destinations": [moved, *config.destinations[1:]]}))
+    assert harness.node.exporter.run_destination("a") == 1
+    assert [(t.ae_title, t.host, t.port) for t in archive.targets] == [
+        ("ARCH_A2", "127.0.0.2", 11)]
+    assert states(harness)["a"] == (ExportState.DELIVERED.value, 1)
+
+
+def test_exports_to_a_removed_destination_go_to_the_error_queue_unsent(
+    make_node: MakeNode,
+) -> None:
+    archive, harness = one_study_to_live_archives(make_node)
+    config = harness.node.config()
+    pipeline = config.pipelines[0].model_copy(update={"destinations": ["b"]})
+    harness.node.reconfigure(config.model_copy(
+        update={"destinations": config.destinations[1:], "pipelines": [pipeline]}))
+    assert harness.node.exporter.run_destination("a") == 1
+    assert archive.batches == []
+    (export,) = IndexQueries(harness.node.index).exports(ExportState.FAILED)
+    assert export["destination"] == "a"
+    assert "no longer configured" in export["last_error"]
 
 
 def test_out_of_resources_is_retried(make_node: MakeNode) -> None:
