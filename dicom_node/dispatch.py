@@ -14,6 +14,7 @@ be analysed, or when the results cannot be built or stored.
 
 from __future__ import annotations
 
+import errno
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +33,7 @@ from dicom_node.config import Completion, NodeConfig, Pipeline
 from dicom_node.index import Index, JobInput, JobState
 from dicom_node.network import ULTRASOUND_SOP_CLASSES
 from dicom_node.routing import RoutingAttributes, engines_for, export_targets
-from dicom_node.spool import Spool
+from dicom_node.spool import Spool, SpoolError
 from inference.engines.base import ImageInput
 from inference.findings import (
     AnatomyValues,
@@ -57,6 +58,11 @@ Analyze = Callable[[ImageInput, Sequence[str]], ImageResult]
 
 Decode = Callable[[Dataset], ImageInput]
 """Turns a dataset into engine input; raises ``ValueError`` if undecodable."""
+
+
+RESUME_MARGIN_BYTES = 64 * 1024 * 1024
+"""Free disk above the floor at which jobs parked for lack of disk run again: room for a
+study's results, so that a job does not fail again at once."""
 
 
 @dataclass(frozen=True)
@@ -172,6 +178,12 @@ class Dispatcher:
         except Exception as exc:
             self.ahead.discard(job.instance_paths)
             reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, JobError) else str(exc)
+            if isinstance(exc, SpoolError) and self._disk_full(exc):
+                self._clear_results(job.job_id)
+                self.index.wait_for_disk(job.job_id, f"results not written, disk full: {reason}")
+                metrics.JOBS.labels(JobState.WAITING_FOR_DISK.value).inc()
+                log.warning("job_waits_for_disk", reason=reason, attempt=job.attempts)
+                return True
             self.index.fail_job(job.job_id, reason, self.clock.now())
             metrics.JOBS.labels(JobState.FAILED.value).inc()
             log.error("job_failed", reason=reason, attempt=job.attempts)
@@ -179,6 +191,27 @@ class Dispatcher:
         metrics.JOBS.labels(JobState.DONE.value).inc()
         log.info("job_done", seconds=round(time.perf_counter() - started, 3), **summary)
         return True
+
+    def resume_jobs_waiting_for_disk(self) -> int:
+        """Queue again the jobs parked for lack of disk once free disk is back above the
+        floor (``limits.min_free_disk_mb``) by :data:`RESUME_MARGIN_BYTES`; returns how many."""
+        if self.spool.free_bytes() < self._floor_bytes() + RESUME_MARGIN_BYTES:
+            return 0
+        resumed = self.index.requeue_jobs_waiting_for_disk()
+        if resumed:
+            LOGGER.info("jobs_resumed_after_disk_full", jobs=resumed)
+        return resumed
+
+    def _clear_results(self, job_id: int) -> None:
+        """Delete what a job wrote of its results (before it runs, and when it cannot finish)."""
+        shutil.rmtree(self.spool.results / f"job-{job_id}", ignore_errors=True)
+
+    def _floor_bytes(self) -> int:
+        return self._config().limits.min_free_disk_mb * 1024 * 1024
+
+    def _disk_full(self, exc: SpoolError) -> bool:
+        """Whether a spool error came from a full disk (ENOSPC, or free disk under the floor)."""
+        return exc.errno == errno.ENOSPC or self.spool.free_bytes() < self._floor_bytes()
 
     def analyse_ahead(self) -> bool:
         """Analyse one image whose study is still arriving; ``True`` if one was.
@@ -276,7 +309,7 @@ class Dispatcher:
         if pipeline is None:
             raise JobError(f"no pipeline for called AE {job.called_ae!r} any more")
         targets = export_targets(config, pipeline, job.calling_ae, job.calling_host)
-        shutil.rmtree(self.spool.results / f"job-{job.job_id}", ignore_errors=True)
+        self._clear_results(job.job_id)
         sources, unreadable = self._load(job.instance_paths)
         ultrasound = [
             (path, ds)

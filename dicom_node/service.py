@@ -219,6 +219,7 @@ class Node:
         its study's completion (:mod:`dicom_node.ahead`) only when none waits.
         """
         self.receiver.writer.flush(FLUSH_SECONDS)
+        self.dispatcher.resume_jobs_waiting_for_disk()
         self.dispatcher.complete_due_studies()
         return self.dispatcher.run_next_job() or self.dispatcher.analyse_ahead()
 

@@ -57,6 +57,9 @@ class JobState(enum.Enum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    WAITING_FOR_DISK = "waiting_disk"
+    """Its results could not be written, the disk being full: queued again once free
+    disk is back above the floor."""
 
 
 class ExportState(enum.Enum):

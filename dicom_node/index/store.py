@@ -538,6 +538,25 @@ class Index:
                 .values(state=JobState.FAILED, finished_at=now, error=error[:4000])
             )
 
+    def wait_for_disk(self, job_id: int, error: str) -> None:
+        """Park a job whose results could not be written for lack of disk space."""
+        with self.session() as s:
+            s.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(state=JobState.WAITING_FOR_DISK, error=error[:4000])
+            )
+
+    def requeue_jobs_waiting_for_disk(self) -> int:
+        """Queue again every job parked by :meth:`wait_for_disk`; returns how many."""
+        with self.session() as s:
+            result = s.execute(
+                update(Job)
+                .where(Job.state == JobState.WAITING_FOR_DISK)
+                .values(state=JobState.QUEUED)
+            )
+            return int(result.rowcount or 0)
+
     def requeue_job(self, job_id: int) -> bool:
         """Queue a failed or done job again (an operator's re-run)."""
         with self.session() as s:

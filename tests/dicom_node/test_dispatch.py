@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
+from pathlib import Path
 
+import pytest
 from pydicom import Dataset, dcmread
 
 from dicom_node.config import Completion, Destination
 from dicom_node.index import ExportState, IndexQueries, JobState
+from dicom_node.spool import SpoolError
 from tests.dicom_node.conftest import ARCHIVE, NodeHarness, make_study, pipeline
 from tests.dicom_node.fake_engine import FakeAnalyzer
 
@@ -202,3 +206,38 @@ def test_overlay_capture_for_destinations_that_want_it(make_node: MakeNode) -> N
     archive_items = harness.node.index.due_exports("archive", harness.clock.now(), 10)
     assert any(str(c) in items["viewer"] for c in captures)
     assert not any(str(c) in archive_items[0].paths for c in captures)
+
+
+def test_a_job_whose_results_do_not_fit_waits_for_disk_then_runs(
+    make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    harness = make_node(pipeline=pipeline(), destinations=[ARCHIVE])
+    harness.store(make_study(2))
+    spool, dispatcher = harness.node.spool, harness.node.dispatcher
+    free = {"bytes": 0}
+    monkeypatch.setattr(spool, "free_bytes", lambda: free["bytes"])
+    real_write = spool.write_result
+    written: list[str] = []
+
+    def fills_up(job_id: int, sop_uid: str, data: bytes) -> Path:
+        if written:
+            raise SpoolError(errno.ENOSPC, "cannot spool instance: No space left on device")
+        written.append(sop_uid)
+        return real_write(job_id, sop_uid, data)
+
+    monkeypatch.setattr(spool, "write_result", fills_up)
+    harness.settle()
+    queries = IndexQueries(harness.node.index)
+    (job,) = queries.jobs()
+    assert job["state"] == JobState.WAITING_FOR_DISK.value
+    assert "disk full" in job["error"] and "No space left" in job["error"]
+    assert written and not list(spool.results.glob("job-*/*.dcm")), "partial results removed"
+    assert dispatcher.resume_jobs_waiting_for_disk() == 0, "still below the floor"
+    monkeypatch.setattr(spool, "write_result", real_write)
+    free["bytes"] = 100 * 2**30
+    assert dispatcher.resume_jobs_waiting_for_disk() == 1
+    assert dispatcher.run_next_job()
+    (job,) = queries.jobs()
+    assert job["state"] == JobState.DONE.value, job["error"]
+    assert list(spool.results.glob("job-*/*.dcm"))
+    assert [e["state"] for e in queries.exports()] == [ExportState.PENDING.value]
