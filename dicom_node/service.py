@@ -215,12 +215,16 @@ class Node:
 
         Returns ``True`` if there was work.  Studies are judged with every
         instance this process has answered indexed (the receiver's writer is
-        flushed first).  Queued jobs come first: an image is analysed ahead of
-        its study's completion (:mod:`dicom_node.ahead`) only when none waits.
+        flushed first; while it cannot be, the index being down or far behind,
+        no study is completed, lest one be judged without its last instances).
+        Queued jobs come first: an image is analysed ahead of its study's
+        completion (:mod:`dicom_node.ahead`) only when none waits.
         """
-        self.receiver.writer.flush(FLUSH_SECONDS)
+        if self.receiver.writer.flush(FLUSH_SECONDS):
+            self.dispatcher.complete_due_studies()
+        else:
+            LOGGER.warning("completion_deferred", reason="received instances not yet indexed")
         self.dispatcher.resume_jobs_waiting_for_disk()
-        self.dispatcher.complete_due_studies()
         return self.dispatcher.run_next_job() or self.dispatcher.analyse_ahead()
 
     def _supervise_exports(self) -> bool:

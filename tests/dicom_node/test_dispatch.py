@@ -241,3 +241,20 @@ def test_a_job_whose_results_do_not_fit_waits_for_disk_then_runs(
     assert job["state"] == JobState.DONE.value, job["error"]
     assert list(spool.results.glob("job-*/*.dcm"))
     assert [e["state"] for e in queries.exports()] == [ExportState.PENDING.value]
+
+
+def test_no_study_completes_while_received_instances_are_not_indexed(
+    make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    harness = make_node(pipeline=pipeline(), destinations=[ARCHIVE])
+    harness.store(make_study(2))
+    harness.node.receiver.writer.flush(30.0)
+    harness.clock.advance(31)
+    writer = harness.node.receiver.writer
+    monkeypatch.setattr(writer, "flush", lambda timeout=None: False)
+    harness.node.dispatch_step()
+    assert IndexQueries(harness.node.index).jobs() == [], "judged without its last rows"
+    monkeypatch.undo()
+    harness.node.dispatch_step()
+    (job,) = IndexQueries(harness.node.index).jobs()
+    assert job["state"] == JobState.DONE.value
