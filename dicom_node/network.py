@@ -155,6 +155,7 @@ class StoreStatus(IntEnum):
     """C-STORE response statuses the node uses (PS3.4 B.2.3)."""
 
     SUCCESS = 0x0000
+    SOP_CLASS_NOT_SUPPORTED = 0x0122
     OUT_OF_RESOURCES = 0xA700
     DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
     CANNOT_UNDERSTAND = 0xC000
@@ -175,7 +176,8 @@ class Rejection(IntEnum):
 
 @dataclass
 class _AssociationStats:
-    record_id: int
+    record_id: int | None
+    """The association's index row; ``None`` while it is being written."""
     peer: Peer
     instances: int = 0
     failed: int = 0
@@ -231,7 +233,8 @@ class Receiver:
     # -- admission -------------------------------------------------------------------
 
     def admission(self, called_ae: str, calling_ae: str, host: str) -> tuple[Rejection, str] | None:
-        """Why an association must be rejected, or ``None`` to accept it."""
+        """Why an association must be rejected for its AE titles or the disk, or ``None``
+        (the association limits are checked as its slot is taken, see :meth:`_reserve`)."""
         config = self._config()
         pipeline = config.pipeline_for(called_ae)
         if pipeline is None:
@@ -252,17 +255,29 @@ class Receiver:
                 f"free disk {free // 2**20} MB is below the floor of "
                 f"{config.limits.min_free_disk_mb:.0f} MB",
             )
-        with self._lock:
-            active = list(self._associations.values())
-        if len(active) >= config.limits.max_associations:
-            return Rejection.LOCAL_LIMIT_EXCEEDED, "maximum concurrent associations reached"
-        from_host = sum(1 for a in active if a.peer.host == host)
-        if from_host >= config.limits.max_associations_per_ip:
-            return Rejection.LOCAL_LIMIT_EXCEEDED, f"maximum associations from {host} reached"
         return None
 
+    def _reserve(self, key: int, peer: Peer) -> tuple[Rejection, str] | _AssociationStats:
+        """Take a slot for an association within the limits (checked and taken under one
+        lock, so concurrent requests cannot overshoot), or say why there is none."""
+        limits = self._config().limits
+        with self._lock:
+            active = list(self._associations.values())
+            if len(active) >= limits.max_associations:
+                return Rejection.LOCAL_LIMIT_EXCEEDED, "maximum concurrent associations reached"
+            from_host = sum(1 for a in active if a.peer.host == peer.host)
+            if from_host >= limits.max_associations_per_ip:
+                return (Rejection.LOCAL_LIMIT_EXCEEDED,
+                        f"maximum associations from {peer.host} reached")
+            stats = self._associations[key] = _AssociationStats(record_id=None, peer=peer)
+            return stats
+
     def on_requested(self, event: Event) -> None:
-        """EVT_REQUESTED: accept or reject, and log the association."""
+        """EVT_REQUESTED: accept or reject, and log the association.
+
+        pynetdicom accepts an association whose handler raised, so every failure here
+        (the index down, say) rejects it as a transient congestion instead.
+        """
         assoc = event.assoc
         primitive = assoc.requestor.primitive
         peer = Peer(
@@ -271,21 +286,35 @@ class Receiver:
             host=str(assoc.requestor.address),
             port=int(assoc.requestor.port),
         )
-        decision = self.admission(peer.called_ae, peer.calling_ae, peer.host)
-        now = self.clock.now()
         log = LOGGER.bind(calling_ae=peer.calling_ae, called_ae=peer.called_ae, peer=peer.host)
-        if decision is not None:
-            rejection, reason = decision
-            self.index.open_association(peer, now, accepted=False, reason=reason)
-            metrics.ASSOCIATIONS.labels(peer.called_ae, "rejected").inc()
-            log.warning("association_rejected", reason=reason)
-            assoc.acse.send_reject(*rejection.triple())
-            assoc.kill()
+        try:
+            decision = self.admission(peer.called_ae, peer.calling_ae, peer.host)
+            if decision is None:
+                decision = self._reserve(id(assoc), peer)
+            if not isinstance(decision, _AssociationStats):
+                self._reject(assoc, peer, *decision, log=log)
+                return
+            decision.record_id = self.index.open_association(peer, self.clock.now(), accepted=True)
+        except Exception as exc:
+            with self._lock:
+                self._associations.pop(id(assoc), None)
+            reason = f"cannot admit: {type(exc).__name__}: {exc}"[:200]
+            self._reject(assoc, peer, Rejection.TEMPORARY_CONGESTION, reason, log=log)
             return
-        record_id = self.index.open_association(peer, now, accepted=True)
-        with self._lock:
-            self._associations[id(assoc)] = _AssociationStats(record_id=record_id, peer=peer)
         metrics.ASSOCIATIONS.labels(peer.called_ae, "accepted").inc()
+
+    def _reject(self, assoc: Association, peer: Peer, rejection: Rejection, reason: str,
+                log: structlog.typing.FilteringBoundLogger) -> None:
+        """Record the rejection, then send the A-ASSOCIATE-RJ (also when the record
+        fails: the peer is rejected all the same)."""
+        try:
+            self.index.open_association(peer, self.clock.now(), accepted=False, reason=reason)
+        except Exception as exc:
+            log.warning("association_not_recorded", error=type(exc).__name__)
+        metrics.ASSOCIATIONS.labels(peer.called_ae, "rejected").inc()
+        log.warning("association_rejected", reason=reason)
+        assoc.acse.send_reject(*rejection.triple())
+        assoc.kill()
 
     def on_closed(self, event: Event, outcome: str) -> None:
         """EVT_RELEASED / EVT_ABORTED / EVT_CONN_CLOSE: close the association's record
@@ -294,7 +323,7 @@ class Receiver:
             event.assoc.dimse.drop_unserved()
         with self._lock:
             stats = self._associations.pop(id(event.assoc), None)
-        if stats is None:
+        if stats is None or stats.record_id is None:
             return
         self.index.close_association(
             stats.record_id,
@@ -328,8 +357,7 @@ class Receiver:
         with self._lock:
             stats = self._associations.get(id(event.assoc))
         if stats is None:
-            if isinstance(event.request, DirectStore) and event.request.writer is not None:
-                event.request.writer.discard()
+            _discard_writer(event.request)
             return self._refuse(None, "association_unknown", StoreStatus.OUT_OF_RESOURCES)
         status, reason = self._store(event, stats)
         if status != StoreStatus.SUCCESS:
@@ -356,7 +384,7 @@ class Receiver:
         with self._lock:
             stats = self._associations.get(id(assoc))
         if stats is None or not (
-            isinstance(assoc, EventDrivenAssociation) and assoc.serves_storage(request, context_id)
+            isinstance(assoc, EventDrivenAssociation) and assoc.serves_storage(context_id)
         ):
             return None
         context = assoc._accepted_cx[context_id]
@@ -369,6 +397,11 @@ class Receiver:
 
     def _store(self, event: Event, stats: _AssociationStats) -> tuple[StoreStatus, str]:
         request = event.request
+        if _sop_class_refused(event):
+            _discard_writer(request)
+            return (StoreStatus.SOP_CLASS_NOT_SUPPORTED,
+                    f"sop_class_not_supported: {request.AffectedSOPClassUID} on the context"
+                    f" of {event.context.abstract_syntax}")
         if isinstance(request, DiscardedStore):
             return StoreStatus.OUT_OF_RESOURCES, "instance_too_large"
         writer = request.writer if isinstance(request, DirectStore) else None
@@ -530,6 +563,20 @@ def _file_header(request: C_STORE, transfer_syntax: str, peer: Peer) -> bytes:
     )
 
 
+def _sop_class_refused(event: Event) -> bool:
+    """Whether a C-STORE request names a SOP class that is not stored on its context
+    (:meth:`~dicom_node.reactor.EventDrivenAssociation.refuses_sop_class`)."""
+    assoc = event.assoc
+    return isinstance(assoc, EventDrivenAssociation) and assoc.refuses_sop_class(
+        event.request, int(event.context.context_id))
+
+
+def _discard_writer(request: C_STORE) -> None:
+    """Discard what a direct request's data set was written to, if anything."""
+    if isinstance(request, DirectStore) and request.writer is not None:
+        request.writer.discard()
+
+
 def _spool_failure(exc: OSError) -> tuple[StoreStatus, str]:
     """The status and reason of an instance the spool could not keep."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -552,17 +599,34 @@ def _text_value(raw: bytes | None, encodings: list[str] | None) -> str | None:
     return text.strip()[:64] or None
 
 
+DEFLATE_PADDING = b"\0"
+"""What may follow a deflated data set's stream: one NUL byte padding it to an even
+length (pydicom and pynetdicom write it)."""
+
+
+def _inflate(data: bytes | memoryview, max_bytes: int) -> bytes:
+    """A deflated data set inflated, at most ``max_bytes`` of it; it must be one whole
+    deflate stream (its final block reached), followed by nothing but padding."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        inflated = inflater.decompress(data, max_bytes + 1)
+    except zlib.error as exc:
+        raise MalformedDataset(f"deflated data set does not inflate: {exc}") from exc
+    if len(inflated) > max_bytes or inflater.unconsumed_tail:
+        raise MalformedDataset("deflated data set inflates beyond the instance size limit")
+    if not inflater.eof:
+        raise MalformedDataset("deflated data set ends before its deflate stream")
+    if inflater.unused_data not in (b"", DEFLATE_PADDING):
+        raise MalformedDataset(
+            f"{len(inflater.unused_data)} bytes after the deflated data set's stream")
+    return inflated
+
+
 def _screen(data: bytes | memoryview, syntax: Any, max_bytes: int) -> dict[int, bytes]:
     """Check the structure of a received data set, inflating a deflated one (bounded);
     return the encoded values of its :data:`IDENTIFYING_TAGS`."""
     if syntax.is_deflated:
-        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        try:
-            data = inflater.decompress(data, max_bytes + 1)
-        except zlib.error as exc:
-            raise MalformedDataset(f"deflated data set does not inflate: {exc}") from exc
-        if len(data) > max_bytes or inflater.unconsumed_tail:
-            raise MalformedDataset("deflated data set inflates beyond the instance size limit")
+        data = _inflate(data, max_bytes)
     return check_structure(
         data, syntax.is_implicit_VR, syntax.is_little_endian, keep=IDENTIFYING_TAGS
     )

@@ -35,6 +35,11 @@ cost time, about a fifth of the node's CPU per JPEG still.  The response a
 request served there produces is sent at once (:meth:`EventDrivenDUL.send_pdu`),
 as the state machine's DT-1 action would send it on the thread's next turn.
 
+Every C-STORE request on an accepted context goes to the Storage service class,
+whose handler refuses one naming another SOP class than its context's, or no
+storage class: pynetdicom picks the service by the request's SOP class, and would
+answer a C-STORE naming the Verification UID with a C-ECHO response.
+
 The classes override private methods of pynetdicom 3.0, so ``pyproject.toml``
 pins its minor version.  ``EventDrivenAssociation._run_reactor`` is adapted
 from pynetdicom's ``Association._run_reactor`` (MIT licence, Copyright (c)
@@ -54,6 +59,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import structlog
 from pynetdicom import _config, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
@@ -66,7 +72,10 @@ from pynetdicom.sop_class import uid_to_service_class
 
 if TYPE_CHECKING:
     from pynetdicom.ae import ApplicationEntity
+    from pynetdicom.dimse_primitives import DimseServiceType
     from pynetdicom.dul import _PDUPrimitiveType
+
+LOGGER = structlog.get_logger(__name__)
 
 IDLE_CHECK_SECONDS = 0.05
 """Longest wait of either thread, so pynetdicom's timers are checked this often."""
@@ -413,15 +422,13 @@ class EventDrivenAssociation(Association):
     def serve_in_reader(self, request: C_STORE, context_id: int) -> bool:
         """Serve a C-STORE request in the DUL thread that completed it; whether it did.
 
-        Only when pynetdicom would serve it with the Storage service class on an
-        accepted context of the established association, and the association's
-        own thread has no message in hand or queued (responses then keep the
-        requests' order).
+        Only when the association serves it with the Storage service class
+        (:meth:`serves_storage`), and the association's own thread has no message
+        in hand or queued (responses then keep the requests' order).
         The handler may abort, but only without waiting: the thread that would
         wait for the end of the DUL thread is the DUL thread.
         """
-        if threading.current_thread() is not self.dul or not self.serves_storage(
-                request, context_id):
+        if threading.current_thread() is not self.dul or not self.serves_storage(context_id):
             return False
         with self._serving_lock:
             if self._serving or not self.dimse.msg_queue.empty():
@@ -435,16 +442,56 @@ class EventDrivenAssociation(Association):
             self._serving = False
         return True
 
-    def serves_storage(self, request: C_STORE, context_id: int) -> bool:
-        """Whether pynetdicom would serve ``request`` with the Storage service class."""
-        if not self.is_established or self._sent_release or context_id not in self._accepted_cx:
+    def serves_storage(self, context_id: int) -> bool:
+        """Whether the association serves a C-STORE request on ``context_id`` with the
+        Storage service class: on an accepted context of the established association, it
+        serves every one, those whose SOP class it refuses too (:meth:`_serve_request`)."""
+        return (
+            self.is_established and not self._sent_release and context_id in self._accepted_cx
+        )
+
+    def refuses_sop_class(self, request: C_STORE, context_id: int) -> bool:
+        """Whether a C-STORE ``request`` on an accepted context names a SOP class that is
+        not stored there: one other than the abstract syntax the context was accepted
+        for, or no storage class (a Verification UID).  Its handler refuses it; ``False``
+        for a context that was not accepted."""
+        context = self._accepted_cx.get(context_id)
+        if context is None:
             return False
+        class_uid = str(request.AffectedSOPClassUID)
+        return class_uid != context.abstract_syntax or not self._is_storage_class(class_uid)
+
+    def _is_storage_class(self, class_uid: str) -> bool:
+        """Whether pynetdicom serves requests of ``class_uid`` with the Storage service class."""
         if _config.UNRESTRICTED_STORAGE_SERVICE:
             return True
-        class_uid = request.AffectedSOPClassUID
         extended = self.acceptor.accepted_common_extended.get(class_uid)
-        service = uid_to_service_class(extended[0] if extended else class_uid)
-        return service is StorageServiceClass
+        return uid_to_service_class(extended[0] if extended else class_uid) is StorageServiceClass
+
+    def _serve_request(self, msg: DimseServiceType, context_id: int) -> None:
+        """pynetdicom's, except that a C-STORE request whose SOP class is refused on its
+        context (:meth:`refuses_sop_class`) goes to the Storage service class, whose
+        handler answers the refusal: pynetdicom picks the service by the request's SOP
+        class, and would answer a C-STORE naming the Verification UID with a C-ECHO
+        response (Success), and abort for an unknown UID."""
+        if not (
+            isinstance(msg, C_STORE)
+            and msg.is_valid_request
+            and not self._sent_release
+            and self.refuses_sop_class(msg, context_id)
+        ):
+            super()._serve_request(msg, context_id)
+            return
+        self.dimse.cancel_req = {}
+        self._is_paused = True
+        try:
+            StorageServiceClass(self).SCP(msg, self._accepted_cx[context_id])
+        except Exception:  # as pynetdicom serves a request: the handler failed
+            LOGGER.exception("store_service_failed")
+            self.abort()
+        finally:
+            self._is_paused = False
+            self.dimse.cancel_req = {}
 
     def _end_requested_by_peer(self) -> evt.NotificationEvent | None:
         """Answer a release request or take an abort; the event to report, if either came."""

@@ -273,18 +273,31 @@ class Spool:
             nothing is left at ``path`` in that case.
         """
         if path.exists():
-            part.discard()
-            return SpooledFile(path=path, created=False, size=path.stat().st_size)
+            return self._duplicate(part, path)
         try:
             part.sync()
             self._make_dirs(path.parent)
-            os.replace(part.path, path)
-            part.committed = True
-            _fsync_dir(path.parent)
+            # A link, not a rename: of two associations committing the same instance at
+            # once, the second finds the first's file (EEXIST) instead of replacing it.
+            os.link(part.path, path)
+        except FileExistsError:
+            return self._duplicate(part, path)
         except OSError as exc:
             part.discard()
             raise SpoolError(exc.errno, f"cannot spool instance: {exc.strerror}") from exc
+        part.committed = True
+        part.path.unlink(missing_ok=True)
+        try:
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            raise SpoolError(exc.errno, f"cannot spool instance: {exc.strerror}") from exc
         return SpooledFile(path=path, created=True, size=part.size)
+
+    @staticmethod
+    def _duplicate(part: SpoolPart, path: Path) -> SpooledFile:
+        """Drop ``part``: an instance with its SOP Instance UID is already at ``path``."""
+        part.discard()
+        return SpooledFile(path=path, created=False, size=path.stat().st_size)
 
     def write_result(self, job_id: int, sop_uid: str, data: bytes) -> Path:
         """Durably write a result object of ``job_id``."""

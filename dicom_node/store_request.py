@@ -24,6 +24,13 @@ is dropped while the rest is read, and the request is handed on as a
 :class:`DiscardedStore` (the handler answers Out of Resources); a message
 pynetdicom assembles aborts the association once its data set exceeds it.
 
+A data set that will not be stored is not kept at all: that of a direct
+request naming a SOP class refused on its context (another class than the
+context's, or no storage class) is counted as it arrives and dropped, and the
+handler answers the request (SOP Class not supported).  A message starting on a
+presentation context the association did not accept aborts it at once (pynetdicom
+aborts too, but only once the message, data set and all, has arrived).
+
 A direct request's data set larger than :data:`SPILL_BYTES` is not held in
 memory: once it grows past that size, what was held and every later fragment
 go to a :class:`DataSetWriter` opened for it (the node's receiver writes it to
@@ -125,6 +132,8 @@ class _Incoming:
     data: BytesIO = field(default_factory=BytesIO)
     received: int = 0
     spilled: bool = False
+    refused: bool = False
+    """The request names a SOP class refused on its context: its data is counted only."""
 
     def drop(self) -> None:
         """Let go of the data held and discard the writer."""
@@ -249,6 +258,9 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
         pdvs = list(primitive.presentation_data_value_list)
         for index, (context_id, data) in enumerate(pdvs):
             if self._incoming is None:
+                if self.message is None and self._unaccepted(context_id):
+                    self._invalid(f"presentation context {context_id} was not accepted")
+                    return
                 if self.message is None and self._starts(context_id, data):
                     continue
                 rest = P_DATA()
@@ -265,8 +277,11 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
     def _take(self, incoming: _Incoming, data: bytes) -> None:
         """Keep a data set fragment, in memory or, past the spill size, in the data
         set's writer; unless the data set has grown beyond the limit (then what was
-        kept is dropped, and only the count goes on)."""
+        kept is dropped, and only the count goes on), or its request is refused (then
+        nothing is kept)."""
         incoming.received += len(data) - 1
+        if incoming.refused:
+            return
         if self._beyond_limit(incoming.received):
             incoming.drop()
             return
@@ -333,8 +348,16 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
         request = None if elements is None else store_primitive(elements)
         if request is None:
             return False
-        self._incoming = _Incoming(context_id, request)
+        refused = isinstance(self.assoc, EventDrivenAssociation) and (
+            self.assoc.refuses_sop_class(request, context_id))
+        self._incoming = _Incoming(context_id, request, refused=refused)
         return True
+
+    def _unaccepted(self, context_id: int) -> bool:
+        """Whether a message starts on a presentation context that negotiation did not
+        accept (``False`` before negotiation: nothing to check against yet)."""
+        accepted = self.assoc._accepted_cx
+        return bool(accepted) and context_id not in accepted
 
     def _drop_incoming(self) -> None:
         """Discard a data set still arriving (the message is invalid)."""
@@ -359,7 +382,7 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
         assert incoming is not None
         self._incoming = None
         request: C_STORE = incoming.primitive
-        if self._beyond_limit(incoming.received):
+        if not incoming.refused and self._beyond_limit(incoming.received):
             LOGGER.warning("data_set_discarded", received_bytes=incoming.received,
                            limit_bytes=self._max_bytes)
             request = DiscardedStore(request, incoming.received)

@@ -353,7 +353,7 @@ def test_a_request_is_left_to_the_association_thread_when_it_has_one_in_hand(
     assoc = reactor.EventDrivenAssociation(AE(), MODE_ACCEPTOR)
     served: list[C_STORE] = []
     monkeypatch.setattr(assoc, "_serve_request", lambda request, context_id: served.append(request))
-    monkeypatch.setattr(assoc, "serves_storage", lambda request, context_id: True)
+    monkeypatch.setattr(assoc, "serves_storage", lambda context_id: True)
     request = C_STORE()
     assert not assoc.serve_in_reader(request, 1)  # not called in the DUL thread
     monkeypatch.setattr(reactor.threading, "current_thread", lambda: assoc.dul)

@@ -39,6 +39,22 @@ def test_a_part_written_in_pieces_is_committed_whole(spool: Spool) -> None:
     assert _target(spool).exists()
 
 
+def test_of_two_commits_racing_for_one_instance_the_first_file_stays(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = spool.begin(b"first"), spool.begin(b"second")
+    target = _target(spool)
+    assert spool.commit(first, target).created
+    # The second association looked before the first committed, and found nothing.
+    exists = Path.exists
+    monkeypatch.setattr(Path, "exists", lambda self: self != target and exists(self))
+    spooled = spool.commit(second, target)
+    monkeypatch.undo()
+    assert not spooled.created and spooled.size == len(b"first")
+    assert _target(spool).read_bytes() == b"first"
+    assert not list(spool.tmp.iterdir())
+
+
 def test_a_part_for_an_existing_instance_is_dropped(spool: Spool) -> None:
     spool.write(_target(spool), b"first")
     spooled = spool.commit(spool.begin(b"second"), _target(spool))

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Callable
 
-from dicom_node.config import Limits
+import pytest
+from pynetdicom.association import Association
+from sqlalchemy.exc import OperationalError
+
+from dicom_node.config import Caller, Completion, Limits, Pipeline
 from dicom_node.index import IndexQueries
 from tests.dicom_node.conftest import NodeHarness, make_study
 from tests.peers import wait_until
@@ -90,3 +95,66 @@ def test_maximum_instance_size(make_node: MakeNode) -> None:
     (small,) = make_study(1, rows=32, columns=32)
     assert harness.store([big, small]) == [0xA700, 0]
     assert len(harness.node.spool.instance_files()) == 1
+
+
+def test_concurrent_requests_cannot_overshoot_the_limit(
+    make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first requests are held in their index write, so the others are judged while
+    # they are not yet established: their slots must count all the same.
+    harness = make_node(limits={"min_free_disk_mb": 0, "max_associations": 2})
+    index = harness.node.receiver.index
+    record = index.open_association
+    go_on = threading.Event()
+
+    def held(*args: object, accepted: bool, **kwargs: object) -> int:
+        if accepted:
+            go_on.wait(30)
+        return record(*args, accepted=accepted, **kwargs)
+
+    monkeypatch.setattr(index, "open_association", held)
+    results: list[Association] = []
+    lock = threading.Lock()
+
+    def request() -> None:
+        assoc = harness.associate()
+        with lock:
+            results.append(assoc)
+
+    threads = [threading.Thread(target=request) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    wait_until(
+        lambda: len(IndexQueries(harness.node.index).associations(accepted=False)) == 3,
+        30, "three requests rejected while two are held", interval=0.02,
+    )
+    go_on.set()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(a.is_established for a in results) == [False, False, False, True, True]
+    for assoc in results:
+        if assoc.is_established:
+            assoc.release()
+
+
+def test_an_index_failure_while_admitting_rejects_the_association(
+    make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline = Pipeline(called_ae="NODE", allowed_callers=[Caller(ae_title="US_ROOM")],
+                        completion=Completion(quiet_seconds=30))
+    harness = make_node(pipeline=pipeline, limits={"min_free_disk_mb": 0})
+    index = harness.node.receiver.index
+    record = index.open_association
+
+    def broken(*args: object, **kwargs: object) -> int:
+        raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(index, "open_association", broken)
+    # pynetdicom accepts an association whose request handler raised: neither a caller
+    # outside the list nor a listed one may get in while the index cannot record them.
+    assert harness.associate(calling="STRANGER").is_rejected
+    assert harness.associate(calling="US_ROOM").is_rejected
+    monkeypatch.setattr(index, "open_association", record)
+    allowed = harness.associate(calling="US_ROOM")
+    assert allowed.is_established
+    allowed.release()
