@@ -31,6 +31,7 @@ from dicom_node.clock import Clock
 from dicom_node.completion import completion_reason
 from dicom_node.config import Completion, NodeConfig, Pipeline
 from dicom_node.index import Index, JobInput, JobState
+from dicom_node.logs import describe_error
 from dicom_node.network import ULTRASOUND_SOP_CLASSES
 from dicom_node.routing import RoutingAttributes, engines_for, export_targets
 from dicom_node.spool import Spool, SpoolError
@@ -177,7 +178,7 @@ class Dispatcher:
             summary = self._process(job)
         except Exception as exc:
             self.ahead.discard(job.instance_paths)
-            reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, JobError) else str(exc)
+            reason = str(exc) if isinstance(exc, JobError) else describe_error(exc, limit=4000)
             if isinstance(exc, SpoolError) and self._disk_full(exc):
                 self._clear_results(job.job_id)
                 self.index.wait_for_disk(job.job_id, f"results not written, disk full: {reason}")
@@ -273,7 +274,7 @@ class Dispatcher:
                 LOGGER.error(
                     "instance_unreadable",
                     file=Path(path).name,
-                    error=f"{type(exc).__name__}: {exc}"[:200],
+                    error=describe_error(exc),
                 )
         return sources, len(paths) - len(sources)
 
@@ -289,7 +290,7 @@ class Dispatcher:
             image = self.decode(dcmread(path))
         except Exception as exc:
             return not_assessed(
-                ds, NotAssessedReasonValues.UNDECODABLE, f"{type(exc).__name__}: {exc}"[:200]
+                ds, NotAssessedReasonValues.UNDECODABLE, describe_error(exc)
             )
         started = time.perf_counter()
         try:
@@ -297,7 +298,7 @@ class Dispatcher:
         except Exception as exc:
             LOGGER.exception("engine_failed", sop_instance_uid=str(ds.SOPInstanceUID))
             return not_assessed(
-                ds, NotAssessedReasonValues.ENGINE_ERROR, f"{type(exc).__name__}: {exc}"[:200]
+                ds, NotAssessedReasonValues.ENGINE_ERROR, describe_error(exc)
             )
         engine = result.algorithm.name if result.algorithm is not None else "none"
         metrics.ENGINE_SECONDS.labels(engine).observe(time.perf_counter() - started)

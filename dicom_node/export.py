@@ -31,6 +31,7 @@ from dicom_node import metrics
 from dicom_node.clock import Clock
 from dicom_node.config import RETURN_TO_SENDER, ExportPolicy, NodeConfig, TLSConfig
 from dicom_node.index import ExportItem, Index
+from dicom_node.logs import describe_error
 
 LOGGER = structlog.get_logger(__name__)
 
@@ -144,7 +145,8 @@ def _read_result(path: str) -> Dataset | SendOutcome:
     try:
         ds = dcmread(path)
     except InvalidDicomError as exc:
-        return SendOutcome(path, None, f"unreadable result file: {exc}", permanent=True)
+        return SendOutcome(path, None, f"unreadable result file: {describe_error(exc)}",
+                           permanent=True)
     missing = [kw for kw in ("SOPClassUID", "SOPInstanceUID") if kw not in ds]
     missing += [kw for kw in ("TransferSyntaxUID",) if kw not in ds.file_meta]
     if missing:
@@ -324,7 +326,7 @@ class Exporter:
             self._fail_batch(batch, f"I/O error: {exc}", permanent=False, policy=config.export)
             log.warning("export_attempt_failed", reason=str(exc))
         except Exception as exc:
-            reason = f"unexpected {type(exc).__name__}: {exc}"[:200]
+            reason = f"unexpected {describe_error(exc)}"
             self._fail_batch(batch, reason, permanent=False, policy=config.export)
             log.error("export_attempt_failed", reason=reason, error_type=type(exc).__name__)
         return None

@@ -53,13 +53,33 @@ warnings, logged as ``py.warnings``).  pynetdicom logs data sets only at DEBUG,
 which the node never enables for it."""
 
 
+def redact(text: str) -> str:
+    """``text`` with its quoted values replaced: library messages (pydicom's, highdicom's)
+    quote data set values, patient names and birth dates among them."""
+    return QUOTED_VALUE.sub("'...'", text)
+
+
+def describe_error(exc: BaseException, limit: int = 200) -> str:
+    """``Type: message`` of an exception for logs, the index and peers, quoted values
+    redacted (:func:`redact`), at most ``limit`` characters."""
+    return f"{type(exc).__name__}: {redact(str(exc))}"[:limit]
+
+
+def redact_exception(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+                     ) -> MutableMapping[str, Any]:
+    """structlog processor redacting the quoted values of a rendered traceback."""
+    if isinstance(event_dict.get("exception"), str):
+        event_dict["exception"] = redact(event_dict["exception"])
+    return event_dict
+
+
 class RedactQuotedValues(logging.Filter):
     """Replaces the quoted values in the messages of :data:`REDACTED_LOGGERS`."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Rewrite the record's message without its quoted values; always keep it."""
         if record.name.split(".")[0] in REDACTED_LOGGERS:
-            record.msg = QUOTED_VALUE.sub("'...'", record.getMessage())
+            record.msg = redact(record.getMessage())
             record.args = None
         return True
 
@@ -114,6 +134,7 @@ def configure_logging(json: bool = False, level: str = "INFO", stream: Any = Non
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         drop_phi,
         structlog.processors.format_exc_info,
+        redact_exception,
     ]
     structlog.configure(
         processors=[*processors, renderer],

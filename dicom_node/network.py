@@ -60,6 +60,7 @@ from dicom_node.config import NodeConfig, Pipeline
 from dicom_node.file_meta import file_header
 from dicom_node.index import Index, InstanceMeta, Peer
 from dicom_node.index.writer import IndexWriter, Received
+from dicom_node.logs import describe_error, redact
 from dicom_node.reactor import PDU_HEADER_BYTES, EventDrivenAssociation
 from dicom_node.screening import MalformedDataset, check_structure
 from dicom_node.spool import Spool, SpoolError, SpoolPart, is_valid_uid
@@ -298,7 +299,7 @@ class Receiver:
         except Exception as exc:
             with self._lock:
                 self._associations.pop(id(assoc), None)
-            reason = f"cannot admit: {type(exc).__name__}: {exc}"[:200]
+            reason = f"cannot admit: {describe_error(exc)}"
             self._reject(assoc, peer, Rejection.TEMPORARY_CONGESTION, reason, log=log)
             return
         metrics.ASSOCIATIONS.labels(peer.called_ae, "accepted").inc()
@@ -455,11 +456,11 @@ class Receiver:
         try:
             identifying = _screen(stream, syntax, max_bytes)
         except MalformedDataset as exc:
-            return StoreStatus.CANNOT_UNDERSTAND, f"malformed_dataset: {exc}", None
+            return StoreStatus.CANNOT_UNDERSTAND, f"malformed_dataset: {redact(str(exc))}", None
         try:
             meta = self._meta(identifying, request, syntax, size)
         except ValueError as exc:
-            return StoreStatus.CANNOT_UNDERSTAND, f"invalid_dataset: {exc}", None
+            return StoreStatus.CANNOT_UNDERSTAND, f"invalid_dataset: {redact(str(exc))}", None
         except Exception as exc:
             return (StoreStatus.CANNOT_UNDERSTAND,
                     f"undecodable_dataset: {type(exc).__name__}", None)

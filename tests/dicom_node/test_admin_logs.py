@@ -15,7 +15,7 @@ import structlog
 from pydicom import Dataset
 
 from dicom_node.admin.api import TOKEN_ENV
-from dicom_node.logs import configure_logging
+from dicom_node.logs import configure_logging, describe_error, redact_exception
 from tests.dicom_node.conftest import NodeHarness, free_port, make_study
 from tests.dicom_node.fake_engine import FakeAnalyzer
 
@@ -163,3 +163,13 @@ def test_library_messages_and_warnings_are_json_without_quoted_values(
         "x.py:1: UserWarning: about '...'",
         "the node's own 'quoted' text stays",
     ]
+
+
+def test_error_texts_and_tracebacks_lose_their_quoted_values() -> None:
+    try:
+        raise ValueError("'DOE^JOHN' is not a valid PatientSexValues")
+    except ValueError as exc:
+        assert describe_error(exc) == "ValueError: '...' is not a valid PatientSexValues"
+        event = structlog.processors.format_exc_info(None, "error", {"exc_info": exc})
+    assert "DOE" in event["exception"]
+    assert "DOE" not in redact_exception(None, "error", event)["exception"]

@@ -258,3 +258,16 @@ def test_no_study_completes_while_received_instances_are_not_indexed(
     harness.node.dispatch_step()
     (job,) = IndexQueries(harness.node.index).jobs()
     assert job["state"] == JobState.DONE.value
+
+
+def test_a_job_failing_on_a_patient_value_keeps_the_value_out_of_its_error(
+    make_node: MakeNode,
+) -> None:
+    harness = make_node(pipeline=pipeline(), destinations=[ARCHIVE])
+    study = make_study(1)
+    study[0].PatientSex = "DOE^JOHN"  # highdicom refuses it, quoting it
+    harness.store(study)
+    harness.settle()
+    (job,) = IndexQueries(harness.node.index).jobs()
+    assert job["state"] == JobState.FAILED.value
+    assert "PatientSex" in job["error"] and "DOE" not in job["error"]
