@@ -89,7 +89,9 @@ def build_config(args: argparse.Namespace) -> NodeConfig:
                 name="archive", ae_title=archive.ae_title, host=archive.host, port=archive.port
             ).model_dump()
         ]
-    if not values["pipelines"]:
+    if not values["pipelines"] and "pipelines" not in config.model_fields_set:
+        # A quick start: one pipeline on the node's AE title.  A file that lists no
+        # pipeline (the last one removed by an administrator) keeps the node closed.
         destinations = [d["name"] for d in values["destinations"]]
         values["pipelines"] = [
             Pipeline(called_ae=values["ae_title"], destinations=destinations).model_dump()

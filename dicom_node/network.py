@@ -175,6 +175,10 @@ class Rejection(IntEnum):
         return (self.value >> 16, (self.value >> 8) & 0xFF, self.value & 0xFF)
 
 
+UNKNOWN_AE_LABEL = "unknown"
+"""Metrics label of associations rejected on a called AE title no pipeline has."""
+
+
 @dataclass
 class _AssociationStats:
     record_id: int | None
@@ -312,7 +316,10 @@ class Receiver:
             self.index.open_association(peer, self.clock.now(), accepted=False, reason=reason)
         except Exception as exc:
             log.warning("association_not_recorded", error=type(exc).__name__)
-        metrics.ASSOCIATIONS.labels(peer.called_ae, "rejected").inc()
+        known = self._config().pipeline_for(peer.called_ae) is not None
+        # Only configured AE titles become labels: a peer must not mint time series.
+        metrics.ASSOCIATIONS.labels(peer.called_ae if known else UNKNOWN_AE_LABEL,
+                                    "rejected").inc()
         log.warning("association_rejected", reason=reason)
         assoc.acse.send_reject(*rejection.triple())
         assoc.kill()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dicom_node.cli import main, parse_address
+from dicom_node.cli import build_config, main, make_parser, parse_address
 from tests.peers import free_port, require, start_logged
 
 
@@ -87,3 +87,15 @@ def test_address_parsing() -> None:
     for bad in ("ORTHANC@host", "@host:1", "TOO_LONG_AE_TITLE_X@h:1"):
         with pytest.raises(argparse.ArgumentTypeError):
             parse_address(bad)
+
+
+def test_a_file_without_pipelines_keeps_the_node_closed(tmp_path: Path) -> None:
+    # Quick start (no pipelines key): one pipeline on the node's AE title.  A file whose
+    # last pipeline an administrator removed stays without one after a restart.
+    closed, quick = tmp_path / "closed.yaml", tmp_path / "quick.yaml"
+    closed.write_text(f"ae_title: US_AI\ndata_dir: {tmp_path}\npipelines: []\n")
+    quick.write_text(f"ae_title: US_AI\ndata_dir: {tmp_path}\n")
+    parse = make_parser().parse_args
+    assert build_config(parse(["serve", "--config", str(closed)])).pipelines == []
+    (pipeline,) = build_config(parse(["serve", "--config", str(quick)])).pipelines
+    assert pipeline.called_ae == "US_AI"

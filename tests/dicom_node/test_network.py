@@ -75,11 +75,21 @@ def test_duplicate_is_kept_once_and_counted_once(make_node: MakeNode) -> None:
 
 def test_unknown_called_ae_is_rejected_and_logged(make_node: MakeNode) -> None:
     harness = make_node()
+    before = _rejected_on("unknown")
     assoc = harness.associate(called="ELSEWHERE")
     assert assoc.is_rejected
     record = IndexQueries(harness.node.index).associations()[0]
     assert record["accepted"] is False
     assert "no pipeline for called AE 'ELSEWHERE'" in record["reject_reason"]
+    # The metrics count it under one label: peers cannot mint time series.
+    assert _rejected_on("unknown") == before + 1
+    assert _rejected_on("ELSEWHERE") == 0
+
+
+def _rejected_on(called_ae: str) -> float:
+    value = metrics.REGISTRY.get_sample_value(
+        "dicom_node_associations_total", {"called_ae": called_ae, "outcome": "rejected"})
+    return value or 0.0
 
 
 def test_whitelist_by_ae_and_ip(make_node: MakeNode) -> None:
