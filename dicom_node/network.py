@@ -645,8 +645,9 @@ MIN_PDU_LIMIT = 65536
 
 
 class PduLimitedSocket(AssociationSocket):
-    """An association socket that refuses PDUs longer than the node's maximum PDU,
-    and reads a PDU in as few system calls as the kernel allows.
+    """An association socket that refuses PDUs longer than the node's maximum PDU, or
+    slower than the network timeout, and reads a PDU in as few system calls as the
+    kernel allows.
 
     pynetdicom reads whatever length a PDU header announces; a peer announcing
     gigabytes would have it buffered.  Reading more than the limit raises
@@ -670,6 +671,8 @@ class PduLimitedSocket(AssociationSocket):
             )
             raise OSError(f"PDU of {nr_bytes} bytes exceeds the limit of {limit}")
         assert self.socket is not None
+        timeout = self.socket.gettimeout()
+        deadline = None if timeout is None else time.monotonic() + timeout
         buffer = bytearray(nr_bytes)
         read = 0
         with memoryview(buffer) as view:
@@ -678,8 +681,18 @@ class PduLimitedSocket(AssociationSocket):
                 if not count:
                     break
                 read += count
+                if deadline is not None and read < nr_bytes and time.monotonic() > deadline:
+                    self._too_slow(read, nr_bytes, timeout)
         del buffer[read:]
         return buffer
+
+    def _too_slow(self, read: int, nr_bytes: int, timeout: float | None) -> None:
+        """Give up a PDU still arriving after the network timeout: the socket's timeout
+        bounds each read, so a peer sending a byte at a time would hold the association's
+        threads for good."""
+        LOGGER.warning("pdu_too_slow", peer=str(self.assoc.requestor.address),
+                       received_bytes=read, announced_bytes=nr_bytes, seconds=timeout)
+        raise OSError(f"{read} of {nr_bytes} bytes of a PDU arrived in {timeout} s")
 
 
 def copy_contexts(contexts: list[PresentationContext]) -> list[PresentationContext]:

@@ -24,7 +24,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 from pynetdicom.transport import AddressInformation
 
-from dicom_node import metrics
+from dicom_node import metrics, network
 from dicom_node.config import Caller, Completion, NodeConfig, Pipeline
 from dicom_node.index import IndexQueries
 from dicom_node.network import PduLimitedSocket, Receiver, _screen, build_ae, copy_contexts
@@ -249,6 +249,34 @@ def test_a_silent_peer_times_the_read_out() -> None:
     with pytest.raises(TimeoutError):
         connection.recv(100)
     peer.close()
+
+
+def test_a_trickling_peer_times_the_pdu_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each byte comes within the socket's timeout; the PDU as a whole does not.
+    connection, peer = _pdu_socket(262144)
+    assert connection.socket is not None
+    connection.socket.settimeout(30.0)
+    peer.sendall(b"x" * 100)
+    clock = iter(float(t) for t in range(0, 1000, 10))
+    monkeypatch.setattr(network.time, "monotonic", lambda: next(clock))
+    real = connection.socket
+    monkeypatch.setattr(connection, "socket", _OneByteAtATime(real))
+    with pytest.raises(OSError, match=r"^4 of 200 bytes of a PDU arrived in 30\.0 s$"):
+        connection.recv(200)
+    peer.close()
+
+
+class _OneByteAtATime:
+    """A socket whose reads return one byte each, as a trickling peer's would."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def gettimeout(self) -> float | None:
+        return self.sock.gettimeout()
+
+    def recv_into(self, view: memoryview, count: int) -> int:
+        return self.sock.recv_into(view, 1)
 
 
 def test_each_association_negotiates_its_own_copy_of_the_contexts() -> None:
