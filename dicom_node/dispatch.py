@@ -141,6 +141,8 @@ class Dispatcher:
         self.build = build
         self.worker = worker
         self.ahead = AheadResults()
+        self._jobs_may_wait_for_disk = True
+        """Whether jobs may be parked for lack of disk (at start: from an earlier run)."""
         self._ahead_after = 0
         """Row id of the last pending instance considered for analysis ahead."""
 
@@ -182,6 +184,7 @@ class Dispatcher:
             if isinstance(exc, SpoolError) and self._disk_full(exc):
                 self._clear_results(job.job_id)
                 self.index.wait_for_disk(job.job_id, f"results not written, disk full: {reason}")
+                self._jobs_may_wait_for_disk = True
                 metrics.JOBS.labels(JobState.WAITING_FOR_DISK.value).inc()
                 log.warning("job_waits_for_disk", reason=reason, attempt=job.attempts)
                 return True
@@ -196,8 +199,10 @@ class Dispatcher:
     def resume_jobs_waiting_for_disk(self) -> int:
         """Queue again the jobs parked for lack of disk once free disk is back above the
         floor (``limits.min_free_disk_mb``) by :data:`RESUME_MARGIN_BYTES`; returns how many."""
-        if self.spool.free_bytes() < self._floor_bytes() + RESUME_MARGIN_BYTES:
+        if (not self._jobs_may_wait_for_disk
+                or self.spool.free_bytes() < self._floor_bytes() + RESUME_MARGIN_BYTES):
             return 0
+        self._jobs_may_wait_for_disk = False
         resumed = self.index.requeue_jobs_waiting_for_disk()
         if resumed:
             LOGGER.info("jobs_resumed_after_disk_full", jobs=resumed)

@@ -206,17 +206,9 @@ class Spool:
         :meth:`dicom_node.index.Index.requeue_interrupted_jobs`).
         """
         path = self.root / IDENTITY_FILE
-        with contextlib.suppress(FileNotFoundError):
-            return path.read_text(encoding="ascii").strip()
-        identity = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
-        temporary = self.tmp / IDENTITY_FILE
-        with temporary.open("w", encoding="ascii") as f:
-            f.write(identity)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-        _fsync_dir(self.root)
-        return identity
+        if not path.exists():
+            self.write(path, f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}".encode("ascii"))
+        return path.read_text(encoding="ascii").strip()
 
     def path_for(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
         """Final path of an instance.
