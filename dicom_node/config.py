@@ -217,6 +217,15 @@ class ExportPolicy(_Model):
     batch_size: int = Field(default=50, ge=1)
 
 
+class RetentionPolicy(_Model):
+    """How long the spool keeps a study once it is finished with (:mod:`dicom_node.retention`)."""
+
+    keep_days: float | None = Field(default=14.0, gt=0)
+    """Days after a study's last activity (an instance received, a job finished, an export
+    delivered) before its images and results are removed from the spool and the index;
+    ``null`` keeps everything."""
+
+
 class NodeConfig(_Model):
     """The whole node configuration."""
 
@@ -239,6 +248,7 @@ class NodeConfig(_Model):
     tls: TLSConfig | None = None
     limits: Limits = Limits()
     export: ExportPolicy = ExportPolicy()
+    retention: RetentionPolicy = RetentionPolicy()
     destinations: list[Destination] = Field(default_factory=list)
     pipelines: list[Pipeline] = Field(default_factory=list)
     extra_storage_classes: list[StorageClassUID] = Field(default_factory=list)

@@ -55,6 +55,11 @@ ANALYSED_AHEAD = Counter(
     "Images analysed while their study was still arriving (results kept for its job).",
     registry=REGISTRY,
 )
+STUDIES_PURGED = Counter(
+    "dicom_node_studies_purged",
+    "Studies removed from the spool and the index after their retention period.",
+    registry=REGISTRY,
+)
 EXPORTS = Counter(
     "dicom_node_exports",
     "Export attempts by destination and outcome.",

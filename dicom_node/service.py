@@ -1,4 +1,5 @@
-"""The node in one process: receiver, dispatch worker and export workers.
+"""The node in one process: receiver, dispatch worker, export workers and housekeeping
+(retention).
 
 Start-up reconciles the spool with the index (partial files, files without
 rows, rows without files, jobs left running by a crash) and says what it did.
@@ -25,9 +26,11 @@ from dicom_node.config import NodeConfig
 from dicom_node.dispatch import Analyze, Build, Decode, Dispatcher
 from dicom_node.export import Exporter, Sender, c_store_batch
 from dicom_node.index import Index, InstanceMeta, Peer, worker_name
+from dicom_node.index.purge import result_paths
 from dicom_node.metrics import SampleKey
 from dicom_node.network import Receiver, start_receiver
 from dicom_node.receivers import ReceiverProcesses
+from dicom_node.retention import Retention
 from dicom_node.spool import Spool
 
 if TYPE_CHECKING:
@@ -52,6 +55,7 @@ class Reconciliation:
     rows_without_files: int
     jobs_requeued: int
     jobs_failed: int
+    removals_finished: int
 
 
 @dataclass
@@ -117,6 +121,7 @@ class Node:
             worker=worker_name(self.identity, "dispatch"),
         )
         self.exporter = Exporter(self.config, self.index, self.clock, send=sender)
+        self.retention = Retention(self.config, self.index, self.spool, self.clock)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._export_threads: dict[str, threading.Thread] = {}
@@ -150,11 +155,12 @@ class Node:
         """Make the index and the spool agree after a crash or a restart."""
         partial = self.spool.clear_temporary()
         indexed = self.index.indexed_paths()
+        removals = self.retention.finish_interrupted(indexed | result_paths(self.index))
         on_disk = {str(p) for p in self.spool.instance_files()}
         added = sum(self._index_orphan(path) for path in sorted(on_disk - indexed))
         missing = self.index.forget_instances(sorted(indexed - on_disk))
         requeued, failed = self.index.requeue_interrupted_jobs(self.identity, self.clock.now())
-        result = Reconciliation(partial, added, missing, requeued, failed)
+        result = Reconciliation(partial, added, missing, requeued, failed, removals)
         LOGGER.info("spool_reconciled", **result.__dict__)
         return result
 
@@ -227,6 +233,12 @@ class Node:
         self.dispatcher.resume_jobs_waiting_for_disk()
         return self.dispatcher.run_next_job() or self.dispatcher.analyse_ahead()
 
+    def housekeeping_step(self) -> bool:
+        """Remove the studies past their retention when a pass is due; never busy."""
+        if self.retention.due():
+            self.retention.run()
+        return False
+
     def _supervise_exports(self) -> bool:
         for destination in self.index.destinations_with_work():
             thread = self._export_threads.get(destination)
@@ -267,7 +279,9 @@ class Node:
             self.start_api(self.config().api_host, self.config().api_port)
         if not workers:
             return
-        for name, step in (("dispatch", self.dispatch_step), ("exports", self._supervise_exports)):
+        steps = (("dispatch", self.dispatch_step), ("exports", self._supervise_exports),
+                 ("housekeeping", self.housekeeping_step))
+        for name, step in steps:
             thread = threading.Thread(target=self._loop, args=(name, step), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import json
 import mmap
 import os
 import re
@@ -23,7 +24,7 @@ import socket
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +81,14 @@ class SpooledFile:
     path: Path
     created: bool
     size: int
+
+
+@dataclass(frozen=True)
+class RemovedFiles:
+    """What :meth:`Spool.remove` deleted."""
+
+    files: int
+    bytes: int
 
 
 class SpoolPart:
@@ -194,7 +203,8 @@ class Spool:
         self.studies = root / "studies"
         self.tmp = root / "tmp"
         self.results = root / "results"
-        for folder in (self.studies, self.tmp, self.results):
+        self.purge = root / "purge"
+        for folder in (self.studies, self.tmp, self.results, self.purge):
             folder.mkdir(parents=True, exist_ok=True)
 
     def identity(self) -> str:
@@ -268,10 +278,7 @@ class Spool:
             return self._duplicate(part, path)
         try:
             part.sync()
-            self._make_dirs(path.parent)
-            # A link, not a rename: of two associations committing the same instance at
-            # once, the second finds the first's file (EEXIST) instead of replacing it.
-            os.link(part.path, path)
+            self._link(part.path, path)
         except FileExistsError:
             return self._duplicate(part, path)
         except OSError as exc:
@@ -284,6 +291,22 @@ class Spool:
         except OSError as exc:
             raise SpoolError(exc.errno, f"cannot spool instance: {exc.strerror}") from exc
         return SpooledFile(path=path, created=True, size=part.size)
+
+    def _link(self, source: Path, path: Path) -> None:
+        """Link ``source`` at ``path``, making its folders.
+
+        A link, not a rename: of two associations committing the same instance at
+        once, the second finds the first's file (EEXIST) instead of replacing it.
+        A folder the retention removed as it was made (:meth:`remove`) is made again.
+        """
+        for attempt in range(2):
+            self._make_dirs(path.parent)
+            try:
+                os.link(source, path)
+                return
+            except FileNotFoundError:
+                if attempt or not source.exists():
+                    raise
 
     @staticmethod
     def _duplicate(part: SpoolPart, path: Path) -> SpooledFile:
@@ -298,6 +321,51 @@ class Spool:
         path = self.results / f"job-{job_id}" / f"{sop_uid}.dcm"
         path.unlink(missing_ok=True)
         return self.write(path, data).path
+
+    def plan_removal(self, name: str, paths: Sequence[str]) -> Path:
+        """Durably note that ``paths`` are to be removed, before their index rows are.
+
+        Returns the note, for :meth:`remove`.  A crash between the rows' removal and
+        the files' leaves the note, and the start-up finishes it
+        (:meth:`pending_removals`); without it the files would be indexed again as
+        new arrivals.
+        """
+        note = self.purge / f"{name}-{uuid.uuid4().hex[:8]}.json"
+        self.write(note, json.dumps(list(paths)).encode("utf-8"))
+        return note
+
+    def pending_removals(self) -> list[Path]:
+        """Removal notes left by :meth:`plan_removal`, oldest name first."""
+        return sorted(self.purge.glob("*.json"))
+
+    def remove(self, note: Path, keep: Collection[str] = ()) -> RemovedFiles:
+        """Delete the files a removal note names, except those in ``keep``, and the
+        folders they leave empty; then the note.
+
+        Only files inside the spool's ``studies`` and ``results`` folders are
+        deleted, whatever the note says.
+        """
+        paths = json.loads(note.read_bytes())
+        files = size = 0
+        folders: set[Path] = set()
+        for name in paths:
+            path = Path(name)
+            owner = next((top for top in (self.studies, self.results)
+                          if path.is_relative_to(top) and path != top), None)
+            if owner is None or name in keep or ".." in path.parts:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                size += path.stat().st_size
+                path.unlink()
+                files += 1
+            folders.update(parent for parent in path.parents if parent.is_relative_to(owner)
+                           and parent != owner)
+        for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+            # Not empty (a file arrived, a shared folder): kept.
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        note.unlink(missing_ok=True)
+        return RemovedFiles(files=files, bytes=size)
 
     def free_bytes(self) -> int:
         """Free bytes on the spool's file system."""
