@@ -24,7 +24,7 @@ from pydicom.pixels import apply_color_lut, apply_voi_lut, pixel_array
 from inference.findings import LesionFinding, StudyResult
 from inference.video import VIDEO_TRANSFER_SYNTAXES, decode_video
 from sr_templates.options import ObjectKindValues, ResultOptions
-from sr_templates.presentation import FrameDrawing, frame_drawings
+from sr_templates.presentation import Box, FrameDrawing, caption_box, frame_drawings
 from sr_templates.sources import (
     SourceSet,
     copy_series_anatomy,
@@ -114,10 +114,13 @@ def burn_in(rgb: np.ndarray, drawing: FrameDrawing) -> np.ndarray:
     for outline, _, _ in drawing.outlines:
         draw.line([tuple(map(float, point)) for point in outline], fill=_OUTLINE_RGB, width=2)
     line_height = 12
-    for text, (x, y) in drawing.captions:
-        top = y - line_height if y >= line_height else y + 2
-        draw.text((x + 2, top), text, fill=_TEXT_RGB, font=font, stroke_width=1,
-                  stroke_fill=(0, 0, 0))
+    placed: list[Box] = []
+    for caption in drawing.captions:
+        size = (draw.textlength(caption.text, font=font) + 4.0, float(line_height))
+        box = caption_box(size, caption.region, image.height, image.width, placed)
+        placed.append(box)
+        draw.text((box[0] + 2, box[1]), caption.text, fill=_TEXT_RGB, font=font,
+                  stroke_width=1, stroke_fill=(0, 0, 0))
     banner_top = image.height - line_height - 2
     draw.rectangle([0, banner_top, image.width, image.height], fill=(160, 0, 0))
     fits = draw.textlength(BANNER, font=font) <= image.width - 4

@@ -56,6 +56,16 @@ LAYER = hd.pr.GraphicLayer(
 
 _TEXT_MARGIN = 2.0
 
+CAPTION_HEIGHT_SHARE = 1 / 30
+"""Height of a caption's bounding box as a share of the image's rows (at least
+:data:`MIN_CAPTION_HEIGHT` pixels): about a viewer's annotation font on a US image."""
+
+MIN_CAPTION_HEIGHT = 10.0
+
+CHARACTER_WIDTH = 0.6
+"""Width of a character as a share of the caption's height (a proportional font's
+average is about half its height; 0.6 leaves room)."""
+
 
 def lesion_caption(lesion: LesionFinding) -> str:
     """One-line caption of a lesion: class, its probability, malignancy."""
@@ -77,14 +87,65 @@ def cardiac_caption(finding: CardiacFinding) -> str:
     return f"LVEF {finding.ejection_fraction_percent:.0f}%{volumes} (AI)"
 
 
+Box = tuple[float, float, float, float]
+"""``(left, top, right, bottom)`` in pixels."""
+
+
+@dataclass(frozen=True)
+class Caption:
+    """A text, the point it relates to and the region it describes (``None``: the
+    whole image)."""
+
+    text: str
+    anchor: tuple[float, float]
+    region: Box | None = None
+
+
 @dataclass
 class FrameDrawing:
     """What to draw on one frame of one source image."""
 
     outlines: list[tuple[np.ndarray, str, str]] = field(default_factory=list)
     """Closed polylines with the tracking identifier and UID they belong to."""
-    captions: list[tuple[str, tuple[float, float]]] = field(default_factory=list)
-    """Texts with their anchor point ``(x, y)``."""
+    captions: list[Caption] = field(default_factory=list)
+
+
+def _overlap(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def caption_size(text: str, rows: int) -> tuple[float, float]:
+    """Width and height a viewer's annotation font likely gives ``text`` on an image of
+    ``rows`` rows."""
+    height = max(MIN_CAPTION_HEIGHT, rows * CAPTION_HEIGHT_SHARE)
+    return len(text) * height * CHARACTER_WIDTH, height
+
+
+def caption_box(size: tuple[float, float], region: Box | None, rows: int, columns: int,
+                placed: list[Box]) -> Box:
+    """Where a caption of ``size`` (width, height) is written: a box inside the image,
+    just above the region it describes (below it when there is no room above; the
+    top-left corner for the whole image), moved left as far as it must to end inside
+    the image, and below the captions already ``placed`` on the frame that it would
+    cover.
+
+    A viewer writes the text in the box from its left edge (PS3.3 C.10.5), so a
+    caption of a lesion near the right edge does not run off the image.
+    """
+    width = max(min(size[0], columns - 2 * _TEXT_MARGIN), 1.0)
+    height = size[1]
+    if region is None:
+        left, top = _TEXT_MARGIN, _TEXT_MARGIN
+    else:
+        left = region[0]
+        above = region[1] - height - 1.0
+        top = above if above >= _TEXT_MARGIN else region[3] + 1.0
+    left = min(max(left, _TEXT_MARGIN), max(columns - _TEXT_MARGIN - width, 0.0))
+    for other in sorted(placed, key=lambda box: box[1]):
+        if _overlap((left, top, left + width, top + height), other):
+            top = other[3] + 1.0
+    top = min(max(top, 0.0), max(rows - height, 0.0))
+    return (left, top, left + width, min(top + height, float(rows)))
 
 
 def frame_drawings(
@@ -99,7 +160,10 @@ def frame_drawings(
         drawing.outlines.append((key.box.polyline(), *ids))
         if key.contour is not None:
             drawing.outlines.append((closed_polyline(key.contour), *ids))
-        drawing.captions.append((lesion_caption(lesion), (key.box.x0, key.box.y0)))
+        box = key.box
+        drawing.captions.append(
+            Caption(lesion_caption(lesion), (box.x0, box.y0), (box.x0, box.y0, box.x1, box.y1))
+        )
     for finding in result.cardiac:
         ids = (finding.tracking_id, finding.tracking_uid)
         phases = (
@@ -110,7 +174,7 @@ def frame_drawings(
             drawing = drawings[(finding.source_sop_instance_uid, frame)]
             if contour is not None:
                 drawing.outlines.append((closed_polyline(contour), *ids))
-            drawing.captions.append((cardiac_caption(finding), (_TEXT_MARGIN, _TEXT_MARGIN)))
+            drawing.captions.append(Caption(cardiac_caption(finding), (_TEXT_MARGIN, _TEXT_MARGIN)))
     return drawings
 
 
@@ -125,14 +189,21 @@ def _annotation(ds: Dataset, drawing: FrameDrawing) -> hd.pr.GraphicAnnotation:
         )
         for outline, tracking_id, tracking_uid in drawing.outlines
     ]
+    placed: list[Box] = []
+    for caption in drawing.captions:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        size = caption_size(caption.text, rows)
+        placed.append(caption_box(size, caption.region, rows, columns, placed))
     texts = [
         hd.pr.TextObject(
-            text_value=text,
+            text_value=caption.text,
             units=hd.pr.AnnotationUnitsValues.PIXEL,
-            anchor_point=anchor,
+            bounding_box=box,
+            anchor_point=caption.anchor,
+            text_justification=hd.pr.TextJustificationValues.LEFT,
             anchor_point_visible=False,
         )
-        for text, anchor in drawing.captions
+        for caption, box in zip(drawing.captions, placed, strict=True)
     ]
     return hd.pr.GraphicAnnotation(
         referenced_images=[_for_highdicom(ds)],

@@ -14,8 +14,10 @@ from sr_templates.capture import (
     BANNER,
     blend_heatmap,
     build_overlay_captures,
+    burn_in,
     frame_rgb,
 )
+from sr_templates.presentation import Caption, FrameDrawing
 from sr_templates.sources import SourceSet
 from tests.sr_templates.sr_factories import analysed, make_lesion, make_us_image, study_of
 
@@ -78,3 +80,14 @@ def test_undecodable_pixels_raise_value_error() -> None:
     source.PixelData = b"\x00" * 10
     with pytest.raises(ValueError, match="Cannot decode"):
         frame_rgb(source, 1)
+
+
+def test_burned_in_caption_of_a_lesion_at_the_right_edge_is_written_inside() -> None:
+    drawing = FrameDrawing(captions=[
+        Caption("Lesion 1: Hepatocellular carcinoma 80%, malignancy 90% (AI)", (290.0, 60.0),
+                (290.0, 60.0, 318.0, 90.0)),
+    ])
+    burned = burn_in(np.zeros((160, 320, 3), dtype=np.uint8), drawing)
+    rows, columns = np.nonzero(np.all(burned[:140] > 128, axis=-1))
+    assert rows.size and rows.max() < 60, "above the lesion"
+    assert columns.min() < 100 and columns.max() < 318, "moved left to end inside the image"

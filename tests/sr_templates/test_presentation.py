@@ -119,3 +119,30 @@ def test_echo_caption_omits_unknown_volumes() -> None:
     finding = make_cardiac(source)
     finding.end_diastolic_volume_ml = finding.end_systolic_volume_ml = float("nan")
     assert cardiac_caption(finding) == "LVEF 56% (AI)"
+
+
+def test_captions_stay_inside_the_image_and_apart(dciodvfy: Callable) -> None:
+    source = make_us_image("MONOCHROME2", rows=240, columns=320)
+    lesions = [
+        make_lesion(source, BoundingBox(290, 100, 318, 130), index=1),  # at the right edge
+        make_lesion(source, BoundingBox(280, 0, 310, 20), index=2),  # at the top
+        make_lesion(source, BoundingBox(286, 140, 316, 170), index=3),  # just below the first
+    ]
+    (state,) = build([source], study_of(analysed(source, lesions), source=source))
+    dciodvfy(state)
+    (annotation,) = state.GraphicAnnotationSequence
+    boxes = []
+    for text, lesion in zip(annotation.TextObjectSequence, lesions, strict=True):
+        left, top = text.BoundingBoxTopLeftHandCorner
+        right, bottom = text.BoundingBoxBottomRightHandCorner
+        assert 0 <= left < right <= 320 and 0 <= top < bottom <= 240
+        assert text.BoundingBoxTextHorizontalJustification == "LEFT"
+        assert right - left >= min(len(text.UnformattedTextValue) * 5, 300)
+        box = lesion.key_observation.box
+        assert list(text.AnchorPoint) == [box.x0, box.y0]
+        assert bottom <= box.y0 or top >= box.y1, "beside the lesion, not over it"
+        boxes.append((left, top, right, bottom))
+    assert boxes[1][1] >= 20, "no room above the top lesion: below it"
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])
