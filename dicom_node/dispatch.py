@@ -43,6 +43,7 @@ from inference.findings import (
     NotAssessedReasonValues,
     StudyResult,
 )
+from sr_templates.sources import one_patient
 
 LOGGER = structlog.get_logger(__name__)
 
@@ -309,6 +310,24 @@ class Dispatcher:
         metrics.ENGINE_SECONDS.labels(engine).observe(time.perf_counter() - started)
         return result
 
+    @staticmethod
+    def _one_patient(
+        images: list[tuple[str, Dataset]],
+    ) -> tuple[list[tuple[str, Dataset]], int]:
+        """The images of the study's patient, and how many others were left out.
+
+        Result objects describe one patient, so an image whose patient attributes
+        disagree with the others' (a mistaken merge of two patients under one Study
+        Instance UID) is left out of the analysis and the results, and logged,
+        instead of failing the whole job.  Names written differently ('DOE^JANE',
+        'Doe^Jane^^^') and values one device leaves empty agree.
+        """
+        kept, others = one_patient([ds for _, ds in images])
+        for index, keyword in others.items():
+            LOGGER.warning("instance_of_another_patient", file=Path(images[index][0]).name,
+                           differs=keyword)
+        return [images[index] for index in kept], len(others)
+
     def _process(self, job: JobInput) -> dict[str, int | str]:
         config = self._config()
         pipeline = config.pipeline_for(job.called_ae)
@@ -322,6 +341,7 @@ class Dispatcher:
             for path, ds in sources
             if str(ds.get("SOPClassUID", "")) in ULTRASOUND_SOP_CLASSES
         ]
+        ultrasound, other_patients = self._one_patient(ultrasound)
         images = [ds for _, ds in ultrasound]
         result = StudyResult(study_instance_uid=job.study_instance_uid)
         ahead = 0
@@ -371,6 +391,7 @@ class Dispatcher:
             "analysed_ahead": ahead,
             "other_instances": len(sources) - len(images),
             "unreadable": unreadable,
+            "other_patient": other_patients,
             "lesions": len(result.lesions),
             "cardiac": len(result.cardiac),
             "not_assessed": len(result.not_assessed),

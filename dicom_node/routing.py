@@ -10,6 +10,7 @@ from pydicom import Dataset
 
 from dicom_node.config import RETURN_TO_SENDER, NodeConfig, Pipeline, Rule
 from dicom_node.index import ExportTarget
+from dicom_node.network import ULTRASOUND_SOP_CLASSES
 
 
 class RoutingError(ValueError):
@@ -28,15 +29,18 @@ class RoutingAttributes:
 
     @classmethod
     def from_dataset(cls, ds: Dataset, calling_ae: str) -> RoutingAttributes:
-        """Read the routing attributes of ``ds``."""
+        """Read the routing attributes of ``ds``; an ultrasound image without its
+        Modality (Type 1, left out by some devices) is ``US``, as its class says."""
 
         def text(keyword: str) -> str | None:
             value = ds.get(keyword)
             return str(value).strip() or None if value is not None else None
 
+        sop_class_uid = str(ds.get("SOPClassUID", ""))
+        implied = "US" if sop_class_uid in ULTRASOUND_SOP_CLASSES else None
         return cls(
-            sop_class_uid=str(ds.get("SOPClassUID", "")),
-            modality=text("Modality"),
+            sop_class_uid=sop_class_uid,
+            modality=text("Modality") or implied,
             body_part=text("BodyPartExamined"),
             study_description=text("StudyDescription"),
             calling_ae=calling_ae,

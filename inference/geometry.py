@@ -80,8 +80,13 @@ def _delta_mm(item: Dataset, units_kw: str, delta_kw: str) -> float | None:
 def regions_from_dataset(ds: Dataset) -> list[UltrasoundRegion]:
     """Read the Sequence of Ultrasound Regions of ``ds``.
 
-    Items missing their bounds are skipped; an absent sequence gives ``[]``.
+    Items missing their bounds are skipped; an absent sequence gives ``[]``.  A
+    region reaching past the image (a maximum written one past the last pixel, or a
+    region left from another layout) is cut to the image, and one wholly outside
+    it is skipped: every box found inside a region then lies inside the image.
     """
+    last_x = int(ds.get("Columns", 0) or 0) - 1
+    last_y = int(ds.get("Rows", 0) or 0) - 1
     regions: list[UltrasoundRegion] = []
     for item in ds.get("SequenceOfUltrasoundRegions", []):
         bounds = [
@@ -96,6 +101,10 @@ def regions_from_dataset(ds: Dataset) -> list[UltrasoundRegion]:
         if any(b is None for b in bounds):
             continue
         x0, y0, x1, y1 = (int(b) for b in bounds)
+        if last_x >= 0 and last_y >= 0:
+            x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, last_x), min(y1, last_y)
+        if x1 < x0 or y1 < y0:
+            continue
         regions.append(
             UltrasoundRegion(
                 x0=x0,

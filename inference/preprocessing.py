@@ -314,8 +314,12 @@ def _decode(ds: Dataset) -> tuple[np.ndarray, str]:
             f"Transfer syntax {tsyntax.name} is not decodable here "
             f"(missing plugin: {', '.join(decoder.missing_dependencies) or 'none'})."
         )
+    options = {}
+    if int(ds.get("SamplesPerPixel", 1) or 1) > 1 and ds.get("PlanarConfiguration") is None:
+        # Type 1C, left out by some devices: interleaved, as nearly every one writes.
+        options["planar_configuration"] = 0
     try:
-        arr, properties = decoder.as_array(ds, raw=True)
+        arr, properties = decoder.as_array(ds, raw=True, **options)
     except Exception as exc:  # decoder plugins raise many exception types
         raise PixelDataError(f"Cannot decode pixel data ({tsyntax.name}): {exc}") from exc
     decoded = str(
@@ -492,19 +496,41 @@ def frame_time_ms(ds: Dataset) -> float | None:
     float or None
         The frame interval, or ``None`` when the dataset does not say.
     """
-    value = ds.get("FrameTime")
-    if value not in (None, "") and float(value) > 0:
-        return float(value)
-    vector = ds.get("FrameTimeVector")
-    if vector is not None:
-        steps = [float(v) for v in list(vector)[1:] if float(v) > 0]
-        if steps:
-            return float(np.mean(steps))
+    interval = _positive(_value(ds, "FrameTime"))
+    if interval is not None:
+        return interval
+    vector = _value(ds, "FrameTimeVector") or []
+    values = vector.split("\\") if isinstance(vector, str) else list(vector)
+    steps = [_positive(v) for v in values[1:]]
+    known = [step for step in steps if step is not None]
+    if known:
+        return float(np.mean(known))
     for keyword in ("RecommendedDisplayFrameRate", "CineRate"):
-        rate = ds.get(keyword)
-        if rate not in (None, "") and float(rate) > 0:
-            return 1000.0 / float(rate)
+        rate = _positive(_value(ds, keyword))
+        if rate is not None:
+            return 1000.0 / rate
     return None
+
+
+def _value(ds: Dataset, keyword: str) -> object:
+    """An element's value, or its raw text when pydicom cannot convert it (a DS of
+    '33,3'), or ``None``."""
+    try:
+        return ds.get(keyword)
+    except ValueError:
+        raw = ds.get_item(keyword)
+        value = getattr(raw, "value", None)
+        return value.decode("ascii", "replace") if isinstance(value, bytes) else None
+
+
+def _positive(value: object) -> float | None:
+    """A positive number from a DS or IS value (a decimal comma read as a point), else
+    ``None``: timing a device wrote badly is unknown timing, not an undecodable image."""
+    try:
+        number = float(str(value).strip().replace(",", "."))
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 and np.isfinite(number) else None
 
 
 def body_part(ds: Dataset) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -238,8 +239,9 @@ def conformant_view(ds: Dataset) -> Dataset:
 
     A view is made for a retired US SOP class (given its current successor),
     for missing Type 2 patient/study attributes (written empty, as Type 2
-    allows) and for dates and times in the old ACR-NEMA form (``11:20:00``,
-    ``1994.11.05``).  The pixel data element is shared, not copied.  Call
+    allows), for dates and times in the old ACR-NEMA form (``11:20:00``,
+    ``1994.11.05``) and for a missing or empty Modality (Type 1; ``US``, which
+    every class the node analyses implies).  The pixel data element is shared, not copied.  Call
     :func:`restore_referenced_classes` with the original sources on every
     object built from views.
     """
@@ -247,7 +249,8 @@ def conformant_view(ds: Dataset) -> Dataset:
         return ds  # SourceSet.from_datasets reports it
     missing = [k for k in _TYPE2_PATIENT_STUDY if k not in ds]
     dates = _bad_date_times(ds)
-    if ds.SOPClassUID not in _CURRENT_CLASSES and not missing and not dates:
+    modality = str(ds.get("Modality", "") or "").strip()
+    if ds.SOPClassUID not in _CURRENT_CLASSES and not missing and not dates and modality:
         return ds
     view = attribute_copy(ds)
     if "PixelData" in ds:
@@ -260,6 +263,8 @@ def conformant_view(ds: Dataset) -> Dataset:
         setattr(view, keyword, "")
     for keyword, value in dates.items():
         setattr(view, keyword, value)
+    if not modality:
+        view.Modality = "US"
     return view
 
 
@@ -281,8 +286,55 @@ def restore_referenced_classes(ds: Dataset, sources: Sequence[Dataset]) -> None:
             item.ReferencedSOPClassUID = classes[uid]
 
 
-def _normalised(value: object) -> str:
-    return str(value or "").strip()
+def _normalised(keyword: str, value: object) -> str:
+    """A patient attribute as compared between sources: stripped and upper case; a
+    name by its alphabetic components, without the empty trailing ones
+    ('Doe^Jane^^^' is 'DOE^JANE')."""
+    text = str(value or "").strip().upper()
+    if keyword == "PatientName":
+        components = [part.strip() for part in text.split("=")[0].split("^")]
+        while components and not components[-1]:
+            components.pop()
+        text = "^".join(components)
+    return text
+
+
+def patient_difference(a: Dataset, b: Dataset) -> str | None:
+    """The first patient attribute on which two sources disagree, or ``None``.
+
+    Values are compared as :func:`_normalised` makes them, and a value one source
+    leaves empty or out (a device that does not send the issuer or the birth date)
+    agrees with any.
+    """
+    for keyword in _PATIENT_KEYS:
+        first, second = _normalised(keyword, a.get(keyword)), _normalised(keyword, b.get(keyword))
+        if first and second and first != second:
+            return keyword
+    return None
+
+
+def one_patient(images: Sequence[Dataset]) -> tuple[list[int], dict[int, str]]:
+    """Split a study's images into those of one patient and the others.
+
+    The patient is that of the image most others agree with (the first such);
+    images are kept, in order, while they agree with every image kept so far.
+    Returns the kept images' indices, and for each other image the attribute it
+    differs on (see :func:`patient_difference`).
+    """
+    agreeing = [sum(patient_difference(a, b) is None for b in images) for a in images]
+    reference = agreeing.index(max(agreeing)) if images else 0
+    kept = [reference] if images else []
+    others: dict[int, str] = {}
+    for index, ds in enumerate(images):
+        if index == reference:
+            continue
+        difference = next((d for d in (patient_difference(images[k], ds) for k in kept) if d),
+                          None)
+        if difference is None:
+            kept.append(index)
+        else:
+            others[index] = difference
+    return sorted(kept), others
 
 
 def _check_one_patient_and_study(images: Sequence[Dataset]) -> None:
@@ -290,9 +342,9 @@ def _check_one_patient_and_study(images: Sequence[Dataset]) -> None:
     for ds in images[1:]:
         if UID(ds.get("StudyInstanceUID", "")) != UID(first.get("StudyInstanceUID", "")):
             raise ValueError("The sources come from different studies.")
-        for keyword in _PATIENT_KEYS:
-            if _normalised(ds.get(keyword)) != _normalised(first.get(keyword)):
-                raise ValueError(f"The sources come from different patients ({keyword} differs).")
+        keyword = patient_difference(first, ds)
+        if keyword is not None:
+            raise ValueError(f"The sources come from different patients ({keyword} differs).")
 
 
 def character_set_for_highdicom(ds: Dataset) -> str | list[str] | None:
@@ -335,7 +387,7 @@ _IMAGE_SIDES = (*_SIDES, "U", "B")
 
 
 def _code_string(ds: Dataset, keyword: str) -> str:
-    return _normalised(ds.get(keyword)).upper()
+    return str(ds.get(keyword) or "").strip().upper()
 
 
 def source_side(source: Dataset) -> str | None:
@@ -351,10 +403,17 @@ def source_side(source: Dataset) -> str | None:
     return None
 
 
+_CODE_STRING = re.compile(r"^[A-Z0-9 _]{1,16}$")
+"""A valid CS value (PS3.5 6.2)."""
+
+
 def copy_body_part(target: Dataset, source: Dataset) -> None:
-    """Copy a non-empty Body Part Examined (General Series) from ``source``."""
-    if source.get("BodyPartExamined"):
-        target.BodyPartExamined = source.BodyPartExamined
+    """Copy a non-empty Body Part Examined (General Series, Type 3) from ``source``, in
+    upper case as its VR (CS) wants it ('Abdomen' -> 'ABDOMEN'); a value that is not a
+    code string even then is left out rather than copied invalid."""
+    value = _code_string(source, "BodyPartExamined")
+    if _CODE_STRING.match(value):
+        target.BodyPartExamined = value
 
 
 def copy_series_anatomy(target: Dataset, source: Dataset, image_laterality: bool = False) -> None:

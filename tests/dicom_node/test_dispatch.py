@@ -271,3 +271,22 @@ def test_a_job_failing_on_a_patient_value_keeps_the_value_out_of_its_error(
     (job,) = IndexQueries(harness.node.index).jobs()
     assert job["state"] == JobState.FAILED.value
     assert "PatientSex" in job["error"] and "DOE" not in job["error"]
+
+
+def test_an_image_of_another_patient_is_left_out_not_fatal(make_node: MakeNode) -> None:
+    first, same, other = make_study(3)
+    same.PatientName = "DOE^JANE^^"  # written differently by a second device
+    same.PatientBirthDate = ""
+    other.PatientName = "Roe^Max"  # merged into the study by mistake
+    del first.Modality  # Type 1, missing on some devices: US is implied
+    harness = make_node(pipeline=pipeline(), destinations=[ARCHIVE])
+    harness.store([first, same, other])
+    harness.settle()
+    (job,) = IndexQueries(harness.node.index).jobs()
+    assert job["state"] == JobState.DONE.value, job["error"]
+    assert "images=2" in job["summary"] and "other_patient=1" in job["summary"]
+    assert sorted(c[0] for c in harness.analyzer.calls) == sorted(
+        [first.SOPInstanceUID, same.SOPInstanceUID]
+    )
+    for path in harness.node.spool.results.glob("job-*/*.dcm"):
+        assert str(dcmread(path).PatientName).upper().rstrip("^") == "DOE^JANE"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import struct
@@ -13,9 +14,11 @@ import pytest
 from PIL import Image
 from pydicom import examples
 from pydicom.data import get_testdata_file
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import apply_color_lut, convert_color_space
+from pydicom.tag import Tag
 from pydicom.uid import (
     JPEG2000,
     MPEG2MPML,
@@ -672,3 +675,37 @@ def test_an_image_without_regions_has_its_scan_area_found_once(
 def test_find_scan_area_rejects_blank() -> None:
     with pytest.raises(ValueError, match="blank"):
         find_scan_area(np.zeros((100, 100), dtype=np.uint8))
+
+
+@pytest.mark.parametrize(("value", "expected"), [("33,3", 33.3), ("abc", None), ("-5", None)])
+def test_frame_time_written_badly_is_read_or_unknown(value: str, expected: float | None) -> None:
+    ds = _dataset(np.zeros((3, 8, 8), np.uint8), "MONOCHROME2")
+    raw = value.encode("ascii") + b" " * (len(value) % 2)
+    ds[0x00181063] = RawDataElement(Tag(0x00181063), "DS", len(raw), raw, 0, True, True)
+    assert frame_time_ms(ds) == (pytest.approx(expected) if expected else None)
+    image = image_input_from_dataset(ds)
+    assert image.frames.shape == (3, 8, 8)
+
+
+def test_colour_without_planar_configuration_is_read_interleaved() -> None:
+    ds = _dataset(RGB, "RGB")
+    del ds.PlanarConfiguration
+    np.testing.assert_array_equal(image_input_from_dataset(ds).frames,
+                                  image_input_from_dataset(_dataset(RGB, "RGB")).frames)
+
+
+def test_a_region_reaching_past_the_image_is_cut_to_it() -> None:
+    from inference.geometry import regions_from_dataset
+    from tests.sr_templates.sr_factories import make_us_image
+
+    ds = make_us_image(rows=120, columns=160)
+    (region,) = ds.SequenceOfUltrasoundRegions
+    region.RegionLocationMaxY1 = 120  # one past the last row
+    region.RegionLocationMaxX1 = 400
+    outside = copy.deepcopy(region)
+    outside.RegionLocationMinX0, outside.RegionLocationMaxX1 = 200, 300
+    ds.SequenceOfUltrasoundRegions.append(outside)
+    (cut,) = regions_from_dataset(ds)
+    assert (cut.x1, cut.y1) == (159, 119)
+    box = scan_area(image_input_from_dataset(ds))
+    assert box.x1 <= 160 and box.y1 <= 120

@@ -21,6 +21,7 @@ from pydicom.uid import (
 
 from inference.findings import BoundingBox, StudyResult
 from sr_templates import ObjectKindValues, ResultOptions, build_result_objects
+from sr_templates.sources import one_patient
 from tests.sr_templates.sr_factories import analysed, make_lesion, make_us_image, study_of
 
 EVERYTHING = ResultOptions(include_overlay_capture=True, job_sequence=2)
@@ -31,12 +32,19 @@ def _example(name: str) -> Callable[[], Dataset]:
     return lambda: getattr(pydicom.examples, name)
 
 
+def _without(keyword: str, ds: Dataset) -> Dataset:
+    delattr(ds, keyword)
+    return ds
+
+
 SOURCES: dict[str, Callable[[], Dataset]] = {
     "synthetic-monochrome2": lambda: make_us_image("MONOCHROME2", japanese=True),
     "synthetic-rgb-no-region": lambda: make_us_image("RGB", regions=False),
     "synthetic-palette": lambda: make_us_image("PALETTE COLOR"),
     "synthetic-ybr-jpeg-cine": lambda: make_us_image("YBR_FULL_422", frames=4, japanese=True),
     "synthetic-no-body-part": lambda: make_us_image(body_part=None),
+    "synthetic-lower-case-body-part": lambda: make_us_image(body_part="Abdomen"),
+    "synthetic-no-modality": lambda: _without("Modality", make_us_image("RGB")),
     "pydicom-palette_color": _example("palette_color"),
     "pydicom-rgb_color": _example("rgb_color"),
     "pydicom-ybr_color": _example("ybr_color"),
@@ -209,3 +217,33 @@ def test_wrong_argument_types_raise_type_error() -> None:
         build_result_objects(["file.dcm"], findings_for(source), ResultOptions())  # type: ignore[list-item]
     with pytest.raises(TypeError, match="StudyResult"):
         build_result_objects([source], None, ResultOptions())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("keyword", "first", "second"),
+    [
+        ("PatientName", "Doe^Jane", "DOE^JANE^^^"),
+        ("PatientName", "Doe^Jane", " Doe ^ Jane"),
+        ("IssuerOfPatientID", None, "HOSP"),
+        ("PatientBirthDate", "19700101", ""),
+    ],
+)
+def test_patient_values_written_differently_or_left_out_agree(
+    keyword: str, first: str | None, second: str, dciodvfy: Callable
+) -> None:
+    a, b = make_us_image(), make_us_image()
+    for ds, value in ((a, first), (b, second)):
+        if value is None:
+            ds.pop(keyword, None)
+        else:
+            setattr(ds, keyword, value)
+    result = study_of(analysed(a, []), analysed(b, []), source=a)
+    for obj in build_result_objects([a, b], result, ResultOptions()):
+        dciodvfy(obj)
+
+
+def test_one_patient_keeps_the_images_most_agree_with() -> None:
+    images = [make_us_image(patient_name=name) for name in ("Roe^Max", "Doe^Jane", "DOE^JANE^")]
+    images[2].PatientBirthDate = ""
+    assert one_patient(images) == ([1, 2], {0: "PatientName"})
+    assert one_patient([]) == ([], {})
