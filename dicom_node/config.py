@@ -222,8 +222,9 @@ class RetentionPolicy(_Model):
 
     keep_days: float | None = Field(default=14.0, gt=0)
     """Days after a study's last activity (an instance received, a job finished, an export
-    delivered) before its images and results are removed from the spool and the index;
-    ``null`` keeps everything."""
+    delivered) before its images and results are removed from the spool and the index,
+    once every job of it is done and every export delivered or discarded; ``null`` keeps
+    everything."""
 
 
 class NodeConfig(_Model):

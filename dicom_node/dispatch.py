@@ -333,7 +333,9 @@ class Dispatcher:
         pipeline = config.pipeline_for(job.called_ae)
         if pipeline is None:
             raise JobError(f"no pipeline for called AE {job.called_ae!r} any more")
-        targets = export_targets(config, pipeline, job.calling_ae, job.calling_host)
+        callers = dict(zip(job.instance_paths, job.callers, strict=True))
+        senders = list(dict.fromkeys(callers.values())) or [(job.calling_ae, job.calling_host)]
+        targets = export_targets(config, pipeline, senders)
         self._clear_results(job.job_id)
         sources, unreadable = self._load(job.instance_paths)
         ultrasound = [
@@ -346,7 +348,7 @@ class Dispatcher:
         result = StudyResult(study_instance_uid=job.study_instance_uid)
         ahead = 0
         for path, ds in ultrasound:
-            attrs = RoutingAttributes.from_dataset(ds, job.calling_ae)
+            attrs = RoutingAttributes.from_dataset(ds, callers[path][0])
             engines = engines_for(pipeline, attrs)
             image = self.ahead.take(path, engines)
             if image is None:

@@ -2,10 +2,10 @@
 with, then removes its files and its index rows.
 
 The node is not an archive: the archive holds the images and the results it was
-sent.  A study is finished with when nothing of it waits for a job, no job of it
-is queued, running or waiting for disk, and every export of it was delivered or
-discarded; one whose results are in the error queue is kept until an operator
-retries or discards them.  The clock starts again with anything that happens to
+sent.  A study is finished with when nothing of it waits for a job, every job of
+it is done, and every export of it was delivered or discarded; one with a failed
+job, or with results in the error queue, is kept until an operator re-runs the
+job, or retries or discards the results.  The clock starts again with anything that happens to
 the study (an instance received, a job finished, an export delivered), so an
 operator re-running a job has the whole period to look at its results.
 

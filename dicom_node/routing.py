@@ -6,11 +6,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import structlog
 from pydicom import Dataset
 
 from dicom_node.config import RETURN_TO_SENDER, NodeConfig, Pipeline, Rule
 from dicom_node.index import ExportTarget
 from dicom_node.network import ULTRASOUND_SOP_CLASSES
+
+LOGGER = structlog.get_logger(__name__)
 
 
 class RoutingError(ValueError):
@@ -77,40 +80,24 @@ def engines_for(pipeline: Pipeline, attrs: RoutingAttributes) -> tuple[str, ...]
 
 
 def export_targets(
-    config: NodeConfig, pipeline: Pipeline, calling_ae: str, calling_host: str
+    config: NodeConfig, pipeline: Pipeline, senders: Sequence[tuple[str, str]]
 ) -> list[ExportTarget]:
-    """Resolve a pipeline's destinations for a study sent by ``calling_ae``.
+    """Resolve a pipeline's destinations for a study sent by ``senders``, the
+    ``(calling AE, host)`` of each device that sent some of it.
+
+    ``return-to-sender`` goes to every sender whose port the pipeline's caller list
+    gives; a sender without one is skipped and logged, while some destination is left.
 
     Raises
     ------
     RoutingError
-        If the pipeline returns to sender but the sender has no known port.
+        If a destination is unknown, or if returning to the senders was the only
+        destination and none of them has a known port.
     """
     targets = []
     for name in pipeline.destinations:
         if name == RETURN_TO_SENDER:
-            caller = next(
-                (
-                    c
-                    for c in pipeline.allowed_callers or []
-                    if c.ae_title == calling_ae
-                    and c.port is not None
-                    and (c.host is None or c.host == calling_host)
-                ),
-                None,
-            )
-            if caller is None or caller.port is None:
-                raise RoutingError(
-                    f"return-to-sender: no port configured for calling AE {calling_ae!r}"
-                )
-            targets.append(
-                ExportTarget(
-                    destination=f"{RETURN_TO_SENDER}:{calling_ae}",
-                    ae_title=calling_ae,
-                    host=caller.host or calling_host,
-                    port=caller.port,
-                )
-            )
+            targets.extend(_return_targets(pipeline, senders))
             continue
         destination = config.destination(name)
         if destination is None:
@@ -124,4 +111,35 @@ def export_targets(
                 include_overlay=destination.overlay_capture,
             )
         )
+    if not targets and pipeline.destinations:
+        names = ", ".join(ae for ae, _ in senders)
+        raise RoutingError(f"return-to-sender: no port configured for calling AE {names}")
     return targets
+
+
+def _return_targets(pipeline: Pipeline, senders: Sequence[tuple[str, str]]
+                    ) -> list[ExportTarget]:
+    """One target per sender (by AE title) whose port the caller list gives."""
+    targets: dict[str, ExportTarget] = {}
+    for calling_ae, calling_host in senders:
+        caller = next(
+            (
+                c
+                for c in pipeline.allowed_callers or []
+                if c.ae_title == calling_ae
+                and c.port is not None
+                and (c.host is None or c.host == calling_host)
+            ),
+            None,
+        )
+        if caller is None or caller.port is None:
+            LOGGER.warning("return_to_sender_skipped", calling_ae=calling_ae,
+                           reason="no port configured for this caller")
+            continue
+        targets.setdefault(calling_ae, ExportTarget(
+            destination=f"{RETURN_TO_SENDER}:{calling_ae}",
+            ae_title=calling_ae,
+            host=caller.host or calling_host,
+            port=caller.port,
+        ))
+    return list(targets.values())

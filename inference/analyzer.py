@@ -3,7 +3,8 @@
 1. Quality gate (:mod:`inference.quality`): blank, frozen, Doppler/colour,
    measurement screens and too little scan area are not assessed.
 2. Anatomy: the tags win when present (and consistent among themselves,
-   see :func:`inference.preprocessing.tag_anatomy`); without tags the view
+   see :func:`inference.preprocessing.tag_anatomy`), unless they and a very
+   confident view classifier disagree on the heart; without tags the view
    classifier decides when it is confident enough.  When both speak and
    disagree confidently, the result carries an ``anatomy_note``.
 3. The routed engine (among ``engine_names``) whose anatomy matches runs;
@@ -27,6 +28,12 @@ logger = structlog.get_logger(__name__)
 
 MIN_VIEW_PROBABILITY = 0.6
 """The classifier decides alone (no tags) or contradicts the tags only above this."""
+
+HEART_OVERRIDE_PROBABILITY = 0.95
+"""The image wins over tags that disagree on the heart (an echo cine tagged ABDOMEN by a
+preset left on, an abdominal image tagged as an echo) when the classifier is this sure.
+The heart view is the one the classifier does not confuse (docs/dataset-card.md), and
+following such tags runs an engine on an anatomy the image does not show."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,9 @@ def decide_anatomy(tag: AnatomyValues | None, prediction: ViewPrediction | None,
     Returns
     -------
     AnatomyDecision
-        Tags win when present; the image decides otherwise.  Without tags, a
+        Tags win when present, unless they and a view of at least
+        :data:`HEART_OVERRIDE_PROBABILITY` disagree on the heart; the image
+        decides otherwise.  Without tags, a
         view below ``min_probability`` is followed only when it is the most
         probable class and the anatomy the routing rule names: the rule and the
         image then agree.
@@ -77,9 +86,13 @@ def decide_anatomy(tag: AnatomyValues | None, prediction: ViewPrediction | None,
     confident = prediction is not None and prediction.probability >= min_probability
     if tag is not None:
         if confident and prediction is not None and prediction.anatomy is not tag:
-            note = (f"Tags say {tag.value}; the image looks like {prediction.anatomy.value} "
-                    f"(p={prediction.probability:.2f}). The tags were followed.")
-            return AnatomyDecision(tag, "tags", note)
+            seen = (f"Tags say {tag.value}; the image looks like {prediction.anatomy.value} "
+                    f"(p={prediction.probability:.2f}).")
+            heart = AnatomyValues.HEART in (tag, prediction.anatomy)
+            if heart and prediction.probability >= HEART_OVERRIDE_PROBABILITY:
+                return AnatomyDecision(prediction.anatomy, "image",
+                                       f"{seen} The image was followed.")
+            return AnatomyDecision(tag, "tags", f"{seen} The tags were followed.")
         return AnatomyDecision(tag, "tags")
     if confident and prediction is not None:
         return AnatomyDecision(prediction.anatomy, "image")

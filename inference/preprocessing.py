@@ -103,17 +103,19 @@ _ANATOMY_KEYWORDS: dict[AnatomyValues, tuple[str, ...]] = {
     AnatomyValues.LIVER: (
         "LIVER", "HEPATIC", "HEPAR", "ABDOMEN", "ABDOMINAL", "ABDO", "ABD", "UPPERABDOMEN",
     ),
-    AnatomyValues.BREAST: ("BREAST", "MAMMA", "MAMMARY"),
+    AnatomyValues.BREAST: ("BREAST", "MAMMA", "MAMMARY", "MAMA", "SEIN", "SENO"),
     AnatomyValues.HEART: (
-        "HEART", "CARDIAC", "CARDIO", "ECHO", "ECHOCARDIOGRAPHY", "ECHOCARDIOGRAM", "TTE",
-        "TRANSTHORACIC", "EPICARDIAL", "A4C", "AP4", "4CH", "APICAL",
+        "HEART", "CARDIAC", "CARDIO", "ECHOCARDIOGRAPHY", "ECHOCARDIOGRAM", "TTE",
+        "TRANSTHORACIC", "EPICARDIAL", "A4C", "AP4", "4CH", "APICAL", "HART",
     ),
 }
-"""Words (whole tokens of a tag value) that point to an anatomy."""
+"""Words (whole tokens of a tag value) that point to an anatomy.  ECHO is not one: in
+English it is short for an echocardiogram, in Dutch, French and German (echo, écho,
+Echographie) it is any ultrasound ("Echo lever", "Écho sein droit"); the image decides."""
 
 _ANATOMY_PREFIXES: dict[AnatomyValues, tuple[str, ...]] = {
     AnatomyValues.LIVER: ("ABDOM", "ADDOM", "HEPAT", "LEBER", "OBERBAUCH", "FOIE", "HIGADO",
-                          "FEGATO"),
+                          "FEGATO", "LEVER", "BOVENBUIK"),
     AnatomyValues.BREAST: ("MAMM", "MAMAR", "BRUST"),
     AnatomyValues.HEART: ("CARDI", "KARDI", "ECHOCARDIO", "ECHOKARDIO", "ECOCARDIO", "HERZ",
                           "COEUR", "CORAZON", "CUORE"),

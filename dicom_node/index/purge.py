@@ -2,8 +2,8 @@
 studies may go, and their removal.
 
 A study may go once it is finished with: nothing of it waits for a job, no job of
-it is queued, running or waiting for disk, none of its exports is pending or in
-the error queue, and nothing happened to it (an instance received, a job
+it is queued, running, waiting for disk or failed, none of its exports is pending
+or in the error queue, and nothing happened to it (an instance received, a job
 finished, an export delivered) since the cutoff.  Its rows go with its files:
 the index keeps what the node still has to act on, not a history.
 """
@@ -28,8 +28,10 @@ from dicom_node.index.models import (
 )
 from dicom_node.index.store import QUERY_CHUNK, Index
 
-ACTIVE_JOB_STATES = (JobState.QUEUED, JobState.RUNNING, JobState.WAITING_FOR_DISK)
-"""Job states that hold a study in the spool."""
+HELD_JOB_STATES = (JobState.QUEUED, JobState.RUNNING, JobState.WAITING_FOR_DISK,
+                   JobState.FAILED)
+"""Job states that hold a study in the spool: still to run, or failed and waiting for an
+operator's re-run (its images were never analysed)."""
 
 HELD_EXPORT_STATES = (ExportState.PENDING, ExportState.FAILED)
 """Export states that hold a study: its results have yet to be delivered (a failed
@@ -60,7 +62,7 @@ def _expired(cutoff: datetime) -> ColumnElement[bool]:
     """Condition on :class:`Study` rows: finished with, and untouched since ``cutoff``."""
     busy_job = exists().where(
         Job.study_id == Study.id,
-        or_(Job.state.in_(ACTIVE_JOB_STATES), Job.finished_at >= cutoff),
+        or_(Job.state.in_(HELD_JOB_STATES), Job.finished_at >= cutoff),
     )
     held_export = exists().where(
         Export.job_id == Job.id,

@@ -111,6 +111,10 @@ class JobInput:
     calling_ae: str
     calling_host: str
     instance_paths: tuple[str, ...]
+    callers: tuple[tuple[str, str], ...] = ()
+    """Per instance path, the calling AE title and host of the association it came on
+    (a study can come from several devices); the study's last caller for an instance
+    indexed at start-up from its file."""
 
 
 @dataclass(frozen=True)
@@ -359,9 +363,11 @@ class Index:
         """
         with self.session() as s:
             rows = s.execute(
-                select(Instance.id, Instance.path, Study.called_ae, Study.calling_ae)
+                select(Instance.id, Instance.path, Study.called_ae,
+                       func.coalesce(AssociationRecord.calling_ae, Study.calling_ae))
                 .join(Series, Instance.series_id == Series.id)
                 .join(Study, Series.study_id == Study.id)
+                .outerjoin(AssociationRecord, Instance.association_id == AssociationRecord.id)
                 .where(
                     Instance.job_id.is_(None),
                     Instance.id > after_id,
@@ -466,12 +472,16 @@ class Index:
             )
             if taken.rowcount != 1:
                 return None
-            paths = tuple(
-                s.scalars(
-                    select(Instance.path).where(Instance.job_id == job.id).order_by(Instance.id)
-                )
-            )
             study = job.study
+            rows = s.execute(
+                select(Instance.path, AssociationRecord.calling_ae, AssociationRecord.peer_host)
+                .outerjoin(AssociationRecord, Instance.association_id == AssociationRecord.id)
+                .where(Instance.job_id == job.id)
+                .order_by(Instance.id)
+            ).all()
+            paths = tuple(path for path, _, _ in rows)
+            callers = tuple((ae or study.calling_ae, host or study.calling_host)
+                            for _, ae, host in rows)
             return JobInput(
                 job_id=job.id,
                 sequence=job.sequence,
@@ -481,6 +491,7 @@ class Index:
                 calling_ae=study.calling_ae,
                 calling_host=study.calling_host,
                 instance_paths=paths,
+                callers=callers,
             )
 
     def finish_job(

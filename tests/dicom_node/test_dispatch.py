@@ -290,3 +290,47 @@ def test_an_image_of_another_patient_is_left_out_not_fatal(make_node: MakeNode) 
     )
     for path in harness.node.spool.results.glob("job-*/*.dcm"):
         assert str(dcmread(path).PatientName).upper().rstrip("^") == "DOE^JANE"
+
+
+def test_each_image_is_routed_by_the_device_that_sent_it(make_node: MakeNode) -> None:
+    from dicom_node.config import Caller, Match, Rule
+
+    rules = [
+        Rule(name="echo", match=Match(calling_ae=["ECHO_ROOM"]), engines=["cardiac"]),
+        Rule(name="abdomen", match=Match(calling_ae=["ABD_ROOM"]), engines=["liver"]),
+    ]
+    callers = [Caller(ae_title="ECHO_ROOM", port=4100), Caller(ae_title="ABD_ROOM", port=4101)]
+    harness = make_node(
+        pipeline=pipeline(rules=rules, allowed_callers=callers,
+                          destinations=["archive", "return-to-sender"]),
+        destinations=[ARCHIVE],
+    )
+    cine, still = make_study(2)
+    harness.store([cine], calling="ECHO_ROOM")
+    harness.store([still], calling="ABD_ROOM")
+    harness.settle()
+    (job,) = IndexQueries(harness.node.index).jobs()
+    assert job["state"] == JobState.DONE.value, job["error"]
+    engines = {uid: routed for uid, routed, _ in harness.analyzer.calls}
+    assert engines == {cine.SOPInstanceUID: ("cardiac",), still.SOPInstanceUID: ("liver",)}
+    exports = IndexQueries(harness.node.index).exports()
+    assert sorted(e["destination"] for e in exports) == [
+        "archive", "return-to-sender:ABD_ROOM", "return-to-sender:ECHO_ROOM"
+    ]
+
+
+def test_a_sender_without_a_port_does_not_stop_the_other_destinations(
+    make_node: MakeNode,
+) -> None:
+    from dicom_node.config import Caller
+
+    harness = make_node(
+        pipeline=pipeline(allowed_callers=[Caller(ae_title="PACS")],
+                          destinations=["archive", "return-to-sender"]),
+        destinations=[ARCHIVE],
+    )
+    harness.store(make_study(1), calling="PACS")
+    harness.settle()
+    (job,) = IndexQueries(harness.node.index).jobs()
+    assert job["state"] == JobState.DONE.value, job["error"]
+    assert [e["destination"] for e in IndexQueries(harness.node.index).exports()] == ["archive"]

@@ -294,3 +294,19 @@ def test_retention_on_postgresql(make_node: MakeNode) -> None:
         assert (report.studies, report.associations) == (1, 1)
         assert _spooled(harness) == []
         harness.node.stop()
+
+
+def test_a_failed_job_holds_its_study_until_it_is_run_again(make_node: MakeNode) -> None:
+    harness = _harness(make_node, 1)
+    _processed(harness)
+    index = harness.node.index
+    (job,) = IndexQueries(index).jobs()
+    index.fail_job(job["id"], "engine crashed", harness.clock.now())
+    harness.clock.advance(30 * DAY)
+    assert harness.node.retention.run().studies == 0, "never analysed: kept for a re-run"
+    assert index.requeue_job(job["id"])
+    while harness.node.dispatcher.run_next_job():
+        pass
+    _deliver_all(harness)
+    harness.clock.advance(2 * DAY)
+    assert harness.node.retention.run().studies == 1

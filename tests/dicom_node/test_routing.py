@@ -82,7 +82,7 @@ def test_export_targets_with_return_to_sender() -> None:
         ],
     )
     pipeline = config.pipelines[0]
-    targets = export_targets(config, pipeline, "US_ROOM", "10.9.9.9")
+    targets = export_targets(config, pipeline, [("US_ROOM", "10.9.9.9")])
     assert [(t.destination, t.ae_title, t.host, t.port, t.include_overlay) for t in targets] == [
         ("pacs", "PACS", "10.0.0.1", 104, False),
         ("viewer", "VIEWER", "10.0.0.2", 11112, True),
@@ -92,5 +92,30 @@ def test_export_targets_with_return_to_sender() -> None:
 
 def test_return_to_sender_without_a_known_port_is_an_error() -> None:
     config = NodeConfig(pipelines=[Pipeline(called_ae="NODE", destinations=["return-to-sender"])])
-    with pytest.raises(RoutingError, match="no port configured"):
-        export_targets(config, config.pipelines[0], "US_ROOM", "10.9.9.9")
+    with pytest.raises(RoutingError, match=r"no port configured for calling AE US_ROOM$"):
+        export_targets(config, config.pipelines[0], [("US_ROOM", "10.9.9.9")])
+
+
+def test_return_to_sender_goes_to_every_sender_with_a_port_and_skips_the_others() -> None:
+    config = NodeConfig(
+        destinations=[Destination(name="pacs", ae_title="PACS", host="10.0.0.1", port=104)],
+        pipelines=[
+            Pipeline(
+                called_ae="NODE",
+                allowed_callers=[
+                    Caller(ae_title="ECHO_ROOM", port=4100),
+                    Caller(ae_title="ABD_ROOM", host="10.0.0.7", port=4101),
+                    Caller(ae_title="PACS"),
+                ],
+                destinations=["pacs", "return-to-sender"],
+            )
+        ],
+    )
+    senders = [("ECHO_ROOM", "10.0.0.5"), ("PACS", "10.0.0.1"), ("ABD_ROOM", "10.0.0.7"),
+               ("ECHO_ROOM", "10.0.0.5")]
+    targets = export_targets(config, config.pipelines[0], senders)
+    assert [(t.destination, t.host, t.port) for t in targets] == [
+        ("pacs", "10.0.0.1", 104),
+        ("return-to-sender:ECHO_ROOM", "10.0.0.5", 4100),
+        ("return-to-sender:ABD_ROOM", "10.0.0.7", 4101),
+    ]
