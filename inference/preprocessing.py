@@ -124,14 +124,12 @@ _ANATOMY_PREFIXES: dict[AnatomyValues, tuple[str, ...]] = {
 write (ABDOMINALE, LEBERSONOGRAPHIE, MAMMAIRE, ECOCARDIOGRAMA, KARDIOLOGIE...); accents
 are dropped first (HÍGADO -> HIGADO)."""
 
-_TEXT_TAGS: tuple[str, ...] = (
-    "BodyPartExamined",
-    "StudyDescription",
+_SERIES_TEXT_TAGS: tuple[str, ...] = (
     "SeriesDescription",
     "ProtocolName",
     "PerformedProcedureStepDescription",
 )
-"""Free-text tags searched for anatomy keywords, most specific first."""
+"""Free-text tags of the series and its procedure step searched for anatomy keywords."""
 
 
 class PixelDataError(ValueError):
@@ -550,25 +548,33 @@ def _anatomies_in(text: str) -> set[AnatomyValues]:
     return found
 
 
-def _tag_texts(ds: Dataset) -> list[str]:
-    texts = [str(ds.get(keyword, "") or "") for keyword in _TEXT_TAGS]
+def _tag_levels(ds: Dataset) -> list[list[str]]:
+    """The texts that may name the anatomy, most specific level first: the image's
+    (Body Part Examined, value 3 of the US Image Type, the anatomic region and view
+    codes), the series', the study's description."""
+    image = [str(ds.get("BodyPartExamined", "") or "")]
     image_type = list(ds.get("ImageType", []) or [])
     if len(image_type) > 2:
         # Value 3 of the US Image Type is the anatomic region (ABDOMINAL, TTE...).
-        texts.append(str(image_type[2]))
+        image.append(str(image_type[2]))
     for keyword in ("AnatomicRegionSequence", "ViewCodeSequence"):
-        texts.extend(str(item.get("CodeMeaning", "")) for item in ds.get(keyword, []))
-    return [t for t in texts if t.strip()]
+        image.extend(str(item.get("CodeMeaning", "")) for item in ds.get(keyword, []))
+    series = [str(ds.get(keyword, "") or "") for keyword in _SERIES_TEXT_TAGS]
+    study = [str(ds.get("StudyDescription", "") or "")]
+    return [[t for t in level if t.strip()] for level in (image, series, study)]
 
 
 def tag_anatomy(ds: Dataset) -> AnatomyValues | None:
     """The anatomy the tags point to, when they point to exactly one.
 
-    BodyPartExamined, the study/series/protocol descriptions, value 3 of the
-    US Image Type and the anatomic region / view codes are searched for
-    keywords (LIVER/ABDOMEN -> liver, BREAST -> breast, HEART/CARDIAC/ECHO ->
-    heart), and for stems of those words in German, French, Spanish and Italian.
-    Tags that name two different anatomies give ``None``.
+    The tags are searched for keywords (LIVER/ABDOMEN -> liver, BREAST -> breast,
+    HEART/CARDIAC/ECHOCARDIOGRAPHY -> heart), and for stems of those words in German,
+    French, Spanish, Italian and Dutch, level by level: the image's (Body Part Examined,
+    value 3 of the US Image Type, the anatomic region and view codes), then the
+    series' (description, protocol, procedure step), then the study description.
+    The most specific level that names an anatomy decides, so a study described
+    "US ABDOMEN + ECHO" leaves each image to its own body part.  A level that names
+    two anatomies gives ``None``.
 
     Parameters
     ----------
@@ -580,13 +586,15 @@ def tag_anatomy(ds: Dataset) -> AnatomyValues | None:
     AnatomyValues or None
         The single anatomy the tags name, or ``None``.
     """
-    found: set[AnatomyValues] = set()
-    for text in _tag_texts(ds):
-        found |= _anatomies_in(text)
-    if len(found) == 1:
-        return found.pop()
-    if len(found) > 1:
-        logger.info("tags_name_several_anatomies", anatomies=sorted(a.value for a in found))
+    for level in _tag_levels(ds):
+        found: set[AnatomyValues] = set()
+        for text in level:
+            found |= _anatomies_in(text)
+        if len(found) == 1:
+            return found.pop()
+        if len(found) > 1:
+            logger.info("tags_name_several_anatomies", anatomies=sorted(a.value for a in found))
+            return None
     return None
 
 

@@ -119,3 +119,26 @@ def test_return_to_sender_goes_to_every_sender_with_a_port_and_skips_the_others(
         ("return-to-sender:ECHO_ROOM", "10.0.0.5", 4100),
         ("return-to-sender:ABD_ROOM", "10.0.0.7", 4101),
     ]
+
+
+@pytest.mark.parametrize(
+    ("description", "engines"),
+    [
+        ("Echocardiogram TTE", ("cardiac",)),
+        ("TTE", ("cardiac",)),
+        ("ECHOGRAPHIE ABDOMINALE", ("liver", "breast", "cardiac")),
+        ("US breast - echogenic mass f/u", ("liver", "breast", "cardiac")),
+        ("Echo lever", ("liver", "breast", "cardiac")),
+    ],
+)
+def test_the_example_echo_rule_takes_echocardiograms_only(
+    description: str, engines: tuple[str, ...]
+) -> None:
+    from pathlib import Path
+
+    from dicom_node.config import load_config
+
+    example = Path(__file__).resolve().parents[2] / "config" / "example.yaml"
+    pipeline = load_config(example).pipelines[0]
+    routed = engines_for(pipeline, attrs(modality="US", study_description=description))
+    assert routed == engines

@@ -86,10 +86,25 @@ def test_tags_and_image_agree(frames: np.ndarray) -> None:
 
 def test_tags_win_and_the_disagreement_is_noted(frames: np.ndarray) -> None:
     engines = _engines()
-    result = Analyzer(engines, FakeClassifier(LIVER, 0.95)).analyze(_image(frames, HEART), ALL)
-    assert result.anatomy is HEART and engines["cardiac"].calls
+    result = Analyzer(engines, FakeClassifier(LIVER, 0.99)).analyze(_image(frames, BREAST), ALL)
+    assert result.anatomy is BREAST and engines["breast"].calls
     assert result.anatomy_note is not None and "liver" in result.anatomy_note
+    assert "tags were followed" in result.anatomy_note
     assert not engines["liver"].calls
+
+
+@pytest.mark.parametrize(("tag", "seen"), [(LIVER, HEART), (HEART, LIVER)])
+def test_a_sure_image_wins_over_tags_that_disagree_on_the_heart(
+    frames: np.ndarray, tag: AnatomyValues, seen: AnatomyValues
+) -> None:
+    engines = _engines()
+    result = Analyzer(engines, FakeClassifier(seen, 0.97)).analyze(_image(frames, tag), ALL)
+    assert result.anatomy is seen
+    assert result.anatomy_note is not None and "image was followed" in result.anatomy_note
+    engine = {HEART: "cardiac", LIVER: "liver"}
+    assert engines[engine[seen]].calls and not engines[engine[tag]].calls
+    doubtful = Analyzer(_engines(), FakeClassifier(seen, 0.9)).analyze(_image(frames, tag), ALL)
+    assert doubtful.anatomy is tag, "below 0.95 the tags still win"
 
 
 def test_image_decides_without_tags(frames: np.ndarray) -> None:
