@@ -169,6 +169,7 @@ def image_input_from_dataset(ds: Dataset) -> ImageInput:
         frames=frames,
         geometry=geometry,
         frame_time_ms=frame_time_ms(ds),
+        heart_rate_bpm=_positive(_value(ds, "HeartRate")),
         body_part=body_part(ds),
         tag_anatomy=tag_anatomy(ds),
         color_fraction=color_fraction,

@@ -30,6 +30,8 @@ class ImageInput:
         Regions and pixel size from the Sequence of Ultrasound Regions.
     frame_time_ms:
         Time between frames of a cine, when known.
+    heart_rate_bpm:
+        Heart Rate (0018,1088) of a cine, when the device recorded it.
     body_part:
         BodyPartExamined (or an equivalent tag), upper case, when present.
     tag_anatomy:
@@ -44,6 +46,7 @@ class ImageInput:
     frames: np.ndarray
     geometry: ImageGeometry
     frame_time_ms: float | None = None
+    heart_rate_bpm: float | None = None
     body_part: str | None = None
     tag_anatomy: AnatomyValues | None = None
     color_fraction: float = 0.0

@@ -65,6 +65,14 @@ DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 MIN_FRAMES = 8
 """Fewer frames than this cannot hold a heart cycle."""
 
+MIN_CLIP_MS = 600.0
+"""A timed cine shorter than this cannot hold a heart cycle at the heart rates of an
+echo at rest (a cycle lasts 600 ms at 100 beats per minute) when the device recorded
+no Heart Rate; with one, the clip must last a cycle of that rate."""
+
+HEART_RATES_BPM = (30.0, 220.0)
+"""Heart rates taken at their word; a value outside is a device's placeholder."""
+
 MAX_FRAMES = 128
 """Longer cines are sampled evenly down to this many frames."""
 
@@ -160,6 +168,9 @@ class CardiacEngine:
                 image, NotAssessedReasonValues.IMAGE_QUALITY,
                 f"EF needs a cine of at least {MIN_FRAMES} frames covering a heart cycle; "
                 f"this one has {image.number_of_frames}.")
+        short = _shorter_than_a_cycle(image)
+        if short is not None:
+            return self._not_assessed(image, NotAssessedReasonValues.IMAGE_QUALITY, short)
         try:
             box = scan_area(image)
         except ValueError as exc:
@@ -210,6 +221,27 @@ class CardiacEngine:
             algorithm=self._algorithm,
             cardiac=[finding],
         )
+
+
+def _shorter_than_a_cycle(image: ImageInput) -> str | None:
+    """Why a timed cine is too short to hold a heart cycle, or ``None``.
+
+    End-diastole and end-systole are the largest and smallest volume of the clip,
+    so a clip of part of a cycle (a short high-frame-rate loop, a loop cut during
+    systole) would report a falsely low EF.  An untimed cine is taken as it is
+    (:data:`MIN_FRAMES` only).
+    """
+    if image.frame_time_ms is None:
+        return None
+    duration = image.number_of_frames * image.frame_time_ms
+    rate = image.heart_rate_bpm
+    known = rate is not None and HEART_RATES_BPM[0] <= rate <= HEART_RATES_BPM[1]
+    cycle = 60000.0 / rate if known and rate is not None else MIN_CLIP_MS
+    if duration >= cycle:
+        return None
+    basis = f"a heart cycle at {rate:.0f} bpm" if known and rate is not None else "a heart cycle"
+    return (f"EF needs a cine covering {basis} ({cycle:.0f} ms); this one lasts "
+            f"{duration:.0f} ms.")
 
 
 def _frame_indices(n_frames: int) -> np.ndarray:

@@ -117,3 +117,20 @@ def test_dicom_echo_through_the_analyzer(cines: list[EchoCine], regions: bool,
     finding = result.cardiac[0]
     assert finding.volumes_calibrated is regions
     assert abs(finding.ejection_fraction_percent - cine.ejection_fraction) < 10.0
+
+
+def test_a_timed_cine_shorter_than_a_heart_cycle_is_not_assessed(
+    engine: CardiacEngine, cines: list[EchoCine]
+) -> None:
+    image = image_input(cines[0])
+    image.frames = image.frames[:10]
+    image.frame_time_ms = 16.7  # 167 ms: part of a cycle, whose EF would read falsely low
+    result = engine.run(image)
+    assert result.not_assessed is not None and not result.cardiac
+    assert "heart cycle (600 ms)" in result.not_assessed.detail
+    image.frame_time_ms = 80.0  # 800 ms: a cycle at up to 75 bpm
+    image.heart_rate_bpm = 60.0
+    detail = engine.run(image).not_assessed
+    assert detail is not None and "at 60 bpm (1000 ms)" in detail.detail
+    image.heart_rate_bpm = 0.0  # a device's placeholder: the default applies
+    assert engine.run(image).not_assessed is None
