@@ -183,6 +183,13 @@ def _lookup(table: Mapping[Any, Code], key: object, message: str) -> Code:
         raise ValueError(f"{message} {key!r}.") from None
 
 
+LATERALITY: dict[str, Code] = {
+    "R": Code("24028007", "SCT", "Right"),
+    "L": Code("7771000", "SCT", "Left"),
+}
+"""Laterality of a finding site (CID 244), by the source's Laterality value."""
+
+
 def finding_site(anatomy: AnatomyValues) -> Code:
     """Finding site code of an anatomy.
 

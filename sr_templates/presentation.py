@@ -41,6 +41,7 @@ from sr_templates.sources import (
     restore_character_set,
     restore_referenced_classes,
     single_frame_view,
+    source_side,
 )
 from sr_templates.sr import reportable_volumes
 
@@ -278,8 +279,13 @@ def _build_one(
     return state
 
 
-def _group_key(ds: Dataset) -> tuple[bool, int, int]:
-    return (_is_colour(ds), int(ds.Rows), int(ds.Columns))
+GroupKey = tuple[bool, int, int, str]
+
+
+def _group_key(ds: Dataset) -> GroupKey:
+    """Images that may share a state: same colour model and size, and the same side
+    (a state is a series, whose Laterality is one side)."""
+    return (_is_colour(ds), int(ds.Rows), int(ds.Columns), source_side(ds) or "")
 
 
 def build_presentation_states(
@@ -287,14 +293,13 @@ def build_presentation_states(
 ) -> list[Dataset]:
     """Presentation states for every annotated image of the job.
 
-    Images that share a colour model and a size share one state; a job
+    Images that share a colour model, a size and a side share one state; a job
     without findings gets none.
     """
     drawings = frame_drawings(result)
-    groups: dict[tuple[bool, int, int], dict[str, Dataset]] = defaultdict(dict)
-    annotations: dict[
-        tuple[bool, int, int], list[tuple[Dataset, int, hd.pr.GraphicAnnotation]]
-    ] = defaultdict(list)
+    groups: dict[GroupKey, dict[str, Dataset]] = defaultdict(dict)
+    annotations: dict[GroupKey, list[tuple[Dataset, int, hd.pr.GraphicAnnotation]]] = (
+        defaultdict(list))
     for (uid, frame), drawing in drawings.items():
         ds = sources.image(uid)
         key = _group_key(ds)

@@ -57,6 +57,7 @@ from sr_templates.sources import (
     SourceSet,
     is_multiframe,
     restore_character_set,
+    source_side,
 )
 
 LOGGER = structlog.get_logger(__name__)
@@ -146,11 +147,20 @@ def _planar_group(
         finding_type=codes.MASS,
         finding_category=codes.MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
         algorithm_id=algorithm_identification(algorithm),
-        finding_sites=[hd.sr.FindingSite(codes.finding_site(lesion.anatomy))],
+        finding_sites=[_finding_site(lesion, src)],
         measurements=list(measurements) or None,
         qualitative_evaluations=list(qualitative_evaluations) or None,
         geometric_purpose=purpose,
     )
+
+
+def _finding_site(lesion: LesionFinding, source: Dataset) -> hd.sr.FindingSite:
+    """The organ of a lesion, with the side of a paired one (a breast) that its image
+    shows (Laterality, else Image Laterality), so a bilateral study's report says
+    which breast each lesion is in."""
+    side = source_side(source) if lesion.anatomy is AnatomyValues.BREAST else None
+    return hd.sr.FindingSite(codes.finding_site(lesion.anatomy),
+                             laterality=codes.LATERALITY.get(side or ""))
 
 
 def _lesion_groups(

@@ -9,7 +9,7 @@ from pydicom import Dataset
 
 from inference.findings import AnatomyValues, BoundingBox
 from sr_templates import ResultOptions, build_result_objects
-from sr_templates.sources import copy_series_anatomy, source_side
+from sr_templates.sources import copy_series_anatomy, source_side, walk_items
 from tests.sr_templates.sr_factories import analysed, make_lesion, make_us_image, study_of
 
 EVERYTHING = ResultOptions(include_overlay_capture=True)
@@ -112,3 +112,40 @@ def test_unpaired_body_part_without_side_gets_no_laterality() -> None:
     copy_series_anatomy(target, make_us_image(body_part="ABDOMEN"))
     assert target.BodyPartExamined == "ABDOMEN"
     assert "Laterality" not in target
+
+
+def _finding_sites(report: Dataset) -> list[tuple[str, str | None]]:
+    """(site, laterality) of every Finding Site in the report."""
+    sites = []
+    for _, item in walk_items(report):
+        name = item.get("ConceptNameCodeSequence")
+        if name and name[0].CodeValue == "363698007" and "ConceptCodeSequence" in item:
+            sides = [m.ConceptCodeSequence[0].CodeMeaning for m in item.get("ContentSequence", [])
+                     if m.ConceptNameCodeSequence[0].CodeValue == "272741003"]
+            sites.append((item.ConceptCodeSequence[0].CodeMeaning, sides[0] if sides else None))
+    return sites
+
+
+def test_a_bilateral_breast_study_says_which_breast_each_lesion_is_in(
+    dciodvfy: Callable,
+) -> None:
+    left = _breast_source(Laterality="L")
+    right = _breast_source(ImageLaterality="R")
+    lesions = [
+        make_lesion(source, BoundingBox(20, 20, 60, 60), anatomy=AnatomyValues.BREAST,
+                    index=index)
+        for index, source in enumerate((left, right), start=1)
+    ]
+    result = study_of(analysed(left, [lesions[0]], anatomy=AnatomyValues.BREAST),
+                      analysed(right, [lesions[1]], anatomy=AnatomyValues.BREAST), source=left)
+    objects = build_result_objects([left, right], result, EVERYTHING)
+    for obj in objects:
+        dciodvfy(obj)
+    (report,) = [o for o in objects if o.Modality == "SR"]
+    assert sorted(set(_finding_sites(report))) == [("Breast", "Left"), ("Breast", "Right")]
+    states = [o for o in objects if o.Modality == "PR"]
+    sides = {}
+    for state in states:
+        (reference,) = state.ReferencedSeriesSequence[0].ReferencedImageSequence
+        sides[reference.ReferencedSOPInstanceUID] = state.Laterality
+    assert sides == {left.SOPInstanceUID: "L", right.SOPInstanceUID: "R"}
