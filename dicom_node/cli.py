@@ -218,16 +218,25 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_export_action(args: argparse.Namespace) -> int:
-    """Retry or discard a failed export."""
+    """Send exports again now, or discard a failed export."""
     index = _index(args)
+    if args.action == "retry" and args.destination is not None:
+        count = index.retry_exports(args.destination, SystemClock().now())
+        print(f"{count} export(s) to {args.destination} queued again, due now")
+        return 0
+    if args.export_id is None:
+        print("give an export id (or --destination for retry)", file=sys.stderr)
+        return 2
     if args.action == "retry":
         ok = index.retry_export(args.export_id, SystemClock().now())
+        done, refused = "queued again, due now", "is delivered or does not exist"
     else:
         ok = index.discard_export(args.export_id)
+        done, refused = "discarded", "is not in the error queue"
     if not ok:
-        print(f"export {args.export_id} is not in the error queue", file=sys.stderr)
+        print(f"export {args.export_id} {refused}", file=sys.stderr)
         return 1
-    print(f"export {args.export_id}: {args.action} done")
+    print(f"export {args.export_id}: {done}")
     return 0
 
 
@@ -316,11 +325,16 @@ def make_parser() -> argparse.ArgumentParser:
             )
         listing.set_defaults(func=cmd_list, what=what)
         if what == "exports":
-            for action in ("retry", "discard"):
-                act = group_sub.add_parser(action, help=f"{action} a failed export")
-                act.add_argument("export_id", type=int)
+            helps = {"retry": "send a failed or pending export again now",
+                     "discard": "give up on a failed export"}
+            for action, help_text in helps.items():
+                act = group_sub.add_parser(action, help=help_text)
+                act.add_argument("export_id", type=int, nargs="?" if action == "retry" else None)
+                if action == "retry":
+                    act.add_argument("--destination",
+                                     help="every failed or pending export of this destination")
                 _common(act)
-                act.set_defaults(func=cmd_export_action)
+                act.set_defaults(func=cmd_export_action, destination=None)
         if what == "jobs":
             rerun = group_sub.add_parser("rerun", help="queue a job again")
             rerun.add_argument("job_id", type=int)

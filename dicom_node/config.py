@@ -210,7 +210,10 @@ class Limits(_Model):
 class ExportPolicy(_Model):
     """Retry policy of the exporter."""
 
-    max_attempts: int = Field(default=8, ge=1)
+    max_attempts: int = Field(default=100, ge=1)
+    """Attempts before an export goes to the error queue: with the default backoff, about
+    24 hours, so an archive's maintenance window or a night's outage does not need an
+    operator."""
     backoff_initial_seconds: float = Field(default=10.0, gt=0)
     backoff_factor: float = Field(default=2.0, ge=1)
     backoff_max_seconds: float = Field(default=900.0, gt=0)

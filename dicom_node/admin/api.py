@@ -305,11 +305,20 @@ def create_app(node: Node) -> FastAPI:
 
     @app.post("/api/exports/{export_id}/retry", dependencies=change, tags=["actions"])
     def retry_export(export_id: int) -> dict[str, Any]:
-        """Move a failed or discarded export back to its queue, due now."""
+        """Send an export again now: a failed or discarded one back to its queue, a pending
+        one due at once."""
         if not node.index.retry_export(export_id, node.clock.now()):
-            raise HTTPException(409, f"export {export_id} is not failed or discarded")
+            raise HTTPException(409, f"export {export_id} is delivered or does not exist")
         LOGGER.info("export_retry_requested", export_id=export_id)
         return {"export_id": export_id, "state": ExportState.PENDING.value}
+
+    @app.post("/api/destinations/{name}/retry", dependencies=change, tags=["actions"])
+    def retry_destination(name: str) -> dict[str, Any]:
+        """Send every failed or pending export of a destination again now (after an
+        outage)."""
+        count = node.index.retry_exports(name, node.clock.now())
+        LOGGER.info("destination_retry_requested", destination=name, exports=count)
+        return {"destination": name, "exports": count}
 
     @app.post("/api/exports/{export_id}/discard", dependencies=change, tags=["actions"])
     def discard_export(export_id: int) -> dict[str, Any]:

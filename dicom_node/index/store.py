@@ -20,7 +20,17 @@ from typing import Any
 import structlog
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import bindparam, create_engine, event, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -697,17 +707,25 @@ class Index:
             s.execute(update(Export).where(Export.id == export_id).values(**values))
 
     def retry_export(self, export_id: int, now: datetime) -> bool:
-        """Move a failed (or discarded) export back to the queue, due now."""
+        """Send an export again now: a failed or discarded one goes back to the queue,
+        a pending one waiting out its backoff is due at once; attempts count from 0."""
+        return self._retry(Export.id == export_id, now) == 1
+
+    def retry_exports(self, destination: str, now: datetime) -> int:
+        """:meth:`retry_export` for every failed or pending export of ``destination``
+        (after an outage, say); returns how many."""
+        return self._retry(
+            and_(Export.destination == destination, Export.state != ExportState.DISCARDED), now
+        )
+
+    def _retry(self, which: ColumnElement[bool], now: datetime) -> int:
         with self.session() as s:
             result = s.execute(
                 update(Export)
-                .where(
-                    Export.id == export_id,
-                    Export.state.in_([ExportState.FAILED, ExportState.DISCARDED]),
-                )
+                .where(which, Export.state != ExportState.DELIVERED)
                 .values(state=ExportState.PENDING, attempts=0, next_attempt_at=now)
             )
-            return result.rowcount == 1
+            return int(result.rowcount or 0)
 
     def discard_export(self, export_id: int) -> bool:
         """Give up on a failed export."""

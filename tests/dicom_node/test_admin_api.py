@@ -293,3 +293,44 @@ def test_new_file_is_private(harness: NodeHarness, api: TestClient) -> None:
     assert api.post("/api/ae", json=_pipeline("A"), headers=AUTH).status_code == 201
     assert harness.node.config_store.path.stat().st_mode & 0o777 == 0o600
     assert not harness.node.config_store.path.with_name("config.yaml.bak").exists()
+
+
+def test_after_an_outage_every_export_of_a_destination_goes_again_now(
+    make_node: Callable[..., NodeHarness],
+) -> None:
+    dead = {"name": "dead", "ae_title": "DEAD", "host": "127.0.0.1", "port": free_port()}
+    harness = make_node(
+        admin_token=TOKEN,
+        destinations=[dead],
+        pipeline={"called_ae": "NODE", "destinations": ["dead"]},
+        export={"max_attempts": 2, "backoff_initial_seconds": 600},
+    )
+    api = TestClient(create_app(harness.node), client=LOCAL, base_url=BASE)
+    for _ in range(2):
+        harness.store(make_study(1))
+        harness.settle()
+    harness.node.exporter.run_destination("dead")  # both fail once: 10 min of backoff
+    harness.clock.advance(600)
+    first = api.get("/api/exports").json()[-1]["id"]
+    harness.node.exporter.run_destination("dead")  # both in the error queue now
+    assert [e["state"] for e in api.get("/api/exports").json()] == ["failed", "failed"]
+    assert api.post(f"/api/exports/{first}/retry", headers=AUTH).status_code == 200
+    harness.node.exporter.run_destination("dead")  # fails again: backoff, not the queue
+    pending = api.get("/api/exports", params={"state": "pending"}).json()
+    assert [e["id"] for e in pending] == [first]
+    assert pending[0]["next_attempt_at"] > harness.clock.now().isoformat()
+    reply = api.post("/api/destinations/dead/retry", headers=AUTH)
+    assert reply.json() == {"destination": "dead", "exports": 2}
+    due = api.get("/api/exports").json()
+    assert all(e["state"] == "pending" and e["attempts"] == 0 for e in due)
+    assert all(e["next_attempt_at"] <= harness.clock.now().isoformat() for e in due)
+    assert api.post("/api/destinations/dead/retry").status_code == 401
+
+
+def test_default_retry_budget_outlasts_a_night() -> None:
+    from dicom_node.config import ExportPolicy
+    from dicom_node.export import backoff_seconds
+
+    policy = ExportPolicy()
+    waited = sum(backoff_seconds(attempt, policy) for attempt in range(1, policy.max_attempts))
+    assert waited >= 20 * 3600

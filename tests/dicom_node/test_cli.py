@@ -7,12 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from dicom_node.cli import build_config, main, make_parser, parse_address
+from dicom_node.index import IndexQueries
+from tests.dicom_node.conftest import NodeHarness, make_study
 from tests.peers import free_port, require, start_logged
 
 
@@ -99,3 +101,24 @@ def test_a_file_without_pipelines_keeps_the_node_closed(tmp_path: Path) -> None:
     assert build_config(parse(["serve", "--config", str(closed)])).pipelines == []
     (pipeline,) = build_config(parse(["serve", "--config", str(quick)])).pipelines
     assert pipeline.called_ae == "US_AI"
+
+
+def test_exports_retry_by_destination_and_by_id(
+    make_node: Callable[..., NodeHarness], capsys: pytest.CaptureFixture[str]
+) -> None:
+    dead = {"name": "dead", "ae_title": "DEAD", "host": "127.0.0.1", "port": free_port()}
+    harness = make_node(destinations=[dead], export={"max_attempts": 1},
+                        pipeline={"called_ae": "NODE", "destinations": ["dead"]})
+    harness.store(make_study(1))
+    harness.settle()
+    harness.node.exporter.run_destination("dead")
+    data = str(harness.node.config().data_dir)
+    assert main(["exports", "retry", "--destination", "dead", "--data-dir", data]) == 0
+    assert "1 export(s) to dead queued again, due now" in capsys.readouterr().out
+    (export,) = IndexQueries(harness.node.index).exports()
+    assert export["state"] == "pending"
+    assert main(["exports", "retry", str(export["id"]), "--data-dir", data]) == 0
+    assert "queued again, due now" in capsys.readouterr().out
+    assert main(["exports", "discard", str(export["id"]), "--data-dir", data]) == 1
+    assert main(["exports", "retry", "999", "--data-dir", data]) == 1
+    assert main(["exports", "retry", "--data-dir", data]) == 2
