@@ -264,6 +264,7 @@ class Node:
         ``api_host:api_port`` of the configuration (port 0 disables it).
         """
         self.reconcile()
+        self._warn_of_disk()
         count = self.config().receiver_count()
         self.load = load = SharedLoad(count) if count > 1 else None
         self._ae, server = start_receiver(self.config(), self.receiver,
@@ -285,6 +286,17 @@ class Node:
             thread = threading.Thread(target=self._loop, args=(name, step), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    def _warn_of_disk(self) -> None:
+        """Say at start when the spool cannot take studies (read-only, below the floor)."""
+        problem = self.spool.write_problem()
+        if problem is not None:
+            LOGGER.error("spool_not_writable", path=str(self.spool.root), problem=problem)
+        floor = self.config().limits.min_free_disk_mb * 1024 * 1024
+        if self.spool.free_bytes() < floor:
+            LOGGER.warning("below_disk_floor", path=str(self.spool.root),
+                           free_mb=self.spool.free_bytes() // 2**20,
+                           floor_mb=self.config().limits.min_free_disk_mb)
 
     def start_api(self, host: str, port: int) -> int:
         """Serve the admin REST API and status page; returns the port it listens on."""

@@ -192,7 +192,12 @@ class SpoolPart:
         if fd is not None:
             os.close(fd)
         if not self.committed:
-            self.path.unlink(missing_ok=True)
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError as exc:
+                # A read-only or failing file system: the part, if it was made at all, is
+                # removed with the others at the next start (Spool.clear_temporary).
+                LOGGER.warning("spool_part_not_removed", error=exc.strerror)
 
 
 class Spool:
@@ -366,6 +371,17 @@ class Spool:
                 folder.rmdir()
         note.unlink(missing_ok=True)
         return RemovedFiles(files=files, bytes=size)
+
+    def write_problem(self) -> str | None:
+        """Why a file cannot be made in the spool now (a read-only or failed file
+        system), or ``None`` when one can: a file is made and removed to find out."""
+        probe = self.tmp / f"probe-{uuid.uuid4().hex}.part"
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            probe.unlink()
+        except OSError as exc:
+            return f"the spool cannot be written: {exc.strerror}"
+        return None
 
     def free_bytes(self) -> int:
         """Free bytes on the spool's file system."""

@@ -141,9 +141,8 @@ def create_app(node: Node) -> FastAPI:
         """The process answers."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"])
-    def readyz() -> JSONResponse:
-        """Ready when the receiver listens, the index answers and the disk is above its floor."""
+    def readiness() -> list[str]:
+        """What keeps the node from taking studies now (nothing when it is ready)."""
         problems = []
         if not node.is_running():
             problems.append("the DICOM receiver or a worker is not running")
@@ -151,9 +150,23 @@ def create_app(node: Node) -> FastAPI:
             queries.counts()
         except Exception as exc:
             problems.append(f"the index does not answer: {type(exc).__name__}")
-        floor = node.config().limits.min_free_disk_mb * 1024 * 1024
-        if node.spool.free_bytes() < floor:
+        if refusing_for_disk(node.spool.free_bytes()):
             problems.append("free disk is below the floor: new associations are refused")
+        unwritable = node.spool.write_problem()
+        if unwritable is not None:
+            problems.append(unwritable)
+        return problems
+
+    def refusing_for_disk(free: int) -> bool:
+        refusing = free < node.config().limits.min_free_disk_mb * 1024 * 1024
+        metrics.ADMISSION_REFUSED.set(int(refusing))
+        return refusing
+
+    @app.get("/readyz", tags=["health"])
+    def readyz() -> JSONResponse:
+        """Ready when the receiver listens, the index answers, the disk is above its floor
+        and the spool can be written."""
+        problems = readiness()
         status = 200 if not problems else 503
         return JSONResponse(
             status_code=status, content={"ready": not problems, "problems": problems}
@@ -162,7 +175,9 @@ def create_app(node: Node) -> FastAPI:
     @app.get("/metrics", tags=["health"])
     def prometheus() -> Response:
         """Prometheus metrics (no patient data in any label)."""
-        refresh_gauges(queries, node.spool.free_bytes())
+        free = node.spool.free_bytes()
+        refresh_gauges(queries, free)
+        refusing_for_disk(free)
         metrics.RECEIVING_PROCESSES.set(node.receiving_processes())
         return Response(metrics.exposition(node.receiver_counters()),
                         media_type=CONTENT_TYPE_LATEST)
@@ -181,15 +196,17 @@ def create_app(node: Node) -> FastAPI:
         config = node.config()
         free = node.spool.free_bytes()
         counts = refresh_gauges(queries, free)
+        problems = readiness()
         return {
             "version": dicom_node.__version__,
             "ae_title": config.ae_title,
             "dicom_port": node.port,
             "receiving_processes": node.receiving_processes(),
             "called_aes": [p.called_ae for p in config.pipelines],
-            "ready": node.is_running(),
+            "ready": not problems,
+            "problems": problems,
             "spool_free_bytes": free,
-            "refusing_for_disk": free < config.limits.min_free_disk_mb * 1024 * 1024,
+            "refusing_for_disk": refusing_for_disk(free),
             "queues": counts,
         }
 

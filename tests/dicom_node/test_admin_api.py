@@ -334,3 +334,14 @@ def test_default_retry_budget_outlasts_a_night() -> None:
     policy = ExportPolicy()
     waited = sum(backoff_seconds(attempt, policy) for attempt in range(1, policy.max_attempts))
     assert waited >= 20 * 3600
+
+
+def test_a_node_below_its_disk_floor_says_so_before_any_association(
+    make_node: Callable[..., NodeHarness],
+) -> None:
+    harness = make_node(limits={"min_free_disk_mb": 10**12})
+    api = TestClient(create_app(harness.node), client=LOCAL, base_url=BASE)
+    assert "dicom_node_refusing_for_disk 1.0" in api.get("/metrics").text
+    status = api.get("/api/status").json()
+    assert status["ready"] is False and status["refusing_for_disk"] is True
+    assert status["problems"] == api.get("/readyz").json()["problems"]

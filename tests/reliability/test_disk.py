@@ -59,9 +59,10 @@ def start_node() -> Iterator[Callable[..., Node]]:
     """Start an in-process node (receiver only) with data in a given folder."""
     nodes: list[Node] = []
 
-    def start(data_dir: Path, floor_mb: float) -> Node:
+    def start(data_dir: Path, floor_mb: float, database_url: str | None = None) -> Node:
         config = node_config(
-            data_dir, data_dir=data_dir / "var", limits={"min_free_disk_mb": floor_mb}
+            data_dir, data_dir=data_dir / "var", limits={"min_free_disk_mb": floor_mb},
+            database_url=database_url,
         )
         node = Node(config, Stages(analyze=FakeAnalyzer(), decode=decode, build=build))
         node.start(workers=False)
@@ -181,3 +182,40 @@ def test_enospc_while_a_large_data_set_arrives(
     assert os.listdir(node.spool.tmp) == [], "partial files left behind"
     (stored,) = node.spool.instance_files()
     assert dcmread(stored).SOPInstanceUID == small.SOPInstanceUID
+
+
+def test_a_read_only_spool_answers_out_of_resources_and_is_not_ready(
+    small_fs: Callable[[str], Path], start_node: Callable[..., Node], figures: dict[str, object]
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from dicom_node.admin.api import create_app
+
+    fs = small_fs("size=32m")
+    # The index elsewhere, as on a separate volume: an open database keeps the file
+    # system from being remounted read-only.
+    node = start_node(fs, floor_mb=0, database_url=f"sqlite:///{fs.parent / 'index.sqlite'}")
+    assert node.port is not None
+    first, second = make_study(2)
+    assoc = associate(node.port)
+    assert int(assoc.send_c_store(first).Status) == 0
+    subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True)
+    try:
+        failures_before = _sample("dicom_node_store_failures_total", reason="spool_error")
+        with capture_logs() as logs:
+            statuses = [int(assoc.send_c_store(ds).Status) for ds in (second, first)]
+        assoc.release()
+        assert statuses == [0xA700, 0], "refused as a resource problem; the held one is held"
+        assert any(e["event"] == "store_refused" and "Read-only" in e["reason"] for e in logs), logs
+        failures = _sample("dicom_node_store_failures_total", reason="spool_error")
+        assert failures - failures_before == 1
+        problem = node.spool.write_problem()
+        assert problem == "the spool cannot be written: Read-only file system"
+        api = TestClient(create_app(node), client=("127.0.0.1", 50000),
+                         base_url="http://127.0.0.1:8080")
+        ready = api.get("/readyz")
+        assert ready.status_code == 503 and problem in ready.json()["problems"]
+        assert api.get("/api/status").json()["ready"] is False
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(fs)], check=True)
+    figures.update(read_only_statuses=[hex(s) for s in statuses])
