@@ -98,8 +98,10 @@ def build_config(args: argparse.Namespace) -> NodeConfig:
         ]
     quiet = getattr(args, "quiet_seconds", None)
     if quiet is not None:
+        # The quick-start pipeline's only: pipelines an administrator added keep theirs.
         for pipeline in values["pipelines"]:
-            pipeline["completion"]["quiet_seconds"] = quiet
+            if pipeline["called_ae"] == values["ae_title"]:
+                pipeline["completion"]["quiet_seconds"] = quiet
     try:
         return NodeConfig.model_validate(values)
     except ValueError as exc:
@@ -286,7 +288,8 @@ def make_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listening address (default 0.0.0.0)")
     serve.add_argument("--port", type=int, help="DICOM port (default 11112)")
     serve.add_argument("--archive", type=parse_address, help="AET@HOST:PORT to send results to")
-    serve.add_argument("--quiet-seconds", type=float, help="study quiet period (default 30)")
+    serve.add_argument("--quiet-seconds", type=float,
+                       help="quiet period of the pipeline on the node's AE title (default 30)")
     serve.add_argument("--api-host", help="admin API address (default 127.0.0.1)")
     serve.add_argument("--api-port", type=int, help="admin API port (default 8080, 0: off)")
     serve.set_defaults(func=cmd_serve)

@@ -253,6 +253,15 @@ def create_app(node: Node) -> FastAPI:
         node.config_store.add_destination(destination)
         return destination.model_dump(mode="json")
 
+    @app.put("/api/destinations/{name}", dependencies=change, tags=["destinations"])
+    def update_destination(name: str, destination: Destination) -> dict[str, Any]:
+        """Change a destination's AE title, address or overlay choice (TLS kept unless
+        given); pending exports go to the new address."""
+        if destination.name != name:
+            raise HTTPException(422, "a destination keeps its name: remove and add to rename")
+        node.config_store.update_destination(destination)
+        return destination.model_dump(mode="json")
+
     @app.delete("/api/destinations/{name}", dependencies=change, tags=["destinations"])
     def remove_destination(name: str) -> dict[str, str]:
         """Remove a destination no pipeline uses."""

@@ -66,6 +66,9 @@ class Backend(Protocol):
     def add_destination(self, destination: Destination) -> str:
         """Add; returns what to tell the user."""
 
+    def update_destination(self, destination: Destination) -> str:
+        """Replace the destination of that name; returns what to tell the user."""
+
     def remove_destination(self, name: str) -> str:
         """Remove; returns what to tell the user."""
 
@@ -112,6 +115,10 @@ class FileBackend:
         self.store.add_destination(destination)
         return self.note
 
+    def update_destination(self, destination: Destination) -> str:
+        self.store.update_destination(destination)
+        return self.note
+
     def remove_destination(self, name: str) -> str:
         self.store.remove_destination(name)
         return self.note
@@ -151,6 +158,11 @@ class ApiBackend:
 
     def add_destination(self, destination: Destination) -> str:
         self.client.request("POST", "/api/destinations", destination.model_dump(mode="json"))
+        return self.note
+
+    def update_destination(self, destination: Destination) -> str:
+        self.client.request("PUT", f"/api/destinations/{self.client.quote(destination.name)}",
+                            destination.model_dump(mode="json"))
         return self.note
 
     def remove_destination(self, name: str) -> str:
@@ -256,11 +268,11 @@ def cmd_ae(args: argparse.Namespace, backend: Backend) -> int:
 
 
 def cmd_destinations(args: argparse.Namespace, backend: Backend) -> int:
-    """List, add, remove or C-ECHO a destination."""
+    """List, add, update, remove or C-ECHO a destination."""
     if args.action == "list":
         _print(backend.destinations())
         return 0
-    if args.action == "add":
+    if args.action in ("add", "update"):
         target: Target = args.address
         destination = _validated(
             Destination,
@@ -272,7 +284,10 @@ def cmd_destinations(args: argparse.Namespace, backend: Backend) -> int:
                 "overlay_capture": args.overlay_capture,
             },
         )
-        print(f"added destination {args.name}: {backend.add_destination(destination)}")
+        if args.action == "add":
+            print(f"added destination {args.name}: {backend.add_destination(destination)}")
+        else:
+            print(f"updated destination {args.name}: {backend.update_destination(destination)}")
         return 0
     if args.action == "remove":
         print(f"removed destination {args.name}: {backend.remove_destination(args.name)}")
@@ -382,11 +397,13 @@ def add_admin_commands(
             parser.add_argument("called_ae", type=ae_title_arg)
         parser.set_defaults(func=_run(cmd_ae, load))
 
-    destinations = sub.add_parser("destinations", help="list, add, remove or echo destinations")
+    destinations = sub.add_parser("destinations",
+                                  help="list, add, update, remove or echo destinations")
     dest_sub = destinations.add_subparsers(dest="action", required=True)
     for action, help_text in (
         ("list", "list destinations with their last success and failure"),
         ("add", "add a destination"),
+        ("update", "give a destination a new address (TLS kept); pending exports follow"),
         ("remove", "remove a destination no pipeline uses"),
         ("echo", "C-ECHO a destination and record the outcome"),
     ):
@@ -394,7 +411,7 @@ def add_admin_commands(
         _remote(parser, common)
         if action != "list":
             parser.add_argument("name")
-        if action == "add":
+        if action in ("add", "update"):
             parser.add_argument("address", type=address, help="AET@HOST:PORT")
             parser.add_argument(
                 "--overlay-capture", action="store_true", help="also send the AI overlay image"

@@ -10,6 +10,7 @@ rewritten; every other key stays as written (comments are not preserved).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -109,6 +110,8 @@ class ConfigStore:
         self._current = current
         self._apply = apply
         self._lock = threading.Lock()
+        self._seen = _fingerprint(path)
+        """The file as the configuration in use was read from it (see :meth:`_save`)."""
 
     # -- reading --------------------------------------------------------------------
 
@@ -195,6 +198,27 @@ class ConfigStore:
 
         return self._change("destination_add", edit, destination=destination.name)
 
+    def update_destination(self, destination: Destination) -> NodeConfig:
+        """Give the destination of that name a new AE title, address or overlay choice
+        (an archive moved); its TLS settings are kept unless ``destination`` has its own.
+        Pending exports go to the new address.
+
+        Raises
+        ------
+        NotFound
+            If there is no such destination.
+        """
+
+        def edit(values: dict[str, Any]) -> None:
+            items = values["destinations"]
+            position = _position(items, "name", destination.name, "destination")
+            updated = destination.model_dump()
+            if updated["tls"] is None:
+                updated["tls"] = items[position]["tls"]
+            items[position] = updated
+
+        return self._change("destination_update", edit, destination=destination.name)
+
     def remove_destination(self, name: str) -> NodeConfig:
         """Remove a destination no pipeline names any more.
 
@@ -237,6 +261,15 @@ class ConfigStore:
         return config
 
     def _save(self, config: NodeConfig) -> None:
+        """Write the sections; refused when the file changed since it was read (a hand
+        edit, or the CLI without ``--api`` while the node runs), whose changes would
+        otherwise be overwritten unseen."""
+        if _fingerprint(self.path) != self._seen:
+            raise ConfigError(
+                f"{self.path} was changed since the node read it (by hand, or by "
+                "`dicom-node ae|destinations` without --api): restart the node to load it, "
+                "then make the change again"
+            )
         data = read_mapping(self.path)
         data["destinations"] = [
             d.model_dump(mode="json", exclude_defaults=True) for d in config.destinations
@@ -247,6 +280,15 @@ class ConfigStore:
         parse_config(data, source=str(self.path))
         text = HEADER + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
         write_atomically(self.path, text)
+        self._seen = _fingerprint(self.path)
+
+
+def _fingerprint(path: Path) -> str | None:
+    """A digest of the file's content, ``None`` when there is no file."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
 
 
 def _position(items: list[dict[str, Any]], key: str, value: str, what: str) -> int:

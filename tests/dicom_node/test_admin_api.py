@@ -10,6 +10,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from dicom_node.admin.api import TOKEN_ENV, create_app
+from dicom_node.admin.configstore import ConfigStore
 from dicom_node.config import load_config
 from tests.dicom_node.conftest import NodeHarness, free_port, make_study
 
@@ -279,6 +280,9 @@ def test_saved_file_keeps_other_keys_and_a_backup(harness: NodeHarness, api: Tes
     path = harness.node.config_store.path
     path.write_text("# mine\nmanufacturer: Ours\n")
     path.chmod(0o640)
+    refused = api.post("/api/ae", json=_pipeline("A"), headers=AUTH)
+    assert refused.status_code == 422 and "changed since the node read it" in refused.text
+    harness.node.config_store = ConfigStore(path, harness.node.config, harness.node.reconfigure)
     assert api.post("/api/ae", json=_pipeline("A"), headers=AUTH).status_code == 201
     assert api.post("/api/ae", json=_pipeline("B"), headers=AUTH).status_code == 201
     data = yaml.safe_load(path.read_text())
@@ -345,3 +349,17 @@ def test_a_node_below_its_disk_floor_says_so_before_any_association(
     status = api.get("/api/status").json()
     assert status["ready"] is False and status["refusing_for_disk"] is True
     assert status["problems"] == api.get("/readyz").json()["problems"]
+
+
+def test_a_destination_moves_to_a_new_address(harness: NodeHarness, api: TestClient) -> None:
+    pacs = {"name": "pacs", "ae_title": "PACS", "host": "10.0.0.9", "port": 104}
+    assert api.post("/api/destinations", json=pacs, headers=AUTH).status_code == 201
+    moved = {**pacs, "host": "10.0.1.9", "port": 11112}
+    assert api.put("/api/destinations/pacs", json=moved).status_code == 401
+    assert api.put("/api/destinations/pacs", json=moved, headers=AUTH).status_code == 200
+    (row,) = [d for d in api.get("/api/destinations").json() if d["name"] == "pacs"]
+    assert (row["host"], row["port"]) == ("10.0.1.9", 11112)
+    renamed = api.put("/api/destinations/pacs", json={**moved, "name": "other"}, headers=AUTH)
+    assert renamed.status_code == 422
+    missing = api.put("/api/destinations/nope", json={**moved, "name": "nope"}, headers=AUTH)
+    assert missing.status_code == 404

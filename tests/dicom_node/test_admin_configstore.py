@@ -92,9 +92,37 @@ def test_rename_through_update(store: ConfigStore, holder: Holder) -> None:
 
 def test_unreadable_existing_file_is_refused(store: ConfigStore, holder: Holder) -> None:
     store.path.write_text("- a list, not a mapping\n")
+    store = ConfigStore(store.path, lambda: holder.config, holder.apply)
     with pytest.raises(ConfigError, match="must be a mapping"):
         store.add_pipeline(Pipeline(called_ae="X"))
     assert holder.applied == []
+
+
+def test_a_file_changed_since_it_was_read_is_not_overwritten(
+    store: ConfigStore, holder: Holder
+) -> None:
+    store.add_pipeline(Pipeline(called_ae="SECOND"))
+    edited = store.path.read_text() + "manufacturer: Edited by hand\n"
+    store.path.write_text(edited)
+    with pytest.raises(ConfigError, match="was changed since the node read it"):
+        store.add_pipeline(Pipeline(called_ae="THIRD"))
+    assert store.path.read_text() == edited
+    assert [p.called_ae for p in holder.config.pipelines] == ["FIRST", "SECOND"]
+
+
+def test_a_destination_gets_a_new_address_and_keeps_its_tls(
+    store: ConfigStore, holder: Holder, tmp_path: Path
+) -> None:
+    tls = {"certificate": tmp_path / "c.pem", "private_key": tmp_path / "k.pem"}
+    store.add_destination(Destination.model_validate(
+        {"name": "pacs", "ae_title": "PACS", "host": "10.0.0.9", "port": 104, "tls": tls}))
+    store.update_destination(Destination(name="pacs", ae_title="PACS2", host="10.0.1.9",
+                                         port=11112))
+    (pacs,) = load_config(store.path).destinations
+    assert (pacs.ae_title, pacs.host, pacs.port) == ("PACS2", "10.0.1.9", 11112)
+    assert pacs.tls is not None and pacs.tls.certificate == tmp_path / "c.pem"
+    with pytest.raises(NotFound):
+        store.update_destination(Destination(name="nope", ae_title="X", host="h", port=1))
 
 
 def test_write_atomically_creates_folders_and_backs_up(tmp_path: Path) -> None:

@@ -103,6 +103,20 @@ def test_a_file_without_pipelines_keeps_the_node_closed(tmp_path: Path) -> None:
     assert pipeline.called_ae == "US_AI"
 
 
+def test_quiet_seconds_flag_sets_the_quick_start_pipeline_only(tmp_path: Path) -> None:
+    saved = tmp_path / "config.yaml"
+    saved.write_text(
+        "pipelines:\n"
+        "  - {called_ae: DICOM_NODE}\n"
+        "  - {called_ae: US_AI, completion: {quiet_seconds: 5}}\n"
+    )
+    args = make_parser().parse_args(
+        ["serve", "--data-dir", str(tmp_path), "--quiet-seconds", "10"]
+    )
+    quiet = {p.called_ae: p.completion.quiet_seconds for p in build_config(args).pipelines}
+    assert quiet == {"DICOM_NODE": 10, "US_AI": 5}
+
+
 def test_exports_retry_by_destination_and_by_id(
     make_node: Callable[..., NodeHarness], capsys: pytest.CaptureFixture[str]
 ) -> None:
