@@ -17,7 +17,7 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from dicom_node.admin.commands import add_admin_commands
-from dicom_node.admin.operations import as_utc
+from dicom_node.admin.operations import STUDY_STATES, as_utc
 from dicom_node.clock import SystemClock
 from dicom_node.config import (
     ConfigError,
@@ -183,7 +183,14 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> Index:
-    return Index(build_config(args).database)
+    """The node's index; an SQLite index that does not exist is an error, not made
+    anew (a command run from the wrong folder would report an empty node)."""
+    url = build_config(args).database
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        raise ConfigError(
+            f"no index at {url.removeprefix('sqlite:///')}: give the node's --data-dir or --config"
+        )
+    return Index(url)
 
 
 def cmd_study_complete(args: argparse.Namespace) -> int:
@@ -200,7 +207,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     """List studies, jobs, exports or associations as JSON."""
     queries = IndexQueries(_index(args))
     if args.what == "studies":
-        _print(queries.studies(limit=args.limit))
+        pending = None if args.state is None else args.state == "receiving"
+        _print(queries.studies(limit=args.limit, pending=pending))
     elif args.what == "jobs":
         _print(queries.jobs(JobState(args.state) if args.state else None, limit=args.limit))
     elif args.what == "exports":
@@ -279,7 +287,8 @@ def make_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
     parser = argparse.ArgumentParser(prog="dicom-node", description=__doc__)
     parser.add_argument("--log-json", action="store_true", help="JSON log lines")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default="INFO", type=str.upper,
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the node")
@@ -318,9 +327,12 @@ def make_parser() -> argparse.ArgumentParser:
         listing = group_sub.add_parser("list", help=f"list {what}")
         _common(listing)
         listing.add_argument("--limit", type=int, default=50)
-        listing.add_argument("--state", help="filter by state")
-        listing.add_argument("--calling-ae", help="filter associations by calling AE")
+        states = {"studies": STUDY_STATES, "jobs": [s.value for s in JobState],
+                  "exports": [s.value for s in ExportState]}
+        if what in states:
+            listing.add_argument("--state", choices=states[what], help="filter by state")
         if what == "associations":
+            listing.add_argument("--calling-ae", help="filter by calling AE")
             listing.add_argument("--called-ae", help="filter by called AE")
             listing.add_argument("--accepted", choices=("yes", "no"), help="filter by outcome")
             listing.add_argument(

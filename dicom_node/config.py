@@ -7,6 +7,7 @@ names the offending key and its line.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import sys
@@ -112,6 +113,20 @@ class Caller(_Model):
     """IP address the association must come from; any when omitted."""
     port: int | None = Field(default=None, ge=1, le=65535)
     """Port to reach the caller on, for return-to-sender results."""
+
+    @field_validator("host")
+    @classmethod
+    def _ip_address(cls, value: str | None) -> str | None:
+        """An IP address: a host name or a network would be taken and then match no
+        association, locking the caller out."""
+        if value is None:
+            return None
+        try:
+            return str(ipaddress.ip_address(value.strip()))
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not an IP address: give the address the caller connects from"
+            ) from None
 
 
 class Destination(_Model):

@@ -160,6 +160,10 @@ def configure_logging(json: bool = False, level: str = "INFO", stream: Any = Non
     warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
     # pynetdicom logs dataset contents at DEBUG; keep it at WARNING so no PHI leaks.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # highdicom narrates every attribute it copies (about 20 lines a job) and alembic
+    # its migration context at every command: the node's own events say what happened.
+    for noisy in ("highdicom", "alembic"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     # Its standard event handlers only write those INFO/DEBUG lines, yet they format
     # every PDU and DIMSE message: about 0.3 ms of CPU per received instance.
     pynetdicom_config.LOG_HANDLER_LEVEL = "none"

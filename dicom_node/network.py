@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import ipaddress
 import select
 import socket
 import ssl
@@ -199,9 +200,21 @@ def _caller_allowed(pipeline: Pipeline, calling_ae: str, host: str) -> bool:
     if pipeline.allowed_callers is None:
         return True
     return any(
-        caller.ae_title == calling_ae and (caller.host is None or caller.host == host)
+        caller.ae_title == calling_ae and (caller.host is None or same_address(caller.host, host))
         for caller in pipeline.allowed_callers
     )
+
+
+def same_address(allowed: str, peer: str) -> bool:
+    """Whether a peer's address is the allowed one, however each is written (an IPv4
+    peer on an IPv6 socket is ``::ffff:10.0.0.1``)."""
+    try:
+        a, b = ipaddress.ip_address(allowed), ipaddress.ip_address(peer)
+    except ValueError:
+        return allowed == peer
+    a = a.ipv4_mapped or a if isinstance(a, ipaddress.IPv6Address) else a
+    b = b.ipv4_mapped or b if isinstance(b, ipaddress.IPv6Address) else b
+    return a == b
 
 
 class Receiver:

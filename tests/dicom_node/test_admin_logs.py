@@ -173,3 +173,13 @@ def test_error_texts_and_tracebacks_lose_their_quoted_values() -> None:
         event = structlog.processors.format_exc_info(None, "error", {"exc_info": exc})
     assert "DOE" in event["exception"]
     assert "DOE" not in redact_exception(None, "error", event)["exception"]
+
+
+def test_libraries_narration_stays_out_of_the_log() -> None:
+    stream = io.StringIO()
+    configure_logging(json=True, stream=stream)
+    logging.getLogger("highdicom.base").info("copy attributes of module 'Patient'")
+    logging.getLogger("alembic.runtime.migration").info("Will assume non-transactional DDL.")
+    logging.getLogger("highdicom.sr").warning("a real problem")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["a real problem"]

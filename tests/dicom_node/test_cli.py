@@ -136,3 +136,16 @@ def test_exports_retry_by_destination_and_by_id(
     assert main(["exports", "discard", str(export["id"]), "--data-dir", data]) == 1
     assert main(["exports", "retry", "999", "--data-dir", data]) == 1
     assert main(["exports", "retry", "--data-dir", data]) == 2
+
+
+def test_listing_without_an_index_says_so_and_makes_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nowhere = tmp_path / "not-a-node"
+    assert main(["exports", "list", "--data-dir", str(nowhere)]) == 2
+    assert "no index at" in capsys.readouterr().err
+    assert not (nowhere / "index.sqlite").exists()
+    with pytest.raises(SystemExit):
+        main(["jobs", "list", "--state", "bogus", "--data-dir", str(nowhere)])
+    with pytest.raises(SystemExit):
+        main(["jobs", "list", "--calling-ae", "X", "--data-dir", str(nowhere)])

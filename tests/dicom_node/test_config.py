@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from dicom_node.config import ConfigError, NodeConfig, load_config, validate_ae_title
+from dicom_node.config import Caller, ConfigError, NodeConfig, load_config, validate_ae_title
+from dicom_node.network import same_address
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "example.yaml"
 
@@ -87,3 +89,13 @@ def test_not_yaml(tmp_path: Path) -> None:
     path.write_text("pipelines: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(path)
+
+
+@pytest.mark.parametrize("host", ["localhost", "10.0.0.0/24", "modality-3.hospital"])
+def test_a_caller_host_must_be_an_ip_address(host: str) -> None:
+    with pytest.raises(ValidationError, match="is not an IP address"):
+        Caller(ae_title="US_ROOM_1", host=host)
+    assert Caller(ae_title="US_ROOM_1", host=" 10.0.0.21 ").host == "10.0.0.21"
+    assert same_address("10.0.0.21", "::ffff:10.0.0.21")
+    assert same_address("::FFFF:10.0.0.21", "10.0.0.21")
+    assert not same_address("10.0.0.21", "10.0.0.22")
