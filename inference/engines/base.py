@@ -6,6 +6,7 @@ and returns plain findings.  Engines never touch the network or write DICOM.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -77,3 +78,12 @@ class Engine(Protocol):
     def run(self, image: ImageInput) -> ImageResult:
         """Analyse one image and return its findings."""
         ...
+
+
+def tracking_uid(sop_instance_uid: str, algorithm: AlgorithmInfo, finding: str) -> str:
+    """A Tracking UID stable for one finding of one image and one model: a job run again
+    (after a crash, say) writes result objects of the same SOP Instance UIDs with the same
+    content, so an archive that keeps the first copy keeps the right one."""
+    key = f"{sop_instance_uid}|{algorithm.device_uid}|{finding}".encode()
+    digest = hashlib.sha256(key).digest()
+    return "2.25." + str(int.from_bytes(digest[:16], "big"))

@@ -20,7 +20,6 @@ ES frames, not a heat map.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ import structlog
 import torch
 from scipy import ndimage
 
-from inference.engines.base import ImageInput
+from inference.engines.base import ImageInput, tracking_uid
 from inference.engines.lv_segmentation import (
     LVUNet,
     masks_on_image,
@@ -200,7 +199,7 @@ class CardiacEngine:
                                       "The LV volume curve could not be measured.")
         finding = CardiacFinding(
             tracking_id="Left ventricle",
-            tracking_uid=_tracking_uid(image.sop_instance_uid, self._algorithm),
+            tracking_uid=tracking_uid(image.sop_instance_uid, self._algorithm, "LV"),
             source_sop_instance_uid=image.sop_instance_uid,
             ejection_fraction_percent=round(ef, 1),
             end_diastolic_volume_ml=round(edv, 1) if calibrated else float("nan"),
@@ -256,12 +255,6 @@ def _smooth_curve(volumes: np.ndarray) -> np.ndarray:
     frames = np.arange(len(volumes))
     filled = np.interp(frames, frames[valid], volumes[valid])
     return ndimage.median_filter(filled, size=MEDIAN_FRAMES, mode="nearest")
-
-
-def _tracking_uid(sop_instance_uid: str, algorithm: AlgorithmInfo) -> str:
-    """A UID stable for one image and one model (reruns give the same UID)."""
-    digest = hashlib.sha256(f"{sop_instance_uid}|{algorithm.device_uid}|LV".encode()).digest()
-    return "2.25." + str(int.from_bytes(digest[:16], "big"))
 
 
 def mask_contour(mask: np.ndarray, points: int = CONTOUR_POINTS) -> np.ndarray | None:

@@ -30,10 +30,9 @@ import numpy as np
 import structlog
 import torch
 from PIL import Image
-from pydicom.uid import generate_uid
 
 from inference.cine import Detection, Track, smooth, track, vote
-from inference.engines.base import ImageInput
+from inference.engines.base import ImageInput, tracking_uid
 from inference.findings import (
     BREAST_CLASSES,
     LIVER_CLASSES,
@@ -255,10 +254,20 @@ class LesionEngine:
 
     def lesion_class(self, probs: np.ndarray) -> tuple[int, np.ndarray]:
         """Class of one lesion from its per-frame class probabilities ``(frames, classes)``:
-        the k-of-n vote (the class of a single frame) and the smoothed mean probabilities."""
+        the k-of-n vote (the class of a single frame) and the smoothed mean probabilities.
+
+        When the smoothed mean favours another class than the vote (a few frames very
+        sure of one class, more frames narrowly of another), the probabilities are the
+        mean of the frames whose most probable class is the voted one, so the report
+        never names a class beside a higher probability for another.
+        """
         if len(probs) > 1:
             label_index, _ = vote(probs, self.vote_k, self.vote_n)
-            return label_index, smooth(probs).mean(axis=0)
+            mean = smooth(probs).mean(axis=0)
+            if int(mean.argmax()) != label_index:
+                voters = probs[probs.argmax(axis=1) == label_index]
+                mean = voters.mean(axis=0) if len(voters) else probs.mean(axis=0)
+            return label_index, mean
         return int(probs[0].argmax()), probs[0]
 
     def _classify(self, crops: list[np.ndarray]) -> np.ndarray:
@@ -278,7 +287,9 @@ class LesionEngine:
         key = max(t.detections, key=lambda d: d.score)
         heatmap = self._heatmap(frames[indices[key.frame_index]], key.box, label_index)
         return LesionFinding(
-            tracking_id=f"Lesion {number}", tracking_uid=generate_uid(), anatomy=self.anatomy,
+            tracking_id=f"Lesion {number}",
+            tracking_uid=tracking_uid(image.sop_instance_uid, self.algorithm, f"lesion {number}"),
+            anatomy=self.anatomy,
             label=self.classes[label_index], probabilities=probabilities,
             malignancy_probability=float(sum(p for c, p in probabilities.items()
                                              if c in MALIGNANT_CLASSES)),

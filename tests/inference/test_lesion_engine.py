@@ -127,6 +127,9 @@ def test_cine_gives_one_tracked_finding_per_lesion() -> None:
     assert sum(finding.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
     truth = clip.truths[finding.key_observation.frame_number - 1][0].box
     assert finding.key_observation.box.iou(truth) > 0.25
+    again = LiverEngine().run(image_input(clip, "2.25.1", True))
+    assert [f.tracking_uid for f in again.lesions] == [f.tracking_uid for f in result.lesions]
+    assert len({f.tracking_uid for f in result.lesions}) == len(result.lesions)
 
 
 IMAGE_DOMAIN_CLIP_FLOORS = {"liver": 6, "breast": 5}
@@ -187,3 +190,21 @@ def test_each_view_of_a_dual_display_is_analysed(with_regions: bool) -> None:
     assert len(found) == len(expected)
     for box in expected:
         assert max(box.iou(other) for other in found) > 0.95
+
+
+def test_a_voted_class_is_reported_with_probabilities_that_agree() -> None:
+    engine = LiverEngine()
+    hcc = engine.classes.index("hcc")
+    cyst = engine.classes.index("cyst")
+    narrow, sure = np.full(4, 0.0), np.full(4, 0.0)
+    narrow[[hcc, cyst]] = 0.4, 0.35
+    narrow += (1.0 - narrow.sum()) / 4
+    sure[cyst] = 0.97
+    sure += (1.0 - sure.sum()) / 4
+    probs = np.stack([narrow, sure, narrow, sure, narrow])  # 3 of 5 narrowly HCC
+    label, probabilities = engine.lesion_class(probs)
+    assert label == hcc
+    assert int(np.argmax(probabilities)) == hcc
+    np.testing.assert_allclose(probabilities, narrow)
+    steady = np.stack([sure] * 5)
+    assert engine.lesion_class(steady)[0] == cyst
