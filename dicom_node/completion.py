@@ -3,7 +3,9 @@
 A study is complete when an operator forces it, when the pipeline's expected
 number of series has arrived and a short settle time has passed, or after the
 quiet period with no new instance.  Instances arriving after completion make
-the study pending again, and the next completion starts a new job for them.
+the study pending again, and the next completion starts a new job for them: that
+one waits for the quiet period (the series were counted already, and a study
+sent image by image would otherwise make a job every few seconds).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def completion_reason(
     quiet = (now - state.last_received_at).total_seconds()
     if (
         rule.expected_series is not None
+        and not state.completed_before
         and state.series_count >= rule.expected_series
         and quiet >= min(SETTLE_SECONDS, rule.quiet_seconds)
     ):

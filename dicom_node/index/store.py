@@ -97,6 +97,8 @@ class StudyState:
     last_received_at: datetime
     series_count: int
     force_complete: bool
+    completed_before: bool = False
+    """A job was made of the study already (these instances came later)."""
 
 
 @dataclass(frozen=True)
@@ -353,6 +355,7 @@ class Index:
                     last_received_at=study.last_received_at,
                     series_count=count,
                     force_complete=study.force_complete,
+                    completed_before=study.completed_at is not None,
                 )
                 for study, count in rows
             ]

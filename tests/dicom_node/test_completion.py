@@ -51,3 +51,13 @@ def test_expected_series_completes_early_after_settle() -> None:
 def test_forced_completes_at_once() -> None:
     rule = Completion(quiet_seconds=300)
     assert completion_reason(state(forced=True), rule, T0) is CompletionReasonValues.FORCED
+
+
+def test_instances_after_a_first_job_wait_for_the_quiet_period() -> None:
+    rule = Completion(quiet_seconds=60, expected_series=2)
+    late = StudyState(study_id=1, study_instance_uid="1.2.3", called_ae="NODE",
+                      last_received_at=T0, series_count=2, force_complete=False,
+                      completed_before=True)
+    assert completion_reason(late, rule, T0 + timedelta(seconds=10)) is None
+    reason = completion_reason(late, rule, T0 + timedelta(seconds=60))
+    assert reason is CompletionReasonValues.QUIET_PERIOD

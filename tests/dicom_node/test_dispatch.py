@@ -334,3 +334,16 @@ def test_a_sender_without_a_port_does_not_stop_the_other_destinations(
     (job,) = IndexQueries(harness.node.index).jobs()
     assert job["state"] == JobState.DONE.value, job["error"]
     assert [e["destination"] for e in IndexQueries(harness.node.index).exports()] == ["archive"]
+
+
+def test_a_study_sent_image_by_image_with_expected_series_makes_two_jobs_not_one_each(
+    make_node: MakeNode,
+) -> None:
+    rule = Completion(quiet_seconds=60, expected_series=2)
+    harness = make_node(pipeline=pipeline(completion=rule), destinations=[ARCHIVE])
+    jobs = []
+    for image in make_study(5, series=2):  # a scanner sending each image as it is stored
+        harness.store([image])
+        jobs += harness.settle(10)
+    jobs += harness.settle(60)
+    assert len(jobs) == 2, "the two series, then the rest after the quiet period"
