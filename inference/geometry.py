@@ -123,11 +123,13 @@ def regions_from_dataset(ds: Dataset) -> list[UltrasoundRegion]:
 def spatial_region_for(
     regions: Sequence[UltrasoundRegion], box: BoundingBox
 ) -> UltrasoundRegion | None:
-    """The first spatial region that fully contains ``box``, if any."""
-    for region in regions:
-        if region.is_spatial and region.contains(box):
-            return region
-    return None
+    """The smallest spatial region that fully contains ``box``, if any: a view's own
+    calibration wins over that of a whole-screen region around it (a zoomed view of a
+    dual display has deltas of its own)."""
+    containing = [r for r in regions if r.is_spatial and r.contains(box)]
+    if not containing:
+        return None
+    return min(containing, key=lambda r: (r.x1 - r.x0) * (r.y1 - r.y0))
 
 
 def box_axes_mm(

@@ -39,11 +39,13 @@ from inference.engines.model_card import load_model
 from inference.findings import (
     AlgorithmInfo,
     AnatomyValues,
+    BoundingBox,
     CardiacFinding,
     ImageResult,
     NotAssessed,
     NotAssessedReasonValues,
 )
+from inference.geometry import spatial_region_for
 from inference.models.runtime import make_runner
 from inference.preprocessing import scan_area
 
@@ -177,8 +179,9 @@ class CardiacEngine:
         indices = _frame_indices(image.number_of_frames)
         frames = image.frames[indices]
         probabilities = predict_probabilities(self._runner, prepare_frames(frames, box))
-        calibrated = image.geometry.pixel_size_mm is not None
-        pixel = image.geometry.pixel_size_mm or (1.0, 1.0)
+        pixel_mm = _pixel_size_mm(image, box)
+        calibrated = pixel_mm is not None
+        pixel = pixel_mm or (1.0, 1.0)
         shape = frames.shape[1:]
         # One frame at a time: full-size masks of a long cine would not fit in memory.
         measurements = [measure_discs(masks_on_image(p[None], box, shape)[0], pixel)
@@ -220,6 +223,15 @@ class CardiacEngine:
             algorithm=self._algorithm,
             cardiac=[finding],
         )
+
+
+def _pixel_size_mm(image: ImageInput, box: BoundingBox) -> tuple[float, float] | None:
+    """Pixel size of the scan area ``box``: its own region's deltas (the smallest spatial
+    region around it), else the image's main region's."""
+    region = spatial_region_for(image.geometry.regions, box)
+    if region is not None and region.delta_x_mm is not None and region.delta_y_mm is not None:
+        return region.delta_x_mm, region.delta_y_mm
+    return image.geometry.pixel_size_mm
 
 
 def _shorter_than_a_cycle(image: ImageInput) -> str | None:
