@@ -206,6 +206,26 @@ _TYPE2_PATIENT_STUDY = (
 """Type 2 attributes the result objects copy; real devices sometimes omit them."""
 
 
+LOSSY_METHODS: dict[str, str] = {
+    "1.2.840.10008.1.2.4.50": "ISO_10918_1",  # JPEG Baseline
+    "1.2.840.10008.1.2.4.51": "ISO_10918_1",  # JPEG Extended
+    "1.2.840.10008.1.2.4.81": "ISO_14495_1",  # JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.4.91": "ISO_15444_1",  # JPEG 2000
+    "1.2.840.10008.1.2.4.203": "ISO_15444_15",  # High-Throughput JPEG 2000
+    "1.2.840.10008.1.2.4.100": "ISO_13818_2",  # MPEG2 Main Profile
+    "1.2.840.10008.1.2.4.101": "ISO_13818_2",
+    "1.2.840.10008.1.2.4.102": "ISO_14496_10",  # MPEG-4 AVC/H.264
+    "1.2.840.10008.1.2.4.103": "ISO_14496_10",
+    "1.2.840.10008.1.2.4.104": "ISO_14496_10",
+    "1.2.840.10008.1.2.4.105": "ISO_14496_10",
+    "1.2.840.10008.1.2.4.106": "ISO_14496_10",
+    "1.2.840.10008.1.2.4.107": "ISO_23008_2",  # HEVC/H.265
+    "1.2.840.10008.1.2.4.108": "ISO_23008_2",
+}
+"""Transfer syntaxes that are (or may be) lossy, with their Lossy Image Compression Method
+(PS3.3 C.7.6.1.1.5.1): a source in one of them that does not say it was compressed is
+taken as lossy, so the objects derived from it say so."""
+
 _DATE_TIME_KEYWORDS = ("StudyDate", "StudyTime", "PatientBirthDate")
 """Dates and times the result objects copy and highdicom parses."""
 
@@ -240,8 +260,10 @@ def conformant_view(ds: Dataset) -> Dataset:
     A view is made for a retired US SOP class (given its current successor),
     for missing Type 2 patient/study attributes (written empty, as Type 2
     allows), for dates and times in the old ACR-NEMA form (``11:20:00``,
-    ``1994.11.05``) and for a missing or empty Modality (Type 1; ``US``, which
-    every class the node analyses implies).  The pixel data element is shared, not copied.  Call
+    ``1994.11.05``), for a missing or empty Modality (Type 1; ``US``, which
+    every class the node analyses implies) and for a source in a lossy transfer
+    syntax that does not declare Lossy Image Compression (then ``01``, with the
+    method of its transfer syntax).  The pixel data element is shared, not copied.  Call
     :func:`restore_referenced_classes` with the original sources on every
     object built from views.
     """
@@ -250,7 +272,9 @@ def conformant_view(ds: Dataset) -> Dataset:
     missing = [k for k in _TYPE2_PATIENT_STUDY if k not in ds]
     dates = _bad_date_times(ds)
     modality = str(ds.get("Modality", "") or "").strip()
-    if ds.SOPClassUID not in _CURRENT_CLASSES and not missing and not dates and modality:
+    lossy_method = _undeclared_lossy_method(ds)
+    if (ds.SOPClassUID not in _CURRENT_CLASSES and not missing and not dates and modality
+            and lossy_method is None):
         return ds
     view = attribute_copy(ds)
     if "PixelData" in ds:
@@ -265,7 +289,20 @@ def conformant_view(ds: Dataset) -> Dataset:
         setattr(view, keyword, value)
     if not modality:
         view.Modality = "US"
+    if lossy_method is not None:
+        view.LossyImageCompression = "01"
+        view.LossyImageCompressionMethod = lossy_method
     return view
+
+
+def _undeclared_lossy_method(ds: Dataset) -> str | None:
+    """The compression method of a source in a lossy transfer syntax that does not
+    declare Lossy Image Compression (Type 1 in the US modules, left out by some
+    devices), or ``None``."""
+    if str(ds.get("LossyImageCompression", "") or "").strip():
+        return None
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    return LOSSY_METHODS.get(str(syntax or ""))
 
 
 def walk_items(ds: Dataset) -> Iterator[tuple[str, Dataset]]:

@@ -149,3 +149,18 @@ def test_a_bilateral_breast_study_says_which_breast_each_lesion_is_in(
         (reference,) = state.ReferencedSeriesSequence[0].ReferencedImageSequence
         sides[reference.ReferencedSOPInstanceUID] = state.Laterality
     assert sides == {left.SOPInstanceUID: "L", right.SOPInstanceUID: "R"}
+
+
+def test_a_jpeg_source_that_does_not_say_it_is_lossy_gives_lossy_derived_objects(
+    dciodvfy: Callable,
+) -> None:
+    source = make_us_image("YBR_FULL_422", frames=2)
+    for keyword in ("LossyImageCompression", "LossyImageCompressionRatio",
+                    "LossyImageCompressionMethod"):
+        delattr(source, keyword)
+    objects = _objects(source)
+    for modality in ("SEG", "OT"):
+        dciodvfy(objects[modality])
+        assert objects[modality].LossyImageCompression == "01"
+        method = objects[modality].LossyImageCompressionMethod
+        assert "ISO_10918_1" in (method if isinstance(method, str) else list(method))
