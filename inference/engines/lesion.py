@@ -157,8 +157,9 @@ class LesionEngine:
 
     def __init__(self, weights_dir: Path | None = None, score_threshold: float | None = None,
                  max_frames: int = 16, vote_k: int = 3, vote_n: int = 5,
-                 cine_track_score: float | None = None) -> None:
+                 cine_track_score: float | None = None, keep_sure_tracks: bool = True) -> None:
         self.weights_dir = weights_dir or WEIGHTS_DIR
+        self.keep_sure_tracks = keep_sure_tracks
         self._models = _load(self.weights_dir, self.name, len(self.classes))
         self.score_threshold = (score_threshold if score_threshold is not None
                                 else self._models.threshold)
@@ -207,13 +208,24 @@ class LesionEngine:
         if len(indices) >= MIN_CINE_FRAMES:
             per_frame = self._detect_views(frames, indices, areas,
                                            self.score_threshold * CINE_FLOOR_FACTOR)
-            tracks = [t for t in track(per_frame) if len(t.detections) >= 2
-                      and t.evidence(len(indices)) >= self.cine_track_score]
+            tracks = [t for t in track(per_frame) if self._reported(t, len(indices))]
         else:
             tracks = track(self._detect_views(frames, indices, areas))
         for number, t in enumerate(sorted(tracks, key=lambda t: -t.mean_score), start=1):
             result.lesions.append(self._finding(image, frames, indices, t, number))
         return result
+
+    def _reported(self, t: Track, analysed: int) -> bool:
+        """Whether a cine track is reported: at least 2 detections, and either evidence
+        over the clip of at least :attr:`cine_track_score`, or (with
+        :attr:`keep_sure_tracks`) at least 2 detections as sure as a still's, so a lesion
+        seen clearly on part of a sweep is reported as it would be on a still."""
+        if len(t.detections) < 2:
+            return False
+        if t.evidence(analysed) >= self.cine_track_score:
+            return True
+        sure = sum(d.score >= self.score_threshold for d in t.detections)
+        return self.keep_sure_tracks and sure >= 2
 
     def _detect_views(self, frames: np.ndarray, indices: np.ndarray, areas: list[BoundingBox],
                       threshold: float | None = None) -> list[list[Detection]]:

@@ -208,3 +208,24 @@ def test_a_voted_class_is_reported_with_probabilities_that_agree() -> None:
     np.testing.assert_allclose(probabilities, narrow)
     steady = np.stack([sure] * 5)
     assert engine.lesion_class(steady)[0] == cyst
+
+
+@pytest.mark.parametrize(("keep", "reported"), [(True, 1), (False, 0)])
+def test_a_lesion_seen_clearly_on_part_of_a_sweep_is_reported(
+    monkeypatch: pytest.MonkeyPatch, keep: bool, reported: int
+) -> None:
+    from inference.cine import Detection
+
+    engine = LiverEngine(keep_sure_tracks=keep)
+    box = BoundingBox(100, 100, 140, 130)
+    frames = np.random.default_rng(0).integers(20, 200, size=(120, 240, 320), dtype=np.uint8)
+    image = ImageInput("2.25.9", frames, ImageGeometry(None, BoundingBox(0, 0, 320, 240)))
+    visible = range(40, 70)  # a quarter of the sweep: 4 of the 16 analysed frames
+
+    def detect(frames: np.ndarray, indices: np.ndarray, areas: list[BoundingBox],
+               threshold: float | None = None) -> list[list[Detection]]:
+        return [[Detection(k, box, 0.95)] if int(i) in visible else []
+                for k, i in enumerate(indices)]
+
+    monkeypatch.setattr(engine, "_detect_views", detect)
+    assert len(engine.run(image).lesions) == reported
