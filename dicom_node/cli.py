@@ -137,10 +137,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calling_ae(args: argparse.Namespace) -> str:
+    """``--calling-ae``, else the configured AE title: the one peers whitelist."""
+    return str(args.calling_ae or build_config(args).ae_title)
+
+
 def cmd_echo(args: argparse.Namespace) -> int:
     """C-ECHO a remote node."""
     try:
-        ms = c_echo(args.calling_ae, args.address)
+        ms = c_echo(_calling_ae(args), args.address)
     except AssociationFailed as exc:
         print(f"echo failed: {exc}", file=sys.stderr)
         return 1
@@ -170,7 +175,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         print("no DICOM files to send", file=sys.stderr)
         return 1
     try:
-        outcomes = c_store_batch(args.calling_ae, args.address, files)
+        outcomes = c_store_batch(_calling_ae(args), args.address, files)
     except AssociationFailed as exc:
         print(f"send failed: {exc}", file=sys.stderr)
         return 1
@@ -309,7 +314,9 @@ def make_parser() -> argparse.ArgumentParser:
     ):
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("address", type=parse_address, help="AET@HOST:PORT")
-        cmd.add_argument("--calling-ae", default="DICOM_NODE", type=validate_ae_title)
+        cmd.add_argument("--calling-ae", type=validate_ae_title,
+                         help="calling AE title (default: the node's configured ae_title)")
+        _common(cmd)
         if name == "send":
             cmd.add_argument("files", nargs="+", help="files or folders")
         cmd.set_defaults(func=func)

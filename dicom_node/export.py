@@ -22,7 +22,7 @@ import structlog
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification
@@ -140,6 +140,27 @@ def c_store_batch(calling_ae: str, target: Target, paths: Sequence[str]) -> list
     return [outcomes[path] for path in paths]
 
 
+def _associate(ae: AE, target: Target) -> tuple[Association, bool]:
+    """Request an association with ``target``; whether a connection was made at all."""
+    opened: list[bool] = []
+    tls_args = (client_ssl_context(target.tls), target.host) if target.tls is not None else None
+    assoc = ae.associate(target.host, target.port, ae_title=target.ae_title, tls_args=tls_args,
+                         evt_handlers=[(evt.EVT_CONN_OPEN, lambda _event: opened.append(True))])
+    return assoc, bool(opened)
+
+
+def _failure(assoc: Association, connected: bool) -> str:
+    """Why an association was not established, as an administrator needs it."""
+    primitive = assoc.acceptor.primitive
+    if assoc.is_rejected and primitive is not None:
+        return f"rejected ({primitive.result_str}, {primitive.reason_str})"
+    if not connected:
+        return "not connected: nothing answers there (refused, unreachable or timed out)"
+    if assoc.is_aborted:
+        return "aborted by the peer, or no answer within the timeout"
+    return "refused"
+
+
 def _read_result(path: str) -> Dataset | SendOutcome:
     """Read a result file, or return why it can never be sent."""
     try:
@@ -161,17 +182,16 @@ def _store_datasets(
     """C-STORE ``datasets`` (by path) over one association."""
     sop_classes = [str(ds.SOPClassUID) for ds in datasets.values()]
     ae = _requestor_ae(calling_ae, sop_classes, target.timeout)
-    tls_args = (client_ssl_context(target.tls), target.host) if target.tls is not None else None
-    assoc = ae.associate(target.host, target.port, ae_title=target.ae_title, tls_args=tls_args)
+    assoc, connected = _associate(ae, target)
     if not assoc.is_established:
         permanent = bool(
             assoc.is_rejected
             and assoc.acceptor.primitive is not None
             and assoc.acceptor.primitive.result == 0x01
         )
-        state = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "refused"
         raise AssociationFailed(
-            f"association to {target.ae_title}@{target.host}:{target.port} {state}",
+            f"association to {target.ae_title}@{target.host}:{target.port} "
+            f"{_failure(assoc, connected)}",
             permanent=permanent,
         )
     try:
@@ -229,11 +249,11 @@ def c_echo(calling_ae: str, target: Target) -> float:
     ae.acse_timeout = target.timeout
     ae.network_timeout = target.timeout
     started = time.perf_counter()
-    tls_args = (client_ssl_context(target.tls), target.host) if target.tls is not None else None
-    assoc = ae.associate(target.host, target.port, ae_title=target.ae_title, tls_args=tls_args)
+    assoc, connected = _associate(ae, target)
     if not assoc.is_established:
         raise AssociationFailed(
-            f"no association with {target.ae_title}@{target.host}:{target.port}"
+            f"no association with {target.ae_title}@{target.host}:{target.port}: "
+            f"{_failure(assoc, connected)}"
         )
     try:
         status = assoc.send_c_echo()

@@ -149,3 +149,17 @@ def test_listing_without_an_index_says_so_and_makes_none(
         main(["jobs", "list", "--state", "bogus", "--data-dir", str(nowhere)])
     with pytest.raises(SystemExit):
         main(["jobs", "list", "--calling-ae", "X", "--data-dir", str(nowhere)])
+
+
+def test_echo_calls_as_the_configured_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dicom_node.cli as cli
+
+    calls: list[str] = []
+    monkeypatch.setattr(cli, "c_echo", lambda calling, target: calls.append(calling) or 1.0)
+    config = tmp_path / "node.yaml"
+    config.write_text("ae_title: US_AI_NODE\n")
+    assert main(["echo", "PACS@127.0.0.1:104", "--config", str(config)]) == 0
+    assert main(["echo", "PACS@127.0.0.1:104", "--calling-ae", "OTHER"]) == 0
+    assert calls == ["US_AI_NODE", "OTHER"]

@@ -400,3 +400,13 @@ def test_hung_archive_does_not_delay_a_live_one(
         assert exports["hung"] == ExportState.PENDING.value
     finally:
         node.stop()
+
+
+def test_an_association_failure_says_why(make_node: Callable[..., NodeHarness]) -> None:
+    from dicom_node.export import c_echo
+
+    harness = make_node()
+    with pytest.raises(AssociationFailed, match=r"rejected \(Rejected Permanent, .*[Cc]alled AE"):
+        c_echo("MODALITY", Target("NOBODY", "127.0.0.1", harness.port, None, 5))
+    with pytest.raises(AssociationFailed, match="not connected: nothing answers there"):
+        c_echo("MODALITY", Target("NODE", "127.0.0.1", free_port(), None, 5))
