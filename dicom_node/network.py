@@ -987,16 +987,20 @@ def start_receiver(
         process, which binds it).
     """
     ae = build_ae(config)
-    server = ae.make_server(
-        (config.host, config.port),
-        evt_handlers=receiver.handlers(),
-        ssl_context=server_ssl_context(config),
-        server_class=(
-            NoDelayAssociationServer if load is None else SharedSocketAssociationServer
-        ),
-        request_handler=GuardedRequestHandler,
-        **({} if load is None else {"load": load, "listening": listening}),
-    )
+    try:
+        server = ae.make_server(
+            (config.host, config.port),
+            evt_handlers=receiver.handlers(),
+            ssl_context=server_ssl_context(config),
+            server_class=(
+                NoDelayAssociationServer if load is None else SharedSocketAssociationServer
+            ),
+            request_handler=GuardedRequestHandler,
+            **({} if load is None else {"load": load, "listening": listening}),
+        )
+    except OSError as exc:
+        raise OSError(exc.errno, f"DICOM port {config.host}:{config.port}: {exc.strerror}"
+                      ) from exc
     server.max_connections_per_ip = 2 * config.limits.max_associations_per_ip
     server.instance_limit = receiver.max_instance_bytes
     server.open_data_set = receiver.open_data_set

@@ -163,3 +163,16 @@ def test_echo_calls_as_the_configured_node(
     assert main(["echo", "PACS@127.0.0.1:104", "--config", str(config)]) == 0
     assert main(["echo", "PACS@127.0.0.1:104", "--calling-ae", "OTHER"]) == 0
     assert calls == ["US_AI_NODE", "OTHER"]
+
+
+def test_a_dicom_port_in_use_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["serve", "--host", "127.0.0.1", "--port", str(port),
+                     "--data-dir", str(tmp_path), "--api-port", "0"])
+    assert code == 1
+    assert f"DICOM port 127.0.0.1:{port}: Address already in use" in capsys.readouterr().err
