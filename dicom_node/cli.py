@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import signal
@@ -187,6 +188,14 @@ def cmd_send(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _user() -> str:
+    """Who runs this command (the operating-system account), for the audit trail."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+
+
 def _index(args: argparse.Namespace) -> Index:
     """The node's index; an SQLite index that does not exist is an error, not made
     anew (a command run from the wrong folder would report an empty node)."""
@@ -204,6 +213,8 @@ def cmd_study_complete(args: argparse.Namespace) -> int:
     if count == 0:
         print(f"no study {args.study_uid}", file=sys.stderr)
         return 1
+    LOGGER.info("study_completion_forced", study_instance_uid=args.study_uid, via="cli",
+                user=_user())
     print(f"study {args.study_uid} flagged for completion ({count} pipeline(s))")
     return 0
 
@@ -237,6 +248,8 @@ def cmd_export_action(args: argparse.Namespace) -> int:
     index = _index(args)
     if args.action == "retry" and args.destination is not None:
         count = index.retry_exports(args.destination, SystemClock().now())
+        LOGGER.info("destination_retry_requested", destination=args.destination, exports=count,
+                    via="cli", user=_user())
         print(f"{count} export(s) to {args.destination} queued again, due now")
         return 0
     if args.export_id is None:
@@ -251,6 +264,8 @@ def cmd_export_action(args: argparse.Namespace) -> int:
     if not ok:
         print(f"export {args.export_id} {refused}", file=sys.stderr)
         return 1
+    LOGGER.info(f"export_{args.action}_requested", export_id=args.export_id, via="cli",
+                user=_user())
     print(f"export {args.export_id}: {done}")
     return 0
 
@@ -270,6 +285,7 @@ def cmd_job_rerun(args: argparse.Namespace) -> int:
     if not _index(args).requeue_job(args.job_id):
         print(f"job {args.job_id} cannot be re-run (missing or running)", file=sys.stderr)
         return 1
+    LOGGER.info("job_requeued", job_id=args.job_id, via="cli", user=_user())
     print(f"job {args.job_id} queued again")
     return 0
 

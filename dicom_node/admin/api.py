@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import os
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -84,6 +85,19 @@ def create_app(node: Node) -> FastAPI:
         description=__doc__,
     )
     queries = IndexQueries(node.index)
+
+    @app.middleware("http")
+    async def audit(request: Request, call_next: Callable[[Request], Awaitable[Response]]
+                    ) -> Response:
+        """Log every change asked of the API: what, from where, with a token or not, and
+        the answer (the audit trail of administrators' actions)."""
+        response = await call_next(request)
+        if request.method in ("POST", "PUT", "DELETE"):
+            LOGGER.info("admin_request", method=request.method, path=request.url.path,
+                        client=request.client.host if request.client else None,
+                        token="authorization" in request.headers,
+                        status=response.status_code)
+        return response
 
     def expected_token() -> str | None:
         token = os.environ.get(TOKEN_ENV)

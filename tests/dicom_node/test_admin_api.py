@@ -363,3 +363,19 @@ def test_a_destination_moves_to_a_new_address(harness: NodeHarness, api: TestCli
     assert renamed.status_code == 422
     missing = api.put("/api/destinations/nope", json={**moved, "name": "nope"}, headers=AUTH)
     assert missing.status_code == 404
+
+
+def test_every_change_asked_of_the_api_is_logged_with_its_client(
+    harness: NodeHarness, api: TestClient
+) -> None:
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        api.post("/api/jobs/999/rerun", headers=AUTH)
+        api.post("/api/jobs/999/rerun")
+        api.get("/api/jobs")
+    audit = [e for e in logs if e["event"] == "admin_request"]
+    assert [(e["path"], e["client"], e["token"], e["status"]) for e in audit] == [
+        ("/api/jobs/999/rerun", "127.0.0.1", True, 409),
+        ("/api/jobs/999/rerun", "127.0.0.1", False, 401),
+    ]

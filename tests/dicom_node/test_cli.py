@@ -176,3 +176,21 @@ def test_a_dicom_port_in_use_is_named(tmp_path: Path, capsys: pytest.CaptureFixt
                      "--data-dir", str(tmp_path), "--api-port", "0"])
     assert code == 1
     assert f"DICOM port 127.0.0.1:{port}: Address already in use" in capsys.readouterr().err
+
+
+def test_index_actions_of_the_cli_leave_an_audit_event(
+    make_node: Callable[..., NodeHarness], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    harness = make_node()
+    harness.store(make_study(1))
+    harness.settle()
+    (job,) = IndexQueries(harness.node.index).jobs()
+    data = str(harness.node.config().data_dir)
+    capsys.readouterr()
+    assert main(["--log-json", "jobs", "rerun", str(job["id"]), "--data-dir", data]) == 0
+    logs = [json.loads(line) for line in capsys.readouterr().err.splitlines()
+            if line.startswith("{")]
+    (event,) = [e for e in logs if e["event"] == "job_requeued"]
+    assert event["via"] == "cli" and event["job_id"] == job["id"] and event["user"]
