@@ -124,6 +124,16 @@ _ANATOMY_PREFIXES: dict[AnatomyValues, tuple[str, ...]] = {
 write (ABDOMINALE, LEBERSONOGRAPHIE, MAMMAIRE, ECOCARDIOGRAMA, KARDIOLOGIE...); accents
 are dropped first (HÍGADO -> HIGADO)."""
 
+_ANATOMY_CODES: dict[str, str] = {
+    "10200004": "LIVER", "T-62000": "LIVER",
+    "818981001": "ABDOMEN", "113345001": "ABDOMEN", "T-D4000": "ABDOMEN",
+    "76752008": "BREAST", "T-04000": "BREAST", "80248007": "BREAST", "T-04005": "BREAST",
+    "80891009": "HEART", "T-32000": "HEART",
+}
+"""SNOMED CT (and the SRT codes before them) of the anatomic regions (CID 4031, 4040) the
+engines serve: a code whose meaning is empty or in another language ("Seno", "Leber")
+still names its anatomy."""
+
 _SERIES_TEXT_TAGS: tuple[str, ...] = (
     "SeriesDescription",
     "ProtocolName",
@@ -559,7 +569,9 @@ def _tag_levels(ds: Dataset) -> list[list[str]]:
         # Value 3 of the US Image Type is the anatomic region (ABDOMINAL, TTE...).
         image.append(str(image_type[2]))
     for keyword in ("AnatomicRegionSequence", "ViewCodeSequence"):
-        image.extend(str(item.get("CodeMeaning", "")) for item in ds.get(keyword, []))
+        for item in ds.get(keyword, []):
+            image.append(str(item.get("CodeMeaning", "")))
+            image.append(_ANATOMY_CODES.get(str(item.get("CodeValue", "")).strip(), ""))
     series = [str(ds.get(keyword, "") or "") for keyword in _SERIES_TEXT_TAGS]
     study = [str(ds.get("StudyDescription", "") or "")]
     return [[t for t in level if t.strip()] for level in (image, series, study)]

@@ -732,3 +732,19 @@ def test_a_box_takes_the_calibration_of_the_smallest_region_around_it() -> None:
     lesion = BoundingBox(400, 100, 500, 160)
     assert box_axes_mm([screen, left, zoomed], lesion) == pytest.approx((10.0, 6.0))
     assert box_axes_mm([screen, left], lesion) == pytest.approx((20.0, 12.0))
+
+
+@pytest.mark.parametrize(("value", "meaning", "expected"), [
+    ("76752008", "Seno", AnatomyValues.BREAST),
+    ("10200004", "", AnatomyValues.LIVER),
+    ("T-32000", "Herz", AnatomyValues.HEART),
+    ("12345", "", None),
+])
+def test_anatomic_region_codes_name_their_anatomy_whatever_their_meaning(
+    value: str, meaning: str, expected: AnatomyValues | None
+) -> None:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "SCT", meaning
+    ds = Dataset()
+    ds.AnatomicRegionSequence = [item]
+    assert tag_anatomy(ds) is expected
