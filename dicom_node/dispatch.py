@@ -334,8 +334,6 @@ class Dispatcher:
         if pipeline is None:
             raise JobError(f"no pipeline for called AE {job.called_ae!r} any more")
         callers = dict(zip(job.instance_paths, job.callers, strict=True))
-        senders = list(dict.fromkeys(callers.values())) or [(job.calling_ae, job.calling_host)]
-        targets = export_targets(config, pipeline, senders)
         self._clear_results(job.job_id)
         sources, unreadable = self._load(job.instance_paths)
         ultrasound = [
@@ -344,6 +342,11 @@ class Dispatcher:
             if str(ds.get("SOPClassUID", "")) in ULTRASOUND_SOP_CLASSES
         ]
         ultrasound, other_patients = self._one_patient(ultrasound)
+        # Results go back to the devices that sent the images they describe only (not
+        # to one whose only image was another patient's).
+        senders = list(dict.fromkeys(callers[path] for path, _ in ultrasound)) or list(
+            dict.fromkeys(callers.values())) or [(job.calling_ae, job.calling_host)]
+        targets = export_targets(config, pipeline, senders)
         images = [ds for _, ds in ultrasound]
         result = StudyResult(study_instance_uid=job.study_instance_uid)
         ahead = 0
@@ -376,7 +379,8 @@ class Dispatcher:
                     pipeline=pipeline,
                     overlay_capture=any(t.include_overlay for t in targets),
                     config=config,
-                    uid_seed=f"{job.study_instance_uid}|{job.called_ae}|job-{job.job_id}",
+                    uid_seed=(f"{job.study_instance_uid}|{job.called_ae}|job-{job.job_id}"
+                              f"|{job.created_at.isoformat() if job.created_at else ''}"),
                 )
             )
         written = [

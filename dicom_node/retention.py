@@ -16,6 +16,7 @@ start-up finishes what was noted (:meth:`Retention.finish_interrupted`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,6 +34,11 @@ LOGGER = structlog.get_logger(__name__)
 
 CHECK_SECONDS = 600.0
 """How often the node looks for studies past their retention."""
+
+RECENT_SECONDS = 60.0
+"""A spooled file modified this long before a pass began, or later, is kept: an instance
+acknowledged again (its file touched, :meth:`Spool._duplicate`) whose index row may not
+be written yet."""
 
 BATCH = 50
 """Studies looked at per query."""
@@ -77,6 +83,7 @@ class Retention:
         """Remove every study past its retention, and the association records older than
         the retention period; nothing when ``keep_days`` is not set."""
         now = self._clock.now()
+        touched_since = time.time() - RECENT_SECONDS
         self._next_check = now + timedelta(seconds=CHECK_SECONDS)
         keep_days = self._config().retention.keep_days
         if keep_days is None:
@@ -91,7 +98,7 @@ class Retention:
             if not candidates:
                 break
             for study_id in candidates:
-                removed = self._purge(study_id, cutoff)
+                removed = self._purge(study_id, cutoff, touched_since)
                 if removed is None:
                     skipped.add(study_id)
                     continue
@@ -105,8 +112,11 @@ class Retention:
             LOGGER.info("retention_purged", keep_days=keep_days, **report.__dict__)
         return report
 
-    def _purge(self, study_id: int, cutoff: datetime) -> tuple[int, int] | None:
-        """Remove one study; ``None`` if it changed since it was found expired."""
+    def _purge(self, study_id: int, cutoff: datetime, touched_since: float
+               ) -> tuple[int, int] | None:
+        """Remove one study; ``None`` if it changed since it was found expired.  A file
+        touched since ``touched_since`` (wall time: file times are) is kept; the index
+        row of its new acknowledgement makes it a study again."""
         files = study_files(self._index, study_id)
         note = self._spool.plan_removal(
             f"study-{study_id}", files.instance_paths + files.result_paths
@@ -114,7 +124,7 @@ class Retention:
         if not delete_study(self._index, files, cutoff):
             note.unlink(missing_ok=True)
             return None
-        removed = self._spool.remove(note)
+        removed = self._spool.remove(note, touched_since=touched_since)
         return removed.files, removed.bytes
 
     def finish_interrupted(self, indexed: Collection[str]) -> int:
@@ -123,9 +133,14 @@ class Retention:
         A note whose rows were not removed (the crash came first) names files
         still ``indexed``: those are kept.
         """
-        notes = self._spool.pending_removals()
-        for note in notes:
-            self._spool.remove(note, keep=indexed)
-        if notes:
-            LOGGER.info("retention_resumed", removals=len(notes))
-        return len(notes)
+        finished = 0
+        for note in self._spool.pending_removals():
+            try:
+                self._spool.remove(note, keep=indexed)
+            except OSError as exc:  # a read-only spool: said at start, tried next time
+                LOGGER.error("retention_resume_failed", note=note.name, error=exc.strerror)
+                continue
+            finished += 1
+        if finished:
+            LOGGER.info("retention_resumed", removals=finished)
+        return finished

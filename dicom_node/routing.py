@@ -11,7 +11,7 @@ from pydicom import Dataset
 
 from dicom_node.config import RETURN_TO_SENDER, NodeConfig, Pipeline, Rule
 from dicom_node.index import ExportTarget
-from dicom_node.network import ULTRASOUND_SOP_CLASSES
+from dicom_node.network import ULTRASOUND_SOP_CLASSES, same_address
 
 LOGGER = structlog.get_logger(__name__)
 
@@ -128,7 +128,7 @@ def _return_targets(pipeline: Pipeline, senders: Sequence[tuple[str, str]]
                 for c in pipeline.allowed_callers or []
                 if c.ae_title == calling_ae
                 and c.port is not None
-                and (c.host is None or c.host == calling_host)
+                and (c.host is None or same_address(c.host, calling_host))
             ),
             None,
         )

@@ -315,8 +315,15 @@ class Spool:
 
     @staticmethod
     def _duplicate(part: SpoolPart, path: Path) -> SpooledFile:
-        """Drop ``part``: an instance with its SOP Instance UID is already at ``path``."""
+        """Drop ``part``: an instance with its SOP Instance UID is already at ``path``.
+
+        The file's modification time is set to now: the instance was just acknowledged
+        again, and the retention keeps a file touched since its pass began
+        (:meth:`remove`), whatever the index said when the pass started.
+        """
         part.discard()
+        with contextlib.suppress(OSError):
+            os.utime(path)
         return SpooledFile(path=path, created=False, size=path.stat().st_size)
 
     def write_result(self, job_id: int, sop_uid: str, data: bytes) -> Path:
@@ -339,16 +346,37 @@ class Spool:
         self.write(note, json.dumps(list(paths)).encode("utf-8"))
         return note
 
+    def _remove_file(self, path: Path, touched_since: float | None) -> int | None:
+        """Delete one file unless touched since ``touched_since``; its size if deleted."""
+        aside = self.purge / f"{uuid.uuid4().hex}.gone"
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return None
+        status = aside.stat()
+        if touched_since is not None and status.st_mtime >= touched_since:
+            with contextlib.suppress(FileExistsError):
+                os.link(aside, path)
+                _fsync_dir(path.parent)
+            aside.unlink()
+            return None
+        aside.unlink()
+        return status.st_size
+
     def pending_removals(self) -> list[Path]:
         """Removal notes left by :meth:`plan_removal`, oldest name first."""
         return sorted(self.purge.glob("*.json"))
 
-    def remove(self, note: Path, keep: Collection[str] = ()) -> RemovedFiles:
-        """Delete the files a removal note names, except those in ``keep``, and the
-        folders they leave empty; then the note.
+    def remove(self, note: Path, keep: Collection[str] = (),
+               touched_since: float | None = None) -> RemovedFiles:
+        """Delete the files a removal note names, except those in ``keep`` and those
+        modified at or after ``touched_since`` (a time of ``time.time()``: an instance
+        acknowledged again meanwhile, see :meth:`_duplicate`), and the folders they leave
+        empty; then the note.
 
         Only files inside the spool's ``studies`` and ``results`` folders are
-        deleted, whatever the note says.
+        deleted, whatever the note says.  Each file is first moved aside (atomically),
+        then judged: one touched meanwhile is put back, unless a new copy took its place.
         """
         paths = json.loads(note.read_bytes())
         files = size = 0
@@ -359,10 +387,10 @@ class Spool:
                           if path.is_relative_to(top) and path != top), None)
             if owner is None or name in keep or ".." in path.parts:
                 continue
-            with contextlib.suppress(FileNotFoundError):
-                size += path.stat().st_size
-                path.unlink()
+            removed = self._remove_file(path, touched_since)
+            if removed is not None:
                 files += 1
+                size += removed
             folders.update(parent for parent in path.parents if parent.is_relative_to(owner)
                            and parent != owner)
         for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
@@ -388,9 +416,10 @@ class Spool:
         return shutil.disk_usage(self.root).free
 
     def clear_temporary(self) -> int:
-        """Delete partial files left by a crash; returns how many."""
+        """Delete partial files left by a crash, and files a removal had moved aside;
+        returns how many."""
         removed = 0
-        for part in self.tmp.glob("*.part"):
+        for part in [*self.tmp.glob("*.part"), *self.purge.glob("*.gone")]:
             part.unlink(missing_ok=True)
             removed += 1
         return removed

@@ -24,7 +24,13 @@ from pydicom.pixels import apply_color_lut, apply_voi_lut, pixel_array
 from inference.findings import LesionFinding, StudyResult
 from inference.video import VIDEO_TRANSFER_SYNTAXES, decode_video
 from sr_templates.options import ObjectKindValues, ResultOptions
-from sr_templates.presentation import Box, FrameDrawing, caption_box, frame_drawings
+from sr_templates.presentation import (
+    Box,
+    FrameDrawing,
+    caption_box,
+    frame_drawings,
+    lesion_regions,
+)
 from sr_templates.sources import (
     SourceSet,
     copy_series_anatomy,
@@ -117,7 +123,8 @@ def burn_in(rgb: np.ndarray, drawing: FrameDrawing) -> np.ndarray:
     placed: list[Box] = []
     for caption in drawing.captions:
         size = (draw.textlength(caption.text, font=font) + 4.0, float(line_height))
-        box = caption_box(size, caption.region, image.height, image.width, placed)
+        box = caption_box(size, caption.region, image.height, image.width,
+                          placed + lesion_regions(drawing))
         placed.append(box)
         draw.text((box[0] + 2, box[1]), caption.text, fill=_TEXT_RGB, font=font,
                   stroke_width=1, stroke_fill=(0, 0, 0))

@@ -115,6 +115,11 @@ def _overlap(a: Box, b: Box) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
+def lesion_regions(drawing: FrameDrawing) -> list[Box]:
+    """The regions the frame's captions describe: no caption is written over one."""
+    return [caption.region for caption in drawing.captions if caption.region is not None]
+
+
 def caption_size(text: str, rows: int) -> tuple[float, float]:
     """Width and height a viewer's annotation font likely gives ``text`` on an image of
     ``rows`` rows."""
@@ -127,8 +132,8 @@ def caption_box(size: tuple[float, float], region: Box | None, rows: int, column
     """Where a caption of ``size`` (width, height) is written: a box inside the image,
     just above the region it describes (below it when there is no room above; the
     top-left corner for the whole image), moved left as far as it must to end inside
-    the image, and below the captions already ``placed`` on the frame that it would
-    cover.
+    the image, and below whatever of ``placed`` (the captions written before, the
+    lesions of the frame) it would cover.
 
     A viewer writes the text in the box from its left edge (PS3.3 C.10.5), so a
     caption of a lesion near the right edge does not run off the image.
@@ -194,7 +199,8 @@ def _annotation(ds: Dataset, drawing: FrameDrawing) -> hd.pr.GraphicAnnotation:
     for caption in drawing.captions:
         rows, columns = int(ds.Rows), int(ds.Columns)
         size = caption_size(caption.text, rows)
-        placed.append(caption_box(size, caption.region, rows, columns, placed))
+        placed.append(caption_box(size, caption.region, rows, columns,
+                                  placed + lesion_regions(drawing)))
     texts = [
         hd.pr.TextObject(
             text_value=caption.text,

@@ -324,16 +324,30 @@ def restore_referenced_classes(ds: Dataset, sources: Sequence[Dataset]) -> None:
 
 
 def _normalised(keyword: str, value: object) -> str:
-    """A patient attribute as compared between sources: stripped and upper case; a
-    name by its alphabetic components, without the empty trailing ones
-    ('Doe^Jane^^^' is 'DOE^JANE')."""
-    text = str(value or "").strip().upper()
+    """A patient attribute as compared between sources: stripped; a name in upper case
+    and by its alphabetic components, without the empty trailing ones ('Doe^Jane^^^' is
+    'DOE^JANE').  Identifiers keep their case (AB123 and ab123 are two patients)."""
+    text = str(value or "").strip()
     if keyword == "PatientName":
-        components = [part.strip() for part in text.split("=")[0].split("^")]
+        components = [part.strip() for part in text.upper().split("=")[0].split("^")]
         while components and not components[-1]:
             components.pop()
         text = "^".join(components)
     return text
+
+
+PatientKey = tuple[str, ...]
+
+
+def _patient_key(ds: Dataset) -> PatientKey:
+    return tuple(_normalised(keyword, ds.get(keyword)) for keyword in _PATIENT_KEYS)
+
+
+def _key_difference(a: PatientKey, b: PatientKey) -> str | None:
+    for keyword, first, second in zip(_PATIENT_KEYS, a, b, strict=True):
+        if first and second and first != second:
+            return keyword
+    return None
 
 
 def patient_difference(a: Dataset, b: Dataset) -> str | None:
@@ -343,35 +357,41 @@ def patient_difference(a: Dataset, b: Dataset) -> str | None:
     leaves empty or out (a device that does not send the issuer or the birth date)
     agrees with any.
     """
-    for keyword in _PATIENT_KEYS:
-        first, second = _normalised(keyword, a.get(keyword)), _normalised(keyword, b.get(keyword))
-        if first and second and first != second:
-            return keyword
-    return None
+    return _key_difference(_patient_key(a), _patient_key(b))
 
 
 def one_patient(images: Sequence[Dataset]) -> tuple[list[int], dict[int, str]]:
     """Split a study's images into those of one patient and the others.
 
-    The patient is that of the image most others agree with (the first such);
-    images are kept, in order, while they agree with every image kept so far.
-    Returns the kept images' indices, and for each other image the attribute it
-    differs on (see :func:`patient_difference`).
+    The patient is the identity most images agree with, the most complete such
+    (the one whose attributes the result objects then carry: its image comes first
+    in the returned indices); images are kept while they agree with every identity
+    kept so far.  Returns the kept images' indices (the reference first, the others
+    in order), and for each other image the attribute it differs on (see
+    :func:`patient_difference`).  Images are compared by their distinct identities,
+    so a large study of one patient costs one comparison per image.
     """
-    agreeing = [sum(patient_difference(a, b) is None for b in images) for a in images]
-    reference = agreeing.index(max(agreeing)) if images else 0
-    kept = [reference] if images else []
-    others: dict[int, str] = {}
-    for index, ds in enumerate(images):
-        if index == reference:
+    keys = [_patient_key(ds) for ds in images]
+    distinct = list(dict.fromkeys(keys))
+    if not distinct:
+        return [], {}
+    counts = {key: keys.count(key) for key in distinct}
+    agreeing = {key: sum(counts[other] for other in distinct
+                         if _key_difference(key, other) is None) for key in distinct}
+    reference = max(distinct, key=lambda key: (agreeing[key], sum(map(bool, key))))
+    accepted = [reference]
+    verdict: dict[PatientKey, str | None] = {reference: None}
+    for key in distinct:
+        if key in verdict:
             continue
-        difference = next((d for d in (patient_difference(images[k], ds) for k in kept) if d),
-                          None)
+        difference = next((d for d in (_key_difference(k, key) for k in accepted) if d), None)
+        verdict[key] = difference
         if difference is None:
-            kept.append(index)
-        else:
-            others[index] = difference
-    return sorted(kept), others
+            accepted.append(key)
+    first = keys.index(reference)
+    kept = [first] + [i for i, key in enumerate(keys) if i != first and verdict[key] is None]
+    others = {i: str(verdict[key]) for i, key in enumerate(keys) if verdict[key] is not None}
+    return kept, others
 
 
 def _check_one_patient_and_study(images: Sequence[Dataset]) -> None:
@@ -379,9 +399,10 @@ def _check_one_patient_and_study(images: Sequence[Dataset]) -> None:
     for ds in images[1:]:
         if UID(ds.get("StudyInstanceUID", "")) != UID(first.get("StudyInstanceUID", "")):
             raise ValueError("The sources come from different studies.")
-        keyword = patient_difference(first, ds)
-        if keyword is not None:
-            raise ValueError(f"The sources come from different patients ({keyword} differs).")
+    _kept, others = one_patient(images)
+    if others:
+        keyword = next(iter(others.values()))
+        raise ValueError(f"The sources come from different patients ({keyword} differs).")
 
 
 def character_set_for_highdicom(ds: Dataset) -> str | list[str] | None:

@@ -131,7 +131,7 @@ class Instance(Base):
     path: Mapped[str] = mapped_column(Text)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    association_id: Mapped[int | None] = mapped_column(ForeignKey("associations.id"))
+    association_id: Mapped[int | None] = mapped_column(ForeignKey("associations.id"), index=True)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), index=True)
     """The job that processes this instance; ``None`` while pending."""
 

@@ -11,7 +11,7 @@ the index keeps what the node still has to act on, not a history.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, delete, exists, or_, select, update
 
@@ -32,6 +32,10 @@ HELD_JOB_STATES = (JobState.QUEUED, JobState.RUNNING, JobState.WAITING_FOR_DISK,
                    JobState.FAILED)
 """Job states that hold a study in the spool: still to run, or failed and waiting for an
 operator's re-run (its images were never analysed)."""
+
+OPEN_RECORD_GRACE = timedelta(days=1)
+"""How much longer than a closed one the record of an association never closed (a crash)
+is kept: an association may last hours, never a day."""
 
 HELD_EXPORT_STATES = (ExportState.PENDING, ExportState.FAILED)
 """Export states that hold a study: its results have yet to be delivered (a failed
@@ -142,13 +146,17 @@ def delete_study(index: Index, files: StudyFiles, cutoff: datetime) -> bool:
 
 
 def prune_associations(index: Index, cutoff: datetime) -> int:
-    """Remove the records of associations started before ``cutoff`` that no indexed
-    instance came on (an association's record outlives it by the retention period,
-    and one left open by a crash goes too); returns how many."""
+    """Remove the records of associations ended before ``cutoff`` that no indexed
+    instance came on (an association's record outlives it by the retention period);
+    one a crash left open goes a day later, never one still sending.  Returns how many."""
     with index.session() as s:
         result = s.execute(
             delete(AssociationRecord).where(
-                AssociationRecord.started_at < cutoff,
+                or_(
+                    AssociationRecord.ended_at < cutoff,
+                    and_(AssociationRecord.ended_at.is_(None),
+                         AssociationRecord.started_at < cutoff - OPEN_RECORD_GRACE),
+                ),
                 ~exists().where(Instance.association_id == AssociationRecord.id),
             )
         )

@@ -124,6 +124,9 @@ class JobInput:
     calling_host: str
     instance_paths: tuple[str, ...]
     callers: tuple[tuple[str, str], ...] = ()
+    created_at: datetime | None = None
+    """When the job was made: with its id, it names the job for good (SQLite reuses the
+    ids of rows the retention removed)."""
     """Per instance path, the calling AE title and host of the association it came on
     (a study can come from several devices); the study's last caller for an instance
     indexed at start-up from its file."""
@@ -505,6 +508,7 @@ class Index:
                 calling_host=study.calling_host,
                 instance_paths=paths,
                 callers=callers,
+                created_at=job.created_at,
             )
 
     def finish_job(
@@ -833,6 +837,8 @@ def _record_batch(
     for (meta, peer, association_id, now), (study_id, series_id) in zip(items, placed, strict=True):
         new = (study_id, meta.sop_instance_uid) not in taken
         created.append(new)
+        latest[study_id] = (now, peer)
+        added[study_id] += 0  # a study sent again is active again (see dicom_node.retention)
         if not new:
             continue
         taken.add((study_id, meta.sop_instance_uid))
@@ -850,7 +856,6 @@ def _record_batch(
             }
         )
         added[study_id] += 1
-        latest[study_id] = (now, peer)
     if rows:
         connection.execute(insert(Instance), rows)
     for study_id, count in added.items():

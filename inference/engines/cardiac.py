@@ -71,6 +71,10 @@ MIN_CLIP_MS = 600.0
 echo at rest (a cycle lasts 600 ms at 100 beats per minute) when the device recorded
 no Heart Rate; with one, the clip must last a cycle of that rate."""
 
+CYCLE_TOLERANCE = 0.9
+"""Share of the cycle a clip must last: a one-beat loop runs for about one cycle, and the
+recorded Heart Rate is an average over beats that vary."""
+
 HEART_RATES_BPM = (30.0, 220.0)
 """Heart rates taken at their word; a value outside is a device's placeholder."""
 
@@ -248,7 +252,7 @@ def _shorter_than_a_cycle(image: ImageInput) -> str | None:
     rate = image.heart_rate_bpm
     known = rate is not None and HEART_RATES_BPM[0] <= rate <= HEART_RATES_BPM[1]
     cycle = 60000.0 / rate if known and rate is not None else MIN_CLIP_MS
-    if duration >= cycle:
+    if duration >= CYCLE_TOLERANCE * cycle:
         return None
     basis = f"a heart cycle at {rate:.0f} bpm" if known and rate is not None else "a heart cycle"
     return (f"EF needs a cine covering {basis} ({cycle:.0f} ms); this one lasts "

@@ -347,3 +347,29 @@ def test_a_study_sent_image_by_image_with_expected_series_makes_two_jobs_not_one
         jobs += harness.settle(10)
     jobs += harness.settle(60)
     assert len(jobs) == 2, "the two series, then the rest after the quiet period"
+
+
+def test_results_carry_the_fullest_identity_and_go_back_only_to_its_senders(
+    make_node: MakeNode,
+) -> None:
+    from dicom_node.config import Caller
+
+    callers = [Caller(ae_title="ROOM_A", port=4100), Caller(ae_title="ROOM_B", port=4101)]
+    harness = make_node(
+        pipeline=pipeline(allowed_callers=callers, destinations=["return-to-sender"]),
+        destinations=[ARCHIVE],
+    )
+    blank, full, stranger = make_study(3)
+    blank.PatientID = ""  # a device that leaves the ID empty
+    blank.PatientBirthDate = ""
+    stranger.PatientName, stranger.PatientID = "Roe^Max", "PID-9"
+    harness.store([blank, full], calling="ROOM_A")
+    harness.store([stranger], calling="ROOM_B")
+    harness.settle()
+    (job,) = IndexQueries(harness.node.index).jobs()
+    assert job["state"] == JobState.DONE.value, job["error"]
+    exports = IndexQueries(harness.node.index).exports()
+    assert [e["destination"] for e in exports] == ["return-to-sender:ROOM_A"]
+    (report,) = [dcmread(p) for p in harness.node.spool.results.glob("job-*/*.dcm")
+                 if dcmread(p).Modality == "SR"]
+    assert report.PatientID == full.PatientID

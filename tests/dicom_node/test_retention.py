@@ -4,8 +4,9 @@ crash is finished at the next start, never indexed again."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from pydicom import Dataset
 from dicom_node.config import NodeConfig, Pipeline
 from dicom_node.index import ExportState, IndexQueries
 from dicom_node.index.purge import delete_study, study_files
-from dicom_node.retention import CHECK_SECONDS
+from dicom_node.retention import CHECK_SECONDS, PurgeReport
 from dicom_node.service import Node
 from dicom_node.spool import Spool
 from tests.dicom_node.conftest import ARCHIVE, NodeHarness, make_study, pipeline
@@ -23,6 +24,21 @@ from tests.dicom_node.conftest import ARCHIVE, NodeHarness, make_study, pipeline
 MakeNode = Callable[..., NodeHarness]
 
 DAY = 86400.0
+
+
+def _age_files(harness: NodeHarness) -> None:
+    """Date the spool's files as old as the test clock says: they were written days
+    before by the test's clock, seconds before by the wall's."""
+    age = (datetime.now(UTC) - harness.clock.now()).total_seconds()
+    for path in harness.node.spool.root.rglob("*.dcm"):
+        stamp = path.stat().st_mtime - age
+        os.utime(path, (stamp, stamp))
+
+
+def _pass(harness: NodeHarness) -> PurgeReport:
+    """A retention pass over files dated by the test clock (:func:`_age_files`)."""
+    _age_files(harness)
+    return harness.node.retention.run()
 
 
 def _harness(make_node: MakeNode, keep_days: float | None) -> NodeHarness:
@@ -65,10 +81,10 @@ def test_a_delivered_study_is_removed_after_its_retention(make_node: MakeNode) -
     assert len(files) > 2, "the images and the job's results"
     size = sum(p.stat().st_size for p in files)
     harness.clock.advance(3 * DAY - 60)
-    assert harness.node.retention.run().studies == 0
+    assert _pass(harness).studies == 0
     assert _spooled(harness) == files
     harness.clock.advance(120)
-    report = harness.node.retention.run()
+    report = _pass(harness)
     assert (report.studies, report.files, report.bytes) == (1, len(files), size)
     assert _spooled(harness) == []
     spool = harness.node.spool
@@ -82,14 +98,14 @@ def test_undelivered_results_hold_the_study(make_node: MakeNode) -> None:
     harness = _harness(make_node, 1)
     _processed(harness)
     harness.clock.advance(30 * DAY)
-    assert harness.node.retention.run().studies == 0, "export still pending"
+    assert _pass(harness).studies == 0, "export still pending"
     index = harness.node.index
     (export,) = IndexQueries(index).exports()
     index.mark_attempt_failed(export["id"], "archive down", None)
     harness.clock.advance(30 * DAY)
-    assert harness.node.retention.run().studies == 0, "in the error queue"
+    assert _pass(harness).studies == 0, "in the error queue"
     assert index.discard_export(export["id"])
-    assert harness.node.retention.run().studies == 1
+    assert _pass(harness).studies == 1
     assert _spooled(harness) == []
 
 
@@ -103,9 +119,9 @@ def test_any_activity_starts_the_period_again(make_node: MakeNode) -> None:
     harness.clock.advance(5 * DAY)
     _deliver_all(harness)
     harness.clock.advance(6 * DAY)
-    assert harness.node.retention.run().studies == 0, "the late job's results delivered 6 days ago"
+    assert _pass(harness).studies == 0, "the late job's results delivered 6 days ago"
     harness.clock.advance(DAY + 60)
-    assert harness.node.retention.run().studies == 1
+    assert _pass(harness).studies == 1
 
 
 def test_a_study_also_sent_to_another_called_ae_keeps_its_files(make_node: MakeNode) -> None:
@@ -121,7 +137,7 @@ def test_a_study_also_sent_to_another_called_ae_keeps_its_files(make_node: MakeN
     (export,) = queries.exports(job_ids=[node_job["id"]])
     harness.node.index.mark_delivered(export["id"], harness.clock.now())
     harness.clock.advance(2 * DAY)
-    assert harness.node.retention.run().studies == 1
+    assert _pass(harness).studies == 1
     images = sorted(harness.node.spool.studies.rglob("*.dcm"))
     assert len(images) == 2, "OTHER's study still names them"
     assert [s["called_ae"] for s in queries.studies()] == ["OTHER"]
@@ -199,7 +215,7 @@ def test_no_keep_days_keeps_everything(make_node: MakeNode) -> None:
     _deliver_all(harness)
     files = _spooled(harness)
     harness.clock.advance(3650 * DAY)
-    assert harness.node.retention.run().studies == 0
+    assert _pass(harness).studies == 0
     assert _spooled(harness) == files
 
 
@@ -214,7 +230,7 @@ def test_old_association_records_go_unless_an_instance_names_them(
     queries = IndexQueries(harness.node.index)
     assert len(queries.associations()) == 2
     harness.clock.advance(2 * DAY)
-    assert harness.node.retention.run().associations == 1
+    assert _pass(harness).associations == 1
     (kept,) = queries.associations()
     assert kept["instances"] == 1
 
@@ -285,12 +301,12 @@ def test_retention_on_postgresql(make_node: MakeNode) -> None:
         harness.store(study, called="OTHER")
         harness.settle()
         harness.clock.advance(2 * DAY)
-        first = harness.node.retention.run()
+        first = _pass(harness)
         assert (first.studies, first.associations) == (1, 1), "OTHER's export still pending"
         assert len(sorted(harness.node.spool.studies.rglob("*.dcm"))) == 2
         _deliver_all(harness)
         harness.clock.advance(2 * DAY)
-        report = harness.node.retention.run()
+        report = _pass(harness)
         assert (report.studies, report.associations) == (1, 1)
         assert _spooled(harness) == []
         harness.node.stop()
@@ -303,10 +319,98 @@ def test_a_failed_job_holds_its_study_until_it_is_run_again(make_node: MakeNode)
     (job,) = IndexQueries(index).jobs()
     index.fail_job(job["id"], "engine crashed", harness.clock.now())
     harness.clock.advance(30 * DAY)
-    assert harness.node.retention.run().studies == 0, "never analysed: kept for a re-run"
+    assert _pass(harness).studies == 0, "never analysed: kept for a re-run"
     assert index.requeue_job(job["id"])
     while harness.node.dispatcher.run_next_job():
         pass
     _deliver_all(harness)
     harness.clock.advance(2 * DAY)
-    assert harness.node.retention.run().studies == 1
+    assert _pass(harness).studies == 1
+
+
+def test_an_instance_sent_again_during_a_removal_is_kept_and_indexed(
+    make_node: MakeNode,
+) -> None:
+    import time
+
+    harness = _harness(make_node, 1)
+    study = make_study(2)
+    _delivered(harness, study)
+    harness.clock.advance(2 * DAY)
+    _age_files(harness)
+    _pass_started = time.time()
+    node = harness.node
+    (row,) = IndexQueries(node.index).studies()
+    files = study_files(node.index, row["id"])
+    note = node.spool.plan_removal("study", files.instance_paths + files.result_paths)
+    assert delete_study(node.index, files, harness.clock.now() - timedelta(days=1))
+    assert harness.store([study[0]]) == [0]  # acknowledged again: a duplicate on disk
+    removed = node.spool.remove(note, touched_since=_pass_started - 60)
+    kept = sorted(node.spool.studies.rglob("*.dcm"))
+    assert [p.name for p in kept] == [f"{study[0].SOPInstanceUID}.dcm"]
+    assert removed.files == len(files.instance_paths) + len(files.result_paths) - 1
+    (again,) = IndexQueries(node.index).studies()
+    assert again["instance_count"] == 1, "indexed anew: it will be analysed"
+
+
+def test_an_instance_sent_again_keeps_its_study(make_node: MakeNode) -> None:
+    harness = _harness(make_node, 1)
+    study = make_study(1)
+    _delivered(harness, study)
+    harness.clock.advance(2 * DAY)
+    assert harness.store(study) == [0]  # after the period, before the pass
+    assert _pass(harness).studies == 0
+    assert len(sorted(harness.node.spool.studies.rglob("*.dcm"))) == 1
+
+
+def test_the_record_of_an_association_still_open_is_kept(make_node: MakeNode) -> None:
+    harness = _harness(make_node, 0.001)
+    assoc = harness.associate()
+    assert assoc.is_established
+    try:
+        harness.clock.advance(3600)
+        assert _pass(harness).associations == 0
+        assert int(assoc.send_c_store(make_study(1)[0]).Status) == 0
+    finally:
+        assoc.release()
+    harness.wait_for_associations_closed()
+    harness.node.receiver.writer.flush(30.0)
+    (record,) = IndexQueries(harness.node.index).associations()
+    assert record["instances"] == 1
+
+
+def test_a_study_sent_again_after_its_removal_gets_new_result_uids(
+    make_node: MakeNode,
+) -> None:
+    from pydicom import dcmread
+
+    harness = _harness(make_node, 1)
+    study = make_study(3)
+    _delivered(harness, study[:2])
+    before = {str(dcmread(p).SOPInstanceUID) for p in harness.node.spool.results.rglob("*.dcm")}
+    (job,) = IndexQueries(harness.node.index).jobs()
+    harness.clock.advance(2 * DAY)
+    assert _pass(harness).studies == 1
+    harness.store(study)
+    harness.settle()
+    (again,) = IndexQueries(harness.node.index).jobs()
+    assert again["id"] == job["id"], "SQLite gave the new job the removed one's id"
+    after = {str(dcmread(p).SOPInstanceUID) for p in harness.node.spool.results.rglob("*.dcm")}
+    assert before and after and not before & after
+
+
+def test_a_removal_note_that_cannot_be_finished_does_not_stop_the_start(
+    make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    harness = _harness(make_node, 1)
+    spool = harness.node.spool
+    spool.plan_removal("study", [str(spool.studies / "1.2" / "1.2.3" / "1.2.3.4.dcm")])
+
+    def read_only(*_args: object, **_kwargs: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(spool, "remove", read_only)
+    assert harness.node.reconcile().removals_finished == 0
+    assert len(spool.pending_removals()) == 1, "tried again at the next start"

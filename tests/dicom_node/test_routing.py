@@ -142,3 +142,11 @@ def test_the_example_echo_rule_takes_echocardiograms_only(
     pipeline = load_config(example).pipelines[0]
     routed = engines_for(pipeline, attrs(modality="US", study_description=description))
     assert routed == engines
+
+
+def test_return_to_sender_finds_a_caller_however_its_address_is_written() -> None:
+    config = NodeConfig(pipelines=[Pipeline(
+        called_ae="NODE", destinations=["return-to-sender"],
+        allowed_callers=[Caller(ae_title="US_ROOM", host="10.0.0.7", port=104)])])
+    (target,) = export_targets(config, config.pipelines[0], [("US_ROOM", "::ffff:10.0.0.7")])
+    assert (target.ae_title, target.port) == ("US_ROOM", 104)

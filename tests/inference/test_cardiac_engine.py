@@ -132,5 +132,7 @@ def test_a_timed_cine_shorter_than_a_heart_cycle_is_not_assessed(
     image.heart_rate_bpm = 60.0
     detail = engine.run(image).not_assessed
     assert detail is not None and "at 60 bpm (1000 ms)" in detail.detail
+    image.heart_rate_bpm = 68.0  # a cycle of 882 ms: 800 ms is within the tolerance
+    assert engine.run(image).not_assessed is None
     image.heart_rate_bpm = 0.0  # a device's placeholder: the default applies
     assert engine.run(image).not_assessed is None

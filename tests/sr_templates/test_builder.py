@@ -21,7 +21,7 @@ from pydicom.uid import (
 
 from inference.findings import BoundingBox, StudyResult
 from sr_templates import ObjectKindValues, ResultOptions, build_result_objects
-from sr_templates.sources import one_patient
+from sr_templates.sources import one_patient, patient_difference
 from tests.sr_templates.sr_factories import analysed, make_lesion, make_us_image, study_of
 
 EVERYTHING = ResultOptions(include_overlay_capture=True, job_sequence=2)
@@ -247,3 +247,10 @@ def test_one_patient_keeps_the_images_most_agree_with() -> None:
     images[2].PatientBirthDate = ""
     assert one_patient(images) == ([1, 2], {0: "PatientName"})
     assert one_patient([]) == ([], {})
+
+
+def test_patient_ids_differing_in_case_are_two_patients() -> None:
+    a, b = make_us_image(patient_id="AB123"), make_us_image(patient_id="ab123")
+    assert patient_difference(a, b) == "PatientID"
+    c = make_us_image(patient_name="DOE^JANE^^")
+    assert patient_difference(make_us_image(), c) is None

@@ -146,3 +146,18 @@ def test_captions_stay_inside_the_image_and_apart(dciodvfy: Callable) -> None:
     for i, a in enumerate(boxes):
         for b in boxes[i + 1:]:
             assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])
+
+
+def test_no_caption_is_written_over_a_lesion(dciodvfy: Callable) -> None:
+    source = make_us_image("MONOCHROME2", rows=240, columns=320)
+    boxes = [BoundingBox(100, 2, 140, 20), BoundingBox(100, 24, 140, 60),
+             BoundingBox(60, 64, 200, 90)]
+    lesions = [make_lesion(source, box, index=i) for i, box in enumerate(boxes, start=1)]
+    (state,) = build([source], study_of(analysed(source, lesions), source=source))
+    dciodvfy(state)
+    (annotation,) = state.GraphicAnnotationSequence
+    for text in annotation.TextObjectSequence:
+        left, top = text.BoundingBoxTopLeftHandCorner
+        right, bottom = text.BoundingBoxBottomRightHandCorner
+        for box in boxes:
+            assert not (left < box.x1 and box.x0 < right and top < box.y1 and box.y0 < bottom)
