@@ -263,7 +263,9 @@ def conformant_view(ds: Dataset) -> Dataset:
     ``1994.11.05``), for a missing or empty Modality (Type 1; ``US``, which
     every class the node analyses implies) and for a source in a lossy transfer
     syntax that does not declare Lossy Image Compression (then ``01``, with the
-    method of its transfer syntax).  The pixel data element is shared, not copied.  Call
+    method of its transfer syntax), and for a colour source without Planar
+    Configuration (then 0, interleaved, as the decoder reads it).  The pixel data
+    element is shared, not copied.  Call
     :func:`restore_referenced_classes` with the original sources on every
     object built from views.
     """
@@ -273,8 +275,9 @@ def conformant_view(ds: Dataset) -> Dataset:
     dates = _bad_date_times(ds)
     modality = str(ds.get("Modality", "") or "").strip()
     lossy_method = _undeclared_lossy_method(ds)
+    planar = int(ds.get("SamplesPerPixel", 1) or 1) > 1 and ds.get("PlanarConfiguration") is None
     if (ds.SOPClassUID not in _CURRENT_CLASSES and not missing and not dates and modality
-            and lossy_method is None):
+            and lossy_method is None and not planar):
         return ds
     view = attribute_copy(ds)
     if "PixelData" in ds:
@@ -289,6 +292,8 @@ def conformant_view(ds: Dataset) -> Dataset:
         setattr(view, keyword, value)
     if not modality:
         view.Modality = "US"
+    if planar:
+        view.PlanarConfiguration = 0  # Type 1C, left out by some devices: interleaved
     if lossy_method is not None:
         view.LossyImageCompression = "01"
         view.LossyImageCompressionMethod = lossy_method

@@ -45,6 +45,8 @@ SOURCES: dict[str, Callable[[], Dataset]] = {
     "synthetic-no-body-part": lambda: make_us_image(body_part=None),
     "synthetic-lower-case-body-part": lambda: make_us_image(body_part="Abdomen"),
     "synthetic-no-modality": lambda: _without("Modality", make_us_image("RGB")),
+    "synthetic-no-planar-configuration": lambda: _without("PlanarConfiguration",
+                                                          make_us_image("RGB")),
     "pydicom-palette_color": _example("palette_color"),
     "pydicom-rgb_color": _example("rgb_color"),
     "pydicom-ybr_color": _example("ybr_color"),
