@@ -104,7 +104,8 @@ def _load(weights_dir: Path, organ: str, n_classes: int) -> _Models:
             cards = [json.loads((weights_dir / f"{organ}_{part}.json").read_text())
                      for part in ("detector", "classifier")]
             detector = LesionDetector(tuple(cards[0].get("widths", DETECTOR_WIDTHS)),
-                                      int(cards[0].get("head", DETECTOR_HEAD)))
+                                      int(cards[0].get("head", DETECTOR_HEAD)),
+                                      int(cards[0].get("blocks", 0)))
             detector.load_state_dict(torch.load(weights_dir / f"{organ}_detector.pt",
                                                 weights_only=True))
             classifier = LesionClassifier(n_classes)

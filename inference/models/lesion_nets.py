@@ -36,25 +36,50 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
                          nn.ReLU(inplace=True))
 
 
-def _stage(cin: int, cout: int) -> nn.Sequential:
-    """Downsample by 2 then refine."""
-    return nn.Sequential(_conv(cin, cout, 2), _conv(cout, cout))
+def _stage(cin: int, cout: int, blocks: int = 0) -> nn.Sequential:
+    """Downsample by 2 then refine, with ``blocks`` residual blocks after."""
+    return nn.Sequential(_conv(cin, cout, 2), _conv(cout, cout),
+                         *(ResidualBlock(cout) for _ in range(blocks)))
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 convolutions added to their input, then ReLU.
+
+    The second batch norm starts at zero scale, so a new block is the identity
+    on the (non-negative) features it follows: a network grown with blocks
+    computes what it computed before until training changes them.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            _conv(channels, channels),
+            nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels))
+        nn.init.zeros_(self.body[2].weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``relu(x + body(x))``."""
+        return F.relu(x + self.body(x))
 
 
 class LesionDetector(nn.Module):
-    """Small FPN + CenterNet head; outputs ``(heat logits, log size, offset)``."""
+    """Small FPN + CenterNet head; outputs ``(heat logits, log size, offset)``.
 
-    def __init__(self, widths: tuple[int, ...] = DETECTOR_WIDTHS, head: int = DETECTOR_HEAD
-                 ) -> None:
+    ``blocks`` residual blocks follow each of the stride 4, 8 and 16 stages and
+    the fused head (0: the plain network); see :func:`load_grown`.
+    """
+
+    def __init__(self, widths: tuple[int, ...] = DETECTOR_WIDTHS, head: int = DETECTOR_HEAD,
+                 blocks: int = 0) -> None:
         super().__init__()
         w = widths
         self.stem = _conv(1, w[0], 2)
-        self.s4 = _stage(w[0], w[1])
-        self.s8 = _stage(w[1], w[2])
-        self.s16 = _stage(w[2], w[3])
+        self.s4 = _stage(w[0], w[1], blocks)
+        self.s8 = _stage(w[1], w[2], blocks)
+        self.s16 = _stage(w[2], w[3], blocks)
         self.s32 = _stage(w[3], w[4])
         self.lat = nn.ModuleList(nn.Conv2d(c, head, 1) for c in (w[1], w[2], w[3], w[4]))
-        self.fuse = _conv(head, head)
+        self.fuse = nn.Sequential(*_conv(head, head), *(ResidualBlock(head) for _ in range(blocks)))
         self.heat = nn.Conv2d(head, 1, 1)
         self.size = nn.Conv2d(head, 2, 1)
         self.offset = nn.Conv2d(head, 2, 1)
@@ -71,6 +96,30 @@ class LesionDetector(nn.Module):
             top = lat(feat) + F.interpolate(top, size=feat.shape[-2:], mode="nearest")
         y = self.fuse(top)
         return self.heat(y), self.size(y), self.offset(y)
+
+
+def load_grown(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """Load ``state`` of the same network with fewer residual blocks into ``model``.
+
+    Every tensor of ``state`` must have its place in ``model``; the blocks it
+    lacks keep their identity start.  Returns the names of those new tensors.
+
+    Raises
+    ------
+    ValueError
+        When ``state`` holds a tensor ``model`` has no place for or of another
+        shape, or lacks one that is not part of a residual block.
+    """
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:
+        raise ValueError(f"weights do not fit the network: {error}") from error
+    grown = {name for name, module in model.named_modules() if isinstance(module, ResidualBlock)}
+    foreign = [k for k in result.missing_keys if not any(k.startswith(g + ".") for g in grown)]
+    if result.unexpected_keys or foreign:
+        raise ValueError(f"weights do not fit the network: unexpected {result.unexpected_keys}, "
+                         f"missing {foreign}")
+    return list(result.missing_keys)
 
 
 class LesionClassifier(nn.Module):

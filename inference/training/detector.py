@@ -29,6 +29,7 @@ from inference.models.lesion_nets import (
     LesionDetector,
     box_iou,
     decode,
+    load_grown,
     predict_mirrored,
 )
 from inference.training.common import (
@@ -61,6 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--widths", default=",".join(map(str, DETECTOR_WIDTHS)),
                         help="channels of the stem and the four stages")
     parser.add_argument("--head", type=int, default=DETECTOR_HEAD, help="channels of the FPN head")
+    parser.add_argument("--blocks", type=int, default=0,
+                        help="residual blocks after the stride 4-16 stages and the head; "
+                             "--init may then be a network with fewer (its blocks start as "
+                             "the identity)")
     parser.add_argument("--last-cache-share", type=float, default=None,
                         help="fraction of each epoch's training images drawn from the last "
                              "--cache (with replacement when it has too few); default: "
@@ -236,9 +241,10 @@ def run(args: argparse.Namespace) -> None:
     if args.limit:
         train, val = train[: args.limit], val[: max(args.limit // 8, 4)]
     widths = tuple(int(w) for w in args.widths.split(","))
-    model = LesionDetector(widths, args.head)
+    model = LesionDetector(widths, args.head, args.blocks)
     if args.init is not None:
-        model.load_state_dict(torch.load(args.init, weights_only=True))
+        grown = load_grown(model, torch.load(args.init, weights_only=True))
+        logger.info("detector_initialised", init=str(args.init), new_tensors=len(grown))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     steps = args.epochs * int(np.ceil(len(train) / args.batch_size))
     deadline = Deadline(args.max_minutes)
@@ -286,5 +292,5 @@ def run(args: argparse.Namespace) -> None:
                         "iou": DETECTION_IOU, "best_epoch": best[3]},
                extra={"threshold": best[1], "input_size": int(cache.det.shape[-1]),
                       "architecture": "CenterNet-style FPN, stride 4",
-                      "widths": list(widths), "head": args.head,
+                      "widths": list(widths), "head": args.head, "blocks": args.blocks,
                       "init": str(args.init) if args.init else None})

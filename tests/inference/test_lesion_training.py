@@ -15,6 +15,7 @@ from inference.engines import lesion as lesion_engine
 from inference.engines.base import Engine
 from inference.engines.lesion import LiverEngine
 from inference.evaluation.lesion import image_input
+from inference.models.lesion_nets import LesionDetector, load_grown
 from inference.models.roi import Letterbox, letterbox
 from inference.phantoms.generator import generate
 from inference.training.cli import SUBCOMMANDS, main
@@ -98,6 +99,42 @@ def test_detector_runs_at_the_input_size_of_its_cache(tmp_path: Path,
     sample = generate("liver", 7, 240, 320)
     assert engine.run(image_input(sample, "2.25.7", True)).not_assessed is None
     assert seen and all(shape == (96, 96) for shape in seen)
+
+
+def test_a_detector_grown_by_residual_blocks_starts_as_its_init_and_trains(tmp_path: Path) -> None:
+    plain = LesionDetector((8, 8, 16, 16, 24), 16)
+    for module in plain.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 2.0)
+    plain.eval()
+    grown = LesionDetector((8, 8, 16, 16, 24), 16, blocks=2).eval()
+    new = load_grown(grown, plain.state_dict())
+    assert new and all(".body." in name for name in new)
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        for before, after in zip(plain(x), grown(x), strict=True):
+            assert torch.equal(before, after)
+    with pytest.raises(ValueError, match="do not fit"):
+        load_grown(plain, grown.state_dict())
+    with pytest.raises(ValueError, match="do not fit"):
+        load_grown(LesionDetector((8, 8, 16, 16, 32), 16, blocks=1), plain.state_dict())
+
+    cache = tmp_path / "liver64.npz"
+    weights = tmp_path / "weights"
+    init = tmp_path / "plain.pt"
+    torch.save(plain.state_dict(), init)
+    assert main(["lesion-data", "--organ", "liver", "--count", "4", "--output", str(cache),
+                 "--crops-per-lesion", "1", "--detector-size", "64"]) == 0
+    assert main(["liver-detector", "--cache", str(cache), "--output", str(weights),
+                 "--widths", "8,8,16,16,24", "--head", "16", "--blocks", "2",
+                 "--init", str(init), "--epochs", "1", "--batch-size", "2"]) == 0
+    assert main(["liver-classifier", "--cache", str(cache), "--output", str(weights),
+                 "--epochs", "1", "--folds", "2", "--cv-epochs", "1"]) == 0
+    assert json.loads((weights / "liver_detector.json").read_text())["blocks"] == 2
+    engine = LiverEngine(weights_dir=weights)
+    sample = generate("liver", 7, 240, 320)
+    assert engine.run(image_input(sample, "2.25.7", True)).not_assessed is None
 
 
 @pytest.mark.parametrize("seed", range(6))
