@@ -103,6 +103,11 @@ class TLSConfig(_Model):
     private_key: Path
     ca_certificates: Path | None = None
     require_client_certificate: bool = False
+    verify_hostname: bool = False
+    """Sending to a destination with ``ca_certificates``: also require its certificate to
+    name the host dialled (a DNS name or IP address in subjectAltName). Off by default:
+    DICOM nodes are often addressed by an IP address their certificates do not name, and
+    IHE ATNA authenticates a node by its certificate's trust, not its name."""
 
 
 class Caller(_Model):

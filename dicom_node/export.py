@@ -12,6 +12,7 @@ An export counts as delivered only when every object got Success or a Warning.
 
 from __future__ import annotations
 
+import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -96,11 +97,13 @@ def backoff_seconds(attempts: int, policy: ExportPolicy) -> float:
 
 
 def client_ssl_context(tls: TLSConfig) -> ssl.SSLContext:
-    """TLS 1.2+ client context, verifying the server when CA certificates are given."""
+    """TLS 1.2+ client context, verifying the server when CA certificates are given
+    (and that its certificate names the host dialled, when ``verify_hostname``)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.check_hostname = False
     if tls.ca_certificates is not None:
+        context.check_hostname = tls.verify_hostname
         context.load_verify_locations(str(tls.ca_certificates))
         context.verify_mode = ssl.CERT_REQUIRED
     else:
@@ -149,12 +152,42 @@ def _associate(ae: AE, target: Target) -> tuple[Association, bool]:
     return assoc, bool(opened)
 
 
-def _failure(assoc: Association, connected: bool) -> str:
+def tls_handshake_failure(target: Target) -> str | None:
+    """Why a TLS handshake with ``target`` fails; ``None`` when it succeeds, when
+    ``target`` has no TLS, or when no TCP connection can be made at all.
+
+    pynetdicom reports a failed handshake as a failed connection; this makes one
+    handshake of its own to tell an administrator which it was.
+    """
+    if target.tls is None:
+        return None
+    context = client_ssl_context(target.tls)
+    try:
+        raw = socket.create_connection((target.host, target.port), timeout=target.timeout)
+    except OSError:
+        return None
+    try:
+        with context.wrap_socket(raw, server_hostname=target.host):
+            return None
+    except ssl.SSLCertVerificationError as exc:
+        return f"its TLS certificate was not accepted: {exc.verify_message}"
+    except ssl.SSLError as exc:
+        return f"the TLS handshake failed: {exc.reason or exc}"
+    except OSError as exc:
+        return f"the TLS handshake failed: {describe_error(exc)}"
+    finally:
+        raw.close()
+
+
+def _failure(assoc: Association, connected: bool, target: Target) -> str:
     """Why an association was not established, as an administrator needs it."""
     primitive = assoc.acceptor.primitive
     if assoc.is_rejected and primitive is not None:
         return f"rejected ({primitive.result_str}, {primitive.reason_str})"
     if not connected:
+        handshake = tls_handshake_failure(target)
+        if handshake is not None:
+            return f"not connected: {handshake}"
         return "not connected: nothing answers there (refused, unreachable or timed out)"
     if assoc.is_aborted:
         return "aborted by the peer, or no answer within the timeout"
@@ -191,7 +224,7 @@ def _store_datasets(
         )
         raise AssociationFailed(
             f"association to {target.ae_title}@{target.host}:{target.port} "
-            f"{_failure(assoc, connected)}",
+            f"{_failure(assoc, connected, target)}",
             permanent=permanent,
         )
     try:
@@ -253,7 +286,7 @@ def c_echo(calling_ae: str, target: Target) -> float:
     if not assoc.is_established:
         raise AssociationFailed(
             f"no association with {target.ae_title}@{target.host}:{target.port}: "
-            f"{_failure(assoc, connected)}"
+            f"{_failure(assoc, connected, target)}"
         )
     try:
         status = assoc.send_c_echo()

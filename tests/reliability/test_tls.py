@@ -43,7 +43,8 @@ def _key_and_request(folder: Path, name: str) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TLSConfig]:
-    """TLS settings of: node, modality, archive (signed by the test CA) and an impostor."""
+    """TLS settings of: node, modality, archive (signed by the test CA for 127.0.0.1), an
+    archive signed by it for another host name, and an impostor (self-signed)."""
     require("openssl")
     folder = tmp_path_factory.mktemp("pki")
     ca_key, ca_csr = _key_and_request(folder, "test-ca")
@@ -52,9 +53,16 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TLSConfig]:
         "x509", "-req", "-in", str(ca_csr), "-signkey", str(ca_key), "-days", "2", "-out", str(ca)
     )
     settings = {}
-    for name in ("node", "modality", "archive"):
+    for name, alt_name in (
+        ("node", "IP:127.0.0.1"),
+        ("modality", "IP:127.0.0.1"),
+        ("archive", "IP:127.0.0.1"),
+        ("misnamed", "DNS:archive.example.org"),
+    ):
         key, csr = _key_and_request(folder, name)
         cert = folder / f"{name}.pem"
+        extensions = folder / f"{name}.ext"
+        extensions.write_text(f"subjectAltName={alt_name}\n")
         _openssl(
             "x509",
             "-req",
@@ -67,6 +75,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TLSConfig]:
             "-CAcreateserial",
             "-days",
             "2",
+            "-extfile",
+            str(extensions),
             "-out",
             str(cert),
         )
@@ -186,6 +196,21 @@ def _server_context(tls: TLSConfig) -> ssl.SSLContext:
     return context
 
 
+def _send_and_analyse(node: Node, modality: ssl.SSLContext, count: int) -> None:
+    """A study of ``count`` images sent over TLS, completed and analysed, not yet exported."""
+    assert node.port is not None
+    assoc = requestor().associate(
+        "127.0.0.1", node.port, ae_title="NODE", tls_args=(modality, "127.0.0.1")
+    )
+    assert [int(assoc.send_c_store(ds).Status) for ds in make_study(count)] == [0] * count
+    assoc.release()
+    assert node.receiver.writer.flush(30)
+    assert isinstance(node.clock, ManualClock)
+    node.clock.advance(60)
+    node.dispatcher.complete_due_studies()
+    assert node.dispatcher.run_next_job()
+
+
 def test_exporting_over_tls_verifies_the_archive(
     tmp_path: Path, pki: dict[str, TLSConfig], tls_node: Callable[..., Node]
 ) -> None:
@@ -203,25 +228,44 @@ def test_exporting_over_tls_verifies_the_archive(
             destinations=destinations,
             pipeline=Pipeline(called_ae="NODE", destinations=["secure", "impostor"]),
         )
-        assert node.port is not None
-        modern = client_ssl_context(pki["modality"])
-        assoc = requestor().associate(
-            "127.0.0.1", node.port, ae_title="NODE", tls_args=(modern, "127.0.0.1")
-        )
-        assert [int(assoc.send_c_store(ds).Status) for ds in make_study(2)] == [0, 0]
-        assoc.release()
-        assert node.receiver.writer.flush(30)
-        assert isinstance(node.clock, ManualClock)
-        node.clock.advance(60)
-        node.dispatcher.complete_due_studies()
-        assert node.dispatcher.run_next_job()
+        _send_and_analyse(node, client_ssl_context(pki["modality"]), 2)
         node.exporter.run_destination("secure")
         node.exporter.run_destination("impostor")
         states = {e["destination"]: e for e in IndexQueries(node.index).exports()}
     assert states["secure"]["state"] == ExportState.DELIVERED.value
     assert len(archive.received) == len(set(archive.received)) > 0
     assert states["impostor"]["state"] == ExportState.PENDING.value
+    assert "TLS certificate was not accepted" in states["impostor"]["last_error"]
     assert impostor.received == [], "results sent to a server we cannot verify"
+
+
+def test_a_destination_certificate_must_name_its_host_when_asked(
+    pki: dict[str, TLSConfig], tls_node: Callable[..., Node]
+) -> None:
+    """``verify_hostname`` refuses an archive whose certificate, though signed by the
+    trusted CA, names another host; without it the CA's signature is enough (IHE ATNA)."""
+    with CountingStorageSCP(ssl_context=_server_context(pki["misnamed"])) as archive:
+        checked = pki["node"].model_copy(update={"verify_hostname": True})
+        destinations = [
+            Destination(name=name, ae_title="COUNTER", host="127.0.0.1", port=archive.port,
+                        tls=tls)
+            for name, tls in (("named", checked), ("trusted", pki["node"]))
+        ]
+        node = tls_node(
+            destinations=destinations,
+            pipeline=Pipeline(called_ae="NODE", destinations=["named", "trusted"]),
+        )
+        modality = client_ssl_context(pki["modality"].model_copy(update={"verify_hostname": True}))
+        _send_and_analyse(node, modality, 1)
+        node.exporter.run_destination("named")
+        delivered_unchecked = len(archive.received)
+        node.exporter.run_destination("trusted")
+        states = {e["destination"]: e for e in IndexQueries(node.index).exports()}
+    assert delivered_unchecked == 0
+    assert states["named"]["state"] == ExportState.PENDING.value
+    assert "address mismatch" in states["named"]["last_error"], states["named"]["last_error"]
+    assert states["trusted"]["state"] == ExportState.DELIVERED.value
+    assert len(archive.received) > 0
 
 
 def test_every_receiving_process_speaks_tls(
