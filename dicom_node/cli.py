@@ -8,6 +8,8 @@ import json
 import os
 import signal
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +30,7 @@ from dicom_node.config import (
     load_config,
     validate_ae_title,
 )
-from dicom_node.export import AssociationFailed, Target, c_echo, c_store_batch
+from dicom_node.export import AssociationFailed, Target, c_echo, c_store_batch, dicom_answers
 from dicom_node.index import ExportState, Index, IndexQueries, JobState
 from dicom_node.logs import configure_logging
 
@@ -151,6 +153,47 @@ def cmd_echo(args: argparse.Namespace) -> int:
         print(f"echo failed: {exc}", file=sys.stderr)
         return 1
     print(f"echo {args.address.ae_title}@{args.address.host}:{args.address.port}: OK {ms:.1f} ms")
+    return 0
+
+
+def _loopback(host: str) -> str:
+    """The address to dial a server listening on ``host`` from the same machine."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+
+
+def node_health(config: NodeConfig, ready: bool, timeout: float) -> str | None:
+    """Why the node of ``config`` on this machine does not answer, or ``None`` when it does.
+
+    With the admin API on: its ``/healthz`` (``/readyz`` when ``ready``) must
+    answer 200.  With it off: the DICOM port must answer an association
+    request, accepted or rejected (the node's own AE title may not be allowed).
+    """
+    if config.api_port:
+        host = _loopback(config.api_host)
+        url = f"http://{f'[{host}]' if ':' in host else host}:{config.api_port}"
+        url += "/readyz" if ready else "/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout):
+                return None
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", "replace").strip()
+            return f"{url} answered {exc.code}: {detail}"
+        except OSError as exc:
+            return f"{url} does not answer: {exc}"
+    target = Target(ae_title=config.ae_title, host=_loopback(config.host), port=config.port,
+                    timeout=timeout)
+    if dicom_answers(config.ae_title, target):
+        return None
+    return f"nothing answers association requests on {target.host}:{target.port}"
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """Exit 0 when the configured node answers (container health checks, monitoring)."""
+    problem = node_health(build_config(args), args.ready, args.timeout)
+    if problem is not None:
+        print(f"unhealthy: {problem}", file=sys.stderr)
+        return 1
+    print("ready" if args.ready else "healthy")
     return 0
 
 
@@ -304,6 +347,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _listening(parser: argparse.ArgumentParser) -> None:
+    """Where the node listens, over its configuration."""
+    parser.add_argument("--host", help="listening address (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="DICOM port (default 11112)")
+    parser.add_argument("--api-host", help="admin API address (default 127.0.0.1)")
+    parser.add_argument("--api-port", type=int, help="admin API port (default 8080, 0: off)")
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
     parser = argparse.ArgumentParser(prog="dicom-node", description=__doc__)
@@ -315,14 +366,19 @@ def make_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the node")
     _common(serve)
     serve.add_argument("--ae-title", help="AE title (default DICOM_NODE)")
-    serve.add_argument("--host", help="listening address (default 0.0.0.0)")
-    serve.add_argument("--port", type=int, help="DICOM port (default 11112)")
+    _listening(serve)
     serve.add_argument("--archive", type=parse_address, help="AET@HOST:PORT to send results to")
     serve.add_argument("--quiet-seconds", type=float,
                        help="quiet period of the pipeline on the node's AE title (default 30)")
-    serve.add_argument("--api-host", help="admin API address (default 127.0.0.1)")
-    serve.add_argument("--api-port", type=int, help="admin API port (default 8080, 0: off)")
     serve.set_defaults(func=cmd_serve)
+
+    health = sub.add_parser("health", help="check that the configured node answers (exit 0)")
+    _common(health)
+    _listening(health)
+    health.add_argument("--ready", action="store_true",
+                        help="ask whether it takes studies now (/readyz), not only whether it runs")
+    health.add_argument("--timeout", type=float, default=4.0, help="seconds (default 4)")
+    health.set_defaults(func=cmd_health)
 
     for name, func, help_text in (
         ("echo", cmd_echo, "C-ECHO a remote node"),

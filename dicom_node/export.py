@@ -269,6 +269,23 @@ def _carries(context: PresentationContext, sop_class: UID, transfer_syntax: UID)
     )
 
 
+def _verification_ae(calling_ae: str, target: Target) -> AE:
+    ae = AE(ae_title=calling_ae)
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = target.timeout
+    ae.network_timeout = target.timeout
+    return ae
+
+
+def dicom_answers(calling_ae: str, target: Target) -> bool:
+    """Whether ``target`` answers an association request, accepting or rejecting it."""
+    assoc, _connected = _associate(_verification_ae(calling_ae, target), target)
+    if assoc.is_established:
+        assoc.release()
+        return True
+    return bool(assoc.is_rejected)
+
+
 def c_echo(calling_ae: str, target: Target) -> float:
     """C-ECHO ``target``; returns the round trip in ms.
 
@@ -277,10 +294,7 @@ def c_echo(calling_ae: str, target: Target) -> float:
     AssociationFailed
         If the association fails or the echo is not answered with Success.
     """
-    ae = AE(ae_title=calling_ae)
-    ae.add_requested_context(Verification)
-    ae.acse_timeout = target.timeout
-    ae.network_timeout = target.timeout
+    ae = _verification_ae(calling_ae, target)
     started = time.perf_counter()
     assoc, connected = _associate(ae, target)
     if not assoc.is_established:

@@ -229,6 +229,23 @@ def test_quick_start_node_keeps_ae_titles_added_through_the_api(
     assert _echoscu("DICOM_NODE", port) == 0
 
 
+def test_health_asks_the_api_or_else_the_dicom_port(
+    serve: Callable[..., tuple[int, int]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "var"
+    port, api_port = serve(data)
+    where = ["--data-dir", str(data), "--port", str(port)]
+    assert main(["health", *where, "--api-port", str(api_port)]) == 0
+    assert main(["health", *where, "--api-port", str(api_port), "--ready"]) == 0
+    assert capsys.readouterr().out.split() == ["healthy", "ready"]
+    assert main(["health", *where, "--api-port", "0"]) == 0, "the DICOM port answers"
+    silent = free_port()
+    assert main(["health", *where, "--api-port", str(silent)]) == 1
+    assert f"http://127.0.0.1:{silent}/healthz does not answer" in capsys.readouterr().err
+    assert main(["health", "--data-dir", str(data), "--port", str(silent), "--api-port", "0"]) == 1
+    assert f"nothing answers association requests on 127.0.0.1:{silent}" in capsys.readouterr().err
+
+
 def test_serve_exits_1_when_the_api_port_is_taken(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

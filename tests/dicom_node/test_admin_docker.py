@@ -79,11 +79,13 @@ def test_runs_as_non_root_with_a_healthcheck_on_an_open_endpoint(
     make_node: Callable[..., NodeHarness],
 ) -> None:
     assert _instruction("USER") == "node"
-    healthcheck = _instruction("HEALTHCHECK")
-    url = re.search(r"http://127\.0\.0\.1:(\d+)(/\w+)", healthcheck)
-    assert url is not None and int(url.group(1)) == load_config(DOCKER / "node.yaml").api_port
+    check = json.loads(_instruction("HEALTHCHECK").split(" CMD ", 1)[1])
+    serve = json.loads(_instruction("CMD"))
+    assert check[:2] == ["dicom-node", "health"]
+    assert check[check.index("--config") + 1] == serve[serve.index("--config") + 1]
+    assert load_config(DOCKER / "node.yaml").api_port, "the check asks the API's /healthz"
     remote = TestClient(create_app(make_node().node), client=("172.17.0.1", 40000))
-    assert remote.get(url.group(2)).status_code == 200
+    assert remote.get("/healthz").status_code == 200
 
 
 def test_dockerignore_lets_the_build_inputs_in() -> None:
