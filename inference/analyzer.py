@@ -77,7 +77,8 @@ def decide_anatomy(tag: AnatomyValues | None, prediction: ViewPrediction | None,
     -------
     AnatomyDecision
         Tags win when present, unless they and a view of at least
-        :data:`HEART_OVERRIDE_PROBABILITY` disagree on the heart; the image
+        :data:`HEART_OVERRIDE_PROBABILITY` disagree on the heart (tags naming
+        other anatomy, fetal or obstetric imaging, always win); the image
         decides otherwise.  Without tags, a
         view below ``min_probability`` is followed only when it is the most
         probable class and the anatomy the routing rule names: the rule and the
@@ -89,7 +90,8 @@ def decide_anatomy(tag: AnatomyValues | None, prediction: ViewPrediction | None,
             seen = (f"Tags say {tag.value}; the image looks like {prediction.anatomy.value} "
                     f"(p={prediction.probability:.2f}).")
             heart = AnatomyValues.HEART in (tag, prediction.anatomy)
-            if heart and prediction.probability >= HEART_OVERRIDE_PROBABILITY:
+            if (heart and tag is not AnatomyValues.OTHER
+                    and prediction.probability >= HEART_OVERRIDE_PROBABILITY):
                 return AnatomyDecision(prediction.anatomy, "image",
                                        f"{seen} The image was followed.")
             return AnatomyDecision(tag, "tags", f"{seen} The tags were followed.")
@@ -189,7 +191,9 @@ class Analyzer:
                       if name in self.engines
                       and self.engines[name].anatomy is decision.anatomy]
         if decision.anatomy is None or not candidates:
-            seen = (decision.anatomy.value if decision.anatomy
+            seen = ("fetal or obstetric imaging, which no engine serves"
+                    if decision.anatomy is AnatomyValues.OTHER and decision.source == "tags"
+                    else decision.anatomy.value if decision.anatomy
                     else "unknown (no tags, image not recognised)")
             routed = ", ".join(engine_names) or "none"
             return self._not_assessed(

@@ -124,6 +124,16 @@ _ANATOMY_PREFIXES: dict[AnatomyValues, tuple[str, ...]] = {
 write (ABDOMINALE, LEBERSONOGRAPHIE, MAMMAIRE, ECOCARDIOGRAMA, KARDIOLOGIE...); accents
 are dropped first (HÍGADO -> HIGADO)."""
 
+_FETAL_WORDS: tuple[str, ...] = ("OB", "OBGYN")
+_FETAL_PREFIXES: tuple[str, ...] = (
+    "FETA", "FETU", "FOETA", "FOETU", "FOTA", "FOTU", "OBSTET", "OSTETR", "PRENAT", "PRANAT",
+    "PRAENAT", "ANTENAT", "NUCHAL", "SCHWANGER", "GROSSESS", "EMBARAZ", "ZWANGER", "GRAVID",
+)
+"""Words and token prefixes of fetal and obstetric imaging (FETAL, FOETUS, Fötus, OB,
+OBSTETRIC, obstétrica, PRENATAL, Schwangerschaft, grossesse, embarazo, zwangerschap,
+gravidanza).  The engines are made for adults: a fetal echo ("FETAL HEART") must not get
+an adult ejection fraction, nor a fetal abdomen liver findings."""
+
 _ANATOMY_CODES: dict[str, str] = {
     "10200004": "LIVER", "T-62000": "LIVER",
     "818981001": "ABDOMEN", "113345001": "ABDOMEN", "T-D4000": "ABDOMEN",
@@ -550,9 +560,19 @@ def body_part(ds: Dataset) -> str | None:
     return value or None
 
 
-def _anatomies_in(text: str) -> set[AnatomyValues]:
+def _tokens(text: str) -> set[str]:
+    """Upper-case words of ``text``, accents dropped (HÍGADO -> HIGADO)."""
     plain = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
-    tokens = {t for t in re.split(r"[^A-Z0-9]+", plain.upper()) if t}
+    return {t for t in re.split(r"[^A-Z0-9]+", plain.upper()) if t}
+
+
+def _is_fetal(text: str) -> bool:
+    tokens = _tokens(text)
+    return bool(tokens & set(_FETAL_WORDS)) or any(t.startswith(_FETAL_PREFIXES) for t in tokens)
+
+
+def _anatomies_in(text: str) -> set[AnatomyValues]:
+    tokens = _tokens(text)
     found = {anatomy for anatomy, words in _ANATOMY_KEYWORDS.items() if tokens & set(words)}
     found |= {anatomy for anatomy, prefixes in _ANATOMY_PREFIXES.items()
               if any(t.startswith(prefixes) for t in tokens)}
@@ -589,6 +609,9 @@ def tag_anatomy(ds: Dataset) -> AnatomyValues | None:
     "US ABDOMEN + ECHO" leaves each image to its own body part.  A level that names
     two anatomies gives ``None``.
 
+    Tags of fetal or obstetric imaging, at any level, give
+    :attr:`AnatomyValues.OTHER` whatever else they name: no engine serves it.
+
     Parameters
     ----------
     ds:
@@ -599,7 +622,11 @@ def tag_anatomy(ds: Dataset) -> AnatomyValues | None:
     AnatomyValues or None
         The single anatomy the tags name, or ``None``.
     """
-    for level in _tag_levels(ds):
+    levels = _tag_levels(ds)
+    if any(_is_fetal(text) for level in levels for text in level):
+        logger.info("tags_describe_fetal_imaging")
+        return AnatomyValues.OTHER
+    for level in levels:
         found: set[AnatomyValues] = set()
         for text in level:
             found |= _anatomies_in(text)

@@ -107,6 +107,15 @@ def test_a_sure_image_wins_over_tags_that_disagree_on_the_heart(
     assert doubtful.anatomy is tag, "below 0.95 the tags still win"
 
 
+def test_tags_of_fetal_imaging_win_over_a_sure_heart_view(frames: np.ndarray) -> None:
+    engines = _engines()
+    result = Analyzer(engines, FakeClassifier(HEART, 0.99)).analyze(_image(frames, OTHER), ALL)
+    assert not any(engine.calls for engine in engines.values())
+    assert result.not_assessed is not None
+    assert result.not_assessed.reason is NotAssessedReasonValues.NO_ENGINE
+    assert "fetal or obstetric" in result.not_assessed.detail
+
+
 def test_image_decides_without_tags(frames: np.ndarray) -> None:
     engines = _engines()
     result = Analyzer(engines, FakeClassifier(BREAST, 0.8)).analyze(_image(frames, None), ALL)
