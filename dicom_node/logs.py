@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from pydicom.datadict import keyword_dict
+from pydicom.valuerep import VR
 from pynetdicom import _config as pynetdicom_config
 
 PHI_KEYS = frozenset(
@@ -53,10 +55,26 @@ warnings, logged as ``py.warnings``).  pynetdicom logs data sets only at DEBUG,
 which the node never enables for it."""
 
 
+VR_NAMES = frozenset(vr.value for vr in VR)
+"""The value representations' two-letter names."""
+
+TAG_NOTATION = re.compile(r"\(?[0-9A-Fa-f]{4},\s?[0-9A-Fa-f]{4}\)?")
+"""A data element tag as messages write it: ``(0028,0010)``."""
+
+
+def _names_an_element(quoted: str) -> bool:
+    """Whether a quoted text is a data element's keyword or tag, or a VR: the names an
+    administrator needs to find what was wrong, never a value of the data set."""
+    inner = quoted[1:-1]
+    return inner in keyword_dict or inner in VR_NAMES or TAG_NOTATION.fullmatch(inner) is not None
+
+
 def redact(text: str) -> str:
     """``text`` with its quoted values replaced: library messages (pydicom's, highdicom's)
-    quote data set values, patient names and birth dates among them."""
-    return QUOTED_VALUE.sub("'...'", text)
+    quote data set values, patient names and birth dates among them.  Quoted keywords,
+    tags and VRs (``'PixelSpacing'``, ``'(0028,0030)'``, ``'DS'``) are kept."""
+    return QUOTED_VALUE.sub(
+        lambda match: match.group(0) if _names_an_element(match.group(0)) else "'...'", text)
 
 
 def describe_error(exc: BaseException, limit: int = 200) -> str:

@@ -175,6 +175,14 @@ def test_error_texts_and_tracebacks_lose_their_quoted_values() -> None:
     assert "DOE" not in redact_exception(None, "error", event)["exception"]
 
 
+def test_quoted_names_of_elements_are_kept() -> None:
+    message = ("'DOE^JOHN' in 'PatientName' (0010,0010) '(0010,0010)' of VR 'PN' and "
+               "'19331317' in 'PatientBirthDate'; 'PixelSpacing' \"0.2\\0.2\"")
+    assert describe_error(ValueError(message), limit=400) == (
+        "ValueError: '...' in 'PatientName' (0010,0010) '(0010,0010)' of VR 'PN' and "
+        "'...' in 'PatientBirthDate'; 'PixelSpacing' '...'")
+
+
 def test_libraries_narration_stays_out_of_the_log() -> None:
     stream = io.StringIO()
     configure_logging(json=True, stream=stream)
