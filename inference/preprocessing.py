@@ -71,6 +71,9 @@ MAX_TINT_SATURATION = 0.6
 is taken for a colour overlay, not a tint map: tint maps are pale (sepia 0.3,
 bronze 0.45), flow and power Doppler colours saturated (0.8-1)."""
 
+SCAN_AREA_THRESHOLD = 8.0
+"""Mean grey level above which a (downsampled) pixel may belong to a scan area."""
+
 MIN_VIEW_SHARE = 0.5
 """A further B-mode view of a dual or quad display counts when its area is at least
 this share of the largest view's."""
@@ -643,7 +646,23 @@ def _disk(radius: int) -> np.ndarray:
     return x * x + y * y <= radius * radius
 
 
-def scan_area_mask(frame: np.ndarray, threshold: float = 8.0) -> np.ndarray:
+def _filled_mask(frame: np.ndarray, threshold: float) -> tuple[np.ndarray, int]:
+    """The non-black part of ``frame`` averaged down by the returned factor (to about 200
+    pixels on its short side), closed and hole-filled: :func:`scan_area_mask` is a
+    subset of it, scaled back up."""
+    if frame.ndim != 2:
+        raise ValueError(f"Expected a 2-D frame, got shape {frame.shape}.")
+    factor = max(1, min(frame.shape) // 200)
+    rows, cols = (frame.shape[0] // factor) * factor, (frame.shape[1] // factor) * factor
+    small = frame[:rows, :cols].astype(np.float32)
+    small = small.reshape(rows // factor, factor, cols // factor, factor).mean(axis=(1, 3))
+    smooth = ndimage.uniform_filter(small, size=max(1, 5 // factor))
+    filled = ndimage.binary_fill_holes(ndimage.binary_closing(smooth > threshold, _disk(1),
+                                                              iterations=2))
+    return filled, factor
+
+
+def scan_area_mask(frame: np.ndarray, threshold: float = SCAN_AREA_THRESHOLD) -> np.ndarray:
     """Boolean mask of the B-mode scan area of a grayscale frame.
 
     The frame is averaged down to about 200 pixels on its short side (speckle
@@ -665,16 +684,9 @@ def scan_area_mask(frame: np.ndarray, threshold: float = 8.0) -> np.ndarray:
     numpy.ndarray
         Boolean ``(rows, columns)`` mask; all ``False`` when nothing is found.
     """
-    if frame.ndim != 2:
-        raise ValueError(f"Expected a 2-D frame, got shape {frame.shape}.")
-    factor = max(1, min(frame.shape) // 200)
-    rows, cols = (frame.shape[0] // factor) * factor, (frame.shape[1] // factor) * factor
-    small = frame[:rows, :cols].astype(np.float32)
-    small = small.reshape(rows // factor, factor, cols // factor, factor).mean(axis=(1, 3))
-    smooth = ndimage.uniform_filter(small, size=max(1, 5 // factor))
-    mask = ndimage.binary_fill_holes(ndimage.binary_closing(smooth > threshold, _disk(1),
-                                                            iterations=2))
-    radius = max(2, round(min(small.shape) / 40))
+    mask, factor = _filled_mask(frame, threshold)
+    rows, cols = mask.shape[0] * factor, mask.shape[1] * factor
+    radius = max(2, round(min(mask.shape) / 40))
     opened = ndimage.binary_opening(mask, _disk(radius))
     labels, count = ndimage.label(opened)
     out = np.zeros(frame.shape, dtype=bool)
@@ -856,6 +868,9 @@ def _pixel_views(image: ImageInput) -> list[BoundingBox]:
     nearby = VIEW_GAP * rest.shape[1]
     for _ in range(2 * MAX_VIEWS):
         rest[int(found.y0):int(np.ceil(found.y1)), int(found.x0):int(np.ceil(found.x1))] = 0
+        filled, factor = _filled_mask(rest, SCAN_AREA_THRESHOLD)
+        if filled.sum() * factor**2 < MIN_VIEW_SHARE * first.sum():
+            break  # what is left cannot hold a view (the scan-area mask is a subset of it)
         mask = scan_area_mask(rest)
         if mask.sum() < MIN_VIEW_SHARE * first.sum():
             break
