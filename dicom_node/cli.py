@@ -7,6 +7,7 @@ import getpass
 import json
 import os
 import signal
+import socket
 import sys
 import urllib.error
 import urllib.request
@@ -166,7 +167,8 @@ def node_health(config: NodeConfig, ready: bool, timeout: float) -> str | None:
 
     With the admin API on: its ``/healthz`` (``/readyz`` when ``ready``) must
     answer 200.  With it off: the DICOM port must answer an association
-    request, accepted or rejected (the node's own AE title may not be allowed).
+    request, accepted or rejected (the node's own AE title may not be allowed),
+    or, when it speaks TLS only, accept a connection.
     """
     if config.api_port:
         host = _loopback(config.api_host)
@@ -182,6 +184,12 @@ def node_health(config: NodeConfig, ready: bool, timeout: float) -> str | None:
             return f"{url} does not answer: {exc}"
     target = Target(ae_title=config.ae_title, host=_loopback(config.host), port=config.port,
                     timeout=timeout)
+    if config.tls is not None:
+        try:
+            socket.create_connection((target.host, target.port), timeout=timeout).close()
+        except OSError:
+            return f"nothing accepts connections on {target.host}:{target.port}"
+        return None
     if dicom_answers(config.ae_title, target):
         return None
     return f"nothing answers association requests on {target.host}:{target.port}"

@@ -244,6 +244,11 @@ def test_health_asks_the_api_or_else_the_dicom_port(
     assert f"http://127.0.0.1:{silent}/healthz does not answer" in capsys.readouterr().err
     assert main(["health", "--data-dir", str(data), "--port", str(silent), "--api-port", "0"]) == 1
     assert f"nothing answers association requests on 127.0.0.1:{silent}" in capsys.readouterr().err
+    tls = tmp_path / "tls.yaml"
+    tls.write_text(f"port: {port}\napi_port: 0\ndata_dir: {data}\ntls:\n"
+                   "  certificate: node.pem\n  private_key: node.key\n")
+    assert main(["health", "--config", str(tls)]) == 0, "a TLS port is alive when it accepts"
+    assert main(["health", "--config", str(tls), "--port", str(silent)]) == 1
 
 
 def test_serve_exits_1_when_the_api_port_is_taken(tmp_path: Path) -> None:
