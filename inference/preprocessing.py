@@ -684,12 +684,16 @@ def scan_area_mask(frame: np.ndarray, threshold: float = SCAN_AREA_THRESHOLD) ->
     numpy.ndarray
         Boolean ``(rows, columns)`` mask; all ``False`` when nothing is found.
     """
-    mask, factor = _filled_mask(frame, threshold)
+    return _largest_area(*_filled_mask(frame, threshold), frame.shape)
+
+
+def _largest_area(mask: np.ndarray, factor: int, shape: tuple[int, ...]) -> np.ndarray:
+    """:func:`scan_area_mask` from the :func:`_filled_mask` of a frame of ``shape``."""
     rows, cols = mask.shape[0] * factor, mask.shape[1] * factor
     radius = max(2, round(min(mask.shape) / 40))
     opened = ndimage.binary_opening(mask, _disk(radius))
     labels, count = ndimage.label(opened)
-    out = np.zeros(frame.shape, dtype=bool)
+    out = np.zeros(shape, dtype=bool)
     if count == 0:
         return out
     sizes = ndimage.sum_labels(opened, labels, index=np.arange(1, count + 1))
@@ -871,7 +875,7 @@ def _pixel_views(image: ImageInput) -> list[BoundingBox]:
         filled, factor = _filled_mask(rest, SCAN_AREA_THRESHOLD)
         if filled.sum() * factor**2 < MIN_VIEW_SHARE * first.sum():
             break  # what is left cannot hold a view (the scan-area mask is a subset of it)
-        mask = scan_area_mask(rest)
+        mask = _largest_area(filled, factor, rest.shape)
         if mask.sum() < MIN_VIEW_SHARE * first.sum():
             break
         found = _mask_box(mask)

@@ -121,10 +121,10 @@ def burn_in(rgb: np.ndarray, drawing: FrameDrawing) -> np.ndarray:
         draw.line([tuple(map(float, point)) for point in outline], fill=_OUTLINE_RGB, width=2)
     line_height = 12
     placed: list[Box] = []
+    lesions = lesion_regions(drawing)
     for caption in drawing.captions:
         size = (draw.textlength(caption.text, font=font) + 4.0, float(line_height))
-        box = caption_box(size, caption.region, image.height, image.width,
-                          placed + lesion_regions(drawing))
+        box = caption_box(size, caption.region, image.height, image.width, placed + lesions)
         placed.append(box)
         draw.text((box[0] + 2, box[1]), caption.text, fill=_TEXT_RGB, font=font,
                   stroke_width=1, stroke_fill=(0, 0, 0))

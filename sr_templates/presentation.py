@@ -196,11 +196,11 @@ def _annotation(ds: Dataset, drawing: FrameDrawing) -> hd.pr.GraphicAnnotation:
         for outline, tracking_id, tracking_uid in drawing.outlines
     ]
     placed: list[Box] = []
+    lesions = lesion_regions(drawing)
+    rows, columns = int(ds.Rows), int(ds.Columns)
     for caption in drawing.captions:
-        rows, columns = int(ds.Rows), int(ds.Columns)
         size = caption_size(caption.text, rows)
-        placed.append(caption_box(size, caption.region, rows, columns,
-                                  placed + lesion_regions(drawing)))
+        placed.append(caption_box(size, caption.region, rows, columns, placed + lesions))
     texts = [
         hd.pr.TextObject(
             text_value=caption.text,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -380,7 +381,7 @@ def one_patient(images: Sequence[Dataset]) -> tuple[list[int], dict[int, str]]:
     distinct = list(dict.fromkeys(keys))
     if not distinct:
         return [], {}
-    counts = {key: keys.count(key) for key in distinct}
+    counts = Counter(keys)
     agreeing = {key: sum(counts[other] for other in distinct
                          if _key_difference(key, other) is None) for key in distinct}
     reference = max(distinct, key=lambda key: (agreeing[key], sum(map(bool, key))))

@@ -124,12 +124,12 @@ class JobInput:
     calling_host: str
     instance_paths: tuple[str, ...]
     callers: tuple[tuple[str, str], ...] = ()
-    created_at: datetime | None = None
-    """When the job was made: with its id, it names the job for good (SQLite reuses the
-    ids of rows the retention removed)."""
     """Per instance path, the calling AE title and host of the association it came on
     (a study can come from several devices); the study's last caller for an instance
     indexed at start-up from its file."""
+    created_at: datetime | None = None
+    """When the job was made: with its id, it names the job for good (SQLite reuses the
+    ids of rows the retention removed)."""
 
 
 @dataclass(frozen=True)
@@ -837,8 +837,7 @@ def _record_batch(
     for (meta, peer, association_id, now), (study_id, series_id) in zip(items, placed, strict=True):
         new = (study_id, meta.sop_instance_uid) not in taken
         created.append(new)
-        latest[study_id] = (now, peer)
-        added[study_id] += 0  # a study sent again is active again (see dicom_node.retention)
+        latest[study_id] = (now, peer)  # a study sent again is active again (retention)
         if not new:
             continue
         taken.add((study_id, meta.sop_instance_uid))
@@ -858,13 +857,12 @@ def _record_batch(
         added[study_id] += 1
     if rows:
         connection.execute(insert(Instance), rows)
-    for study_id, count in added.items():
-        now, peer = latest[study_id]
+    for study_id, (now, peer) in latest.items():
         connection.execute(
             _COUNT_INSTANCES,
             {
                 "study_id": study_id,
-                "count": count,
+                "count": added[study_id],
                 "now": now,
                 "caller": peer.calling_ae,
                 "host": peer.host,

@@ -5,6 +5,7 @@ crash is finished at the next start, never indexed again."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -331,21 +332,19 @@ def test_a_failed_job_holds_its_study_until_it_is_run_again(make_node: MakeNode)
 def test_an_instance_sent_again_during_a_removal_is_kept_and_indexed(
     make_node: MakeNode,
 ) -> None:
-    import time
-
     harness = _harness(make_node, 1)
     study = make_study(2)
     _delivered(harness, study)
     harness.clock.advance(2 * DAY)
     _age_files(harness)
-    _pass_started = time.time()
+    pass_started = time.time()  # file times are wall time
     node = harness.node
     (row,) = IndexQueries(node.index).studies()
     files = study_files(node.index, row["id"])
     note = node.spool.plan_removal("study", files.instance_paths + files.result_paths)
     assert delete_study(node.index, files, harness.clock.now() - timedelta(days=1))
     assert harness.store([study[0]]) == [0]  # acknowledged again: a duplicate on disk
-    removed = node.spool.remove(note, touched_since=_pass_started - 60)
+    removed = node.spool.remove(note, touched_since=pass_started - 60)
     kept = sorted(node.spool.studies.rglob("*.dcm"))
     assert [p.name for p in kept] == [f"{study[0].SOPInstanceUID}.dcm"]
     assert removed.files == len(files.instance_paths) + len(files.result_paths) - 1
