@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw
+from scipy import ndimage
 
 from inference.engines.base import ImageInput
 from inference.findings import BoundingBox, NotAssessedReasonValues
@@ -90,3 +92,32 @@ def test_measurement_screen_without_speckle() -> None:
         screen[0, row : row + 3, 30:290] = 0
     verdict = check_quality(_image(screen))
     assert verdict is not None and verdict.reason is NotAssessedReasonValues.NON_BMODE
+
+
+def _worksheet(shading: bool) -> np.ndarray:
+    """A report page: a grey panel (flat, or shaded left to right) with lines of text."""
+    page = np.zeros((480, 640), np.uint8)
+    panel = np.full((400, 560), 90.0)
+    if shading:
+        panel += np.linspace(0, 50, 560)[None]
+    page[40:440, 40:600] = panel.astype(np.uint8)
+    picture = Image.fromarray(page)
+    draw = ImageDraw.Draw(picture)
+    for row in range(60, 420, 30):
+        draw.text((60, row), "RT LOBE  12.3 mm  PSV 45 cm/s  EDV 12 cm/s  RI 0.73", fill=255)
+    return np.asarray(picture)[None]
+
+
+@pytest.mark.parametrize(("shading", "sign"), [(False, "at one grey level"),
+                                               (True, "vary locally")])
+def test_worksheet_on_a_grey_panel(shading: bool, sign: str) -> None:
+    verdict = check_quality(_image(_worksheet(shading)))
+    assert verdict is not None and verdict.reason is NotAssessedReasonValues.NON_BMODE
+    assert sign in verdict.detail
+
+
+def test_smoothed_and_upsampled_speckle_pass(echo_frames: np.ndarray) -> None:
+    frame = echo_frames[0]
+    assert check_quality(_image(ndimage.gaussian_filter(frame, 1.5)[None])) is None
+    blocky = np.kron(frame[::2, ::2], np.ones((2, 2), np.uint8))
+    assert check_quality(_image(blocky[None])) is None
