@@ -99,8 +99,11 @@ class _Model(BaseModel):
 class TLSConfig(_Model):
     """DICOM TLS settings (PEM files)."""
 
-    certificate: Path
-    private_key: Path
+    certificate: Path | None = None
+    """The node's certificate (chain); required to receive, and to send to a destination
+    that asks for a client certificate (IHE ATNA)."""
+    private_key: Path | None = None
+    """The key of ``certificate``; the two go together."""
     ca_certificates: Path | None = None
     require_client_certificate: bool = False
     verify_hostname: bool = False
@@ -108,6 +111,12 @@ class TLSConfig(_Model):
     name the host dialled (a DNS name or IP address in subjectAltName). Off by default:
     DICOM nodes are often addressed by an IP address their certificates do not name, and
     IHE ATNA authenticates a node by its certificate's trust, not its name."""
+
+    @model_validator(mode="after")
+    def _key_with_certificate(self) -> TLSConfig:
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("certificate and private_key go together: give both or neither")
+        return self
 
 
 class Caller(_Model):
@@ -290,6 +299,9 @@ class NodeConfig(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> NodeConfig:
+        if self.tls is not None and self.tls.certificate is None:
+            raise ValueError("tls: receiving over TLS needs the node's certificate and "
+                             "private_key")
         names = [d.name for d in self.destinations]
         if len(set(names)) != len(names):
             raise ValueError("destination names must be unique")

@@ -98,7 +98,8 @@ def backoff_seconds(attempts: int, policy: ExportPolicy) -> float:
 
 def client_ssl_context(tls: TLSConfig) -> ssl.SSLContext:
     """TLS 1.2+ client context, verifying the server when CA certificates are given
-    (and that its certificate names the host dialled, when ``verify_hostname``)."""
+    (and that its certificate names the host dialled, when ``verify_hostname``), and
+    presenting the node's certificate when one is given."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.check_hostname = False
@@ -108,7 +109,8 @@ def client_ssl_context(tls: TLSConfig) -> ssl.SSLContext:
         context.verify_mode = ssl.CERT_REQUIRED
     else:
         context.verify_mode = ssl.CERT_NONE
-    context.load_cert_chain(str(tls.certificate), str(tls.private_key))
+    if tls.certificate is not None:
+        context.load_cert_chain(str(tls.certificate), str(tls.private_key))
     return context
 
 

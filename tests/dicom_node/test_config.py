@@ -74,6 +74,32 @@ def test_unknown_destination_is_refused(tmp_path: Path) -> None:
         load_config(path)
 
 
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("tls: {ca_certificates: ca.pem}\n", "receiving over TLS needs the node's certificate"),
+        (
+            "destinations:\n  - {name: a, ae_title: A, host: 10.0.0.5, port: 104,\n"
+            "     tls: {certificate: node.pem, ca_certificates: ca.pem}}\n",
+            "certificate and private_key go together",
+        ),
+    ],
+)
+def test_tls_certificate_rules(tmp_path: Path, text: str, error: str) -> None:
+    """The node needs its own certificate to receive over TLS; a destination may go
+    without one (an archive that asks for none), but never with half of a key pair."""
+    path = tmp_path / "tls.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=error):
+        load_config(path)
+    path.write_text(
+        "destinations:\n  - {name: a, ae_title: A, host: 10.0.0.5, port: 104,\n"
+        "     tls: {ca_certificates: ca.pem}}\n"
+    )
+    tls = load_config(path).destinations[0].tls
+    assert tls is not None and tls.certificate is None
+
+
 def test_bad_regex_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(

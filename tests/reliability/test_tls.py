@@ -268,6 +268,26 @@ def test_a_destination_certificate_must_name_its_host_when_asked(
     assert len(archive.received) > 0
 
 
+def test_a_destination_that_asks_for_no_client_certificate(
+    pki: dict[str, TLSConfig], tls_node: Callable[..., Node]
+) -> None:
+    """A destination's ``tls`` may hold only the CA: the archive is verified, and the
+    node presents no certificate of its own (many archives ask for none)."""
+    server = _server_context(pki["archive"])
+    server.verify_mode = ssl.CERT_NONE
+    with CountingStorageSCP(ssl_context=server) as archive:
+        verify_only = TLSConfig(ca_certificates=pki["node"].ca_certificates)
+        destination = Destination(name="archive", ae_title="COUNTER", host="127.0.0.1",
+                                  port=archive.port, tls=verify_only)
+        node = tls_node(destinations=[destination],
+                        pipeline=Pipeline(called_ae="NODE", destinations=["archive"]))
+        _send_and_analyse(node, client_ssl_context(pki["modality"]), 1)
+        node.exporter.run_destination("archive")
+        states = [e["state"] for e in IndexQueries(node.index).exports()]
+    assert states and set(states) == {ExportState.DELIVERED.value}
+    assert len(archive.received) > 0
+
+
 def test_every_receiving_process_speaks_tls(
     pki: dict[str, TLSConfig], tls_node: Callable[..., Node]
 ) -> None:
