@@ -57,6 +57,9 @@ def parse_address(text: str) -> Target:
         raise argparse.ArgumentTypeError(f"expected AET@HOST:PORT, got {text!r} ({exc})") from exc
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
 def config_file(args: argparse.Namespace) -> Path:
     """The YAML file of ``--config``, else ``<data-dir>/config.yaml`` (quick start)."""
     if args.config:
@@ -101,11 +104,15 @@ def build_config(args: argparse.Namespace) -> NodeConfig:
             Pipeline(called_ae=values["ae_title"], destinations=destinations).model_dump()
         ]
     quiet = getattr(args, "quiet_seconds", None)
-    if quiet is not None:
-        # The quick-start pipeline's only: pipelines an administrator added keep theirs.
-        for pipeline in values["pipelines"]:
-            if pipeline["called_ae"] == values["ae_title"]:
-                pipeline["completion"]["quiet_seconds"] = quiet
+    # The quick-start pipeline's only: pipelines an administrator added keep theirs.
+    for pipeline in values["pipelines"]:
+        if pipeline["called_ae"] != values["ae_title"]:
+            continue
+        if quiet is not None:
+            pipeline["completion"]["quiet_seconds"] = quiet
+        if archive is not None and "archive" not in pipeline["destinations"]:
+            # Also when an offline `ae` or `destinations` edit saved it without the flag.
+            pipeline["destinations"].append("archive")
     try:
         return NodeConfig.model_validate(values)
     except ValueError as exc:
@@ -250,12 +257,7 @@ def _user() -> str:
 def _index(args: argparse.Namespace) -> Index:
     """The node's index; an SQLite index that does not exist is an error, not made
     anew (a command run from the wrong folder would report an empty node)."""
-    url = build_config(args).database
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        raise ConfigError(
-            f"no index at {url.removeprefix('sqlite:///')}: give the node's --data-dir or --config"
-        )
-    return Index(url)
+    return Index.existing(build_config(args).database)
 
 
 def cmd_study_complete(args: argparse.Namespace) -> int:
@@ -264,7 +266,7 @@ def cmd_study_complete(args: argparse.Namespace) -> int:
     if count == 0:
         print(f"no study {args.study_uid}", file=sys.stderr)
         return 1
-    LOGGER.info("study_completion_forced", study_instance_uid=args.study_uid, via="cli",
+    LOGGER.info("study_force_completed", study_instance_uid=args.study_uid, via="cli",
                 user=_user())
     print(f"study {args.study_uid} flagged for completion ({count} pipeline(s))")
     return 0
@@ -346,6 +348,11 @@ def _config_and_file(args: argparse.Namespace) -> tuple[NodeConfig, Path]:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
+    # The log options also after the sub-command; SUPPRESS keeps the ones given before it.
+    parser.add_argument("--log-json", action="store_true", default=argparse.SUPPRESS,
+                        help="JSON log lines")
+    parser.add_argument("--log-level", type=str.upper, default=argparse.SUPPRESS,
+                        choices=LOG_LEVELS)
     parser.add_argument("--config", help="YAML configuration file")
     parser.add_argument("--data-dir", type=Path, help="spool and index folder (default ./var)")
     parser.add_argument(
@@ -367,8 +374,7 @@ def make_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
     parser = argparse.ArgumentParser(prog="dicom-node", description=__doc__)
     parser.add_argument("--log-json", action="store_true", help="JSON log lines")
-    parser.add_argument("--log-level", default="INFO", type=str.upper,
-                        choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS)
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the node")

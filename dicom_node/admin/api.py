@@ -365,7 +365,7 @@ def create_app(node: Node) -> FastAPI:
         """Give up on a failed export."""
         if not node.index.discard_export(export_id):
             raise HTTPException(409, f"export {export_id} is not in the error queue")
-        LOGGER.info("export_discarded", export_id=export_id)
+        LOGGER.info("export_discard_requested", export_id=export_id)
         return {"export_id": export_id, "state": ExportState.DISCARDED.value}
 
     return app

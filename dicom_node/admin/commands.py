@@ -63,6 +63,10 @@ class Backend(Protocol):
     def destinations(self) -> list[dict[str, Any]]:
         """Destinations with health."""
 
+    def overlay_capture(self, name: str) -> bool:
+        """Whether the destination of that name gets the AI overlay image (``False``
+        when there is none)."""
+
     def add_destination(self, destination: Destination) -> str:
         """Add; returns what to tell the user."""
 
@@ -87,8 +91,6 @@ class FileBackend:
     def _set(self, config: NodeConfig) -> None:
         self.config = config
 
-    def _index(self) -> Index:
-        return Index(self.config.database)
 
     def pipelines(self) -> list[dict[str, Any]]:
         return [p.model_dump(mode="json") for p in self.config.pipelines]
@@ -109,7 +111,13 @@ class FileBackend:
         return self.note
 
     def destinations(self) -> list[dict[str, Any]]:
-        return destinations_with_health(self.config, IndexQueries(self._index()))
+        # A listing reads the index and makes none (run from the wrong folder, say).
+        index = Index.existing(self.config.database)
+        return destinations_with_health(self.config, IndexQueries(index))
+
+    def overlay_capture(self, name: str) -> bool:
+        destination = self.config.destination(name)
+        return destination is not None and destination.overlay_capture
 
     def add_destination(self, destination: Destination) -> str:
         self.store.add_destination(destination)
@@ -124,7 +132,8 @@ class FileBackend:
         return self.note
 
     def echo(self, name: str) -> dict[str, Any]:
-        return echo_destination(self.config, self._index(), SystemClock(), name)
+        # The outcome is recorded, in a new index if the node has not run yet.
+        return echo_destination(self.config, Index(self.config.database), SystemClock(), name)
 
 
 class ApiBackend:
@@ -155,6 +164,9 @@ class ApiBackend:
 
     def destinations(self) -> list[dict[str, Any]]:
         return list(self.client.request("GET", "/api/destinations"))
+
+    def overlay_capture(self, name: str) -> bool:
+        return any(d["name"] == name and d["overlay_capture"] for d in self.destinations())
 
     def add_destination(self, destination: Destination) -> str:
         self.client.request("POST", "/api/destinations", destination.model_dump(mode="json"))
@@ -274,6 +286,10 @@ def cmd_destinations(args: argparse.Namespace, backend: Backend) -> int:
         return 0
     if args.action in ("add", "update"):
         target: Target = args.address
+        overlay = args.overlay_capture
+        if overlay is None:
+            # Not given: off for a new destination, kept for one that moved.
+            overlay = args.action == "update" and backend.overlay_capture(args.name)
         destination = _validated(
             Destination,
             {
@@ -281,7 +297,7 @@ def cmd_destinations(args: argparse.Namespace, backend: Backend) -> int:
                 "ae_title": target.ae_title,
                 "host": target.host,
                 "port": target.port,
-                "overlay_capture": args.overlay_capture,
+                "overlay_capture": overlay,
             },
         )
         if args.action == "add":
@@ -403,7 +419,8 @@ def add_admin_commands(
     for action, help_text in (
         ("list", "list destinations with their last success and failure"),
         ("add", "add a destination"),
-        ("update", "give a destination a new address (TLS kept); pending exports follow"),
+        ("update", "give a destination a new address (TLS and overlay choice kept); pending "
+                   "exports follow"),
         ("remove", "remove a destination no pipeline uses"),
         ("echo", "C-ECHO a destination and record the outcome"),
     ):
@@ -414,6 +431,7 @@ def add_admin_commands(
         if action in ("add", "update"):
             parser.add_argument("address", type=address, help="AET@HOST:PORT")
             parser.add_argument(
-                "--overlay-capture", action="store_true", help="also send the AI overlay image"
+                "--overlay-capture", action=argparse.BooleanOptionalAction,
+                help="also send the AI overlay image (update: kept unless given)",
             )
         parser.set_defaults(func=_run(cmd_destinations, load))

@@ -222,7 +222,8 @@ class ConfigStore:
     def remove_destination(self, name: str) -> NodeConfig:
         """Remove a destination no pipeline names any more.
 
-        Exports already queued keep their address and are still delivered.
+        Exports already queued for it are not sent: the exporter puts them in the error
+        queue with the reason.
 
         Raises
         ------

@@ -35,6 +35,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from dicom_node.config import ConfigError
 from dicom_node.index.models import (
     AssociationRecord,
     DestinationStatus,
@@ -229,6 +230,22 @@ class Index:
         self.engine = make_engine(url)
         migrate(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @classmethod
+    def existing(cls, url: str) -> Index:
+        """The index at ``url``, for administration commands: an SQLite file that does
+        not exist is an error, not made anew (a command run from the wrong folder would
+        report an empty node, or leave an empty index behind).
+
+        Raises
+        ------
+        ConfigError
+            If ``url`` names an SQLite file that does not exist.
+        """
+        if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+            raise ConfigError(f"no index at {url.removeprefix('sqlite:///')}: give the node's "
+                              "--data-dir or --config")
+        return cls(url)
 
     def close(self) -> None:
         """Dispose of the connection pool."""

@@ -84,6 +84,32 @@ def test_ae_commands_keep_the_rest_of_a_config_file(tmp_path: Path) -> None:
     assert (tmp_path / "node.yaml.bak").exists()
 
 
+def test_destinations_update_keeps_the_overlay_choice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "node.yaml"
+    example = Path(__file__).resolve().parents[2] / "config" / "example.yaml"
+    path.write_text(example.read_text().replace("data_dir: ./var", f"data_dir: {tmp_path}/var"))
+    config = ["--config", str(path)]
+
+    def overlays() -> dict[str, bool]:
+        return {d.name: d.overlay_capture for d in load_config(path).destinations}
+
+    assert overlays()["viewer-overlays"]
+    assert main(["destinations", "update", "viewer-overlays", "VIEWER@10.0.0.7:104", *config]) == 0
+    assert overlays()["viewer-overlays"], "an archive that moved keeps its overlay images"
+    assert main(["destinations", "add", "pacs", "PACS@10.0.0.9:104", *config]) == 0
+    assert not overlays()["pacs"]
+    assert main(["destinations", "update", "viewer-overlays", "VIEWER@10.0.0.7:104",
+                 "--no-overlay-capture", *config]) == 0
+    assert not overlays()["viewer-overlays"]
+    capsys.readouterr()
+    # A listing of a node that has never run says so and makes no index.
+    assert main(["destinations", "list", *config]) == 2
+    assert "no index at" in capsys.readouterr().err
+    assert not (tmp_path / "var" / "index.sqlite").exists()
+
+
 @pytest.mark.parametrize(
     ("title", "message"),
     [

@@ -117,6 +117,27 @@ def test_quiet_seconds_flag_sets_the_quick_start_pipeline_only(tmp_path: Path) -
     assert quiet == {"DICOM_NODE": 10, "US_AI": 5}
 
 
+def test_archive_flag_reaches_the_quick_start_pipeline_after_an_offline_edit(
+    tmp_path: Path,
+) -> None:
+    """An offline ``ae add`` saves the quick-start pipeline without the serve flags; the
+    next ``serve --archive`` still sends its results to the archive."""
+    data = ["--data-dir", str(tmp_path)]
+    assert main(["ae", "add", "US_X", "--caller", "PACS", *data]) == 0
+    args = make_parser().parse_args(["serve", "--archive", "ORTHANC@127.0.0.1:4242", *data])
+    sends = {p.called_ae: p.destinations for p in build_config(args).pipelines}
+    assert sends == {"DICOM_NODE": ["archive"], "US_X": []}
+
+
+def test_log_options_before_or_after_the_sub_command() -> None:
+    parse = make_parser().parse_args
+    for args in (["--log-json", "serve"], ["serve", "--log-json"]):
+        assert parse(args).log_json
+    assert not parse(["serve"]).log_json
+    assert parse(["--log-level", "debug", "serve"]).log_level == "DEBUG"
+    assert parse(["serve", "--log-level", "warning"]).log_level == "WARNING"
+
+
 def test_exports_retry_by_destination_and_by_id(
     make_node: Callable[..., NodeHarness], capsys: pytest.CaptureFixture[str]
 ) -> None:
