@@ -132,20 +132,19 @@ def spatial_region_for(
     return min(containing, key=lambda r: (r.x1 - r.x0) * (r.y1 - r.y0))
 
 
-def box_axes_mm(
+def box_size_mm(
     regions: Sequence[UltrasoundRegion], box: BoundingBox
 ) -> tuple[float, float] | None:
-    """Long and short axis of ``box`` in mm, or ``None`` without a spatial region.
+    """Width (horizontal) and height (depth) of ``box`` in mm, or ``None`` without a
+    spatial region, converted with the physical deltas of the region that holds it.
 
-    The axes are the box's width and height converted with the region's
-    physical deltas, returned as ``(long, short)``.
+    They are the extent of the box, not a lesion's long and short axes: for an oblique
+    lesion those differ, and sorting them would hide a lesion taller than wide.
     """
     region = spatial_region_for(regions, box)
     if region is None or region.delta_x_mm is None or region.delta_y_mm is None:
         return None
-    width = box.width * region.delta_x_mm
-    height = box.height * region.delta_y_mm
-    return (max(width, height), min(width, height))
+    return (box.width * region.delta_x_mm, box.height * region.delta_y_mm)
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,11 @@ def burn_in(rgb: np.ndarray, drawing: FrameDrawing) -> np.ndarray:
         size = (draw.textlength(caption.text, font=font) + 4.0, float(line_height))
         box = caption_box(size, caption.region, image.height, image.width, placed + lesions)
         placed.append(box)
+        if caption.region is not None:
+            # A leader line from the caption to its lesion's corner, as a viewer draws
+            # the presentation state's visible anchor point.
+            edge = box[3] if box[3] <= caption.anchor[1] else box[1]
+            draw.line([(box[0] + 2, edge), caption.anchor], fill=_TEXT_RGB, width=1)
         draw.text((box[0] + 2, box[1]), caption.text, fill=_TEXT_RGB, font=font,
                   stroke_width=1, stroke_fill=(0, 0, 0))
     banner_top = image.height - line_height - 2

@@ -36,7 +36,7 @@ Scheme Identification Sequence by :data:`PRIVATE_CODING_SCHEME`) is used:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from pydicom.sr.coding import Code
 
@@ -111,6 +111,22 @@ _CLASS_CODES: dict[str, Code] = {
     "simple_cyst": Code("399294002", "SCT", "Cyst of breast"),
     "other": Code("52988006", "SCT", "Lesion"),
 }
+"""Standard codes of the classes. Breast "other" is the training set's other benign
+lesions (lipoma-like, complicated cyst, lymph node): SCT has no code for that group, so
+its code is the general "Lesion" and :data:`_CLASS_NAMES` says what it means."""
+
+_CLASS_NAMES: dict[str, str] = {
+    "hcc": "Hepatocellular carcinoma",
+    "metastasis": "Metastasis",
+    "hemangioma": "Hemangioma",
+    "cyst": "Cyst",
+    "carcinoma": "Carcinoma",
+    "fibroadenoma": "Fibroadenoma",
+    "simple_cyst": "Simple cyst",
+    "other": "Other benign-appearing lesion",
+}
+"""What a reader is shown for each class (captions, probability names): "Simple cyst"
+keeps the word a breast reader needs, which SCT "Cyst of breast" drops."""
 
 _PROBABILITY_VALUES: dict[str, str] = {
     "hcc": "PROB-HCC",
@@ -126,8 +142,11 @@ _PROBABILITY_VALUES: dict[str, str] = {
 
 # --- Measurements -----------------------------------------------------------
 PROBABILITY_OF_CANCER = Code("111047", "DCM", "Probability of cancer")
-LONG_AXIS = Code("103339001", "SCT", "Long axis")
-SHORT_AXIS = Code("103340004", "SCT", "Short axis")
+WIDTH = Code("103355008", "SCT", "Width")
+"""Horizontal extent of a lesion's box, in mm (CID 7470)."""
+HEIGHT = Code("121207", "DCM", "Height")
+"""Vertical (depth) extent of a lesion's box, in mm: with the width it shows a lesion
+taller than wide."""
 AREA = Code("42798000", "SCT", "Area")
 NUMBER_OF_FRAMES = Code("121140", "DCM", "Number of Frames")
 """How many frames of a cine a tracked lesion spans (frames referenced)."""
@@ -176,7 +195,10 @@ NOT_IN_PS3_16: frozenset[tuple[str, str]] = frozenset(
 """Standard codes not in pydicom's PS3.16 tables, with their source."""
 
 
-def _lookup(table: Mapping[Any, Code], key: object, message: str) -> Code:
+_Value = TypeVar("_Value")
+
+
+def _lookup(table: Mapping[Any, _Value], key: object, message: str) -> _Value:
     try:
         return table[key]
     except KeyError:
@@ -230,8 +252,13 @@ def class_probability(label: str) -> Code:
     ValueError
         If ``label`` is not one of the liver or breast classes.
     """
-    meaning = lesion_class(label).meaning
-    return Code(_PROBABILITY_VALUES[label], PRIVATE_SCHEME, f"Probability of {meaning}")
+    return Code(_PROBABILITY_VALUES[label], PRIVATE_SCHEME,
+                f"Probability of {class_name(label).lower()}")
+
+
+def class_name(label: str) -> str:
+    """The name a reader is shown for a lesion class (``ValueError`` for another label)."""
+    return _lookup(_CLASS_NAMES, label, "Unknown lesion class")
 
 
 def not_assessed_reason(reason: NotAssessedReasonValues) -> Code:

@@ -68,13 +68,22 @@ CHARACTER_WIDTH = 0.6
 average is about half its height; 0.6 leaves room)."""
 
 
+def shown_percent(probability: float) -> str:
+    """A probability as a caption shows it: whole percent, but never 0 % or 100 %, which
+    would read as certainty no classifier has ("<1%", ">99%")."""
+    if probability < 0.005:
+        return "<1%"
+    if probability >= 0.995:
+        return ">99%"
+    return f"{probability:.0%}"
+
+
 def lesion_caption(lesion: LesionFinding) -> str:
     """One-line caption of a lesion: class, its probability, malignancy."""
-    meaning = codes.lesion_class(lesion.label).meaning
     probability = lesion.probabilities[lesion.label]
     return (
-        f"{lesion.tracking_id}: {meaning} {probability:.0%}, "
-        f"malignancy {lesion.malignancy_probability:.0%} (AI)"
+        f"{lesion.tracking_id}: {codes.class_name(lesion.label)} {shown_percent(probability)}, "
+        f"malignancy {shown_percent(lesion.malignancy_probability)} (AI)"
     )
 
 
@@ -173,14 +182,15 @@ def frame_drawings(
     for finding in result.cardiac:
         ids = (finding.tracking_id, finding.tracking_uid)
         phases = (
-            (finding.end_diastolic_frame, finding.end_diastolic_contour),
-            (finding.end_systolic_frame, finding.end_systolic_contour),
+            ("End-diastole", finding.end_diastolic_frame, finding.end_diastolic_contour),
+            ("End-systole", finding.end_systolic_frame, finding.end_systolic_contour),
         )
-        for frame, contour in phases:
+        for phase, frame, contour in phases:
             drawing = drawings[(finding.source_sop_instance_uid, frame)]
             if contour is not None:
                 drawing.outlines.append((closed_polyline(contour), *ids))
-            drawing.captions.append(Caption(cardiac_caption(finding), (_TEXT_MARGIN, _TEXT_MARGIN)))
+            text = f"{phase}, frame {frame}: {cardiac_caption(finding)}"
+            drawing.captions.append(Caption(text, (_TEXT_MARGIN, _TEXT_MARGIN)))
     return drawings
 
 
@@ -208,7 +218,9 @@ def _annotation(ds: Dataset, drawing: FrameDrawing) -> hd.pr.GraphicAnnotation:
             bounding_box=box,
             anchor_point=caption.anchor,
             text_justification=hd.pr.TextJustificationValues.LEFT,
-            anchor_point_visible=False,
+            # A leader line to the lesion's corner: a caption moved aside (to stay inside
+            # the image and off other lesions) still points at its own box.
+            anchor_point_visible=caption.region is not None,
         )
         for caption, box in zip(drawing.captions, placed, strict=True)
     ]

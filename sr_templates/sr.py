@@ -6,7 +6,7 @@ Content per job:
   finding type/category/site, the key observation's box as a closed
   POLYLINE on the source image (with its frame number on a cine), the class
   as a CODE evaluation, every class probability and the probability of
-  cancer as NUM (UCUM ``1``), long and short axis in mm from the
+  cancer as NUM (UCUM ``1``), the box's width and height in mm from the
   ultrasound region (omitted without spatial calibration), the number of
   frames the lesion spans with those frames referenced, and the TID 4019
   algorithm identification; its geometric purpose is "Bounded by";
@@ -20,9 +20,10 @@ Content per job:
 * TID 1501 groups saying which analysed images showed nothing (liver and
   breast: "Mass" = "Absent"; other views: "Algorithm outcome" = "No
   finding or measurement") and which images were not analysed and why;
-* under "Qualitative Evaluations" (TID 1500 row 12), a "Comment" per image
-  whose anatomy the analyzer settled with a note (tags and image disagreed,
-  or a doubtful view was followed because the routing named it), inferred
+* under "Qualitative Evaluations" (TID 1500 row 12), first a "Comment" that the
+  report is unreviewed AI output for a physician to confirm (:data:`AI_NOTICE`), then
+  a "Comment" per image whose anatomy the analyzer settled with a note (tags and image
+  disagreed, or a doubtful view was followed because the routing named it), inferred
   from that image.
 """
 
@@ -49,7 +50,7 @@ from inference.findings import (
     NotAssessedReasonValues,
     StudyResult,
 )
-from inference.geometry import box_axes_mm, spatial_region_for
+from inference.geometry import box_size_mm, spatial_region_for
 from sr_templates import codes
 from sr_templates.options import ObjectKindValues, ResultOptions
 from sr_templates.shapes import closed_polyline, polygon_area, polygon_bounds
@@ -109,10 +110,10 @@ def _lesion_measurements(lesion: LesionFinding, sources: SourceSet) -> list[hd.s
     measurements.append(
         _num(codes.PROBABILITY_OF_CANCER, lesion.malignancy_probability, codes.UNIT_ONE)
     )
-    axes = box_axes_mm(regions, key.box)
-    if axes is not None:
-        measurements.append(_num(codes.LONG_AXIS, axes[0], codes.UNIT_MM))
-        measurements.append(_num(codes.SHORT_AXIS, axes[1], codes.UNIT_MM))
+    size = box_size_mm(regions, key.box)
+    if size is not None:
+        measurements.append(_num(codes.WIDTH, size[0], codes.UNIT_MM))
+        measurements.append(_num(codes.HEIGHT, size[1], codes.UNIT_MM))
     frames = reference_frames(src, lesion.frame_numbers)
     if frames is not None:
         spanned = hd.sr.SourceImageForMeasurement.from_source_image(src, frames)
@@ -330,18 +331,30 @@ def _finding_groups(result: StudyResult, sources: SourceSet) -> list[Group]:
     return groups
 
 
-def _anatomy_comments(result: StudyResult, sources: SourceSet
-                       ) -> hd.sr.ContainerContentItem | None:
-    """The Qualitative Evaluations container of the images' anatomy notes, if any."""
-    comments = []
+AI_NOTICE = (
+    "Generated automatically by {device} {version}, an AI system; not reviewed by a "
+    "physician. Decision support only: every finding and measurement is to be confirmed "
+    "on the images. Lesion width and height are the extent of the AI's box."
+)
+"""The first Comment of every report (many SR viewers do not show the Preliminary and
+Verification flags)."""
+
+
+def _comment(text: str) -> hd.sr.TextContentItem:
+    return hd.sr.TextContentItem(name=codes.COMMENT, value=text,
+                                 relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+
+
+def _qualitative_evaluations(result: StudyResult, sources: SourceSet,
+                             options: ResultOptions) -> hd.sr.ContainerContentItem:
+    """The Qualitative Evaluations container: the AI notice, then the images' anatomy
+    notes."""
+    comments = [_comment(AI_NOTICE.format(device=options.device_name,
+                                          version=options.software_version))]
     for image in result.images:
         if image.anatomy_note is None:
             continue
-        comment = hd.sr.TextContentItem(
-            name=codes.COMMENT,
-            value=image.anatomy_note,
-            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
-        )
+        comment = _comment(image.anatomy_note)
         source = sources.image(image.source_sop_instance_uid)
         comment.ContentSequence = hd.sr.ContentSequence([
             hd.sr.ImageContentItem(
@@ -352,8 +365,6 @@ def _anatomy_comments(result: StudyResult, sources: SourceSet
             )
         ])
         comments.append(comment)
-    if not comments:
-        return None
     container = hd.sr.ContainerContentItem(
         name=codes.QUALITATIVE_EVALUATIONS,
         relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
@@ -415,9 +426,7 @@ def build_measurement_report(
         imaging_measurements=groups,
         referenced_images=list(sources),
     )
-    comments = _anatomy_comments(result, sources)
-    if comments is not None:
-        report[0].ContentSequence.append(comments)
+    report[0].ContentSequence.append(_qualitative_evaluations(result, sources, options))
     sr = hd.sr.Comprehensive3DSR(
         evidence=list(sources),
         content=report,

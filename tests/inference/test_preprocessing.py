@@ -732,14 +732,14 @@ def test_a_region_reaching_past_the_image_is_cut_to_it() -> None:
 
 
 def test_a_box_takes_the_calibration_of_the_smallest_region_around_it() -> None:
-    from inference.geometry import box_axes_mm
+    from inference.geometry import box_size_mm
 
     screen = UltrasoundRegion(0, 0, 639, 479, 1, 0.2, 0.2, 1)
     left = UltrasoundRegion(10, 40, 310, 440, 1, 0.2, 0.2, 1)
     zoomed = UltrasoundRegion(330, 40, 630, 440, 1, 0.1, 0.1, 1)
     lesion = BoundingBox(400, 100, 500, 160)
-    assert box_axes_mm([screen, left, zoomed], lesion) == pytest.approx((10.0, 6.0))
-    assert box_axes_mm([screen, left], lesion) == pytest.approx((20.0, 12.0))
+    assert box_size_mm([screen, left, zoomed], lesion) == pytest.approx((10.0, 6.0))
+    assert box_size_mm([screen, left], lesion) == pytest.approx((20.0, 12.0))
 
 
 @pytest.mark.parametrize(("value", "meaning", "expected"), [

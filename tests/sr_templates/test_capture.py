@@ -89,5 +89,6 @@ def test_burned_in_caption_of_a_lesion_at_the_right_edge_is_written_inside() -> 
     ])
     burned = burn_in(np.zeros((160, 320, 3), dtype=np.uint8), drawing)
     rows, columns = np.nonzero(np.all(burned[:140] > 128, axis=-1))
-    assert rows.size and rows.max() < 60, "above the lesion"
+    assert rows.size and rows.max() <= 60, "above the lesion (its leader line ends on the corner)"
     assert columns.min() < 100 and columns.max() < 318, "moved left to end inside the image"
+    assert burned[60, 290].min() > 128, "a leader line reaches the lesion's corner"

@@ -16,7 +16,12 @@ from pydicom.uid import (
 
 from inference.findings import AnatomyValues, BoundingBox, ImageResult, StudyResult
 from sr_templates import ResultOptions
-from sr_templates.presentation import build_presentation_states, cardiac_caption, lesion_caption
+from sr_templates.presentation import (
+    build_presentation_states,
+    cardiac_caption,
+    lesion_caption,
+    shown_percent,
+)
 from sr_templates.sources import SourceSet
 from tests.sr_templates.sr_factories import (
     CARDIAC_ALGORITHM,
@@ -61,6 +66,27 @@ def test_state_kind_follows_the_colour_model(
     (text,) = annotation.TextObjectSequence
     assert text.UnformattedTextValue == lesion_caption(lesion)
     assert "55%" in text.UnformattedTextValue and "malignancy 80%" in text.UnformattedTextValue
+    assert text.AnchorPointVisibility == "Y", "a leader line from the caption to its box"
+
+
+@pytest.mark.parametrize(("probability", "shown"),
+                         [(0.0026, "<1%"), (0.006, "1%"), (0.55, "55%"), (0.994, "99%"),
+                          (0.995, ">99%"), (1.0, ">99%")])
+def test_captions_never_show_certainty(probability: float, shown: str) -> None:
+    assert shown_percent(probability) == shown
+
+
+def test_breast_classes_are_named_for_the_reader() -> None:
+    source = make_us_image()
+    other = make_lesion(source, BoundingBox(10, 10, 40, 40), index=1)
+    other.label = "other"
+    other.probabilities = {"carcinoma": 0.1, "fibroadenoma": 0.05, "simple_cyst": 0.01,
+                           "other": 0.84}
+    other.malignancy_probability = 0.0026
+    assert lesion_caption(other) == (
+        "Lesion 1: Other benign-appearing lesion 84%, malignancy <1% (AI)")
+    other.label = "simple_cyst"
+    assert "Simple cyst 1%" in lesion_caption(other)
 
 
 def test_cine_annotations_name_their_frames(dciodvfy: Callable) -> None:
@@ -105,7 +131,11 @@ def test_echo_state_shows_the_ef() -> None:
                         cardiac=[finding])
     (state,) = build([source], study_of(image, source=source))
     texts = [a.TextObjectSequence[0].UnformattedTextValue for a in state.GraphicAnnotationSequence]
-    assert texts == ["LVEF 56% (EDV 120 ml, ESV 53 ml) (AI)"] * 2
+    assert texts == [
+        f"{phase}, frame {frame}: LVEF 56% (EDV 120 ml, ESV 53 ml) (AI)"
+        for phase, frame in (("End-diastole", finding.end_diastolic_frame),
+                             ("End-systole", finding.end_systolic_frame))
+    ]
     assert "GraphicObjectSequence" in state.GraphicAnnotationSequence[0]
 
 

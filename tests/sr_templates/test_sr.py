@@ -103,9 +103,11 @@ def test_round_trip_boxes_classes_probabilities_and_sizes(tmp_path: Path) -> Non
     for group, lesion, source in zip(groups, lesions, [still, cine], strict=True):
         assert_lesion_round_trips(group, lesion, source)
     mm_per_pixel = DELTA_CM * 10
-    assert value_of(groups[0], codes.LONG_AXIS) == pytest.approx(40 * mm_per_pixel)
-    assert value_of(groups[0], codes.SHORT_AXIS) == pytest.approx(20 * mm_per_pixel)
-    assert value_of(groups[1], codes.LONG_AXIS) == pytest.approx(60 * mm_per_pixel)
+    assert value_of(groups[0], codes.WIDTH) == pytest.approx(40 * mm_per_pixel)
+    assert value_of(groups[0], codes.HEIGHT) == pytest.approx(20 * mm_per_pixel)
+    # Taller than wide stays visible: width and height, not sorted long and short axes.
+    assert value_of(groups[1], codes.WIDTH) == pytest.approx(15 * mm_per_pixel)
+    assert value_of(groups[1], codes.HEIGHT) == pytest.approx(60 * mm_per_pixel)
     assert frames_of(groups[0]) is None
     assert frames_of(groups[1]) == [lesions[1].key_observation.frame_number]
     assert value_of(groups[1], codes.NUMBER_OF_FRAMES) == 3
@@ -138,8 +140,8 @@ def test_finding_without_us_region_has_no_sizes(tmp_path: Path) -> None:
     lesion = make_lesion(source, BoundingBox(10, 10, 40, 40))
     sr = read_back(build([source], study_of(analysed(source, [lesion]), source=source)), tmp_path)
     (group,) = box_groups(sr)
-    assert group.get_measurements(name=codes.LONG_AXIS) == []
-    assert group.get_measurements(name=codes.SHORT_AXIS) == []
+    assert group.get_measurements(name=codes.WIDTH) == []
+    assert group.get_measurements(name=codes.HEIGHT) == []
     assert_lesion_round_trips(group, lesion, source)
 
 
@@ -149,8 +151,8 @@ def test_box_touching_the_image_border(tmp_path: Path) -> None:
     sr = read_back(build([source], study_of(analysed(source, [lesion]), source=source)), tmp_path)
     (group,) = box_groups(sr)
     assert_lesion_round_trips(group, lesion, source)
-    assert value_of(group, codes.LONG_AXIS) == pytest.approx(12.0)
-    assert value_of(group, codes.SHORT_AXIS) == pytest.approx(4.0)
+    assert value_of(group, codes.WIDTH) == pytest.approx(12.0)
+    assert value_of(group, codes.HEIGHT) == pytest.approx(4.0)
 
 
 def test_box_leaving_the_image_raises_value_error() -> None:
@@ -398,16 +400,22 @@ def test_anatomy_notes_are_comments_inferred_from_their_images(
     root = read_back(report, tmp_path).ContentSequence
     (container,) = [item for item in root
                     if item.ConceptNameCodeSequence[0].CodeValue == EVALUATIONS]
-    (comment,) = container.ContentSequence
+    notice, comment = container.ContentSequence
+    assert "not reviewed" in notice.TextValue
     assert comment.ValueType == "TEXT" and comment.TextValue == note
     (image,) = comment.ContentSequence
     assert image.RelationshipType == "INFERRED FROM"
     assert image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == tagged_liver.SOPInstanceUID
 
 
-def test_no_anatomy_note_no_qualitative_evaluations() -> None:
+def test_every_report_says_it_is_unreviewed_ai_output() -> None:
+    """Many SR viewers do not show the Preliminary and Verification flags: the content
+    says it, first under Qualitative Evaluations, with no anatomy note after it."""
     source = make_us_image()
     report = build([source], study_of(analysed(source, []), source=source))
     assert report is not None
-    assert all(item.ConceptNameCodeSequence[0].CodeValue != EVALUATIONS
-               for item in report.ContentSequence)
+    (container,) = [item for item in report.ContentSequence
+                    if item.ConceptNameCodeSequence[0].CodeValue == EVALUATIONS]
+    (notice,) = container.ContentSequence
+    assert notice.ValueType == "TEXT" and "not reviewed by a physician" in notice.TextValue
+    assert "AI" in notice.TextValue and "0.1.0" in notice.TextValue
