@@ -248,10 +248,15 @@ def _source_images(
 def _negative_statement(
     anatomy: AnatomyValues,
 ) -> tuple[Code | None, list[hd.sr.FindingSite], hd.sr.QualitativeEvaluation]:
-    """Finding type, sites and evaluation saying an analysed image gave nothing."""
+    """Finding type, sites and evaluation saying an analysed image gave nothing.
+
+    A liver or breast image without a lesion has no finding type: "Finding = Mass"
+    would make readers that select groups by finding type (highdicom, viewers) count
+    it as a mass; its evaluation says "Mass = Absent".
+    """
     if anatomy in _LESION_ANATOMIES:
         site = [hd.sr.FindingSite(codes.finding_site(anatomy))]
-        return codes.MASS, site, hd.sr.QualitativeEvaluation(codes.MASS, codes.ABSENT)
+        return None, site, hd.sr.QualitativeEvaluation(codes.MASS, codes.ABSENT)
     no_result = hd.sr.QualitativeEvaluation(codes.ALGORITHM_OUTCOME, codes.NO_RESULT)
     if anatomy is AnatomyValues.HEART:
         return codes.LEFT_VENTRICLE, [hd.sr.FindingSite(codes.HEART)], no_result

@@ -199,6 +199,8 @@ def test_no_findings_gives_an_explicit_negative_report(tmp_path: Path) -> None:
     (evaluation,) = group.get_qualitative_evaluations(name=codes.MASS)
     assert evaluation.value == codes.ABSENT
     assert group.finding_sites[0].value == codes.LIVER
+    assert sr.content.get_image_measurement_groups(finding_type=codes.MASS) == [], (
+        "a negative group is not counted as a mass")
     referenced = {image.referenced_sop_instance_uid for image in group.source_images}
     assert referenced == {first.SOPInstanceUID, second.SOPInstanceUID}
 
