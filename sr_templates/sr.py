@@ -23,8 +23,8 @@ Content per job:
 * under "Qualitative Evaluations" (TID 1500 row 12), first a "Comment" that the
   report is unreviewed AI output for a physician to confirm (:data:`AI_NOTICE`), then
   a "Comment" per image whose anatomy the analyzer settled with a note (tags and image
-  disagreed, or a doubtful view was followed because the routing named it), inferred
-  from that image.
+  disagreed, or a doubtful view was followed because the routing named it) and per
+  image not assessed (why, in words), inferred from that image.
 """
 
 from __future__ import annotations
@@ -350,17 +350,29 @@ def _comment(text: str) -> hd.sr.TextContentItem:
                                  relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
 
 
+def _image_notes(result: StudyResult, options: ResultOptions) -> list[tuple[str, str]]:
+    """``(text, source SOP Instance UID)`` of each image's anatomy note and, when the
+    report says which images were not assessed, of why each one was not (the detail
+    the coded reason cannot carry: "Colour overlay on 7 % of the visible pixels")."""
+    notes = []
+    for image in result.images:
+        uid = image.source_sop_instance_uid
+        if image.anatomy_note is not None:
+            notes.append((image.anatomy_note, uid))
+        if options.report_not_assessed and image.not_assessed is not None:
+            notes.append((f"Not assessed: {image.not_assessed.detail}", uid))
+    return notes
+
+
 def _qualitative_evaluations(result: StudyResult, sources: SourceSet,
                              options: ResultOptions) -> hd.sr.ContainerContentItem:
-    """The Qualitative Evaluations container: the AI notice, then the images' anatomy
-    notes."""
+    """The Qualitative Evaluations container: the AI notice, then the images' notes,
+    each inferred from its image."""
     comments = [_comment(AI_NOTICE.format(device=options.device_name,
                                           version=options.software_version))]
-    for image in result.images:
-        if image.anatomy_note is None:
-            continue
-        comment = _comment(image.anatomy_note)
-        source = sources.image(image.source_sop_instance_uid)
+    for text, uid in _image_notes(result, options):
+        comment = _comment(text)
+        source = sources.image(uid)
         comment.ContentSequence = hd.sr.ContentSequence([
             hd.sr.ImageContentItem(
                 name=codes.SOURCE,

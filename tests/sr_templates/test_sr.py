@@ -234,11 +234,11 @@ def test_not_assessed_images_are_listed_with_their_reason(tmp_path: Path) -> Non
             ImageResult(
                 source_sop_instance_uid=ds.SOPInstanceUID,
                 anatomy=AnatomyValues.LIVER,
-                not_assessed=NotAssessed(ds.SOPInstanceUID, reason, "detail"),
+                not_assessed=NotAssessed(ds.SOPInstanceUID, reason, detail),
             )
-            for ds, reason in [
-                (blurred, NotAssessedReasonValues.IMAGE_QUALITY),
-                (broken, NotAssessedReasonValues.UNDECODABLE),
+            for ds, reason, detail in [
+                (blurred, NotAssessedReasonValues.IMAGE_QUALITY, "Blank image."),
+                (broken, NotAssessedReasonValues.UNDECODABLE, "Pixel data could not be decoded."),
             ]
         ],
         source=ok,
@@ -259,6 +259,13 @@ def test_not_assessed_images_are_listed_with_their_reason(tmp_path: Path) -> Non
             broken.SOPInstanceUID
         },
     }
+    # Why, in words, under Qualitative Evaluations, each inferred from its image.
+    (container,) = [item for item in sr.ContentSequence
+                    if item.ConceptNameCodeSequence[0].CodeValue == EVALUATIONS]
+    said = {item.TextValue: item.ContentSequence[0].ReferencedSOPSequence[0]
+            .ReferencedSOPInstanceUID for item in container.ContentSequence[1:]}
+    assert said == {"Not assessed: Blank image.": blurred.SOPInstanceUID,
+                    "Not assessed: Pixel data could not be decoded.": broken.SOPInstanceUID}
 
 
 def test_options_can_turn_off_negative_and_not_assessed_reports() -> None:
