@@ -339,7 +339,9 @@ def _finding_groups(result: StudyResult, sources: SourceSet) -> list[Group]:
 AI_NOTICE = (
     "Generated automatically by {device} {version}, an AI system; not reviewed by a "
     "physician. Decision support only: every finding and measurement is to be confirmed "
-    "on the images. Lesion width and height are the extent of the AI's box."
+    "on the images. Lesion width and height are the extent of the AI's box. Lesion "
+    "numbers count detections: a lesion seen on several images or clips has a number on "
+    "each."
 )
 """The first Comment of every report (many SR viewers do not show the Preliminary and
 Verification flags)."""
