@@ -91,7 +91,6 @@ class FileBackend:
     def _set(self, config: NodeConfig) -> None:
         self.config = config
 
-
     def pipelines(self) -> list[dict[str, Any]]:
         return [p.model_dump(mode="json") for p in self.config.pipelines]
 
