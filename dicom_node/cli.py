@@ -347,12 +347,18 @@ def _config_and_file(args: argparse.Namespace) -> tuple[NodeConfig, Path]:
     return build_config(args), config_file(args)
 
 
+def _log_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """``--log-json`` and ``--log-level``: with their defaults on the main parser; on a
+    sub-command without (SUPPRESS), so that they are taken on either side of it and one
+    given before the sub-command is kept."""
+    parser.add_argument("--log-json", action="store_true",
+                        default=False if defaults else argparse.SUPPRESS, help="JSON log lines")
+    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
+                        default="INFO" if defaults else argparse.SUPPRESS)
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
-    # The log options also after the sub-command; SUPPRESS keeps the ones given before it.
-    parser.add_argument("--log-json", action="store_true", default=argparse.SUPPRESS,
-                        help="JSON log lines")
-    parser.add_argument("--log-level", type=str.upper, default=argparse.SUPPRESS,
-                        choices=LOG_LEVELS)
+    _log_options(parser, defaults=False)
     parser.add_argument("--config", help="YAML configuration file")
     parser.add_argument("--data-dir", type=Path, help="spool and index folder (default ./var)")
     parser.add_argument(
@@ -373,8 +379,7 @@ def _listening(parser: argparse.ArgumentParser) -> None:
 def make_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
     parser = argparse.ArgumentParser(prog="dicom-node", description=__doc__)
-    parser.add_argument("--log-json", action="store_true", help="JSON log lines")
-    parser.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS)
+    _log_options(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the node")
