@@ -91,12 +91,26 @@ def reportable_volumes(finding: CardiacFinding) -> bool:
     )
 
 
+DECIMALS = {
+    codes.UNIT_ONE.value: 3,
+    codes.UNIT_MM.value: 1,
+    codes.UNIT_MM2.value: 1,
+    codes.UNIT_PERCENT.value: 1,
+    codes.UNIT_ML.value: 1,
+}
+"""Decimals written per unit: what the methods can support (a probability to 0.001, a
+length measured on an ultrasound image to 0.1 mm, an EF to 0.1 point), not the float's
+digits."""
+
+
 def _num(
     name: Code, value: float, unit: Code, **kwargs: Any
 ) -> hd.sr.Measurement:
     if not math.isfinite(value):
         raise ValueError(f"{name.meaning} is not a finite number: {value}.")
-    return hd.sr.Measurement(name=name, value=float(value), unit=unit, **kwargs)
+    return hd.sr.Measurement(
+        name=name, value=round(float(value), DECIMALS[unit.value]), unit=unit, **kwargs
+    )
 
 
 def _lesion_measurements(lesion: LesionFinding, sources: SourceSet) -> list[hd.sr.Measurement]:
