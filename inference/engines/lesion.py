@@ -171,19 +171,25 @@ class LesionEngine:
 
     @property
     def algorithm(self) -> AlgorithmInfo:
-        """Identity of the detector + classifier pair."""
+        """Identity of the detector + classifier pair, with every parameter."""
+        return self.algorithm_for(cine=True)
+
+    def algorithm_for(self, cine: bool) -> AlgorithmInfo:
+        """Identity of the detector + classifier pair, with the parameters that shape the
+        result of a cine (``cine``) or of a still: voting, frame sampling and track
+        evidence play no part in a still's."""
         try:
             version = metadata.version("us-ai-dicom-node")
         except metadata.PackageNotFoundError:
             version = "0.0.0"
-        return AlgorithmInfo(
-            name=f"us-{self.name}-lesion", version=version,
-            weights_sha256=self._models.sha256,
-            parameters={"score_threshold": f"{self.score_threshold:.2f}",
-                        "runtime": self._models.detect.backend,
-                        "cine_vote": f"{self.vote_k} of {self.vote_n} frames",
-                        "max_frames": str(self.max_frames),
-                        "cine_track_score": f"{self.cine_track_score:.3f}"})
+        parameters = {"score_threshold": f"{self.score_threshold:.2f}",
+                      "runtime": self._models.detect.backend}
+        if cine:
+            parameters |= {"cine_vote": f"{self.vote_k} of {self.vote_n} frames",
+                           "max_frames": str(self.max_frames),
+                           "cine_track_score": f"{self.cine_track_score:.3f}"}
+        return AlgorithmInfo(name=f"us-{self.name}-lesion", version=version,
+                             weights_sha256=self._models.sha256, parameters=parameters)
 
     def networks(self) -> list[tuple[Path, torch.nn.Module, tuple[int, ...]]]:
         """The networks this engine runs: weights file, module and input shape (for export)."""
@@ -196,7 +202,8 @@ class LesionEngine:
 
     def run(self, image: ImageInput) -> ImageResult:
         """Detect, classify and (on cine) track the lesions of one image."""
-        result = ImageResult(image.sop_instance_uid, self.anatomy, algorithm=self.algorithm)
+        result = ImageResult(image.sop_instance_uid, self.anatomy,
+                             algorithm=self.algorithm_for(cine=len(image.frames) > 1))
         try:
             areas = scan_areas(image)
         except ValueError as exc:

@@ -121,6 +121,7 @@ def test_cine_gives_one_tracked_finding_per_lesion() -> None:
     spanning = [f for f in result.lesions if len(f.observations) >= 6 and on_the_lesion(f)]
     assert len(spanning) == 1
     assert [f for f in result.lesions if on_the_lesion(f)] == spanning
+    assert {"cine_vote", "max_frames", "cine_track_score"} <= set(result.algorithm.parameters)
     finding = spanning[0]
     assert finding.frame_numbers == sorted(finding.frame_numbers)
     assert finding.frame_numbers[0] >= 1 and finding.frame_numbers[-1] <= 12
@@ -159,6 +160,8 @@ def test_blank_image_is_not_assessed() -> None:
     assert result.not_assessed is not None
     assert result.not_assessed.reason == NotAssessedReasonValues.IMAGE_QUALITY
     assert result.lesions == []
+    # A still names the parameters that shaped it, not the cine's voting and tracking.
+    assert set(result.algorithm.parameters) == {"score_threshold", "runtime"}
 
 
 def _shifted(box: BoundingBox, dx: float) -> BoundingBox:
