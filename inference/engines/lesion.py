@@ -11,14 +11,24 @@ over the frames reaches the card's ``cine_track_score``, and its class is voted
 3-of-5 and its probabilities smoothed.  Each finding carries a
 Grad-CAM map of the classifier's evidence at full image size.
 
+An organ may also have a verifier (``<organ>_verifier.pt``): a second stage
+that looks at a crop of the full-resolution frame around each detector
+candidate (down to the verifier card's ``floor``) and gives the probability that
+it is a lesion.  A candidate's score is then the geometric mean of the detector's
+score and that probability, and the score threshold applies to it.  The
+detector sees the scan area at 256 px; the crop shows a small lesion's wall and
+what lies behind it at the scanner's own resolution.
+
 Weights are loaded once per process from ``inference/weights`` (or
-``weights_dir``): ``<organ>_detector.pt`` and ``<organ>_classifier.pt`` with
-their ``.json`` cards (the detector card holds the score threshold and the
-cine track score).
+``weights_dir``): ``<organ>_detector.pt``, ``<organ>_classifier.pt`` and the
+optional ``<organ>_verifier.pt`` with their ``.json`` cards (the detector card
+holds the score threshold and the cine track score, which apply to the final
+score).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
@@ -85,6 +95,15 @@ _LOADED: dict[tuple[Path, str], _Models] = {}
 
 
 @dataclass(frozen=True)
+class _Verifier:
+    """Second stage: lesion / not lesion on a crop around each detector candidate."""
+
+    module: LesionClassifier
+    run: Runner
+    floor: float
+
+
+@dataclass(frozen=True)
 class _Models:
     detector: LesionDetector
     classifier: LesionClassifier
@@ -94,6 +113,21 @@ class _Models:
     cine_track_score: float
     sha256: str
     input_size: int
+    verifier: _Verifier | None
+
+
+def _load_verifier(weights_dir: Path, organ: str) -> tuple[_Verifier, str] | None:
+    """The organ's verifier and its weights' SHA-256, if it has one."""
+    card_path = weights_dir / f"{organ}_verifier.json"
+    if not card_path.exists():
+        return None
+    card = json.loads(card_path.read_text())
+    weights = weights_dir / f"{organ}_verifier.pt"
+    module = LesionClassifier(2)
+    module.load_state_dict(torch.load(weights, weights_only=True))
+    module.eval()
+    return _Verifier(module, make_runner(module, weights, card["sha256"]),
+                     float(card["floor"])), str(card["sha256"])
 
 
 def _load(weights_dir: Path, organ: str, n_classes: int) -> _Models:
@@ -111,7 +145,9 @@ def _load(weights_dir: Path, organ: str, n_classes: int) -> _Models:
             classifier = LesionClassifier(n_classes)
             classifier.load_state_dict(torch.load(weights_dir / f"{organ}_classifier.pt",
                                                   weights_only=True))
-            sha = "".join(card["sha256"] for card in cards)
+            verifier = _load_verifier(weights_dir, organ)
+            sha = "".join([*(card["sha256"] for card in cards),
+                           *([verifier[1]] if verifier else [])])
             models = _Models(
                 detector.eval(), classifier.eval(),
                 make_runner(detector, weights_dir / f"{organ}_detector.pt", cards[0]["sha256"]),
@@ -121,11 +157,35 @@ def _load(weights_dir: Path, organ: str, n_classes: int) -> _Models:
                 float(cards[0].get("cine_track_score",
                                    DEFAULT_TRACK_SCORE_FACTOR * cards[0]["threshold"])),
                 hashlib.sha256(sha.encode()).hexdigest(),
-                int(cards[0].get("input_size", DETECTOR_SIZE)))
+                int(cards[0].get("input_size", DETECTOR_SIZE)),
+                verifier[0] if verifier else None)
             _LOADED[key] = models
             logger.info("lesion_models_loaded", organ=organ, weights_dir=str(weights_dir),
                         runtime=models.detect.backend)
         return _LOADED[key]
+
+
+@functools.cache
+def _package_version() -> str:
+    """The installed package's version (read once: reading it costs about 1 ms)."""
+    try:
+        return metadata.version("us-ai-dicom-node")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def _verified(verifier: _Verifier, frame: np.ndarray, candidates: list[Detection],
+              threshold: float) -> list[Detection]:
+    """``candidates`` on ``frame`` scored by the geometric mean of the detector's score and
+    the verifier's lesion probability, those at ``threshold`` or more."""
+    if not candidates:
+        return []
+    crops = np.stack([roi_crop(frame, d.box) for d in candidates])
+    x = torch.from_numpy(crops[:, None].astype(np.float32) / 255.0)
+    lesion = torch.softmax(verifier.run(x)[0], dim=1)[:, 1].numpy()
+    scored = [Detection(d.frame_index, d.box, float(np.sqrt(d.score * p)))
+              for d, p in zip(candidates, lesion, strict=True)]
+    return [d for d in scored if d.score >= threshold]
 
 
 class LesionEngine:
@@ -178,27 +238,27 @@ class LesionEngine:
         """Identity of the detector + classifier pair, with the parameters that shape the
         result of a cine (``cine``) or of a still: voting, frame sampling and track
         evidence play no part in a still's."""
-        try:
-            version = metadata.version("us-ai-dicom-node")
-        except metadata.PackageNotFoundError:
-            version = "0.0.0"
         parameters = {"score_threshold": f"{self.score_threshold:.2f}",
                       "runtime": self._models.detect.backend}
         if cine:
             parameters |= {"cine_vote": f"{self.vote_k} of {self.vote_n} frames",
                            "max_frames": str(self.max_frames),
                            "cine_track_score": f"{self.cine_track_score:.3f}"}
-        return AlgorithmInfo(name=f"us-{self.name}-lesion", version=version,
+        return AlgorithmInfo(name=f"us-{self.name}-lesion", version=_package_version(),
                              weights_sha256=self._models.sha256, parameters=parameters)
 
     def networks(self) -> list[tuple[Path, torch.nn.Module, tuple[int, ...]]]:
         """The networks this engine runs: weights file, module and input shape (for export)."""
-        return [
+        crop = (1, 1, CLASSIFIER_SIZE, CLASSIFIER_SIZE)
+        found = [
             (self.weights_dir / f"{self.name}_detector.pt", self._models.detector,
              (1, 1, self._models.input_size, self._models.input_size)),
-            (self.weights_dir / f"{self.name}_classifier.pt", self._models.classifier,
-             (1, 1, CLASSIFIER_SIZE, CLASSIFIER_SIZE)),
+            (self.weights_dir / f"{self.name}_classifier.pt", self._models.classifier, crop),
         ]
+        if self._models.verifier is not None:
+            found.append((self.weights_dir / f"{self.name}_verifier.pt",
+                          self._models.verifier.module, crop))
+        return found
 
     def run(self, image: ImageInput) -> ImageResult:
         """Detect, classify and (on cine) track the lesions of one image."""
@@ -246,16 +306,29 @@ class LesionEngine:
         """Detections (original pixels) on ``frames[indices]``, one list per index.
 
         ``Detection.frame_index`` is the position in ``indices``; ``threshold``
-        defaults to :attr:`score_threshold`.
+        defaults to :attr:`score_threshold`.  With a verifier, the detector's
+        candidates down to its floor are verified and scored again (see the module
+        docstring) before the threshold applies.
         """
+        threshold = self.score_threshold if threshold is None else threshold
+        verifier = self._models.verifier
+        if verifier is None:
+            return self.candidates(frames, indices, area, threshold)
+        found = self.candidates(frames, indices, area, min(threshold, verifier.floor))
+        return [_verified(verifier, frames[indices[k]], dets, threshold)
+                for k, dets in enumerate(found)]
+
+    def candidates(self, frames: np.ndarray, indices: np.ndarray, area: BoundingBox,
+                   threshold: float) -> list[list[Detection]]:
+        """The detector's own detections (original pixels) scoring ``threshold`` or more
+        on ``frames[indices]``, one list per index, before any verifier."""
         inputs, boxes = [], []
         for i in indices:
             det_in, lb = letterbox(frames[i], area, self._models.input_size)
             inputs.append(det_in)
             boxes.append(lb)
         x = torch.from_numpy(np.stack(inputs)[:, None].astype(np.float32) / 255.0)
-        decoded = decode(*predict_mirrored(self._models.detect, x), threshold=(
-            self.score_threshold if threshold is None else threshold))
+        decoded = decode(*predict_mirrored(self._models.detect, x), threshold=threshold)
         out = []
         for k, (dets, lb) in enumerate(zip(decoded, boxes, strict=True)):
             frame_dets = []

@@ -38,8 +38,9 @@ logger = structlog.get_logger(__name__)
 
 HEADER = [
     "# Evaluation on held-out phantom data", "",
-    "Held-out seeds (1,000,000 and up) are disjoint from every training cache (seeds below "
-    "20,000 of the first generator, 20,000,000-20,002,999 of the second). Figures are on "
+    "Held-out seeds (1,000,000 and up) are disjoint from every training set (seeds below "
+    "20,000 of the first generator and 40,000-43,999 for the liver verifier; "
+    "20,000,000-20,008,999 and 20,910,000-20,913,999 of the second). Figures are on "
     "this project's phantoms, not on patients; the published figures "
     "are from the JSUM reports on clinical images, so the comparison shows whether the engines "
     "reach the published level on the synthetic task, nothing more.", "",

@@ -34,6 +34,8 @@ SUBCOMMANDS: dict[str, tuple[str, dict[str, str]]] = {
     "liver-classifier": ("classifier", {"organ": "liver"}),
     "breast-detector": ("detector", {"organ": "breast"}),
     "breast-classifier": ("classifier", {"organ": "breast"}),
+    "liver-verifier": ("verifier", {"organ": "liver"}),
+    "breast-verifier": ("verifier", {"organ": "breast"}),
     "cardiac": ("cardiac", {}),
     "view": ("view", {}),
     "export-onnx": ("onnx_export", {}),

@@ -15,8 +15,9 @@ from inference.engines import lesion as lesion_engine
 from inference.engines.base import Engine
 from inference.engines.lesion import LiverEngine
 from inference.evaluation.lesion import image_input
+from inference.findings import BoundingBox
 from inference.models.lesion_nets import LesionDetector, load_grown
-from inference.models.roi import Letterbox, letterbox
+from inference.models.roi import Letterbox, letterbox, roi_crop
 from inference.phantoms.generator import generate
 from inference.training.cli import SUBCOMMANDS, main
 from inference.training.common import intensity_augment, sha256_file, sharpness_augment
@@ -67,6 +68,46 @@ def test_tiny_cache_train_and_run(tmp_path: Path) -> None:
     for finding in result.lesions:
         assert finding.heatmap is not None and finding.heatmap.shape == (240, 320)
         assert np.isclose(sum(finding.probabilities.values()), 1.0, atol=1e-4)
+
+
+def test_a_verifier_trains_on_detector_candidates_and_rescores_them(tmp_path: Path) -> None:
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for part in ("detector", "classifier"):
+        for suffix in (".pt", ".json"):
+            name = f"liver_{part}{suffix}"
+            (weights / name).write_bytes((lesion_engine.WEIGHTS_DIR / name).read_bytes())
+    plain = LiverEngine(weights_dir=weights)
+    assert main(["liver-verifier", "--first-seed", "40000", "--second-seed", "20910000",
+                 "--count", "10", "--epochs", "1", "--workers", "1", "--threads", "1",
+                 "--weights-dir", str(weights), "--output", str(weights), "--seed", "3"]) == 0
+    card = json.loads((weights / "liver_verifier.json").read_text())
+    assert card["sha256"] == sha256_file(weights / "liver_verifier.pt")
+    assert card["command"].startswith("us-ai-train liver-verifier")
+    assert card["floor"] == 0.1 and card["data"]["val_crops"] > 0
+    with pytest.raises(SystemExit):
+        main(["liver-verifier", "--first-seed", "0", "--second-seed", "0", "--count", "9",
+              "--output", str(tmp_path / "none")])
+    lesion_engine._LOADED.clear()
+    verified = LiverEngine(weights_dir=weights)
+    assert verified.algorithm.weights_sha256 != plain.algorithm.weights_sha256
+    assert [path.name for path, _, _ in verified.networks()][-1] == "liver_verifier.pt"
+    sample = generate("liver", 99, 240, 320)
+    area = BoundingBox(0, 0, 320, 240)
+    frames, first = sample.frames[:1], np.array([0])
+    (candidates,) = verified.candidates(frames, first, area, 0.1)
+    assert candidates
+    verifier = verified._models.verifier
+    assert verifier is not None
+    crops = np.stack([roi_crop(sample.frames[0], d.box) for d in candidates])
+    with torch.no_grad():
+        lesion = torch.softmax(verifier.module(torch.from_numpy(
+            crops[:, None].astype(np.float32) / 255.0)), dim=1)[:, 1].numpy()
+    rescored = np.sqrt([d.score for d in candidates] * lesion)
+    for threshold in (0.1, float(np.median(rescored))):
+        (kept,) = verified.detect(frames, first, area, threshold)
+        np.testing.assert_allclose([d.score for d in kept],
+                                   rescored[rescored >= threshold], atol=1e-4)
 
 
 def test_detector_runs_at_the_input_size_of_its_cache(tmp_path: Path,
