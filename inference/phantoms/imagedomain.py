@@ -363,7 +363,7 @@ def _speckle(rng: np.random.Generator, organ: Organ, f: _Field, echo: np.ndarray
     shape = echo.shape
     if noise is None:
         noise = rng.standard_normal((2, *shape))
-    amplitude = np.sqrt(echo)
+    amplitude = np.sqrt(np.maximum(echo, 0.0))  # a rare texture dip below 0 has no echo
     real = ndimage.gaussian_filter(noise[0] * amplitude, (axial, lateral))
     imag = ndimage.gaussian_filter(noise[1] * amplitude, (axial, lateral))
     envelope = np.hypot(real, imag)
