@@ -32,7 +32,7 @@ from inference.engines.lesion import LesionEngine
 from inference.evaluation.lesion import ENGINES, image_input
 from inference.evaluation.metrics import roc_auc
 from inference.findings import BoundingBox
-from inference.models.roi import roi_crop
+from inference.models.roi import CLASSIFIER_SIZE, roi_crop
 from inference.phantoms.generator import generate
 from inference.phantoms.imagedomain import generate_image_domain
 from inference.preprocessing import scan_area
@@ -113,7 +113,7 @@ def candidate_crops(organ: str, generator: str, seeds: range, weights_dir: Path,
             origin.append(seed)
     logger.info("verifier_crops_drawn", generator=generator, images=len(seeds), crops=len(crops),
                 lesions=int(sum(labels)))
-    return (np.stack(crops) if crops else np.zeros((0, 64, 64), np.uint8),
+    return (np.stack(crops) if crops else np.zeros((0, CLASSIFIER_SIZE, CLASSIFIER_SIZE), np.uint8),
             np.array(labels, np.int64), np.array(origin, np.int64))
 
 
@@ -131,7 +131,8 @@ def draw_crops(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.nda
         parts = list(pool.map(candidate_crops, *zip(*[
             (args.organ, generator, chunk, args.weights_dir, args.floor)
             for generator, chunk in jobs], strict=True)))
-    return tuple(np.concatenate(column) for column in zip(*parts, strict=True))  # type: ignore[return-value]
+    crops, labels, origin = zip(*parts, strict=True)
+    return np.concatenate(crops), np.concatenate(labels), np.concatenate(origin)
 
 
 def run(args: argparse.Namespace) -> None:
