@@ -55,7 +55,9 @@ PRIVATE_SCHEME_NAME = "US AI DICOM node local codes"
 
 # --- Document level ---------------------------------------------------------
 IMAGING_PROCEDURE = Code("363679005", "SCT", "Imaging procedure")
-"""Procedure reported (CID 100); PixelMed's TID 1500 check accepts it."""
+"""Procedure reported (CID 100); PixelMed's TID 1500 check accepts it.  CID 100 has no
+ultrasound procedure, and PixelMed reports SCT 45036003 "Ultrasonography of abdomen" there
+as an error (tried 2026-11-28), though the context group is extensible."""
 
 QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")
 """Container of the report's document-level evaluations (TID 1500 row 12)."""
