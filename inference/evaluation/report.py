@@ -122,7 +122,8 @@ def organ_section(ev: OrganEvaluation, plot_dir: Path, link_prefix: str) -> str:
     lines = [f"## {ev.organ.capitalize()}", "",
              f"{ev.images} held-out images with {ev.lesions} lesions; "
              f"{len(ev.roi_truth)} ROIs classified; {ev.clips} cine clips "
-             f"(one lesion each). Detector threshold {ev.threshold:.2f}. The 95 % intervals "
+             f"(one lesion each). Score threshold {ev.threshold:.2f} (the detector's score, or its "
+             "geometric mean with the verifier's where the organ has one). The 95 % intervals "
              "are percentile bootstraps over the images (detection), ROIs, found lesions or "
              "clips.", "",
              "| Measure | Ours | 95 % interval | Published | |", "|---|---|---|---|---|"]
