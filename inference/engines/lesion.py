@@ -174,18 +174,23 @@ def _package_version() -> str:
         return "0.0.0"
 
 
-def _verified(verifier: _Verifier, frame: np.ndarray, candidates: list[Detection],
-              threshold: float) -> list[Detection]:
-    """``candidates`` on ``frame`` scored by the geometric mean of the detector's score and
-    the verifier's lesion probability, those at ``threshold`` or more."""
+def _verified(verifier: _Verifier, frames: np.ndarray, indices: np.ndarray,
+              found: list[list[Detection]], threshold: float) -> list[list[Detection]]:
+    """The candidates ``found`` on ``frames[indices]`` (one list per index) scored by the
+    geometric mean of the detector's score and the verifier's lesion probability, those at
+    ``threshold`` or more; one verifier run for every frame's candidates."""
+    kept: list[list[Detection]] = [[] for _ in found]
+    candidates = [d for dets in found for d in dets]
     if not candidates:
-        return []
-    crops = np.stack([roi_crop(frame, d.box) for d in candidates])
+        return kept
+    crops = np.stack([roi_crop(frames[indices[d.frame_index]], d.box) for d in candidates])
     x = torch.from_numpy(crops[:, None].astype(np.float32) / 255.0)
     lesion = torch.softmax(verifier.run(x)[0], dim=1)[:, 1].numpy()
-    scored = [Detection(d.frame_index, d.box, float(np.sqrt(d.score * p)))
-              for d, p in zip(candidates, lesion, strict=True)]
-    return [d for d in scored if d.score >= threshold]
+    for d, p in zip(candidates, lesion, strict=True):
+        score = float(np.sqrt(d.score * p))
+        if score >= threshold:
+            kept[d.frame_index].append(Detection(d.frame_index, d.box, score))
+    return kept
 
 
 class LesionEngine:
@@ -315,8 +320,7 @@ class LesionEngine:
         if verifier is None:
             return self.candidates(frames, indices, area, threshold)
         found = self.candidates(frames, indices, area, min(threshold, verifier.floor))
-        return [_verified(verifier, frames[indices[k]], dets, threshold)
-                for k, dets in enumerate(found)]
+        return _verified(verifier, frames, indices, found, threshold)
 
     def candidates(self, frames: np.ndarray, indices: np.ndarray, area: BoundingBox,
                    threshold: float) -> list[list[Detection]]:
