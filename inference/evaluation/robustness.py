@@ -18,31 +18,26 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageFilter
 
+from inference.phantoms import scanner
+
 Perturbation = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 """``(uint8 frame (rows, cols), rng) -> uint8 frame`` of the same shape."""
 
 
 def _gamma(value: float) -> Perturbation:
-    table = (255.0 * (np.arange(256) / 255.0) ** value).round().astype(np.uint8)
-    return lambda frame, _rng: table[frame]
+    return lambda frame, _rng: scanner.gamma(frame, value)
 
 
 def _contrast(factor: float) -> Perturbation:
-    """Grey levels pulled towards mid-grey by ``factor``; the black outside the scan
-    area stays black, as on a scanner."""
-    table = np.clip(128.0 + (np.arange(256) - 128.0) * factor, 0, 255).round().astype(np.uint8)
-    table[0] = 0
-    return lambda frame, _rng: table[frame]
+    return lambda frame, _rng: scanner.contrast(frame, factor)
 
 
 def _filtered(image_filter: ImageFilter.Filter) -> Perturbation:
-    return lambda frame, _rng: np.asarray(Image.fromarray(frame).filter(image_filter))
+    return lambda frame, _rng: scanner.filtered(frame, image_filter)
 
 
 def _half_resolution(frame: np.ndarray, _rng: np.random.Generator) -> np.ndarray:
-    rows, cols = frame.shape
-    small = Image.fromarray(frame).resize((cols // 2, rows // 2), Image.BILINEAR)
-    return np.asarray(small.resize((cols, rows), Image.BILINEAR))
+    return scanner.resampled(frame, 0.5)
 
 
 def _noise(frame: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -35,6 +35,7 @@ from inference.findings import BoundingBox
 from inference.models.roi import CLASSIFIER_SIZE, roi_crop
 from inference.phantoms.generator import generate
 from inference.phantoms.imagedomain import generate_image_domain
+from inference.phantoms.scanner import random_change
 from inference.preprocessing import scan_area
 from inference.training.classifier import fit, predict
 from inference.training.common import WEIGHTS_DIR, command_line, set_seed, write_card
@@ -64,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, default=4000, help="images of each generator")
     parser.add_argument("--floor", type=float, default=0.10,
                         help="detector candidates down to this score are verified")
+    parser.add_argument("--changed-copies", type=int, default=0,
+                        help="copies of each image changed by a random scanner post-processing, "
+                             "whose candidates are crops too")
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR,
                         help="where the detector is read")
     parser.add_argument("--output", type=Path, default=WEIGHTS_DIR)
@@ -80,11 +84,12 @@ def _lesion_label(box: BoundingBox, truths: list[BoundingBox]) -> int:
     return int(max((box.iou(t) for t in truths), default=0.0) >= IOU_LESION)
 
 
-def candidate_crops(organ: str, generator: str, seeds: range, weights_dir: Path, floor: float
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def candidate_crops(organ: str, generator: str, seeds: range, weights_dir: Path, floor: float,
+                    changed_copies: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Crops, lesion labels and image seeds of the detector's candidates (and of the
     true lesions) on the phantoms ``seeds`` of ``generator`` (``physics`` or
-    ``image-domain``)."""
+    ``image-domain``), and on ``changed_copies`` copies of each changed by a random
+    scanner post-processing (:func:`~inference.phantoms.scanner.random_change`)."""
     torch.set_num_threads(1)
     draw = generate if generator == "physics" else generate_image_domain
     engine: LesionEngine = ENGINES[organ](weights_dir)
@@ -94,23 +99,26 @@ def candidate_crops(organ: str, generator: str, seeds: range, weights_dir: Path,
     for seed in seeds:
         rng = np.random.default_rng(seed)
         sample = draw(organ, seed)
-        frame = sample.frames[0]
         truths = [t.box for t in sample.truths[0]]
         area = scan_area(image_input(sample, "", True))
-        (found,) = engine.candidates(sample.frames[:1], np.array([0]), area, floor)
-        for detection in found:
-            label = _lesion_label(detection.box, truths)
-            for angle in (0.0, float(rng.uniform(-ROTATION_DEG, ROTATION_DEG))):
-                crops.append(roi_crop(frame, detection.box, angle_deg=angle))
-                labels.append(label)
+        frames = np.stack([sample.frames[0], *(
+            random_change(sample.frames[0], np.random.default_rng([seed, copy]))
+            for copy in range(1, changed_copies + 1))])
+        found_by_frame = engine.candidates(frames, np.arange(len(frames)), area, floor)
+        for frame, found in zip(frames, found_by_frame, strict=True):
+            for detection in found:
+                label = _lesion_label(detection.box, truths)
+                for angle in (0.0, float(rng.uniform(-ROTATION_DEG, ROTATION_DEG))):
+                    crops.append(roi_crop(frame, detection.box, angle_deg=angle))
+                    labels.append(label)
+                    origin.append(seed)
+            for box in truths:
+                j = rng.normal(0.0, BOX_JITTER, 4) * [box.width, box.height, box.width, box.height]
+                jittered = BoundingBox(box.x0 + j[0], box.y0 + j[1], box.x1 + j[2], box.y1 + j[3])
+                crops.append(roi_crop(frame, jittered,
+                                      angle_deg=float(rng.uniform(-ROTATION_DEG, ROTATION_DEG))))
+                labels.append(1)
                 origin.append(seed)
-        for box in truths:
-            j = rng.normal(0.0, BOX_JITTER, 4) * [box.width, box.height, box.width, box.height]
-            jittered = BoundingBox(box.x0 + j[0], box.y0 + j[1], box.x1 + j[2], box.y1 + j[3])
-            crops.append(roi_crop(frame, jittered,
-                                  angle_deg=float(rng.uniform(-ROTATION_DEG, ROTATION_DEG))))
-            labels.append(1)
-            origin.append(seed)
     logger.info("verifier_crops_drawn", generator=generator, images=len(seeds), crops=len(crops),
                 lesions=int(sum(labels)))
     return (np.stack(crops) if crops else np.zeros((0, CLASSIFIER_SIZE, CLASSIFIER_SIZE), np.uint8),
@@ -129,7 +137,7 @@ def draw_crops(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.nda
             for chunk in _chunks(start, args.count, args.workers)]
     with ProcessPoolExecutor(args.workers) as pool:
         parts = list(pool.map(candidate_crops, *zip(*[
-            (args.organ, generator, chunk, args.weights_dir, args.floor)
+            (args.organ, generator, chunk, args.weights_dir, args.floor, args.changed_copies)
             for generator, chunk in jobs], strict=True)))
     crops, labels, origin = zip(*parts, strict=True)
     return np.concatenate(crops), np.concatenate(labels), np.concatenate(origin)
@@ -155,6 +163,7 @@ def run(args: argparse.Namespace) -> None:
                      "train_crops": int((~val).sum()), "val_crops": int(val.sum()),
                      "lesion_share": float(labels.mean()),
                      "labels": f"lesion when IoU >= {IOU_LESION} with a true lesion",
+                     "changed_copies": args.changed_copies,
                      "detector_sha256": _detector_sha256(args.weights_dir, args.organ),
                      "balanced": True},
                metrics={"val_accuracy": val_acc, "best_epoch": epoch,

@@ -23,6 +23,7 @@ from inference.training.cli import SUBCOMMANDS, main
 from inference.training.common import intensity_augment, sha256_file, sharpness_augment
 from inference.training.detector import epoch_order, zoom_augment
 from inference.training.lesion_data import load_cache
+from inference.training.verifier import candidate_crops
 
 
 def test_cli_knows_every_model() -> None:
@@ -80,11 +81,13 @@ def test_a_verifier_trains_on_detector_candidates_and_rescores_them(tmp_path: Pa
     plain = LiverEngine(weights_dir=weights)
     assert main(["liver-verifier", "--first-seed", "40000", "--second-seed", "20910000",
                  "--count", "10", "--epochs", "1", "--workers", "1", "--threads", "1",
-                 "--weights-dir", str(weights), "--output", str(weights), "--seed", "3"]) == 0
+                 "--changed-copies", "1", "--weights-dir", str(weights),
+                 "--output", str(weights), "--seed", "3"]) == 0
     card = json.loads((weights / "liver_verifier.json").read_text())
     assert card["sha256"] == sha256_file(weights / "liver_verifier.pt")
     assert card["command"].startswith("us-ai-train liver-verifier")
     assert card["floor"] == 0.1 and card["data"]["val_crops"] > 0
+    assert card["data"]["changed_copies"] == 1
     with pytest.raises(SystemExit):
         main(["liver-verifier", "--first-seed", "0", "--second-seed", "0", "--count", "9",
               "--output", str(tmp_path / "none")])
@@ -234,3 +237,14 @@ def test_epoch_order_draws_the_share_from_the_chosen_images() -> None:
     assert len(order) == len(train) and set(order) <= set(train)
     assert int(chosen[order].sum()) == 500  # drawn again and again: only 100 exist
     assert len(set(order[~chosen[order]])) == 500  # the others, each at most once
+
+
+def test_changed_copies_add_crops_from_post_processed_frames() -> None:
+    seeds = range(40000, 40003)
+    plain = candidate_crops("liver", "physics", seeds, lesion_engine.WEIGHTS_DIR, 0.1)
+    more = candidate_crops("liver", "physics", seeds, lesion_engine.WEIGHTS_DIR, 0.1,
+                           changed_copies=1)
+    assert len(more[0]) > len(plain[0])
+    # An image's unchanged frame gives the same crops either way, before its copy's.
+    first = int((plain[2] == seeds[0]).sum())
+    assert np.array_equal(more[0][:first], plain[0][:first])
