@@ -166,6 +166,7 @@ class StoreStatus(IntEnum):
 class Rejection(IntEnum):
     """A-ASSOCIATE-RJ (result, source, diagnostic) packed as 0xRRSSDD."""
 
+    NO_REASON = 0x010101
     CALLING_AE_NOT_RECOGNISED = 0x010103
     CALLED_AE_NOT_RECOGNISED = 0x010107
     LOCAL_LIMIT_EXCEEDED = 0x020302
@@ -175,6 +176,10 @@ class Rejection(IntEnum):
         """The (result, source, diagnostic) triple."""
         return (self.value >> 16, (self.value >> 8) & 0xFF, self.value & 0xFF)
 
+
+MIN_PEER_PDU = 7
+"""The smallest Maximum Length Received a peer may announce (0: no limit): a P-DATA-TF
+PDU of fewer bytes holds a PDV item's header (6 bytes) and no data."""
 
 UNKNOWN_AE_LABEL = "unknown"
 """Metrics label of associations rejected on a called AE title no pipeline has."""
@@ -305,6 +310,11 @@ class Receiver:
             port=int(assoc.requestor.port),
         )
         log = LOGGER.bind(calling_ae=peer.calling_ae, called_ae=peer.called_ae, peer=peer.host)
+        peer_pdu = int(assoc.requestor.maximum_length or 0)
+        if 0 < peer_pdu < MIN_PEER_PDU:
+            self._reject(assoc, peer, Rejection.NO_REASON,
+                         f"maximum PDU length {peer_pdu} cannot carry a response", log=log)
+            return
         try:
             decision = self.admission(peer.called_ae, peer.calling_ae, peer.host)
             if decision is None:

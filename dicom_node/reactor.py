@@ -425,8 +425,8 @@ class EventDrivenAssociation(Association):
         Only when the association serves it with the Storage service class
         (:meth:`serves_storage`), and the association's own thread has no message
         in hand or queued (responses then keep the requests' order).
-        The handler may abort, but only without waiting: the thread that would
-        wait for the end of the DUL thread is the DUL thread.
+        The handler, or pynetdicom when the response cannot be sent, may abort:
+        from this thread the abort does not wait (:meth:`_abort_blocking`).
         """
         if threading.current_thread() is not self.dul or not self.serves_storage(context_id):
             return False
@@ -434,13 +434,18 @@ class EventDrivenAssociation(Association):
             if self._serving or not self.dimse.msg_queue.empty():
                 return False
             self._serving = True
-        self.abort = self._abort_nonblocking  # type: ignore[method-assign]
         try:
             self._serve_request(request, context_id)
         finally:
-            self.abort = self._abort_blocking  # type: ignore[method-assign]
             self._serving = False
         return True
+
+    def _abort_blocking(self, block: bool = True) -> None:
+        """pynetdicom's abort, which waits for the DUL thread to end, except in the DUL
+        thread itself (a request served in it): there it only queues the A-ABORT, as
+        that wait would never end.  pynetdicom calls this when a response cannot be
+        sent, after putting back the waiting abort that handlers do not get."""
+        super()._abort_blocking(block and threading.current_thread() is not self.dul)
 
     def serves_storage(self, context_id: int) -> bool:
         """Whether the association serves a C-STORE request on ``context_id`` with the

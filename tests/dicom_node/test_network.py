@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import socket
+import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -356,3 +357,37 @@ def test_only_storage_classes_can_be_configured() -> None:
         NodeConfig(extra_storage_classes=["1.2.x"])
     contexts = build_ae(NodeConfig(extra_storage_classes=[PRIVATE_CLASS])).supported_contexts
     assert PRIVATE_CLASS in {str(context.abstract_syntax) for context in contexts}
+
+
+def _item(kind: int, body: bytes) -> bytes:
+    return struct.pack(">BBH", kind, 0, len(body)) + body
+
+
+def _associate_rq(max_pdu: int) -> bytes:
+    """An A-ASSOCIATE-RQ from MODALITY to NODE for US Image Storage (Explicit VR LE),
+    announcing ``max_pdu`` as the largest PDU it takes."""
+    context = (struct.pack(">BBBB", 1, 0, 0, 0) + _item(0x30, b"1.2.840.10008.5.1.4.1.1.6.1")
+               + _item(0x40, b"1.2.840.10008.1.2.1\0"))
+    user = _item(0x51, struct.pack(">I", max_pdu)) + _item(0x52, b"1.2.826.0.1.3680043.9.28")
+    body = (struct.pack(">HH", 1, 0) + b"NODE".ljust(16) + b"MODALITY".ljust(16) + bytes(32)
+            + _item(0x10, b"1.2.840.10008.3.1.1.1") + _item(0x20, context) + _item(0x50, user))
+    return struct.pack(">BBI", 1, 0, len(body)) + body
+
+
+def _pdu_type(sock: socket.socket) -> int:
+    """The type of the next PDU the node sends (its header and body read)."""
+    header = sock.recv(6, socket.MSG_WAITALL)
+    assert len(header) == 6, "the node closed the connection without a PDU"
+    kind, _, length = struct.unpack(">BBI", header)
+    sock.recv(length, socket.MSG_WAITALL)
+    return kind
+
+
+def test_a_peer_pdu_limit_too_small_for_any_response_is_rejected(make_node: MakeNode) -> None:
+    harness = make_node()
+    with socket.create_connection(("127.0.0.1", harness.port), timeout=10) as sock:
+        sock.sendall(_associate_rq(5))
+        assert _pdu_type(sock) == 0x03  # A-ASSOCIATE-RJ
+    record = IndexQueries(harness.node.index).associations()[0]
+    assert record["accepted"] is False
+    assert "maximum PDU length 5" in record["reject_reason"]

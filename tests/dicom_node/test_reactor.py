@@ -151,6 +151,23 @@ def test_what_is_sent_after_an_abort_is_dropped_not_raised() -> None:
         StateMachine.do_action(machine, "Evt9")
 
 
+def test_an_abort_from_the_reading_thread_does_not_wait_for_that_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A request served in the DUL thread whose response cannot be sent (found by fuzzing:
+    # a peer's PDU limit of 5 bytes) made pynetdicom call the waiting abort there: it
+    # waited for its own thread to end, for good, and the node could not exit.
+    waits: list[bool] = []
+    monkeypatch.setattr(Association, "_abort_blocking",
+                        lambda self, block=True: waits.append(block))
+    assoc = reactor.EventDrivenAssociation(AE(), MODE_ACCEPTOR)
+    assoc.dul.run = assoc.abort  # type: ignore[method-assign]
+    assoc.dul.start()
+    assoc.dul.join(STEP_TIMEOUT)
+    assoc.abort()
+    assert waits == [False, True]
+
+
 def _open_sockets() -> int:
     """Sockets this process holds (other descriptors, such as the index's pooled
     SQLite connections, come and go on their own)."""
