@@ -24,6 +24,7 @@ from pathlib import Path
 
 import structlog
 from pydicom import Dataset, dcmread
+from pydicom.dataelem import RawDataElement
 
 from dicom_node import metrics
 from dicom_node.ahead import AheadResults, FileStamp
@@ -65,6 +66,29 @@ Decode = Callable[[Dataset], ImageInput]
 RESUME_MARGIN_BYTES = 64 * 1024 * 1024
 """Free disk above the floor at which jobs parked for lack of disk run again: room for a
 study's results, so that a job does not fail again at once."""
+
+
+def convert_elements(ds: Dataset) -> None:
+    """Convert every element of ``ds`` read so far, nested ones too, so that one
+    pydicom cannot convert (an unknown VR, say) fails the file's read, not the
+    study's analysis later.  Deferred values (large ones, pixel data) stay on disk."""
+    for element in ds.elements():
+        if isinstance(element, RawDataElement) and element.value is None and element.length:
+            continue  # deferred
+        converted = ds[element.tag]
+        if converted.VR == "SQ":
+            for item in converted.value:
+                convert_elements(item)
+
+
+def check_identity(ds: Dataset, path: Path) -> None:
+    """Raise ``ValueError`` unless ``ds`` names the study, series and instance its spool
+    path ``study/series/instance.dcm`` was made from at receipt: a file pydicom reads
+    otherwise (an element it mis-reads and stops at, say) is not that instance."""
+    read = [str(ds.get(k, "")) for k in ("StudyInstanceUID", "SeriesInstanceUID",
+                                          "SOPInstanceUID")]
+    if read != [path.parent.parent.name, path.parent.name, path.stem]:
+        raise ValueError("the file does not read back as the instance received")
 
 
 @dataclass(frozen=True)
@@ -249,6 +273,7 @@ class Dispatcher:
             try:
                 stamp = FileStamp.of(item.path)
                 ds = dcmread(item.path, defer_size=DEFER_BYTES)
+                convert_elements(ds)
             except Exception:
                 continue
             engines = engines_for(pipeline, RoutingAttributes.from_dataset(ds, item.calling_ae))
@@ -275,7 +300,10 @@ class Dispatcher:
         sources = []
         for path in paths:
             try:
-                sources.append((path, dcmread(path, defer_size=DEFER_BYTES)))
+                ds = dcmread(path, defer_size=DEFER_BYTES)
+                convert_elements(ds)
+                check_identity(ds, Path(path))
+                sources.append((path, ds))
             except Exception as exc:
                 LOGGER.error(
                     "instance_unreadable",

@@ -119,6 +119,9 @@ class _Walker:
             self.pos += 8
         else:
             vr = bytes(self.data[self.pos + 4 : self.pos + 6])
+            if vr not in _VRS:
+                found = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+                raise MalformedDataset(f"element {found} has no valid VR ({vr!r})")
             if vr in _LONG_VRS:
                 self._need(12, "element header")
                 (length,) = self._unpack("L", self.pos + 8)
@@ -160,8 +163,9 @@ def check_structure(
     ------
     MalformedDataset
         If the first element is encoded with the other VR encoding than the
-        transfer syntax says, an element runs past the bytes that enclose it,
-        a container is never closed, or sequences nest deeper than ``max_depth``.
+        transfer syntax says, an explicit VR is not one of the standard's, an
+        element runs past the bytes that enclose it, a container is never
+        closed, or sequences nest deeper than ``max_depth``.
     """
     if len(data) >= 8:
         vr = bytes(data[4:6])

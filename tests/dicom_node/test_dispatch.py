@@ -181,6 +181,27 @@ def test_unreadable_spool_file_is_skipped_not_fatal(make_node: MakeNode) -> None
     assert [c[0] for c in harness.analyzer.calls] == [fine.SOPInstanceUID]
 
 
+@pytest.mark.parametrize("vr", [b"XX", b"ob"])
+def test_a_spooled_file_pydicom_cannot_convert_is_unreadable_not_fatal(
+    make_node: MakeNode, vr: bytes
+) -> None:
+    # The receipt screening refuses such elements now; files spooled before still come.
+    broken, fine = make_study(2)
+    broken.BodyPartExamined = "LIVER"
+    harness = make_node(pipeline=pipeline(), destinations=[ARCHIVE])
+    harness.store([broken, fine])
+    (path,) = [p for p in harness.node.spool.instance_files() if broken.SOPInstanceUID in p.name]
+    data = bytearray(path.read_bytes())
+    at = data.index(bytes.fromhex("18001500"))  # (0018,0015) Body Part Examined
+    data[at + 4 : at + 6] = vr
+    path.write_bytes(bytes(data))
+    harness.settle()
+    job = IndexQueries(harness.node.index).jobs()[0]
+    assert job["state"] == JobState.DONE.value, job["error"]
+    assert "unreadable=1" in job["summary"]
+    assert [c[0] for c in harness.analyzer.calls] == [fine.SOPInstanceUID]
+
+
 def test_overlay_capture_for_destinations_that_want_it(make_node: MakeNode) -> None:
     from tests.peers import dciodvfy_errors
 

@@ -6,6 +6,7 @@ encapsulated pixel data, defined and undefined lengths, nested sequences.
 
 from __future__ import annotations
 
+import struct
 from io import BytesIO
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pydicom
 import pytest
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.uid import UID
+from pynetdicom.dsutils import encode
 
 from dicom_node.network import IDENTIFYING_TAGS
 from dicom_node.screening import MAX_SEQUENCE_DEPTH, MalformedDataset, check_structure
@@ -70,3 +72,18 @@ def test_depth_limit_is_exact() -> None:
     check_structure(recursion_bomb(ds, MAX_SEQUENCE_DEPTH), False, True)
     with pytest.raises(MalformedDataset, match="nested deeper"):
         check_structure(recursion_bomb(ds, MAX_SEQUENCE_DEPTH + 1), False, True)
+
+
+@pytest.mark.parametrize("vr", [b"XX", b"ob", b"\0\0"])
+def test_an_explicit_vr_outside_the_standard_is_refused(vr: bytes) -> None:
+    # Found by fuzzing: pydicom cannot read such an element back (an unknown VR raises,
+    # a lower-case one is read another way), so the stored instance failed its study.
+    (ds,) = make_study(1, rows=8, columns=8)
+    tag = struct.pack("<HH", 0x0018, 0x0015)  # Body Part Examined
+    ds.BodyPartExamined = "LIVER"
+    data = bytearray(encode(ds, False, True))
+    at = data.index(tag)
+    check_structure(bytes(data), False, True)
+    data[at + 4 : at + 6] = vr
+    with pytest.raises(MalformedDataset, match=r"\(0018,0015\) has no valid VR"):
+        check_structure(bytes(data), False, True)
