@@ -49,10 +49,12 @@ def drop_phi(
 QUOTED_VALUE = re.compile("'[^']*'|\"[^\"]*\"")
 """A quoted value in a library's message."""
 
-REDACTED_LOGGERS = frozenset({"pydicom", "highdicom", "py"})
+REDACTED_LOGGERS = frozenset({"pydicom", "highdicom", "pynetdicom", "py"})
 """Top-level logger names whose messages may quote data set values (``py``: Python
-warnings, logged as ``py.warnings``).  pynetdicom logs data sets only at DEBUG,
-which the node never enables for it."""
+warnings, logged as ``py.warnings``).  pynetdicom logs data sets only at DEBUG, which
+the node never enables for it, but it quotes the bytes of a PDU it cannot decode: a
+broken P-DATA-TF decoded as an association request put a data set's patient name
+in its "Called AE Title" error (found by fuzzing)."""
 
 
 VR_NAMES = frozenset(vr.value for vr in VR)

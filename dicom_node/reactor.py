@@ -478,10 +478,18 @@ class EventDrivenAssociation(Association):
         context (:meth:`refuses_sop_class`) goes to the Storage service class, whose
         handler answers the refusal: pynetdicom picks the service by the request's SOP
         class, and would answer a C-STORE naming the Verification UID with a C-ECHO
-        response (Success), and abort for an unknown UID."""
+        response (Success), and abort for an unknown UID.
+
+        A C-STORE request lacking a required command element (Message ID, SOP class or
+        instance UID) cannot be answered; pynetdicom ignores it and the peer would wait
+        for a response until a timeout, so the association is aborted at once."""
+        if isinstance(msg, C_STORE) and not msg.is_valid_request:
+            LOGGER.warning("invalid_store_request_aborted",
+                           reason="a required command element is missing")
+            self.abort()
+            return
         if not (
             isinstance(msg, C_STORE)
-            and msg.is_valid_request
             and not self._sent_release
             and self.refuses_sop_class(msg, context_id)
         ):

@@ -156,11 +156,15 @@ def test_library_messages_and_warnings_are_json_without_quoted_values(
         ds.PatientBirthDate = "19331317"
     # Python warnings are logged under py.warnings once captured (configure_logging).
     logging.getLogger("py.warnings").warning("x.py:1: UserWarning: about 'Phiname^Secretgiven'")
+    # pynetdicom quotes the bytes of a PDU it cannot decode, a data set's among them.
+    logging.getLogger("pynetdicom.dul").error(
+        "Invalid 'Called AE Title' value 'Quixotez^Wilh' - must not contain control characters")
     logging.getLogger("dicom_node.test").warning("the node's own 'quoted' text stays")
     events = [json.loads(line)["event"] for line in json_log.getvalue().splitlines()]
     assert events == [
         "Invalid value for VR DA: '...'.",
         "x.py:1: UserWarning: about '...'",
+        "Invalid '...' value '...' - must not contain control characters",
         "the node's own 'quoted' text stays",
     ]
 

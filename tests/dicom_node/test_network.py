@@ -391,3 +391,32 @@ def test_a_peer_pdu_limit_too_small_for_any_response_is_rejected(make_node: Make
     record = IndexQueries(harness.node.index).associations()[0]
     assert record["accepted"] is False
     assert "maximum PDU length 5" in record["reject_reason"]
+
+
+@pytest.mark.parametrize("side", [64, 640], ids=["small", "written-as-it-arrives"])
+def test_a_store_request_without_its_instance_uid_is_aborted_at_once(
+    make_node: MakeNode, side: int
+) -> None:
+    # Found by fuzzing: pynetdicom ignores such a request, and the peer waited for a
+    # response until the network timeout (60 s here).
+    harness = make_node()
+    (ds,) = make_study(1, photometric="MONOCHROME2", rows=side, columns=side)
+    payload = encode(ds, False, True)
+    elements = [(0x0002, b"1.2.840.10008.5.1.4.1.1.6.1\0"), (0x0100, struct.pack("<H", 1)),
+                (0x0110, struct.pack("<H", 7)), (0x0700, struct.pack("<H", 2)),
+                (0x0800, struct.pack("<H", 1))]  # no Affected SOP Instance UID (0000,1000)
+    body = b"".join(struct.pack("<HHI", 0, e, len(v)) + v for e, v in elements)
+    command = struct.pack("<HHII", 0, 0, 4, len(body)) + body
+    pdvs = [struct.pack(">IBB", len(command) + 2, 1, 3) + command]
+    for start in range(0, len(payload), 16000):
+        last = start + 16000 >= len(payload)
+        piece = payload[start : start + 16000]
+        pdvs.append(struct.pack(">IBB", len(piece) + 2, 1, 2 if last else 0) + piece)
+    with socket.create_connection(("127.0.0.1", harness.port), timeout=10) as sock:
+        sock.sendall(_associate_rq(16384))
+        assert _pdu_type(sock) == 0x02  # A-ASSOCIATE-AC
+        sock.sendall(b"".join(struct.pack(">BBI", 4, 0, len(pdv)) + pdv for pdv in pdvs))
+        assert _pdu_type(sock) == 0x07  # A-ABORT
+    harness.wait_for_associations_closed(10)
+    assert not list(harness.node.spool.instance_files())
+    assert not list(harness.node.spool.tmp.glob("*.part"))
