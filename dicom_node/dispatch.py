@@ -24,7 +24,6 @@ from pathlib import Path
 
 import structlog
 from pydicom import Dataset, dcmread
-from pydicom.dataelem import RawDataElement
 
 from dicom_node import metrics
 from dicom_node.ahead import AheadResults, FileStamp
@@ -66,19 +65,6 @@ Decode = Callable[[Dataset], ImageInput]
 RESUME_MARGIN_BYTES = 64 * 1024 * 1024
 """Free disk above the floor at which jobs parked for lack of disk run again: room for a
 study's results, so that a job does not fail again at once."""
-
-
-def convert_elements(ds: Dataset) -> None:
-    """Convert every element of ``ds`` read so far, nested ones too, so that one
-    pydicom cannot convert (an unknown VR, say) fails the file's read, not the
-    study's analysis later.  Deferred values (large ones, pixel data) stay on disk."""
-    for element in ds.elements():
-        if isinstance(element, RawDataElement) and element.value is None and element.length:
-            continue  # deferred
-        converted = ds[element.tag]
-        if converted.VR == "SQ":
-            for item in converted.value:
-                convert_elements(item)
 
 
 def check_identity(ds: Dataset, path: Path) -> None:
@@ -273,7 +259,7 @@ class Dispatcher:
             try:
                 stamp = FileStamp.of(item.path)
                 ds = dcmread(item.path, defer_size=DEFER_BYTES)
-                convert_elements(ds)
+                check_identity(ds, Path(item.path))
             except Exception:
                 continue
             engines = engines_for(pipeline, RoutingAttributes.from_dataset(ds, item.calling_ae))
@@ -301,7 +287,6 @@ class Dispatcher:
         for path in paths:
             try:
                 ds = dcmread(path, defer_size=DEFER_BYTES)
-                convert_elements(ds)
                 check_identity(ds, Path(path))
                 sources.append((path, ds))
             except Exception as exc:

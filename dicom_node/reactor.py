@@ -480,12 +480,13 @@ class EventDrivenAssociation(Association):
         class, and would answer a C-STORE naming the Verification UID with a C-ECHO
         response (Success), and abort for an unknown UID.
 
-        A C-STORE request lacking a required command element (Message ID, SOP class or
-        instance UID) cannot be answered; pynetdicom ignores it and the peer would wait
-        for a response until a timeout, so the association is aborted at once."""
-        if isinstance(msg, C_STORE) and not msg.is_valid_request:
-            LOGGER.warning("invalid_store_request_aborted",
-                           reason="a required command element is missing")
+        A request lacking a required element (a Message ID, a SOP class or instance UID,
+        a C-STORE's data set) cannot be answered; pynetdicom ignores it and the peer
+        would wait for a response until a timeout, so the association is aborted at once
+        (during a release pynetdicom's ignoring stands)."""
+        if not self._sent_release and not msg.is_valid_request:
+            LOGGER.warning("invalid_request_aborted", message=msg.msg_type,
+                           reason="a required element is missing")
             self.abort()
             return
         if not (

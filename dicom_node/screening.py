@@ -33,6 +33,10 @@ class MalformedDataset(ValueError):
     """The encoded data set is not well formed; the message says why."""
 
 
+def _tag_text(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
 def _is_sequence(tag: int) -> bool:
     try:
         return dictionary_VR(tag) == "SQ"
@@ -96,8 +100,7 @@ class _Walker:
         if tag == SEQUENCE_END and end is None:
             self.frames.pop()
         elif tag != ITEM:
-            found = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-            raise MalformedDataset(f"expected an item in a sequence, found {found}")
+            raise MalformedDataset(f"expected an item in a sequence, found {_tag_text(tag)}")
         elif kind == "fragments":
             if length == UNDEFINED:
                 raise MalformedDataset("pixel data fragment of undefined length")
@@ -120,8 +123,7 @@ class _Walker:
         else:
             vr = bytes(self.data[self.pos + 4 : self.pos + 6])
             if vr not in _VRS:
-                found = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-                raise MalformedDataset(f"element {found} has no valid VR ({vr!r})")
+                raise MalformedDataset(f"element {_tag_text(tag)} has no valid VR ({vr!r})")
             if vr in _LONG_VRS:
                 self._need(12, "element header")
                 (length,) = self._unpack("L", self.pos + 8)

@@ -147,6 +147,8 @@ def run(args: argparse.Namespace) -> None:
     """Draw the crops, train, keep the best epoch on validation, write the card."""
     if args.count < 10:
         raise SystemExit("--count must be at least 10: one image in ten is for validation")
+    if args.changed_copies < 0:
+        raise SystemExit("--changed-copies must be 0 or more")
     crops, labels, seeds = draw_crops(args)
     rng = set_seed(args.seed, args.threads)
     val = seeds % 10 == VALIDATION_DIGIT

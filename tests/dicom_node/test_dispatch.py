@@ -181,11 +181,11 @@ def test_unreadable_spool_file_is_skipped_not_fatal(make_node: MakeNode) -> None
     assert [c[0] for c in harness.analyzer.calls] == [fine.SOPInstanceUID]
 
 
-@pytest.mark.parametrize("vr", [b"XX", b"ob"])
-def test_a_spooled_file_pydicom_cannot_convert_is_unreadable_not_fatal(
-    make_node: MakeNode, vr: bytes
+def test_a_spooled_file_that_reads_back_as_another_instance_is_unreadable(
+    make_node: MakeNode,
 ) -> None:
-    # The receipt screening refuses such elements now; files spooled before still come.
+    # Found by fuzzing: a lower-case VR ("ob", now refused at receipt) makes pydicom stop
+    # reading the file short of the study and series UIDs; the study's job failed.
     broken, fine = make_study(2)
     broken.BodyPartExamined = "LIVER"
     harness = make_node(pipeline=pipeline(), destinations=[ARCHIVE])
@@ -193,7 +193,7 @@ def test_a_spooled_file_pydicom_cannot_convert_is_unreadable_not_fatal(
     (path,) = [p for p in harness.node.spool.instance_files() if broken.SOPInstanceUID in p.name]
     data = bytearray(path.read_bytes())
     at = data.index(bytes.fromhex("18001500"))  # (0018,0015) Body Part Examined
-    data[at + 4 : at + 6] = vr
+    data[at + 4 : at + 6] = b"ob"
     path.write_bytes(bytes(data))
     harness.settle()
     job = IndexQueries(harness.node.index).jobs()[0]
