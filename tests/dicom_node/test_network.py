@@ -411,15 +411,12 @@ def test_a_store_request_without_its_instance_uid_is_aborted_at_once(
                 (0x0800, struct.pack("<H", 1))]  # no Affected SOP Instance UID (0000,1000)
     body = b"".join(struct.pack("<HHI", 0, e, len(v)) + v for e, v in elements)
     command = struct.pack("<HHII", 0, 0, 4, len(body)) + body
-    pdvs = [struct.pack(">IBB", len(command) + 2, 1, 3) + command]
-    for start in range(0, len(payload), 16000):
-        last = start + 16000 >= len(payload)
-        piece = payload[start : start + 16000]
-        pdvs.append(struct.pack(">IBB", len(piece) + 2, 1, 2 if last else 0) + piece)
+    pdvs = (struct.pack(">IBB", len(command) + 2, 1, 3) + command
+            + struct.pack(">IBB", len(payload) + 2, 1, 2) + payload)
     with socket.create_connection(("127.0.0.1", harness.port), timeout=10) as sock:
         sock.sendall(_associate_rq(16384))
         assert _pdu_type(sock) == 0x02  # A-ASSOCIATE-AC
-        sock.sendall(b"".join(struct.pack(">BBI", 4, 0, len(pdv)) + pdv for pdv in pdvs))
+        sock.sendall(struct.pack(">BBI", 4, 0, len(pdvs)) + pdvs)
         assert _pdu_type(sock) == 0x07  # A-ABORT
     harness.wait_for_associations_closed(10)
     assert not list(harness.node.spool.instance_files())
