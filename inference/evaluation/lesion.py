@@ -11,6 +11,7 @@ that follows the lesion.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,8 +33,9 @@ from inference.evaluation.robustness import PERTURBATIONS, UNCHANGED, perturb
 from inference.findings import MALIGNANT_CLASSES, BoundingBox, LesionFinding
 from inference.geometry import ImageGeometry
 from inference.phantoms.anatomy import SceneConfig
-from inference.phantoms.generator import PhantomSample, generate
+from inference.phantoms.generator import Organ, PhantomSample, generate
 from inference.phantoms.imagedomain import generate_image_domain, generate_image_domain_clip
+from inference.phantoms.pulse_echo import generate_pulse_echo
 from inference.preprocessing import scan_area
 from inference.training.lesion_data import image_size
 
@@ -48,6 +50,10 @@ SECOND_GENERATOR_SEEDS = {"liver": 21_000_000, "breast": 22_000_000}
 
 SECOND_GENERATOR_CLIP_SEEDS = {"liver": 23_000_000, "breast": 24_000_000}
 """Per organ: first seed of the held-out clips of the image-domain generator."""
+
+THIRD_GENERATOR_SEEDS = {"liver": 31_000_000, "breast": 32_000_000}
+"""Per organ: first seed of the images of the pulse-echo generator
+(:mod:`inference.phantoms.pulse_echo`), which no training ever used."""
 
 ENGINES: dict[str, type[LesionEngine]] = {"liver": LiverEngine, "breast": BreastEngine}
 
@@ -102,6 +108,8 @@ class OrganEvaluation:
     perturbed_roi: dict[str, list[bool]] = field(default_factory=dict)
     second: OrganEvaluation | None = None
     """The same engine on held-out images of the image-domain generator, if scored."""
+    third: OrganEvaluation | None = None
+    """The same engine on images of the pulse-echo generator, if scored."""
 
     @property
     def detection(self) -> tuple[float, float, float]:
@@ -303,13 +311,15 @@ def _score_clip(ev: OrganEvaluation, engine: LesionEngine, clip: PhantomSample) 
 
 def evaluate_organ(organ: str, n_images: int, n_clips: int, weights_dir: Path | None = None,
                    clip_frames: tuple[int, int] = (20, 30), n_perturbed: int = 0,
-                   n_second: int = 0, n_second_clips: int = 0) -> OrganEvaluation:
+                   n_second: int = 0, n_second_clips: int = 0, n_third: int = 0
+                   ) -> OrganEvaluation:
     """Run the engine of ``organ`` on held-out images and clips and collect the figures.
 
     The first ``n_perturbed`` images (at most ``n_images``) are also scored as they are
     and changed by each of :data:`~inference.evaluation.robustness.PERTURBATIONS`, all
     with their ultrasound regions.  ``n_second`` held-out images and ``n_second_clips``
-    held-out clips of the image-domain generator are scored into ``second``.
+    held-out clips of the image-domain generator are scored into ``second``, ``n_third``
+    images of the pulse-echo generator, never used in training, into ``third``.
     """
     engine = ENGINES[organ](weights_dir, score_threshold=PR_THRESHOLD)
     operating = ENGINES[organ](weights_dir)
@@ -325,15 +335,28 @@ def evaluate_organ(organ: str, n_images: int, n_clips: int, weights_dir: Path | 
         clip = clip_sample(organ, first_clip + k, clip_frames)
         if clip is not None:
             _score_clip(ev, operating, clip)
-    second = OrganEvaluation(organ, engine.classes, operating.score_threshold)
-    for k in tqdm(range(n_second), desc=f"{organ} image-domain", mininterval=10):
-        seed = SECOND_GENERATOR_SEEDS[organ] + k
-        sample = generate_image_domain(organ, seed, *image_size(seed))  # type: ignore[arg-type]
-        _score_image(second, engine, sample, f"2.25.{seed}", with_regions=True)
+    second = _score_stills(ev, engine, generate_image_domain, SECOND_GENERATOR_SEEDS[organ],
+                           n_second, "image-domain")
     for k in tqdm(range(n_second_clips), desc=f"{organ} image-domain clips", mininterval=10):
         clip = clip_sample(organ, SECOND_GENERATOR_CLIP_SEEDS[organ] + k, clip_frames, True)
         if clip is not None:
             _score_clip(second, operating, clip)
     if n_second or n_second_clips:
         ev.second = second
+    if n_third:
+        ev.third = _score_stills(ev, engine, generate_pulse_echo, THIRD_GENERATOR_SEEDS[organ],
+                                 n_third, "pulse-echo")
     return ev
+
+
+def _score_stills(ev: OrganEvaluation, engine: LesionEngine,
+                  render: Callable[[Organ, int, int, int], PhantomSample], first_seed: int,
+                  n_images: int, name: str) -> OrganEvaluation:
+    """``n_images`` stills of another generator, from ``first_seed``, scored with their
+    ultrasound regions into a new evaluation at ``ev``'s threshold."""
+    other = OrganEvaluation(ev.organ, ev.classes, ev.threshold)
+    for k in tqdm(range(n_images), desc=f"{ev.organ} {name}", mininterval=10):
+        seed = first_seed + k
+        sample = render(ev.organ, seed, *image_size(seed))  # type: ignore[arg-type]
+        _score_image(other, engine, sample, f"2.25.{seed}", with_regions=True)
+    return other

@@ -134,7 +134,8 @@ def organ_section(ev: OrganEvaluation, plot_dir: Path, link_prefix: str) -> str:
         f"{c} {_fmt(roi[f'accuracy_{c}'])}" for c in ev.classes) + ".", "",
         f"![PR curve]({link_prefix}/pr_{ev.organ}.png) "
         f"![Confusion matrix]({link_prefix}/confusion_{ev.organ}.png)", ""]
-    return "\n".join(lines + strata_lines(ev) + robustness_lines(ev) + second_generator_lines(ev))
+    return "\n".join(lines + strata_lines(ev) + robustness_lines(ev) + second_generator_lines(ev)
+                     + third_generator_lines(ev))
 
 
 def strata_lines(ev: OrganEvaluation) -> list[str]:
@@ -202,25 +203,7 @@ def second_generator_lines(ev: OrganEvaluation) -> list[str]:
     second = ev.second
     if second is None or not (second.images or second.clips):
         return []
-    rows: list[tuple[str, float, tuple[float, float] | None]] = []
-    if second.images:
-        p, r, f1 = second.detection
-        ci = second.detection_intervals() or [None, None, None]
-        roi, roi_ci = second.summary("roi"), second.summary_intervals("roi")
-        rows += [("Detection recall (IoU 0.25)", r, ci[1]),
-                 ("Detection precision (IoU 0.25)", p, ci[0]),
-                 ("Detection F1 (IoU 0.25)", f1, ci[2]),
-                 ("4-class accuracy (ROI)", roi["accuracy"], roi_ci.get("accuracy")),
-                 ("Benign/malignant accuracy (ROI)", roi["bm_accuracy"],
-                  roi_ci.get("bm_accuracy"))]
-    if second.clips:
-        for kind, name in (("clip_roi", "ROI"), ("clip", "detector + tracking")):
-            clip, clip_ci = second.summary(kind), second.summary_intervals(kind)
-            rows += [(f"Cine clip 4-class accuracy ({name}, 3-of-5 vote)", clip["accuracy"],
-                      clip_ci.get("accuracy")),
-                     (f"Cine clip benign/malignant accuracy ({name})", clip["bm_accuracy"],
-                      clip_ci.get("bm_accuracy"))]
-    lines = [f"The same engine on {second.images} held-out images ({second.lesions} lesions, "
+    intro = (f"The same engine on {second.images} held-out images ({second.lesions} lesions, "
              f"with regions) and {second.clips} held-out cine clips (one lesion each; probe "
              "motion, breathing, the plane sweeping through the lesion, speckle "
              "decorrelation) of the second, image-domain generator "
@@ -230,12 +213,53 @@ def second_generator_lines(ev: OrganEvaluation) -> list[str]:
              f"visibility test: every lesion with {MIN_LESION_PX} pixels or more in the field of "
              "view that no rib shadow hides counts, faint ones too (the lipoma-like lesions, "
              "a little brighter than their surroundings, among them), where the first "
-             "generator keeps only lesions that reach a Rose index of 4:", "",
-             "| Measure | Ours | 95 % interval |", "|---|---|---|"]
+             "generator keeps only lesions that reach a Rose index of 4:")
+    return _other_generator_lines(second, intro)
+
+
+def third_generator_lines(ev: OrganEvaluation) -> list[str]:
+    """Markdown table of the engine on the pulse-echo generator's images (none if they
+    were not scored)."""
+    third = ev.third
+    if third is None or not third.images:
+        return []
+    intro = (f"The same engine on {third.images} images ({third.lesions} lesions, with regions) "
+             "of a third generator, the pulse-echo one (inference/phantoms/pulse_echo.py), at the "
+             "same threshold. It was written by someone who had not read the first two "
+             "generators, simulates radio-frequency echo lines (pulse, beam, attenuation along "
+             "each line, envelope, log compression, scan conversion), and no network was ever "
+             "trained, tuned or chosen on its images: it stands for the generator the engines "
+             "will be judged on. Its ground truth keeps the lesions that pass its own "
+             "visibility test (see the module):")
+    return _other_generator_lines(third, intro)
+
+
+def _other_generator_lines(other: OrganEvaluation, intro: str) -> list[str]:
+    """``intro``, then the table of ``other``'s detection, ROI and clip figures with their
+    intervals, then recall by lesion class and size."""
+    rows: list[tuple[str, float, tuple[float, float] | None]] = []
+    if other.images:
+        p, r, f1 = other.detection
+        ci = other.detection_intervals() or [None, None, None]
+        roi, roi_ci = other.summary("roi"), other.summary_intervals("roi")
+        rows += [("Detection recall (IoU 0.25)", r, ci[1]),
+                 ("Detection precision (IoU 0.25)", p, ci[0]),
+                 ("Detection F1 (IoU 0.25)", f1, ci[2]),
+                 ("4-class accuracy (ROI)", roi["accuracy"], roi_ci.get("accuracy")),
+                 ("Benign/malignant accuracy (ROI)", roi["bm_accuracy"],
+                  roi_ci.get("bm_accuracy"))]
+    if other.clips:
+        for kind, name in (("clip_roi", "ROI"), ("clip", "detector + tracking")):
+            clip, clip_ci = other.summary(kind), other.summary_intervals(kind)
+            rows += [(f"Cine clip 4-class accuracy ({name}, 3-of-5 vote)", clip["accuracy"],
+                      clip_ci.get("accuracy")),
+                     (f"Cine clip benign/malignant accuracy ({name})", clip["bm_accuracy"],
+                      clip_ci.get("bm_accuracy"))]
+    lines = [intro, "", "| Measure | Ours | 95 % interval |", "|---|---|---|"]
     lines += [f"| {name} | {_fmt(value)} | {_interval(interval)} |"
               for name, value, interval in rows]
-    if second.images:
+    if other.images:
         lines += ["", "Detection recall there by lesion class and size: " + ", ".join(
             f"{name} {_fmt(recall)} ({count})"
-            for name, count, recall in second.recall_by_stratum()) + "."]
+            for name, count, recall in other.recall_by_stratum()) + "."]
     return [*lines, ""]

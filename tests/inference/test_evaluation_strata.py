@@ -1,5 +1,5 @@
 """Held-out detection recall per lesion class and size band; the second generator's
-held-out images and clips."""
+held-out images and clips; the third generator's images."""
 
 from __future__ import annotations
 
@@ -13,14 +13,21 @@ from inference.evaluation.lesion import (
     SECOND_GENERATOR_CLIP_SEEDS,
     SECOND_GENERATOR_SEEDS,
     SIZE_BANDS_MM,
+    THIRD_GENERATOR_SEEDS,
     LesionOutcome,
     OrganEvaluation,
     clip_roi_vote,
     clip_sample,
     evaluate_organ,
 )
-from inference.evaluation.report import organ_section, second_generator_lines, strata_lines
+from inference.evaluation.report import (
+    organ_section,
+    second_generator_lines,
+    strata_lines,
+    third_generator_lines,
+)
 from inference.phantoms.imagedomain import generate_image_domain
+from inference.phantoms.pulse_echo import generate_pulse_echo
 from inference.training.lesion_data import image_size
 
 
@@ -126,3 +133,17 @@ def test_the_second_generator_clips_are_scored_through_detector_and_tracking() -
         "| Cine clip 4-class accuracy (detector + tracking")).split("|")[2]
     assert float(tracked) == round(ev.second.summary("clip")["accuracy"], 3)
     assert not any(line.startswith("| Detection") for line in lines)
+
+
+def test_the_pulse_echo_generator_is_scored_apart_from_the_others() -> None:
+    ev = evaluate_organ("liver", n_images=0, n_clips=0, n_third=2)
+    assert ev.second is None and ev.third is not None and ev.third.clips == 0
+    seeds = [THIRD_GENERATOR_SEEDS["liver"] + k for k in range(2)]
+    assert ev.third.images == 2
+    assert ev.third.lesions == sum(
+        len(generate_pulse_echo("liver", seed, *image_size(seed)).truths[0]) for seed in seeds)
+    lines = third_generator_lines(ev)
+    assert lines[0].startswith(f"The same engine on 2 images ({ev.third.lesions} lesions")
+    recall = next(line for line in lines if line.startswith("| Detection recall")).split("|")[2]
+    assert float(recall) == round(ev.third.detection[1], 3)
+    assert third_generator_lines(evaluate_organ("liver", n_images=0, n_clips=0)) == []
