@@ -51,9 +51,14 @@ SECOND_GENERATOR_SEEDS = {"liver": 21_000_000, "breast": 22_000_000}
 SECOND_GENERATOR_CLIP_SEEDS = {"liver": 23_000_000, "breast": 24_000_000}
 """Per organ: first seed of the held-out clips of the image-domain generator."""
 
-THIRD_GENERATOR_SEEDS = {"liver": 31_000_000, "breast": 32_000_000}
-"""Per organ: first seed of the images of the pulse-echo generator
-(:mod:`inference.phantoms.pulse_echo`), which no training ever used."""
+Renderer = Callable[[Organ, int, int, int], PhantomSample]
+"""A phantom generator: ``(organ, seed, rows, cols)`` to a sample."""
+
+UNSEEN_GENERATORS: dict[str, tuple[Renderer, dict[str, int]]] = {
+    "pulse-echo": (generate_pulse_echo, {"liver": 31_000_000, "breast": 32_000_000}),
+}
+"""Generators no training, tuning or choice of weights ever used, by name: the renderer
+and, per organ, the first seed of the images scored."""
 
 ENGINES: dict[str, type[LesionEngine]] = {"liver": LiverEngine, "breast": BreastEngine}
 
@@ -108,8 +113,8 @@ class OrganEvaluation:
     perturbed_roi: dict[str, list[bool]] = field(default_factory=dict)
     second: OrganEvaluation | None = None
     """The same engine on held-out images of the image-domain generator, if scored."""
-    third: OrganEvaluation | None = None
-    """The same engine on images of the pulse-echo generator, if scored."""
+    unseen: dict[str, OrganEvaluation] = field(default_factory=dict)
+    """The same engine on images of each of :data:`UNSEEN_GENERATORS`, if scored."""
 
     @property
     def detection(self) -> tuple[float, float, float]:
@@ -311,15 +316,15 @@ def _score_clip(ev: OrganEvaluation, engine: LesionEngine, clip: PhantomSample) 
 
 def evaluate_organ(organ: str, n_images: int, n_clips: int, weights_dir: Path | None = None,
                    clip_frames: tuple[int, int] = (20, 30), n_perturbed: int = 0,
-                   n_second: int = 0, n_second_clips: int = 0, n_third: int = 0
+                   n_second: int = 0, n_second_clips: int = 0, n_unseen: int = 0
                    ) -> OrganEvaluation:
     """Run the engine of ``organ`` on held-out images and clips and collect the figures.
 
     The first ``n_perturbed`` images (at most ``n_images``) are also scored as they are
     and changed by each of :data:`~inference.evaluation.robustness.PERTURBATIONS`, all
     with their ultrasound regions.  ``n_second`` held-out images and ``n_second_clips``
-    held-out clips of the image-domain generator are scored into ``second``, ``n_third``
-    images of the pulse-echo generator, never used in training, into ``third``.
+    held-out clips of the image-domain generator are scored into ``second``, ``n_unseen``
+    images of each generator never used in training into ``unseen``.
     """
     engine = ENGINES[organ](weights_dir, score_threshold=PR_THRESHOLD)
     operating = ENGINES[organ](weights_dir)
@@ -343,14 +348,14 @@ def evaluate_organ(organ: str, n_images: int, n_clips: int, weights_dir: Path | 
             _score_clip(second, operating, clip)
     if n_second or n_second_clips:
         ev.second = second
-    if n_third:
-        ev.third = _score_stills(ev, engine, generate_pulse_echo, THIRD_GENERATOR_SEEDS[organ],
-                                 n_third, "pulse-echo")
+    if n_unseen:
+        ev.unseen = {name: _score_stills(ev, engine, render, seeds[organ], n_unseen, name)
+                     for name, (render, seeds) in UNSEEN_GENERATORS.items()}
     return ev
 
 
 def _score_stills(ev: OrganEvaluation, engine: LesionEngine,
-                  render: Callable[[Organ, int, int, int], PhantomSample], first_seed: int,
+                  render: Renderer, first_seed: int,
                   n_images: int, name: str) -> OrganEvaluation:
     """``n_images`` stills of another generator, from ``first_seed``, scored with their
     ultrasound regions into a new evaluation at ``ev``'s threshold."""

@@ -135,7 +135,7 @@ def organ_section(ev: OrganEvaluation, plot_dir: Path, link_prefix: str) -> str:
         f"![PR curve]({link_prefix}/pr_{ev.organ}.png) "
         f"![Confusion matrix]({link_prefix}/confusion_{ev.organ}.png)", ""]
     return "\n".join(lines + strata_lines(ev) + robustness_lines(ev) + second_generator_lines(ev)
-                     + third_generator_lines(ev))
+                     + unseen_generator_lines(ev))
 
 
 def strata_lines(ev: OrganEvaluation) -> list[str]:
@@ -217,21 +217,31 @@ def second_generator_lines(ev: OrganEvaluation) -> list[str]:
     return _other_generator_lines(second, intro)
 
 
-def third_generator_lines(ev: OrganEvaluation) -> list[str]:
-    """Markdown table of the engine on the pulse-echo generator's images (none if they
-    were not scored)."""
-    third = ev.third
-    if third is None or not third.images:
-        return []
-    intro = (f"The same engine on {third.images} images ({third.lesions} lesions, with regions) "
-             "of a third generator, the pulse-echo one (inference/phantoms/pulse_echo.py), at the "
-             "same threshold. It was written by someone who had not read the first two "
-             "generators, simulates radio-frequency echo lines (pulse, beam, attenuation along "
-             "each line, envelope, log compression, scan conversion), and no network was ever "
-             "trained, tuned or chosen on its images: it stands for the generator the engines "
-             "will be judged on. Its ground truth keeps the lesions that pass its own "
-             "visibility test (see the module):")
-    return _other_generator_lines(third, intro)
+UNSEEN_DESCRIPTIONS = {
+    "pulse-echo": ("inference/phantoms/pulse_echo.py", "simulates radio-frequency echo lines "
+                   "(pulse, beam, attenuation along each line, envelope, log compression, scan "
+                   "conversion)"),
+}
+"""Per generator of :data:`~inference.evaluation.lesion.UNSEEN_GENERATORS`: its module
+and how it renders."""
+
+
+def unseen_generator_lines(ev: OrganEvaluation) -> list[str]:
+    """Markdown tables of the engine on the images of each generator never trained on
+    (none if they were not scored)."""
+    lines: list[str] = []
+    for name, unseen in ev.unseen.items():
+        if not unseen.images:
+            continue
+        module, route = UNSEEN_DESCRIPTIONS[name]
+        intro = (f"The same engine on {unseen.images} images ({unseen.lesions} lesions, with "
+                 f"regions) of the {name} generator ({module}), at the same threshold. It was "
+                 f"written by someone who had read none of the other generators, {route}, and "
+                 "no network was ever trained, tuned or chosen on its images: it stands for the "
+                 "generator the engines will be judged on. Its ground truth keeps the lesions "
+                 "that pass its own visibility test (see the module):")
+        lines += _other_generator_lines(unseen, intro)
+    return lines
 
 
 def _other_generator_lines(other: OrganEvaluation, intro: str) -> list[str]:

@@ -1,5 +1,5 @@
 """Held-out detection recall per lesion class and size band; the second generator's
-held-out images and clips; the third generator's images."""
+held-out images and clips; the images of the generators never trained on."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from inference.evaluation.lesion import (
     SECOND_GENERATOR_CLIP_SEEDS,
     SECOND_GENERATOR_SEEDS,
     SIZE_BANDS_MM,
-    THIRD_GENERATOR_SEEDS,
+    UNSEEN_GENERATORS,
     LesionOutcome,
     OrganEvaluation,
     clip_roi_vote,
@@ -24,10 +24,9 @@ from inference.evaluation.report import (
     organ_section,
     second_generator_lines,
     strata_lines,
-    third_generator_lines,
+    unseen_generator_lines,
 )
 from inference.phantoms.imagedomain import generate_image_domain
-from inference.phantoms.pulse_echo import generate_pulse_echo
 from inference.training.lesion_data import image_size
 
 
@@ -135,15 +134,19 @@ def test_the_second_generator_clips_are_scored_through_detector_and_tracking() -
     assert not any(line.startswith("| Detection") for line in lines)
 
 
-def test_the_pulse_echo_generator_is_scored_apart_from_the_others() -> None:
-    ev = evaluate_organ("liver", n_images=0, n_clips=0, n_third=2)
-    assert ev.second is None and ev.third is not None and ev.third.clips == 0
-    seeds = [THIRD_GENERATOR_SEEDS["liver"] + k for k in range(2)]
-    assert ev.third.images == 2
-    assert ev.third.lesions == sum(
-        len(generate_pulse_echo("liver", seed, *image_size(seed)).truths[0]) for seed in seeds)
-    lines = third_generator_lines(ev)
-    assert lines[0].startswith(f"The same engine on 2 images ({ev.third.lesions} lesions")
-    recall = next(line for line in lines if line.startswith("| Detection recall")).split("|")[2]
-    assert float(recall) == round(ev.third.detection[1], 3)
-    assert third_generator_lines(evaluate_organ("liver", n_images=0, n_clips=0)) == []
+def test_the_unseen_generators_are_scored_apart_from_the_others() -> None:
+    ev = evaluate_organ("liver", n_images=0, n_clips=0, n_unseen=2)
+    assert ev.second is None and list(ev.unseen) == list(UNSEEN_GENERATORS)
+    for name, (render, seeds) in UNSEEN_GENERATORS.items():
+        unseen = ev.unseen[name]
+        assert unseen.images == 2 and unseen.clips == 0
+        assert unseen.lesions == sum(
+            len(render("liver", seed, *image_size(seed)).truths[0])
+            for seed in (seeds["liver"], seeds["liver"] + 1))
+    lines = unseen_generator_lines(ev)
+    intros = [line for line in lines if line.startswith("The same engine on 2 images")]
+    assert len(intros) == len(UNSEEN_GENERATORS)
+    recalls = [float(line.split("|")[2]) for line in lines
+               if line.startswith("| Detection recall")]
+    assert recalls == [round(u.detection[1], 3) for u in ev.unseen.values()]
+    assert unseen_generator_lines(evaluate_organ("liver", n_images=0, n_clips=0)) == []
