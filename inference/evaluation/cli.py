@@ -72,7 +72,8 @@ HEADER = [
     "sections close with images of generators written by someone who had read none of the "
     "others, and that no training, tuning or choice of weights ever used: the pulse-echo "
     "generator (inference/phantoms/pulse_echo.py; liver from seed 31,000,000, breast from "
-    "32,000,000).",
+    "32,000,000) and the volume-slice generator (inference/phantoms/volume_slice.py; liver "
+    "from 33,000,000, breast from 34,000,000).",
     "",
 ]
 """Opening of the report."""

@@ -36,6 +36,7 @@ from inference.phantoms.anatomy import SceneConfig
 from inference.phantoms.generator import Organ, PhantomSample, generate
 from inference.phantoms.imagedomain import generate_image_domain, generate_image_domain_clip
 from inference.phantoms.pulse_echo import generate_pulse_echo
+from inference.phantoms.volume_slice import generate_volume_slice
 from inference.preprocessing import scan_area
 from inference.training.lesion_data import image_size
 
@@ -56,6 +57,7 @@ Renderer = Callable[[Organ, int, int, int], PhantomSample]
 
 UNSEEN_GENERATORS: dict[str, tuple[Renderer, dict[str, int]]] = {
     "pulse-echo": (generate_pulse_echo, {"liver": 31_000_000, "breast": 32_000_000}),
+    "volume-slice": (generate_volume_slice, {"liver": 33_000_000, "breast": 34_000_000}),
 }
 """Generators no training, tuning or choice of weights ever used, by name: the renderer
 and, per organ, the first seed of the images scored."""

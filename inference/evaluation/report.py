@@ -221,6 +221,10 @@ UNSEEN_DESCRIPTIONS = {
     "pulse-echo": ("inference/phantoms/pulse_echo.py", "simulates radio-frequency echo lines "
                    "(pulse, beam, attenuation along each line, envelope, log compression, scan "
                    "conversion)"),
+    "volume-slice": ("inference/phantoms/volume_slice.py", "slices a 3-D tissue volume with a "
+                     "beam of finite elevational width (partial volume), casts rays for "
+                     "shadows, refraction edges, mirror and reverberation artefacts, and "
+                     "post-processes the display like a scanner"),
 }
 """Per generator of :data:`~inference.evaluation.lesion.UNSEEN_GENERATORS`: its module
 and how it renders."""

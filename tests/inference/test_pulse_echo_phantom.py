@@ -7,7 +7,7 @@ from functools import cache
 import numpy as np
 import pytest
 
-from inference.findings import BREAST_CLASSES, LIVER_CLASSES
+from inference.findings import BREAST_CLASSES, LIVER_CLASSES, BoundingBox
 from inference.phantoms.generator import Organ, PhantomSample
 from inference.phantoms.pulse_echo import generate_pulse_echo
 
@@ -85,7 +85,7 @@ def test_every_class_over_40_seeds(organ: str) -> None:
     assert no_lesion > 0
 
 
-def _regions(frame: np.ndarray, box) -> tuple[float, float, float, float] | None:
+def _regions(frame: np.ndarray, box: BoundingBox) -> tuple[float, float, float, float] | None:
     """Means of lesion centre, ring beside it, region below, region beside below."""
     x0, y0, x1, y1 = (round(v) for v in (box.x0, box.y0, box.x1, box.y1))
     w, h = x1 - x0, y1 - y0

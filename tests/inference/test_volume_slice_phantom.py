@@ -6,22 +6,23 @@ import functools
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from inference.findings import BREAST_CLASSES, LIVER_CLASSES
+from inference.findings import BREAST_CLASSES, LIVER_CLASSES, BoundingBox
+from inference.phantoms.generator import Organ, PhantomSample
 from inference.phantoms.volume_slice import generate_volume_slice
 
 SMALL = {"rows": 240, "cols": 320}
 
 
 @functools.cache
-def _sample(organ: str, seed: int, annotations: bool | None = False, **kw):
+def _sample(organ: Organ, seed: int, annotations: bool | None = False,
+            **kw: float) -> PhantomSample:
     return generate_volume_slice(organ, seed, annotations=annotations, **SMALL, **kw)
 
 
-def _scan_area(sample) -> np.ndarray:
+def _scan_area(sample: PhantomSample) -> np.ndarray:
     """Scan-area mask: every non-black pixel, closed over the speckle holes."""
-    from scipy import ndimage
-
     frame = sample.frames[0]
     return ndimage.binary_closing(frame > 0, iterations=3)
 
@@ -74,7 +75,9 @@ def test_class_coverage_and_empty_images(organ: str) -> None:
     assert empty >= 2
 
 
-def _contrast_regions(frame: np.ndarray, box, scan: np.ndarray):
+def _contrast_regions(frame: np.ndarray, box: BoundingBox, scan: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of the lesion's inner half, and of the scan area around its box."""
     x0, y0, x1, y1 = (round(v) for v in (box.x0, box.y0, box.x1, box.y1))
     w, h = x1 - x0, y1 - y0
     inner = frame[y0 + h // 4:y1 - h // 4, x0 + w // 4:x1 - w // 4].astype(float)
