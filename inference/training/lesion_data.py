@@ -23,6 +23,7 @@ from inference.findings import BREAST_CLASSES, LIVER_CLASSES, BoundingBox
 from inference.models.roi import CLASSIFIER_SIZE, DETECTOR_SIZE, letterbox, roi_crop
 from inference.phantoms.generator import Organ, PhantomSample, generate
 from inference.phantoms.imagedomain import generate_image_domain
+from inference.phantoms.pulse_echo import generate_pulse_echo
 
 logger = structlog.get_logger(__name__)
 
@@ -77,9 +78,13 @@ def sample_arrays(sample: PhantomSample, rng: np.random.Generator, crops_per_les
 GENERATORS: dict[str, Callable[[Organ, int, int, int], PhantomSample]] = {
     "physics": generate,
     "image-domain": generate_image_domain,
+    "pulse-echo": generate_pulse_echo,
 }
-"""The phantom generators a cache can be built from: :mod:`inference.phantoms.generator`
-and :mod:`inference.phantoms.imagedomain`."""
+"""The phantom generators a cache can be built from: :mod:`inference.phantoms.generator`,
+:mod:`inference.phantoms.imagedomain` and :mod:`inference.phantoms.pulse_echo` (for
+candidates only: no shipped network was trained on it, and docs/dataset-card.md keeps its
+seeds 30,000,000-30,999,999 for training, below its evaluation seeds in
+:data:`inference.evaluation.lesion.UNSEEN_GENERATORS`)."""
 
 
 def _work(args: tuple[Organ, int, int, int, str]) -> dict[str, np.ndarray]:
@@ -283,7 +288,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector-size", type=int, default=DETECTOR_SIZE,
                         help="side of the letterboxed detector input, pixels (a multiple of 32)")
     parser.add_argument("--generator", choices=sorted(GENERATORS), default="physics",
-                        help="phantom generator (image-domain: inference.phantoms.imagedomain)")
+                        help="phantom generator (image-domain: inference.phantoms.imagedomain; "
+                             "pulse-echo: inference.phantoms.pulse_echo)")
 
 
 def run(args: argparse.Namespace) -> None:
