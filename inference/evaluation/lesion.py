@@ -11,7 +11,6 @@ that follows the lesion.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from inference.evaluation.robustness import PERTURBATIONS, UNCHANGED, perturb
 from inference.findings import MALIGNANT_CLASSES, BoundingBox, LesionFinding
 from inference.geometry import ImageGeometry
 from inference.phantoms.anatomy import SceneConfig
-from inference.phantoms.generator import Organ, PhantomSample, generate
+from inference.phantoms.generator import PhantomSample, Renderer, generate
 from inference.phantoms.imagedomain import generate_image_domain, generate_image_domain_clip
 from inference.phantoms.pulse_echo import generate_pulse_echo
 from inference.phantoms.volume_slice import generate_volume_slice
@@ -51,9 +50,6 @@ SECOND_GENERATOR_SEEDS = {"liver": 21_000_000, "breast": 22_000_000}
 
 SECOND_GENERATOR_CLIP_SEEDS = {"liver": 23_000_000, "breast": 24_000_000}
 """Per organ: first seed of the held-out clips of the image-domain generator."""
-
-Renderer = Callable[[Organ, int, int, int], PhantomSample]
-"""A phantom generator: ``(organ, seed, rows, cols)`` to a sample."""
 
 UNSEEN_GENERATORS: dict[str, tuple[Renderer, dict[str, int]]] = {
     "pulse-echo": (generate_pulse_echo, {"liver": 31_000_000, "breast": 32_000_000}),

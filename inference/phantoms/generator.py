@@ -10,6 +10,7 @@ with the same ``lesion_index`` on every frame the lesion spans.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -78,6 +79,10 @@ class PhantomSample:
     settings: ac.ScannerSettings | None = None
     frame_time_ms: float | None = None
     params: dict[str, float] = field(default_factory=dict)
+
+
+Renderer = Callable[[Organ, int, int, int], PhantomSample]
+"""A phantom generator: ``(organ, seed, rows, cols)`` to a sample."""
 
 
 PROBES: dict[Organ, list[tuple[ac.ProbeKind, float, tuple[float, float], tuple[float, float]]]] = {

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from tqdm import tqdm
 
 from inference.findings import BREAST_CLASSES, LIVER_CLASSES, BoundingBox
 from inference.models.roi import CLASSIFIER_SIZE, DETECTOR_SIZE, letterbox, roi_crop
-from inference.phantoms.generator import Organ, PhantomSample, generate
+from inference.phantoms.generator import Organ, PhantomSample, Renderer, generate
 from inference.phantoms.imagedomain import generate_image_domain
 from inference.phantoms.pulse_echo import generate_pulse_echo
 
@@ -75,7 +74,7 @@ def sample_arrays(sample: PhantomSample, rng: np.random.Generator, crops_per_les
     }
 
 
-GENERATORS: dict[str, Callable[[Organ, int, int, int], PhantomSample]] = {
+GENERATORS: dict[str, Renderer] = {
     "physics": generate,
     "image-domain": generate_image_domain,
     "pulse-echo": generate_pulse_echo,

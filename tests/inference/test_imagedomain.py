@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +18,6 @@ from inference.phantoms.imagedomain import (
     generate_image_domain,
     generate_image_domain_clip,
 )
-from inference.training.lesion_data import build_cache, load_cache
 
 SEEDS = range(40)
 """Seeds the appearance tests look through (fixed: the tests are deterministic)."""
@@ -131,15 +129,6 @@ def test_hemangiomas_are_hyperechoic() -> None:
     for sample, truth in found:
         frame = sample.frames[0]
         assert _mean(frame, *_inner(truth.box)) > _mean(frame, *_beside(truth.box)) + 10
-
-
-def test_a_training_cache_can_be_built_from_it(tmp_path: Path) -> None:
-    path = tmp_path / "cache.npz"
-    build_cache("breast", 100, 6, path, generator="image-domain")
-    cache = load_cache(path)
-    assert len(cache.det) == 6
-    assert list(cache.seeds) == list(range(100, 106))
-    assert len(cache.crops) == 4 * len(cache.labels)
 
 
 @functools.cache

@@ -18,11 +18,11 @@ from inference.evaluation.lesion import image_input
 from inference.findings import BoundingBox
 from inference.models.lesion_nets import LesionDetector, load_grown
 from inference.models.roi import Letterbox, letterbox, roi_crop
-from inference.phantoms.generator import generate
+from inference.phantoms.generator import Organ, generate
 from inference.training.cli import SUBCOMMANDS, main
 from inference.training.common import intensity_augment, sha256_file, sharpness_augment
 from inference.training.detector import epoch_order, zoom_augment
-from inference.training.lesion_data import load_cache
+from inference.training.lesion_data import build_cache, load_cache
 from inference.training.verifier import candidate_crops
 
 
@@ -31,6 +31,18 @@ def test_cli_knows_every_model() -> None:
             "lesion-data", "cardiac", "view"} <= set(SUBCOMMANDS)
     with pytest.raises(SystemExit):
         main(["no-such-model"])
+
+
+@pytest.mark.parametrize(("generator", "organ", "first_seed"),
+                         [("image-domain", "breast", 100), ("pulse-echo", "liver", 30_000_000)])
+def test_a_training_cache_can_be_built_from_another_generator(
+        tmp_path: Path, generator: str, organ: Organ, first_seed: int) -> None:
+    path = tmp_path / "cache.npz"
+    build_cache(organ, first_seed, 4, path, generator=generator)
+    built = load_cache(path)
+    assert len(built.det) == 4 and built.det.shape[-1] == built.det.shape[-2]
+    assert list(built.seeds) == list(range(first_seed, first_seed + 4))
+    assert len(built.crops) == 4 * len(built.labels)
 
 
 def test_tiny_cache_train_and_run(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +10,6 @@ import pytest
 from inference.findings import BREAST_CLASSES, LIVER_CLASSES, BoundingBox
 from inference.phantoms.generator import Organ, PhantomSample
 from inference.phantoms.pulse_echo import generate_pulse_echo
-from inference.training.lesion_data import build_cache, load_cache
 
 CLASSES = {"liver": LIVER_CLASSES, "breast": BREAST_CLASSES}
 SEEDS = range(40)
@@ -142,11 +140,3 @@ def test_carcinoma_posterior_shadowing() -> None:
     assert len(cases) >= 4
     assert np.mean([below < bb for _, _, below, bb in cases]) >= 0.75, cases
 
-
-def test_a_training_cache_can_be_built_from_it(tmp_path: Path) -> None:
-    path = tmp_path / "cache.npz"
-    build_cache("liver", 30_000_000, 4, path, generator="pulse-echo")
-    built = load_cache(path)
-    assert list(built.seeds) == list(range(30_000_000, 30_000_004))
-    assert len(built.crops) == 4 * len(built.labels)
-    assert built.det.shape[0] == 4 and built.det.shape[-1] == built.det.shape[-2]
