@@ -302,6 +302,10 @@ class NodeConfig(_Model):
         if self.tls is not None and self.tls.certificate is None:
             raise ValueError("tls: receiving over TLS needs the node's certificate and "
                              "private_key")
+        if (self.tls is not None and self.tls.require_client_certificate
+                and self.tls.ca_certificates is None):
+            raise ValueError("tls: require_client_certificate needs ca_certificates, the CA "
+                             "that signs the calling nodes' certificates")
         names = [d.name for d in self.destinations]
         if len(set(names)) != len(names):
             raise ValueError("destination names must be unique")

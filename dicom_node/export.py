@@ -15,7 +15,7 @@ from __future__ import annotations
 import socket
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -54,7 +54,9 @@ class Target:
     port: int
     tls: TLSConfig | None = None
     timeout: float = 30.0
-    """ACSE and network timeout in seconds (DIMSE waits four times as long)."""
+    """ACSE timeout in seconds; the network timeout is twice as long."""
+    dimse_timeout: float = 120.0
+    """How long to wait for each DIMSE response, in seconds."""
 
 
 @dataclass(frozen=True)
@@ -114,13 +116,25 @@ def client_ssl_context(tls: TLSConfig) -> ssl.SSLContext:
     return context
 
 
-def _requestor_ae(calling_ae: str, sop_classes: Sequence[str], timeout: float) -> AE:
+UNCOMPRESSED_PROPOSAL = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+"""Transfer syntaxes proposed together for every SOP class sent."""
+
+
+def _requestor_ae(calling_ae: str, datasets: Iterable[Dataset], target: Target) -> AE:
+    """An AE proposing, per SOP class of ``datasets``, the uncompressed syntaxes and,
+    each in a context of its own as storescu does, every other transfer syntax the
+    files of that class are in (pynetdicom sends a data set as it is encoded)."""
     ae = AE(ae_title=calling_ae)
-    ae.acse_timeout = timeout
-    ae.dimse_timeout = timeout * 4
-    ae.network_timeout = timeout * 2
-    for uid in sorted(set(sop_classes)):
-        ae.add_requested_context(uid, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    ae.acse_timeout = target.timeout
+    ae.dimse_timeout = target.dimse_timeout
+    ae.network_timeout = target.timeout * 2
+    pairs = sorted({(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID))
+                    for ds in datasets})
+    for sop_class in sorted({sop_class for sop_class, _ in pairs}):
+        ae.add_requested_context(sop_class, list(UNCOMPRESSED_PROPOSAL))
+    for sop_class, transfer_syntax in pairs:
+        if transfer_syntax not in UNCOMPRESSED_PROPOSAL:
+            ae.add_requested_context(sop_class, transfer_syntax)
     return ae
 
 
@@ -215,8 +229,7 @@ def _store_datasets(
     calling_ae: str, target: Target, datasets: dict[str, Dataset]
 ) -> dict[str, SendOutcome]:
     """C-STORE ``datasets`` (by path) over one association."""
-    sop_classes = [str(ds.SOPClassUID) for ds in datasets.values()]
-    ae = _requestor_ae(calling_ae, sop_classes, target.timeout)
+    ae = _requestor_ae(calling_ae, datasets.values(), target)
     assoc, connected = _associate(ae, target)
     if not assoc.is_established:
         permanent = bool(
@@ -353,11 +366,12 @@ class Exporter:
         configured = config.destination(destination)
         if configured is not None:
             target = Target(configured.ae_title, configured.host, configured.port,
-                            configured.tls, config.limits.acse_timeout)
+                            configured.tls, config.limits.acse_timeout,
+                            config.limits.dimse_timeout)
             batch = items
         elif destination.startswith(f"{RETURN_TO_SENDER}:"):
             target = Target(items[0].ae_title, items[0].host, items[0].port, None,
-                            config.limits.acse_timeout)
+                            config.limits.acse_timeout, config.limits.dimse_timeout)
             batch = [i for i in items
                      if (i.ae_title, i.host, i.port) == (target.ae_title, target.host, target.port)]
         else:

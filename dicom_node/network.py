@@ -893,16 +893,23 @@ def build_ae(config: NodeConfig) -> AE:
 
 
 def server_ssl_context(config: NodeConfig) -> ssl.SSLContext | None:
-    """The TLS context for receiving, or ``None`` without TLS."""
+    """The TLS context for receiving, or ``None`` without TLS.
+
+    With ``ca_certificates`` a calling node's certificate is asked for and, when it
+    presents one, must be signed by them; ``require_client_certificate`` also refuses
+    callers that present none.
+    """
     tls = config.tls
     if tls is None:
         return None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(str(tls.certificate), str(tls.private_key))
+    context.verify_mode = ssl.CERT_NONE
     if tls.ca_certificates is not None:
         context.load_verify_locations(str(tls.ca_certificates))
-    context.verify_mode = ssl.CERT_REQUIRED if tls.require_client_certificate else ssl.CERT_NONE
+        context.verify_mode = (ssl.CERT_REQUIRED if tls.require_client_certificate
+                               else ssl.CERT_OPTIONAL)
     return context
 
 

@@ -11,11 +11,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
+from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit
 
 from dicom_node.cli import build_config, main, make_parser, parse_address
 from dicom_node.index import IndexQueries
 from tests.dicom_node.conftest import NodeHarness, make_study
-from tests.peers import free_port, require, start_logged
+from tests.peers import free_port, require, run_orthanc, start_logged
 
 
 @pytest.fixture
@@ -62,6 +64,33 @@ def test_serve_answers_echoscu_and_dicom_node_echo(served: tuple[int, Path]) -> 
     assert echo.returncode == 0, echo.stderr
     assert main(["echo", f"CLI_NODE@127.0.0.1:{port}"]) == 0
     assert main(["echo", f"WRONG_AE@127.0.0.1:{port}"]) == 1
+
+
+def test_send_proposes_each_files_own_transfer_syntax(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``dicom-node send`` to Orthanc: the demo studies (JPEG baseline, as scanners send)
+    and a deflated file arrive in their own transfer syntax, an uncompressed one too."""
+    folder = tmp_path / "send"
+    assert main(["demo-study", str(folder / "demo"), "--kinds", "liver", "--images", "1"]) == 0
+    plain, deflated = make_study(2)
+    plain.save_as(folder / "plain.dcm", enforce_file_format=True)
+    deflated.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    deflated.save_as(folder / "deflated.dcm", enforce_file_format=True)
+    files = sorted(p for p in folder.rglob("*.dcm"))
+    sent = {str(ds.SOPInstanceUID): str(ds.file_meta.TransferSyntaxUID)
+            for ds in (dcmread(p, stop_before_pixels=True) for p in files)}
+    assert JPEGBaseline8Bit in sent.values() and DeflatedExplicitVRLittleEndian in sent.values()
+
+    with run_orthanc(tmp_path / "orthanc") as orthanc:
+        assert main(["send", f"ORTHANC@127.0.0.1:{orthanc.dicom_port}", str(folder)]) == 0
+        assert f"sent {len(files)} of {len(files)} file(s)" in capsys.readouterr().out
+        stored = {}
+        for instance in orthanc.get("/instances"):
+            uid = orthanc.get(f"/instances/{instance}/simplified-tags")["SOPInstanceUID"]
+            syntax = orthanc.get_bytes(f"/instances/{instance}/metadata/TransferSyntax")
+            stored[uid] = syntax.decode()
+    assert stored == sent
 
 
 def test_study_complete_of_unknown_study(served: tuple[int, Path]) -> None:

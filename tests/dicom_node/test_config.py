@@ -79,6 +79,11 @@ def test_unknown_destination_is_refused(tmp_path: Path) -> None:
     [
         ("tls: {ca_certificates: ca.pem}\n", "receiving over TLS needs the node's certificate"),
         (
+            "tls: {certificate: node.pem, private_key: node.key,\n"
+            "      require_client_certificate: true}\n",
+            "require_client_certificate needs ca_certificates",
+        ),
+        (
             "destinations:\n  - {name: a, ae_title: A, host: 10.0.0.5, port: 104,\n"
             "     tls: {certificate: node.pem, ca_certificates: ca.pem}}\n",
             "certificate and private_key go together",

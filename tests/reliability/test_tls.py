@@ -131,7 +131,7 @@ def tls_node(tmp_path: Path, pki: dict[str, TLSConfig]) -> Iterator[Callable[...
     nodes: list[Node] = []
 
     def start(**overrides: object) -> Node:
-        config = node_config(tmp_path, tls=pki["node"], **overrides)
+        config = node_config(tmp_path, **{"tls": pki["node"], **overrides})
         node = Node(
             config, Stages(analyze=FakeAnalyzer(), decode=decode, build=build), ManualClock()
         )
@@ -209,6 +209,25 @@ def _send_and_analyse(node: Node, modality: ssl.SSLContext, count: int) -> None:
     node.clock.advance(60)
     node.dispatcher.complete_due_studies()
     assert node.dispatcher.run_next_job()
+
+
+def test_a_presented_client_certificate_is_verified_even_when_none_is_required(
+    tmp_path: Path, pki: dict[str, TLSConfig], tls_node: Callable[..., Node]
+) -> None:
+    """With ``ca_certificates`` but not ``require_client_certificate`` a caller may come
+    without a certificate, but one it presents must be signed by the CA."""
+    node = tls_node(tls=pki["node"].model_copy(update={"require_client_certificate": False}))
+    assert node.port is not None
+    files = _files(tmp_path, make_study(2))
+    assert storescu_tls(node.port, files, pki["impostor"]) != 0, "untrusted certificate accepted"
+    assert storescu_tls(node.port, files, pki["modality"]) == 0
+    anonymous = client_ssl_context(TLSConfig(ca_certificates=pki["node"].ca_certificates))
+    assoc = requestor().associate(
+        "127.0.0.1", node.port, ae_title="NODE", tls_args=(anonymous, "127.0.0.1")
+    )
+    assert assoc.is_established, "a caller without a certificate refused"
+    assoc.release()
+    assert len(node.spool.instance_files()) == 2
 
 
 def test_exporting_over_tls_verifies_the_archive(
