@@ -11,6 +11,7 @@ that follows the lesion.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,12 +52,17 @@ SECOND_GENERATOR_SEEDS = {"liver": 21_000_000, "breast": 22_000_000}
 SECOND_GENERATOR_CLIP_SEEDS = {"liver": 23_000_000, "breast": 24_000_000}
 """Per organ: first seed of the held-out clips of the image-domain generator."""
 
-UNSEEN_GENERATORS: dict[str, tuple[Renderer, dict[str, int]]] = {
+INDEPENDENT_GENERATORS: dict[str, tuple[Renderer, dict[str, int]]] = {
     "pulse-echo": (generate_pulse_echo, {"liver": 31_000_000, "breast": 32_000_000}),
     "volume-slice": (generate_volume_slice, {"liver": 33_000_000, "breast": 34_000_000}),
 }
-"""Generators no training, tuning or choice of weights ever used, by name: the renderer
-and, per organ, the first seed of the images scored."""
+"""Generators written by someone who had read none of the others, by name: the renderer
+and, per organ, the first seed of the images scored. These images never train, tune or
+choose weights; a detector may have been trained on other seeds of a generator named in
+:data:`INDEPENDENT_TRAINING_SEEDS`."""
+
+INDEPENDENT_TRAINING_SEEDS: dict[str, tuple[int, int]] = {"pulse-echo": (30_000_000, 30_999_999)}
+"""Per independent generator: the seeds its training caches may use (docs/dataset-card.md)."""
 
 ENGINES: dict[str, type[LesionEngine]] = {"liver": LiverEngine, "breast": BreastEngine}
 
@@ -111,8 +117,11 @@ class OrganEvaluation:
     perturbed_roi: dict[str, list[bool]] = field(default_factory=dict)
     second: OrganEvaluation | None = None
     """The same engine on held-out images of the image-domain generator, if scored."""
-    unseen: dict[str, OrganEvaluation] = field(default_factory=dict)
-    """The same engine on images of each of :data:`UNSEEN_GENERATORS`, if scored."""
+    independent: dict[str, OrganEvaluation] = field(default_factory=dict)
+    """The same engine on images of each of :data:`INDEPENDENT_GENERATORS`, if scored."""
+    trained_on: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Per independent generator the detector was trained on other images of: the first
+    and last seed of those images (from its card)."""
 
     @property
     def detection(self) -> tuple[float, float, float]:
@@ -314,15 +323,15 @@ def _score_clip(ev: OrganEvaluation, engine: LesionEngine, clip: PhantomSample) 
 
 def evaluate_organ(organ: str, n_images: int, n_clips: int, weights_dir: Path | None = None,
                    clip_frames: tuple[int, int] = (20, 30), n_perturbed: int = 0,
-                   n_second: int = 0, n_second_clips: int = 0, n_unseen: int = 0
+                   n_second: int = 0, n_second_clips: int = 0, n_independent: int = 0
                    ) -> OrganEvaluation:
     """Run the engine of ``organ`` on held-out images and clips and collect the figures.
 
     The first ``n_perturbed`` images (at most ``n_images``) are also scored as they are
     and changed by each of :data:`~inference.evaluation.robustness.PERTURBATIONS`, all
     with their ultrasound regions.  ``n_second`` held-out images and ``n_second_clips``
-    held-out clips of the image-domain generator are scored into ``second``, ``n_unseen``
-    images of each generator never used in training into ``unseen``.
+    held-out clips of the image-domain generator are scored into ``second``,
+    ``n_independent`` images of each independent generator into ``independent``.
     """
     engine = ENGINES[organ](weights_dir, score_threshold=PR_THRESHOLD)
     operating = ENGINES[organ](weights_dir)
@@ -346,10 +355,24 @@ def evaluate_organ(organ: str, n_images: int, n_clips: int, weights_dir: Path | 
             _score_clip(second, operating, clip)
     if n_second or n_second_clips:
         ev.second = second
-    if n_unseen:
-        ev.unseen = {name: _score_stills(ev, engine, render, seeds[organ], n_unseen, name)
-                     for name, (render, seeds) in UNSEEN_GENERATORS.items()}
+    if n_independent:
+        ev.independent = {
+            name: _score_stills(ev, engine, render, seeds[organ], n_independent, name)
+            for name, (render, seeds) in INDEPENDENT_GENERATORS.items()}
+        card = json.loads((engine.weights_dir / f"{organ}_detector.json").read_text())
+        ev.trained_on = independent_training(card["data"]["cache_seeds"])
     return ev
+
+
+def independent_training(cache_seeds: list[list[int]]) -> dict[str, tuple[int, int]]:
+    """Which independent generators a detector card's training caches (their first and
+    last seeds) drew from, with the first and last seed drawn from each."""
+    found: dict[str, tuple[int, int]] = {}
+    for name, (low, high) in INDEPENDENT_TRAINING_SEEDS.items():
+        spans = [(first, last) for first, last in cache_seeds if low <= first <= high]
+        if spans:
+            found[name] = (min(f for f, _ in spans), max(last for _, last in spans))
+    return found
 
 
 def _score_stills(ev: OrganEvaluation, engine: LesionEngine,

@@ -135,7 +135,7 @@ def organ_section(ev: OrganEvaluation, plot_dir: Path, link_prefix: str) -> str:
         f"![PR curve]({link_prefix}/pr_{ev.organ}.png) "
         f"![Confusion matrix]({link_prefix}/confusion_{ev.organ}.png)", ""]
     return "\n".join(lines + strata_lines(ev) + robustness_lines(ev) + second_generator_lines(ev)
-                     + unseen_generator_lines(ev))
+                     + independent_generator_lines(ev))
 
 
 def strata_lines(ev: OrganEvaluation) -> list[str]:
@@ -217,7 +217,7 @@ def second_generator_lines(ev: OrganEvaluation) -> list[str]:
     return _other_generator_lines(second, intro)
 
 
-UNSEEN_DESCRIPTIONS = {
+INDEPENDENT_DESCRIPTIONS = {
     "pulse-echo": ("inference/phantoms/pulse_echo.py", "simulates radio-frequency echo lines "
                    "(pulse, beam, attenuation along each line, envelope, log compression, scan "
                    "conversion)"),
@@ -226,25 +226,32 @@ UNSEEN_DESCRIPTIONS = {
                      "shadows, refraction edges, mirror and reverberation artefacts, and "
                      "post-processes the display like a scanner"),
 }
-"""Per generator of :data:`~inference.evaluation.lesion.UNSEEN_GENERATORS`: its module
+"""Per generator of :data:`~inference.evaluation.lesion.INDEPENDENT_GENERATORS`: its module
 and how it renders."""
 
 
-def unseen_generator_lines(ev: OrganEvaluation) -> list[str]:
-    """Markdown tables of the engine on the images of each generator never trained on
-    (none if they were not scored)."""
+def independent_generator_lines(ev: OrganEvaluation) -> list[str]:
+    """Markdown tables of the engine on the images of each independent generator (none if
+    they were not scored), each saying whether the detector was trained on others of it."""
     lines: list[str] = []
-    for name, unseen in ev.unseen.items():
-        if not unseen.images:
+    for name, other in ev.independent.items():
+        if not other.images:
             continue
-        module, route = UNSEEN_DESCRIPTIONS[name]
-        intro = (f"The same engine on {unseen.images} images ({unseen.lesions} lesions, with "
+        module, route = INDEPENDENT_DESCRIPTIONS[name]
+        if name in ev.trained_on:
+            first, last = ev.trained_on[name]
+            use = (f"the {ev.organ} detector was trained on other images of it (seeds "
+                   f"{first:,}-{last:,}) and chosen on others again; no classifier saw it, "
+                   "and these images were never used")
+        else:
+            use = ("no network was ever trained, tuned or chosen on its images: it stands for "
+                   "the generator the engines will be judged on")
+        intro = (f"The same engine on {other.images} images ({other.lesions} lesions, with "
                  f"regions) of the {name} generator ({module}), at the same threshold. It was "
                  f"written by someone who had read none of the other generators, {route}, and "
-                 "no network was ever trained, tuned or chosen on its images: it stands for the "
-                 "generator the engines will be judged on. Its ground truth keeps the lesions "
-                 "that pass its own visibility test (see the module):")
-        lines += _other_generator_lines(unseen, intro)
+                 f"{use}. Its ground truth keeps the lesions that pass its own visibility "
+                 "test (see the module):")
+        lines += _other_generator_lines(other, intro)
     return lines
 
 

@@ -80,10 +80,9 @@ GENERATORS: dict[str, Renderer] = {
     "pulse-echo": generate_pulse_echo,
 }
 """The phantom generators a cache can be built from: :mod:`inference.phantoms.generator`,
-:mod:`inference.phantoms.imagedomain` and :mod:`inference.phantoms.pulse_echo` (for
-candidates only: no shipped network was trained on it, and docs/dataset-card.md keeps its
-seeds 30,000,000-30,999,999 for training, below its evaluation seeds in
-:data:`inference.evaluation.lesion.UNSEEN_GENERATORS`)."""
+:mod:`inference.phantoms.imagedomain` and :mod:`inference.phantoms.pulse_echo` (its
+training seeds 30,000,000-30,999,999, below its evaluation seeds in
+:data:`inference.evaluation.lesion.INDEPENDENT_GENERATORS`)."""
 
 
 def _work(args: tuple[Organ, int, int, int, str]) -> dict[str, np.ndarray]:

@@ -1,5 +1,5 @@
 """Held-out detection recall per lesion class and size band; the second generator's
-held-out images and clips; the images of the generators never trained on."""
+held-out images and clips; the images of the independent generators."""
 
 from __future__ import annotations
 
@@ -10,21 +10,22 @@ import pytest
 
 from inference.engines.lesion import LiverEngine
 from inference.evaluation.lesion import (
+    INDEPENDENT_GENERATORS,
     SECOND_GENERATOR_CLIP_SEEDS,
     SECOND_GENERATOR_SEEDS,
     SIZE_BANDS_MM,
-    UNSEEN_GENERATORS,
     LesionOutcome,
     OrganEvaluation,
     clip_roi_vote,
     clip_sample,
     evaluate_organ,
+    independent_training,
 )
 from inference.evaluation.report import (
+    independent_generator_lines,
     organ_section,
     second_generator_lines,
     strata_lines,
-    unseen_generator_lines,
 )
 from inference.phantoms.imagedomain import generate_image_domain
 from inference.training.lesion_data import image_size
@@ -134,19 +135,33 @@ def test_the_second_generator_clips_are_scored_through_detector_and_tracking() -
     assert not any(line.startswith("| Detection") for line in lines)
 
 
-def test_the_unseen_generators_are_scored_apart_from_the_others() -> None:
-    ev = evaluate_organ("liver", n_images=0, n_clips=0, n_unseen=2)
-    assert ev.second is None and list(ev.unseen) == list(UNSEEN_GENERATORS)
-    for name, (render, seeds) in UNSEEN_GENERATORS.items():
-        unseen = ev.unseen[name]
-        assert unseen.images == 2 and unseen.clips == 0
-        assert unseen.lesions == sum(
+def test_the_independent_generators_are_scored_apart_from_the_others() -> None:
+    ev = evaluate_organ("liver", n_images=0, n_clips=0, n_independent=2)
+    assert ev.second is None and list(ev.independent) == list(INDEPENDENT_GENERATORS)
+    for name, (render, seeds) in INDEPENDENT_GENERATORS.items():
+        other = ev.independent[name]
+        assert other.images == 2 and other.clips == 0
+        assert other.lesions == sum(
             len(render("liver", seed, *image_size(seed)).truths[0])
             for seed in (seeds["liver"], seeds["liver"] + 1))
-    lines = unseen_generator_lines(ev)
+    lines = independent_generator_lines(ev)
     intros = [line for line in lines if line.startswith("The same engine on 2 images")]
-    assert len(intros) == len(UNSEEN_GENERATORS)
+    assert len(intros) == len(INDEPENDENT_GENERATORS)
     recalls = [float(line.split("|")[2]) for line in lines
                if line.startswith("| Detection recall")]
-    assert recalls == [round(u.detection[1], 3) for u in ev.unseen.values()]
-    assert unseen_generator_lines(evaluate_organ("liver", n_images=0, n_clips=0)) == []
+    assert recalls == [round(u.detection[1], 3) for u in ev.independent.values()]
+    assert independent_generator_lines(evaluate_organ("liver", n_images=0, n_clips=0)) == []
+
+
+def test_the_report_says_which_independent_generator_a_detector_was_trained_on() -> None:
+    seeds = [[0, 3999], [20_003_000, 20_006_999], [30_100_000, 30_101_999],
+             [30_102_000, 30_103_999]]
+    assert independent_training(seeds) == {"pulse-echo": (30_100_000, 30_103_999)}
+    assert independent_training(seeds[:2]) == {}
+    ev = evaluate_organ("breast", n_images=0, n_clips=0, n_independent=1)
+    ev.trained_on = independent_training(seeds)
+    pulse_echo, volume_slice = (
+        line for line in independent_generator_lines(ev) if line.startswith("The same engine"))
+    assert "and the breast detector was trained on other images of it (seeds " \
+        "30,100,000-30,103,999)" in pulse_echo
+    assert "and no network was ever trained, tuned or chosen on its images" in volume_slice
