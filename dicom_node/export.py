@@ -262,8 +262,30 @@ def _store_one(assoc: Association, target: Target, path: str, ds: Dataset) -> Se
         )
         return SendOutcome(path, None, reason, permanent=True)
     status = assoc.send_c_store(ds)
+    await_reactor(assoc)
     code = int(status.Status) if "Status" in status else None
     return SendOutcome(path, code, None if code is not None else "no response")
+
+
+REACTOR_RESUME_SECONDS = 1.0
+"""Longest wait for an association's reactor to resume after a send."""
+
+
+def await_reactor(assoc: Association) -> None:
+    """Wait until ``assoc``'s reactor has resumed after a ``send_c_store``.
+
+    pynetdicom 3.0 pauses the reactor while a send waits for its response and resumes
+    it on return, but the reactor marks itself paused before each wait, so a next send
+    made before the reactor thread has woken sees it "paused" while it is about to read
+    the DIMSE queue, and the reactor may take that send's response ("unexpected C-STORE
+    service message"; pynetdicom issues #435, #875): the send then waits out its DIMSE
+    timeout and the association is aborted.  Waiting for the reactor to mark itself
+    running (``_is_paused``, pynetdicom 3.0's flag) closes that window.
+    """
+    deadline = time.monotonic() + REACTOR_RESUME_SECONDS
+    while (getattr(assoc, "_is_paused", False) and assoc.is_alive()
+           and time.monotonic() < deadline):
+        time.sleep(0.0001)
 
 
 def _carries(context: PresentationContext, sop_class: UID, transfer_syntax: UID) -> bool:

@@ -14,7 +14,13 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import SegmentationStorage
 
 from dicom_node.config import Completion, Destination, ExportPolicy, Pipeline
-from dicom_node.export import AssociationFailed, SendOutcome, Target, backoff_seconds
+from dicom_node.export import (
+    AssociationFailed,
+    SendOutcome,
+    Target,
+    await_reactor,
+    backoff_seconds,
+)
 from dicom_node.index import ExportState, IndexQueries
 from inference.engines.base import ImageInput
 from inference.findings import ImageResult
@@ -68,6 +74,30 @@ def states(harness: NodeHarness) -> dict[str, tuple[str, int]]:
 def test_backoff_grows_and_is_capped() -> None:
     policy = ExportPolicy(backoff_initial_seconds=10, backoff_factor=2, backoff_max_seconds=60)
     assert [backoff_seconds(n, policy) for n in range(1, 6)] == [10, 20, 40, 60, 60]
+
+
+class ResumingReactor:
+    """An association whose reactor reads as paused for ``polls`` more looks."""
+
+    def __init__(self, polls: int, alive: bool = True) -> None:
+        self.polls, self.alive = polls, alive
+
+    @property
+    def _is_paused(self) -> bool:
+        self.polls -= 1
+        return self.polls >= 0
+
+    def is_alive(self) -> bool:
+        return self.alive
+
+
+def test_a_send_waits_for_the_reactor_to_resume_before_the_next() -> None:
+    resuming = ResumingReactor(polls=5)
+    await_reactor(resuming)  # type: ignore[arg-type]
+    assert resuming.polls == -1, "returned only once the reactor ran again"
+    dead = ResumingReactor(polls=5, alive=False)
+    await_reactor(dead)  # type: ignore[arg-type]
+    assert dead.polls == 4, "a dead association is not waited for"
 
 
 def test_destination_down_then_up_is_retried_with_backoff(make_node: MakeNode) -> None:
