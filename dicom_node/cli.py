@@ -130,10 +130,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = build_config(args)
     node = Node(config, clock=SystemClock(), config_path=config_file(args))
     for pipeline in config.pipelines:
-        if pipeline.allowed_callers is None:
-            LOGGER.warning("pipeline_accepts_any_caller", called_ae=pipeline.called_ae)
-        if not pipeline.destinations:
-            LOGGER.warning("pipeline_has_no_destination", called_ae=pipeline.called_ae)
+        for warning in pipeline.warnings():
+            LOGGER.warning("pipeline_warning", called_ae=pipeline.called_ae, detail=warning)
     # Handled from the start: a SIGTERM while the extra receivers start still stops cleanly.
     signal.signal(signal.SIGTERM, lambda *_: node.request_stop())
     signal.signal(signal.SIGINT, lambda *_: node.request_stop())

@@ -222,6 +222,20 @@ class Pipeline(_Model):
     destinations: list[str] = Field(default_factory=list)
     results: ResultsConfig = ResultsConfig()
 
+    def warnings(self) -> list[str]:
+        """What an administrator should know about this pipeline, in words: it accepts
+        any caller, sends its results nowhere, or cannot return them to any sender."""
+        found = []
+        if self.allowed_callers is None:
+            found.append(f"{self.called_ae} accepts any calling AE")
+        if not self.destinations:
+            found.append(f"{self.called_ae} has no destination: its results are not sent")
+        if RETURN_TO_SENDER in self.destinations and not any(
+                caller.port is not None for caller in self.allowed_callers or []):
+            found.append(f"{self.called_ae} returns results to the sender, but no allowed "
+                         "caller has a port: none can be returned")
+        return found
+
 
 class Limits(_Model):
     """Network and resource limits."""

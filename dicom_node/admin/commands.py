@@ -272,8 +272,8 @@ def cmd_ae(args: argparse.Namespace, backend: Backend) -> int:
         current = backend.pipeline(args.called_ae)
         pipeline = _validated(Pipeline, _apply_flags(current, args))
         note = backend.update_pipeline(args.called_ae, pipeline)
-    if pipeline.allowed_callers is None:
-        print(f"warning: {pipeline.called_ae} accepts any calling AE", file=sys.stderr)
+    for warning in pipeline.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.action} called AE {pipeline.called_ae}: {note}")
     return 0
 

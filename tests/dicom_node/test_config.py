@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from dicom_node.config import Caller, ConfigError, NodeConfig, load_config, validate_ae_title
+from dicom_node.config import (
+    RETURN_TO_SENDER,
+    Caller,
+    ConfigError,
+    NodeConfig,
+    Pipeline,
+    load_config,
+    validate_ae_title,
+)
 from dicom_node.network import same_address
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "example.yaml"
@@ -18,6 +26,20 @@ def test_example_config_loads() -> None:
     assert config.pipelines
     for pipeline in config.pipelines:
         assert pipeline.allowed_callers, "the example config whitelists callers"
+
+
+def test_pipeline_warnings_name_what_an_administrator_must_fix() -> None:
+    """``serve`` logs them and ``ae add|update`` prints them; the example has none."""
+    assert all(not p.warnings() for p in load_config(EXAMPLE).pipelines)
+    assert Pipeline(called_ae="OPEN").warnings() == [
+        "OPEN accepts any calling AE", "OPEN has no destination: its results are not sent"]
+    portless = Pipeline(called_ae="BACK", allowed_callers=[Caller(ae_title="US1")],
+                        destinations=[RETURN_TO_SENDER])
+    assert portless.warnings() == ["BACK returns results to the sender, but no allowed caller "
+                                   "has a port: none can be returned"]
+    reachable = portless.model_copy(
+        update={"allowed_callers": [Caller(ae_title="US1"), Caller(ae_title="US2", port=104)]})
+    assert reachable.warnings() == []
 
 
 def test_defaults() -> None:
