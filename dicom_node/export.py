@@ -271,7 +271,8 @@ REACTOR_RESUME_SECONDS = 1.0
 """Longest wait for an association's reactor to resume after a send."""
 
 
-def await_reactor(assoc: Association) -> None:
+def await_reactor(assoc: Association, clock: Callable[[], float] = time.monotonic,
+                  pause: Callable[[float], None] = time.sleep) -> None:
     """Wait until ``assoc``'s reactor has resumed after a ``send_c_store``.
 
     pynetdicom 3.0 pauses the reactor while a send waits for its response and resumes
@@ -282,10 +283,9 @@ def await_reactor(assoc: Association) -> None:
     timeout and the association is aborted.  Waiting for the reactor to mark itself
     running (``_is_paused``, pynetdicom 3.0's flag) closes that window.
     """
-    deadline = time.monotonic() + REACTOR_RESUME_SECONDS
-    while (getattr(assoc, "_is_paused", False) and assoc.is_alive()
-           and time.monotonic() < deadline):
-        time.sleep(0.0001)
+    deadline = clock() + REACTOR_RESUME_SECONDS
+    while getattr(assoc, "_is_paused", False) and assoc.is_alive() and clock() < deadline:
+        pause(0.0001)
 
 
 def _carries(context: PresentationContext, sop_class: UID, transfer_syntax: UID) -> bool:

@@ -11,7 +11,6 @@ that follows the lesion.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from tqdm import tqdm
 
 from inference.engines.base import ImageInput
 from inference.engines.lesion import BreastEngine, LesionEngine, LiverEngine
+from inference.engines.model_card import read_card
 from inference.evaluation.metrics import (
     Match,
     bootstrap_intervals,
@@ -359,7 +359,7 @@ def evaluate_organ(organ: str, n_images: int, n_clips: int, weights_dir: Path | 
         ev.independent = {
             name: _score_stills(ev, engine, render, seeds[organ], n_independent, name)
             for name, (render, seeds) in INDEPENDENT_GENERATORS.items()}
-        card = json.loads((engine.weights_dir / f"{organ}_detector.json").read_text())
+        card = read_card(engine.weights_dir / f"{organ}_detector.pt")
         ev.trained_on = independent_training(card["data"]["cache_seeds"])
     return ev
 

@@ -15,6 +15,7 @@ from pynetdicom.sop_class import SegmentationStorage
 
 from dicom_node.config import Completion, Destination, ExportPolicy, Pipeline
 from dicom_node.export import (
+    REACTOR_RESUME_SECONDS,
     AssociationFailed,
     SendOutcome,
     Target,
@@ -91,13 +92,35 @@ class ResumingReactor:
         return self.alive
 
 
+class FakeTime:
+    """A monotonic clock that moves only when slept on."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def now(self) -> float:
+        return self.seconds
+
+    def sleep(self, seconds: float) -> None:
+        self.seconds += seconds
+
+
 def test_a_send_waits_for_the_reactor_to_resume_before_the_next() -> None:
+    fake = FakeTime()
+
+    def wait(assoc: ResumingReactor) -> None:
+        await_reactor(assoc, clock=fake.now, pause=fake.sleep)  # type: ignore[arg-type]
+
     resuming = ResumingReactor(polls=5)
-    await_reactor(resuming)  # type: ignore[arg-type]
+    wait(resuming)
     assert resuming.polls == -1, "returned only once the reactor ran again"
     dead = ResumingReactor(polls=5, alive=False)
-    await_reactor(dead)  # type: ignore[arg-type]
+    wait(dead)
     assert dead.polls == 4, "a dead association is not waited for"
+    stuck = ResumingReactor(polls=10**9)
+    started = fake.now()
+    wait(stuck)
+    assert fake.now() - started == pytest.approx(REACTOR_RESUME_SECONDS, abs=1e-3)
 
 
 def test_destination_down_then_up_is_retried_with_backoff(make_node: MakeNode) -> None:

@@ -139,4 +139,3 @@ def test_carcinoma_posterior_shadowing() -> None:
     cases = _posterior_cases("breast", "carcinoma", lambda a: a > 1.5, 5)
     assert len(cases) >= 4
     assert np.mean([below < bb for _, _, below, bb in cases]) >= 0.75, cases
-
