@@ -66,24 +66,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="residual blocks after the stride 4-16 stages and the head; "
                              "--init may then be a network with fewer (its blocks start as "
                              "the identity)")
-    parser.add_argument("--last-cache-share", type=float, default=None,
+    shares = parser.add_mutually_exclusive_group()
+    shares.add_argument("--last-cache-share", type=float, default=None,
                         help="fraction of each epoch's training images drawn from the last "
-                             "--cache (with replacement when it has too few); default: "
-                             "every training image once, whatever its cache")
+                             "--cache (with replacement when it has too few), the rest from "
+                             "the others together; default: every training image once, "
+                             "whatever its cache")
+    shares.add_argument("--cache-shares", type=_shares, default=None,
+                        help="comma-separated fraction of each epoch's training images drawn "
+                             "from each --cache, in their order (summing to 1; with "
+                             "replacement when a cache has too few)")
 
 
-def epoch_order(rng: np.random.Generator, train: np.ndarray, chosen: np.ndarray,
-                share: float | None) -> np.ndarray:
+def _shares(text: str) -> list[float]:
+    """Parse ``--cache-shares``: non-negative fractions summing to 1."""
+    values = [float(part) for part in text.split(",")]
+    if min(values) < 0 or abs(sum(values) - 1.0) > 1e-6:
+        raise argparse.ArgumentTypeError(f"shares must be >= 0 and sum to 1: {text}")
+    return values
+
+
+def epoch_order(rng: np.random.Generator, train: np.ndarray, groups: np.ndarray,
+                shares: list[float] | None) -> np.ndarray:
     """Training image indices of one epoch, shuffled: ``train`` itself, or as many drawn
-    ``share`` from the images where ``chosen`` is true (with replacement when they are too
-    few) and the rest from the others."""
-    if share is None:
+    from each group of images (``groups[i]`` is image ``i``'s) as its share says, with
+    replacement when the group has too few; the first group takes what rounding leaves."""
+    if shares is None:
         return rng.permutation(train)
-    picked, others = train[chosen[train]], train[~chosen[train]]
-    n = round(share * len(train))
-    return rng.permutation(np.concatenate([
-        rng.choice(picked, n, replace=n > len(picked)),
-        rng.choice(others, len(train) - n, replace=len(train) - n > len(others))]))
+    parts = []
+    left = len(train)
+    for group in range(len(shares) - 1, -1, -1):
+        pool = train[groups[train] == group]
+        n = left if group == 0 else round(shares[group] * len(train))
+        parts.append(rng.choice(pool, n, replace=n > len(pool)))
+        left -= n
+    return rng.permutation(np.concatenate(parts))
+
+
+def image_groups(sizes: list[int], args: argparse.Namespace
+                 ) -> tuple[np.ndarray, list[float] | None]:
+    """The group of each merged cache image and the groups' shares of an epoch, from
+    ``--cache-shares`` (a group per cache) or ``--last-cache-share`` (the last cache
+    against the others)."""
+    groups = np.repeat(np.arange(len(sizes)), sizes)
+    if args.cache_shares is not None:
+        if len(args.cache_shares) != len(sizes):
+            raise SystemExit(f"--cache-shares needs {len(sizes)} values, one per --cache")
+        return groups, args.cache_shares
+    if args.last_cache_share is not None:
+        share = args.last_cache_share
+        return (groups == len(sizes) - 1).astype(int), [1.0 - share, share]
+    return groups, None
 
 
 @dataclass
@@ -235,7 +268,7 @@ def run(args: argparse.Namespace) -> None:
     gen = torch.Generator().manual_seed(args.seed)
     caches = [load_cache(path) for path in args.cache]
     cache = merge_caches(caches)
-    from_last = np.arange(len(cache.det)) >= len(cache.det) - len(caches[-1].det)
+    groups, shares = image_groups([len(part.det) for part in caches], args)
     del caches
     train, val, test = split_indices(len(cache.det), args.seed)
     if args.limit:
@@ -255,7 +288,7 @@ def run(args: argparse.Namespace) -> None:
     best = (-1.0, 0.5, (0.0, 0.0, 0.0), 0)
     for epoch in range(args.epochs):
         model.train()
-        order = epoch_order(rng, train, from_last, args.last_cache_share)
+        order = epoch_order(rng, train, groups, shares)
         losses = []
         bar = tqdm(range(0, len(order), args.batch_size), desc=f"epoch {epoch + 1}",
                    mininterval=30)
@@ -287,6 +320,7 @@ def run(args: argparse.Namespace) -> None:
                data={**cache_card_data(args.cache, cache),
                      "train_images": len(train), "val_images": len(val),
                      "last_cache_share": args.last_cache_share,
+                     "cache_shares": args.cache_shares,
                      "test_images": len(test), "split": "8:1:1"},
                metrics={"val_precision": p, "val_recall": r, "val_f1": f1,
                         "iou": DETECTION_IOU, "best_epoch": best[3]},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from inference.findings import BoundingBox
 from inference.models.lesion_nets import LesionDetector, load_grown
 from inference.models.roi import Letterbox, letterbox, roi_crop
 from inference.phantoms.generator import Organ, generate
+from inference.training import detector
 from inference.training.cli import SUBCOMMANDS, main
 from inference.training.common import intensity_augment, sha256_file, sharpness_augment
 from inference.training.detector import epoch_order, zoom_augment
@@ -242,13 +244,32 @@ def test_intensity_augment_softens_the_grey_scale_of_some_images_keeps_backgroun
 def test_epoch_order_draws_the_share_from_the_chosen_images() -> None:
     rng = np.random.default_rng(0)
     train = np.arange(100, 1100)
-    chosen = np.zeros(1200, bool)
-    chosen[1000:] = True  # 100 of the training images, the last cache's
+    chosen = np.zeros(1200, int)
+    chosen[1000:] = 1  # 100 of the training images, the last cache's
     np.testing.assert_array_equal(np.sort(epoch_order(rng, train, chosen, None)), train)
-    order = epoch_order(rng, train, chosen, 0.5)
+    order = epoch_order(rng, train, chosen, [0.5, 0.5])
     assert len(order) == len(train) and set(order) <= set(train)
     assert int(chosen[order].sum()) == 500  # drawn again and again: only 100 exist
-    assert len(set(order[~chosen[order]])) == 500  # the others, each at most once
+    assert len(set(order[chosen[order] == 0])) == 500  # the others, each at most once
+
+
+def test_cache_shares_give_each_cache_its_share() -> None:
+    parser = argparse.ArgumentParser()
+    detector.add_arguments(parser)
+    args = parser.parse_args(["--organ", "breast", "--cache", "a", "b", "c",
+                              "--cache-shares", "0.5,0.25,0.25"])
+    groups, shares = detector.image_groups([600, 300, 300], args)
+    train = np.arange(1200)
+    order = epoch_order(np.random.default_rng(1), train, groups, shares)
+    assert np.bincount(groups[order]).tolist() == [600, 300, 300]
+    last = parser.parse_args(["--organ", "breast", "--cache", "a", "b", "c",
+                              "--last-cache-share", "0.25"])
+    groups, shares = detector.image_groups([600, 300, 300], last)
+    assert shares == [0.75, 0.25] and int(groups.sum()) == 300  # the first two together
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--organ", "breast", "--cache", "a", "--cache-shares", "0.5,0.4"])
+    with pytest.raises(SystemExit):
+        detector.image_groups([600, 300], args)  # three shares for two caches
 
 
 def test_changed_copies_add_crops_from_post_processed_frames() -> None:
