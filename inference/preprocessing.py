@@ -45,10 +45,18 @@ from pydicom.pixels import (
     convert_color_space,
     get_decoder,
 )
-from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.uid import (
+    UID,
+    ExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    RLELossless,
+)
 from scipy import ndimage
 
-from inference.codestreams import declared_size
+from inference.codestreams import declared_size, jpeg_colour_space
 from inference.engines.base import ImageInput
 from inference.findings import AnatomyValues, BoundingBox
 from inference.geometry import FORMAT_2D, TISSUE, ImageGeometry, UltrasoundRegion
@@ -187,6 +195,9 @@ def image_input_from_dataset(ds: Dataset) -> ImageInput:
     for view in _region_views(geometry.regions, shape):
         colour_area = view if colour_area is None else _union(colour_area, view)
     frames, color_fraction = decode_frames(ds, colour_area=colour_area)
+    if frames.ndim != 3:
+        raise PixelDataError(f"Decoded frames have shape {frames.shape}, not frames x rows x "
+                             "columns.")
     return ImageInput(
         sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
         frames=frames,
@@ -231,15 +242,16 @@ def decode_frames(ds: Dataset, colour_area: BoundingBox | None = None
         raise PixelDataError("Photometric Interpretation (0028,0004) is missing.")
     arr, decoded_photometric = _decode(ds)
     arr = _to_frames(ds, arr)
+    if arr.ndim == 4 and decoded_photometric in ("MONOCHROME1", "MONOCHROME2",
+                                                 "PALETTE COLOR"):
+        # Samples per Pixel 3 under a one-sample interpretation: the samples are colour.
+        logger.warning("photometric_interpretation_mismatch", declared=decoded_photometric,
+                       samples=int(arr.shape[-1]), read_as="RGB")
+        decoded_photometric = "RGB"
     if decoded_photometric in ("MONOCHROME1", "MONOCHROME2"):
         return _monochrome_to_uint8(arr, ds, invert=decoded_photometric == "MONOCHROME1"), 0.0
     if decoded_photometric == "PALETTE COLOR":
-        try:
-            rgb = apply_color_lut(arr, ds)
-        except (ValueError, KeyError, AttributeError, IndexError) as exc:
-            raise PixelDataError(f"Cannot apply the palette colour LUT: {exc}") from exc
-        descriptor = ds.get("RedPaletteColorLookupTableDescriptor")
-        rgb = _to_uint8_range(rgb, int(descriptor[2]) if descriptor is not None else 16)
+        rgb = _palette_to_rgb(arr, ds)
         return _luma(rgb), _color_fraction_rgb(_within(rgb, colour_area))
     if arr.ndim != 4 or arr.shape[-1] != 3:
         raise PixelDataError(
@@ -338,10 +350,18 @@ def _decode(ds: Dataset) -> tuple[np.ndarray, str]:
             f"Transfer syntax {tsyntax.name} is not decodable here "
             f"(missing plugin: {', '.join(decoder.missing_dependencies) or 'none'})."
         )
-    options = {}
-    if int(ds.get("SamplesPerPixel", 1) or 1) > 1 and ds.get("PlanarConfiguration") is None:
-        # Type 1C, left out by some devices: interleaved, as nearly every one writes.
+    options: dict[str, object] = {}
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if samples > 1 and (ds.get("PlanarConfiguration") is None
+                        or (tsyntax.is_encapsulated and tsyntax != RLELossless)):
+        # Type 1C, left out by some devices: interleaved, as nearly every one writes.  For
+        # compressed data the codestream decides and the attribute is ignored (PS3.5 8.2),
+        # but pydicom reshapes what the JPEG and JPEG 2000 decoders return by its value.
         options["planar_configuration"] = 0
+    if _full_size_422(ds, tsyntax):
+        # Native data labelled YBR_FULL_422 but holding every chroma sample, as senders
+        # that decompress a JPEG and keep its label write it.
+        options["photometric_interpretation"] = "YBR_FULL"
     try:
         arr, properties = decoder.as_array(ds, raw=True, **options)
     except Exception as exc:  # decoder plugins raise many exception types
@@ -349,7 +369,46 @@ def _decode(ds: Dataset) -> tuple[np.ndarray, str]:
     decoded = str(
         properties.get("photometric_interpretation", ds.PhotometricInterpretation)
     ).strip().upper()
+    if samples == 3:
+        decoded = _jpeg_colour_space(ds, tsyntax, decoded)
     return arr, decoded
+
+
+def _full_size_422(ds: Dataset, tsyntax: UID) -> bool:
+    """Whether native ``YBR_FULL_422`` pixel data holds three samples for every pixel."""
+    if tsyntax.is_encapsulated:
+        return False
+    if str(ds.get("PhotometricInterpretation", "")).strip().upper() != "YBR_FULL_422":
+        return False
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    bytes_per_sample = (int(ds.get("BitsAllocated", 8) or 8) + 7) // 8
+    full = _frame_count(ds) * rows * cols * 3 * bytes_per_sample
+    return full > 0 and len(ds.PixelData) in (full, full + 1)
+
+
+def _jpeg_colour_space(ds: Dataset, tsyntax: UID, decoded: str) -> str:
+    """The colour space of three-sample JPEG data as its first frame was coded.
+
+    pydicom trusts the data set's interpretation except in two cases (JFIF, or
+    component identifiers 'R', 'G', 'B'), and vendors write YCbCr JPEG labelled RGB and
+    RGB JPEG labelled YBR_FULL_422; the decoders return the samples as coded.  Lossy JPEG
+    follows the markers (:func:`inference.codestreams.jpeg_colour_space`); lossless JPEG
+    labelled YBR_FULL_422, which it cannot be, holds RGB.
+    """
+    if tsyntax in (JPEGLossless, JPEGLosslessSV1) and decoded == "YBR_FULL_422":
+        coded = "RGB"
+    elif tsyntax in (JPEGBaseline8Bit, JPEGExtended12Bit):
+        try:
+            first = next(generate_frames(ds.PixelData, number_of_frames=_frame_count(ds)))
+        except (StopIteration, ValueError, TypeError, KeyError):
+            return decoded
+        coded = jpeg_colour_space(first) or decoded
+    else:
+        return decoded
+    if coded.startswith("YBR") == decoded.startswith("YBR"):
+        return decoded
+    logger.info("jpeg_colour_space_from_codestream", declared=decoded, coded=coded)
+    return coded
 
 
 def _to_frames(ds: Dataset, arr: np.ndarray) -> np.ndarray:
@@ -459,10 +518,50 @@ def _off_curve_fraction(rgb: np.ndarray) -> float:
 
 
 def _to_uint8_range(arr: np.ndarray, bits: int) -> np.ndarray:
-    """Scale colour samples of ``bits`` bits (palette entries, 16-bit RGB) to 0..255."""
-    if arr.dtype == np.uint8:
+    """Scale colour samples of ``bits`` bits (palette entries, 16-bit RGB, 6-bit
+    samples) to 0..255, frame by frame to bound memory."""
+    if arr.dtype == np.uint8 and bits >= 8:
         return arr
-    return _round_uint8(arr.astype(np.float32) * (255.0 / float(2**bits - 1)))
+    out = np.empty(arr.shape, dtype=np.uint8)
+    for i in range(arr.shape[0]):
+        out[i] = _round_uint8(arr[i].astype(np.float32) * (255.0 / float(2**bits - 1)))
+    return out
+
+
+def _palette_to_rgb(arr: np.ndarray, ds: Dataset) -> np.ndarray:
+    """``uint8`` RGB of ``PALETTE COLOR`` frames, the palette applied frame by frame
+    (a whole cine through a 16-bit palette would take six times its stored size)."""
+    source = _native_order_palette(ds)
+    descriptor = ds.get("RedPaletteColorLookupTableDescriptor")
+    bits = int(descriptor[2]) if descriptor is not None else 16
+    out = np.empty((*arr.shape, 3), dtype=np.uint8)
+    for i in range(arr.shape[0]):
+        try:
+            rgb = apply_color_lut(arr[i], source)
+        except (ValueError, KeyError, AttributeError, IndexError, TypeError) as exc:
+            raise PixelDataError(f"Cannot apply the palette colour LUT: {exc}") from exc
+        out[i] = _to_uint8_range(rgb[None, ..., :3], bits)[0]
+    return out
+
+
+def _native_order_palette(ds: Dataset) -> Dataset:
+    """``ds``, or for a big-endian data set with 16-bit palette data a data set of its
+    palette with the data in little-endian order: pydicom reads non-segmented palette
+    data as little-endian whatever the transfer syntax."""
+    if "RedPaletteColorLookupTableData" not in ds or _transfer_syntax(ds).is_little_endian:
+        return ds
+    palette = Dataset()
+    for colour in ("Red", "Green", "Blue"):
+        descriptor = ds.get(f"{colour}PaletteColorLookupTableDescriptor")
+        data = ds.get(f"{colour}PaletteColorLookupTableData")
+        if descriptor is None or data is None:
+            return ds
+        setattr(palette, f"{colour}PaletteColorLookupTableDescriptor", descriptor)
+        entries = int(descriptor[0]) or 2**16
+        if len(data) == 2 * entries:
+            data = np.frombuffer(data, dtype=">u2").astype("<u2").tobytes()
+        setattr(palette, f"{colour}PaletteColorLookupTableData", data)
+    return palette
 
 
 def _monochrome_to_uint8(arr: np.ndarray, ds: Dataset, *, invert: bool) -> np.ndarray:
@@ -479,7 +578,7 @@ def _monochrome_to_uint8(arr: np.ndarray, ds: Dataset, *, invert: bool) -> np.nd
     elif "WindowCenter" in ds and "WindowWidth" in ds:
         out = _apply_window(apply_modality_lut(arr, ds).astype(np.float32), ds)
     elif bits_stored <= 8 and not has_rescale and arr.dtype == np.uint8:
-        out = arr
+        out = _to_uint8_range(arr, bits_stored)
     else:
         values = apply_modality_lut(arr, ds).astype(np.float32)
         low, high = float(values.min()), float(values.max())

@@ -300,6 +300,7 @@ def test_a_saturated_overlay_outnumbering_its_grey_levels_still_counts(
     assert image.color_fraction >= 0.38
 
 
+@pytest.mark.parametrize("planar", [0, 1])
 @pytest.mark.parametrize(
     ("syntax", "options", "relabel", "tolerance"),
     [
@@ -310,13 +311,17 @@ def test_a_saturated_overlay_outnumbering_its_grey_levels_still_counts(
     ],
 )
 def test_compressed_rgb(
-    syntax: UID, options: dict[str, object], relabel: str | None, tolerance: float
+    syntax: UID, options: dict[str, object], relabel: str | None, tolerance: float,
+    planar: int,
 ) -> None:
     ds = _dataset(RGB, "RGB")
     ds.compress(syntax, **options)
     if relabel is not None:
         # openjpeg applied the multi-component transform: label it as a writer must.
         ds.PhotometricInterpretation = relabel
+    if syntax != RLELossless:
+        # Irrelevant to compressed data (PS3.5 8.2); vendors write 1 all the same.
+        ds.PlanarConfiguration = planar
     _assert_luma(ds, tolerance)
 
 
@@ -331,20 +336,68 @@ def _pillow_jpeg(frames: np.ndarray, mode: str, subsampling: int) -> list[bytes]
     return out
 
 
-@pytest.mark.parametrize(("photometric", "subsampling"), [("YBR_FULL_422", 1), ("YBR_FULL", 0)])
-def test_jpeg_baseline_ybr(photometric: str, subsampling: int) -> None:
-    smooth = np.repeat(np.repeat(RGB[:, ::4, ::4], 4, axis=1), 4, axis=2)
-    ds = _dataset(smooth, "RGB")
+def _jpeg_dataset(frames: np.ndarray, codestreams: list[bytes], photometric: str) -> Dataset:
+    ds = _dataset(frames, "RGB")
     ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
     ds.PhotometricInterpretation = photometric
-    ds.PixelData = encapsulate(_pillow_jpeg(smooth, "RGB", subsampling))
+    ds.PixelData = encapsulate(codestreams)
     ds["PixelData"].VR = "OB"
     ds["PixelData"].is_undefined_length = True
+    return ds
+
+
+SMOOTH = np.repeat(np.repeat(RGB[:, ::4, ::4], 4, axis=1), 4, axis=2)
+"""Colour frames smooth enough for lossy JPEG to keep their luma within 2 levels."""
+
+
+@pytest.mark.parametrize("planar", [0, 1])
+@pytest.mark.parametrize(("photometric", "subsampling"), [("YBR_FULL_422", 1), ("YBR_FULL", 0)])
+def test_jpeg_baseline_ybr(photometric: str, subsampling: int, planar: int) -> None:
+    ds = _jpeg_dataset(SMOOTH, _pillow_jpeg(SMOOTH, "RGB", subsampling), photometric)
+    ds.PlanarConfiguration = planar  # ignored for JPEG (PS3.5 8.2.1); vendors write 1 too
     image = image_input_from_dataset(ds)
-    expected = smooth.astype(np.float64) @ LUMA_WEIGHTS.astype(np.float64)
+    expected = SMOOTH.astype(np.float64) @ LUMA_WEIGHTS.astype(np.float64)
     assert image.frames.shape == (3, 64, 80)
     assert np.abs(image.frames - expected).mean() < 2.0
     assert image.color_fraction > 0.3
+
+
+def _without_jfif(codestream: bytes) -> bytes:
+    assert codestream[2:4] == b"\xff\xe0"
+    (length,) = struct.unpack(">H", codestream[4:6])
+    return codestream[:2] + codestream[4 + length:]
+
+
+def _rgb_coded(frame: np.ndarray) -> bytes:
+    """A JPEG of ``frame`` coded as RGB (Adobe transform 0), component ids 1, 2, 3."""
+    buffer = io.BytesIO()
+    Image.fromarray(frame, mode="RGB").save(buffer, format="JPEG", quality=95, keep_rgb=True)
+    data = bytearray(buffer.getvalue())
+    for marker in (b"\xff\xc0", b"\xff\xda"):
+        at = data.index(marker)
+        first = at + (10 if marker == b"\xff\xc0" else 5)
+        for i in range(3):
+            data[first + (3 if marker == b"\xff\xc0" else 2) * i] = i + 1
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("label", "coding"),
+    [("RGB", "YCbCr without JFIF"), ("YBR_FULL_422", "RGB, Adobe transform 0")],
+)
+def test_jpeg_colour_space_comes_from_the_codestream(
+    liver_frame: np.ndarray, label: str, coding: str
+) -> None:
+    grey = np.repeat(liver_frame[None, :, :, None], 3, axis=3)
+    grey[:, 40:60, 50:90] = (200, 40, 40)  # a red patch: a colour the luma must see
+    if coding.startswith("RGB"):
+        codestreams = [_rgb_coded(frame) for frame in grey]
+    else:
+        codestreams = [_without_jfif(c) for c in _pillow_jpeg(grey, "RGB", 0)]
+    image = image_input_from_dataset(_jpeg_dataset(grey, codestreams, label))
+    expected = grey.astype(np.float64) @ LUMA_WEIGHTS.astype(np.float64)
+    assert np.abs(image.frames - expected).mean() < 2.0
+    assert image.color_fraction < 0.04  # the patch only: B-mode, not colour Doppler
 
 
 def test_jpeg_baseline_monochrome_cine() -> None:
@@ -412,6 +465,34 @@ def test_pydicom_examples() -> None:
     assert j2k.PhotometricInterpretation == "YBR_RCT"
     expected = j2k.pixel_array.astype(np.float64) @ LUMA_WEIGHTS
     assert np.abs(image_input_from_dataset(j2k).frames[0] - expected).max() <= 0.5
+
+
+def test_big_endian_palette_decodes_as_little_endian() -> None:
+    little = image_input_from_dataset(_local("OBXXXX1A.dcm")).frames
+    big = image_input_from_dataset(_local("OBXXXX1A_expb.dcm")).frames
+    assert little.max() > 200
+    np.testing.assert_array_equal(big, little)
+
+
+def test_three_samples_under_a_monochrome_label_are_read_as_rgb() -> None:
+    ds = _dataset(RGB, "RGB")
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    _assert_luma(ds, 0.51)
+
+
+def test_native_full_size_data_labelled_ybr_full_422() -> None:
+    ds = _dataset(convert_color_space(RGB, "RGB", "YBR_FULL"), "YBR_FULL")
+    ds.PhotometricInterpretation = "YBR_FULL_422"  # but every chroma sample is there
+    frames = image_input_from_dataset(ds).frames
+    assert np.abs(frames.astype(np.float64) - LUMA).max() <= 1.0
+
+
+def test_monochrome_of_fewer_than_8_bits_is_scaled() -> None:
+    arr = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    ds = _dataset(arr, "MONOCHROME2")
+    ds.BitsStored, ds.HighBit = 6, 5
+    frame = image_input_from_dataset(ds).frames[0]
+    assert frame.min() == 0 and frame.max() == 255
 
 
 def test_palette_with_8bit_entries() -> None:
