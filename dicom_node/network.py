@@ -29,10 +29,13 @@ import structlog
 from pydicom import Dataset
 from pydicom.charset import convert_encodings
 from pydicom.uid import (
+    HTJ2K,
     JPEG2000,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
@@ -137,6 +140,9 @@ TRANSFER_SYNTAXES: tuple[str, ...] = (
     JPEGLSNearLossless,
     JPEG2000Lossless,
     JPEG2000,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
+    HTJ2K,
     RLELossless,
     *sorted(VIDEO_TRANSFER_SYNTAXES),
 )

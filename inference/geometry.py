@@ -68,13 +68,21 @@ class UltrasoundRegion:
         )
 
 
+MAX_PIXEL_MM = 10.0
+"""Largest physical size of a pixel taken from a region (mm); a larger, infinite or
+unreadable Physical Delta is a wrong one, and the region then gives no mm sizes."""
+
+
 def _delta_mm(item: Dataset, units_kw: str, delta_kw: str) -> float | None:
     units = item.get(units_kw)
     delta = item.get(delta_kw)
     if units != UNITS_CM or delta is None:
         return None
-    value = abs(float(delta)) * 10.0
-    return value if value > 0 else None
+    try:
+        value = abs(float(delta)) * 10.0
+    except (TypeError, ValueError):
+        return None
+    return value if 0 < value <= MAX_PIXEL_MM else None
 
 
 def regions_from_dataset(ds: Dataset) -> list[UltrasoundRegion]:

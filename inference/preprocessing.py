@@ -419,6 +419,9 @@ def _to_frames(ds: Dataset, arr: np.ndarray) -> np.ndarray:
     if rows <= 0 or cols <= 0 or n_frames <= 0:
         raise PixelDataError(f"Invalid image size {n_frames}x{rows}x{cols}.")
     expected = n_frames * rows * cols * samples
+    if "NumberOfFrames" not in ds and arr.size > expected and arr.size % expected == 0:
+        raise PixelDataError(f"The pixel data holds {arr.size // expected} frames, but Number "
+                             "of Frames (0028,0008) is missing.")
     if arr.size != expected:
         raise PixelDataError(
             f"Decoded {arr.size} values, expected {expected} "

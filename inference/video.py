@@ -16,12 +16,19 @@ from pydicom.uid import (
     HEVCM10P51,
     HEVCMP51,
     MPEG2MPHL,
+    MPEG2MPHLF,
     MPEG2MPML,
+    MPEG2MPMLF,
     MPEG4HP41,
     MPEG4HP41BD,
+    MPEG4HP41BDF,
+    MPEG4HP41F,
     MPEG4HP42STEREO,
+    MPEG4HP42STEREOF,
     MPEG4HP422D,
+    MPEG4HP422DF,
     MPEG4HP423D,
+    MPEG4HP423DF,
     UID,
 )
 
@@ -34,11 +41,19 @@ VIDEO_TRANSFER_SYNTAXES: frozenset[UID] = frozenset(
         MPEG4HP422D,
         MPEG4HP423D,
         MPEG4HP42STEREO,
+        MPEG2MPMLF,
+        MPEG2MPHLF,
+        MPEG4HP41F,
+        MPEG4HP41BDF,
+        MPEG4HP422DF,
+        MPEG4HP423DF,
+        MPEG4HP42STEREOF,
         HEVCMP51,
         HEVCM10P51,
     }
 )
-"""Transfer syntaxes whose pixel data is a video bit stream."""
+"""Transfer syntaxes whose pixel data is a video bit stream (the fragmentable ones
+spread it over fragments, which are joined)."""
 
 
 class VideoDecodeError(ValueError):
@@ -69,9 +84,13 @@ def decode_video(ds: Dataset) -> np.ndarray:
         import av
     except ImportError as exc:
         raise VideoDecodeError("video cine needs PyAV (pip install av)") from exc
-    stream = b"".join(generate_fragments(ds.PixelData))
+    fragments = generate_fragments(ds.PixelData)
+    next(fragments, None)  # the Basic Offset Table item: no part of the stream
+    stream = b"".join(fragments)
     rows, columns = int(ds.Rows), int(ds.Columns)
-    wanted = int(ds.get("NumberOfFrames", 1) or 1)
+    declared = ds.get("NumberOfFrames")
+    # Without Number of Frames one frame more than a still is read, to tell the two apart.
+    wanted = int(declared or 1) + (declared is None)
     frames: list[np.ndarray] = []
     try:
         with av.open(io.BytesIO(stream), mode="r") as container:
@@ -97,6 +116,11 @@ def decode_video(ds: Dataset) -> np.ndarray:
                     break
     except av.error.FFmpegError as exc:
         raise VideoDecodeError(f"cannot decode the video stream: {exc}") from exc
+    if declared is None:
+        if len(frames) > 1:
+            raise VideoDecodeError("the video holds several frames, but Number of Frames "
+                                   "(0028,0008) is missing")
+        wanted = 1
     if len(frames) < wanted:
         raise VideoDecodeError(f"the video holds {len(frames)} frames, the header says {wanted}")
     return np.stack(frames)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import re
+import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import structlog
-from pydicom import Dataset
+from pydicom import DataElement, Dataset
+from pydicom.charset import convert_encodings, encode_string, python_encoding
 from pydicom.uid import (
     UID,
     SecondaryCaptureImageStorage,
@@ -264,8 +266,9 @@ def conformant_view(ds: Dataset) -> Dataset:
     ``1994.11.05``), for a missing or empty Modality (Type 1; ``US``, which
     every class the node analyses implies) and for a source in a lossy transfer
     syntax that does not declare Lossy Image Compression (then ``01``, with the
-    method of its transfer syntax), and for a colour source without Planar
-    Configuration (then 0, interleaved, as the decoder reads it).  The pixel data
+    method of its transfer syntax), for a colour source without Planar
+    Configuration (then 0, interleaved, as the decoder reads it) and for a Patient
+    Sex outside M, F and O (``f``, ``female``, ``W`` become F; ``U`` is empty).  The pixel data
     element is shared, not copied.  Call
     :func:`restore_referenced_classes` with the original sources on every
     object built from views.
@@ -277,8 +280,9 @@ def conformant_view(ds: Dataset) -> Dataset:
     modality = str(ds.get("Modality", "") or "").strip()
     lossy_method = _undeclared_lossy_method(ds)
     planar = int(ds.get("SamplesPerPixel", 1) or 1) > 1 and ds.get("PlanarConfiguration") is None
+    sex = _conformant_sex(ds)
     if (ds.SOPClassUID not in _CURRENT_CLASSES and not missing and not dates and modality
-            and lossy_method is None and not planar):
+            and lossy_method is None and not planar and sex is None):
         return ds
     view = attribute_copy(ds)
     if "PixelData" in ds:
@@ -295,10 +299,26 @@ def conformant_view(ds: Dataset) -> Dataset:
         view.Modality = "US"
     if planar:
         view.PlanarConfiguration = 0  # Type 1C, left out by some devices: interleaved
+    if sex is not None:
+        view.PatientSex = sex
     if lossy_method is not None:
         view.LossyImageCompression = "01"
         view.LossyImageCompressionMethod = lossy_method
     return view
+
+
+_PATIENT_SEX = {"M": "M", "F": "F", "O": "O", "MALE": "M", "FEMALE": "F", "W": "F"}
+"""Patient Sex values devices write and the enumerated value (PS3.3 C.7.1.1) each means;
+``W`` is German and Dutch *weiblich*/*vrouw*."""
+
+
+def _conformant_sex(ds: Dataset) -> str | None:
+    """The enumerated Patient Sex for a value outside M, F and O (``""``, Type 2, when
+    it names none of them, as ``U`` for unknown), or ``None`` when it is conformant."""
+    value = ds.get("PatientSex")
+    if value is None or str(value) in ("", "M", "F", "O"):
+        return None
+    return _PATIENT_SEX.get(str(value).strip().upper(), "")
 
 
 def _undeclared_lossy_method(ds: Dataset) -> str | None:
@@ -411,23 +431,95 @@ def _check_one_patient_and_study(images: Sequence[Dataset]) -> None:
         raise ValueError(f"The sources come from different patients ({keyword} differs).")
 
 
+UTF8 = "ISO_IR 192"
+"""Specific Character Set of an object whose text the source's repertoire cannot hold."""
+
+_DEFAULT_TERMS = frozenset({"", "ISO_IR 6", "ISO 2022 IR 6"})
+"""Terms devices write for the default repertoire (only an absent attribute or an empty
+first value of a code-extension set is standard, PS3.3 C.12.1.1.2)."""
+
+_TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "PN"})
+"""Value representations whose text is encoded with the Specific Character Set."""
+
+
+def source_character_set(ds: Dataset) -> str | list[str] | None:
+    """The Specific Character Set of ``ds`` as a standard value for the result objects.
+
+    Duplicate terms are dropped; the default repertoire spelt ``ISO_IR 6`` or ``ISO 2022
+    IR 6`` is no value, or the empty first value of a code-extension set; a single
+    ``ISO 2022 IR n`` term of a single-byte set is that set without code extensions
+    (``ISO_IR n``); a term pydicom does not know gives ``None``.
+    """
+    value = ds.get("SpecificCharacterSet")
+    raw = [value] if isinstance(value, str) else list(value or [])
+    terms = list(dict.fromkeys(str(term).strip().upper() for term in raw))
+    if any(term not in _DEFAULT_TERMS and term not in python_encoding for term in terms):
+        return None
+    if len(terms) <= 1:
+        term = terms[0] if terms else ""
+        if term in _DEFAULT_TERMS:
+            return None
+        if term.startswith("ISO 2022 IR "):
+            single = term.replace("ISO 2022 IR ", "ISO_IR ")
+            return single if single in python_encoding else ["", term]
+        return term
+    return ["" if term in _DEFAULT_TERMS else term for term in terms]
+
+
 def character_set_for_highdicom(ds: Dataset) -> str | list[str] | None:
-    """Specific Character Set of ``ds`` in a form highdicom accepts.
+    """:func:`source_character_set` of ``ds`` in a form highdicom accepts.
 
     highdicom rejects the empty first value of a code-extension set such as
     ``\\ISO 2022 IR 87``; ``ISO 2022 IR 6`` names the same default repertoire.
-    Call :func:`restore_character_set` afterwards to keep the source's value.
+    Call :func:`restore_character_set` afterwards to write the standard value.
     """
-    value = ds.get("SpecificCharacterSet")
+    value = source_character_set(ds)
     if value is None or isinstance(value, str):
-        return value or None
+        return value
     return [item or "ISO 2022 IR 6" for item in value]
 
 
 def restore_character_set(target: Dataset, source: Dataset) -> None:
-    """Give ``target`` the exact Specific Character Set of ``source``."""
-    if "SpecificCharacterSet" in source:
-        target.SpecificCharacterSet = source.SpecificCharacterSet
+    """Give ``target`` the Specific Character Set of ``source``
+    (:func:`source_character_set`), or UTF-8 when a text of ``target`` does not fit
+    it: text the node writes (an institution name, a note) may hold characters the
+    source's repertoire lacks."""
+    value = source_character_set(source)
+    if not _encodable(target, value):
+        LOGGER.info("result_character_set_utf8", source=str(source.get(
+            "SpecificCharacterSet", "")))
+        value = UTF8
+    if value is None:
+        if "SpecificCharacterSet" in target:
+            del target.SpecificCharacterSet
+    else:
+        target.SpecificCharacterSet = value
+
+
+def _encodable(ds: Dataset, value: str | list[str] | None) -> bool:
+    """Whether every text of ``ds`` (and its sequences) encodes in the character set
+    ``value``."""
+    terms = [value] if isinstance(value, str) else value or [""]
+    # The default repertoire is ASCII, though pydicom reads it as Latin-1.
+    encodings = ["ascii" if term in _DEFAULT_TERMS else convert_encodings([term])[0]
+                 for term in terms]
+    texts: list[str] = []
+
+    def collect(_ds: Dataset, elem: DataElement) -> None:
+        if elem.VR in _TEXT_VRS and elem.value is not None:
+            values = elem.value if elem.VM > 1 else [elem.value]
+            texts.extend(str(item) for item in values)
+
+    ds.walk(collect)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            for text in texts:
+                if not text.isascii():
+                    encode_string(text, encodings)
+        except (UnicodeError, UserWarning, LookupError):
+            return False
+    return True
 
 
 UNPAIRED_BODY_PARTS = frozenset({

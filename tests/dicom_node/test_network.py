@@ -12,11 +12,18 @@ from pathlib import Path
 import pytest
 from pydicom import Dataset, dcmread
 from pydicom.uid import (
+    HTJ2K,
+    MPEG2MPMLF,
+    MPEG4HP41F,
+    MPEG4HP42STEREOF,
     UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
     ImplicitVRLittleEndian,
+    UltrasoundMultiFrameImageStorage,
 )
 from pynetdicom import AE
 from pynetdicom._globals import MODE_ACCEPTOR
@@ -420,3 +427,18 @@ def test_a_store_request_without_its_instance_uid_is_aborted_at_once(
         assert _pdu_type(sock) == 0x07  # A-ABORT
     harness.wait_for_associations_closed(10)
     assert not list(harness.node.spool.instance_files())
+
+
+def test_htj2k_and_fragmentable_video_syntaxes_are_accepted(make_node: MakeNode) -> None:
+    harness = make_node()
+    ae = AE(ae_title="MODALITY")
+    proposed = [HTJ2KLossless, HTJ2KLosslessRPCL, HTJ2K, MPEG2MPMLF, MPEG4HP41F, MPEG4HP42STEREOF]
+    for syntax in proposed:
+        ae.add_requested_context(UltrasoundMultiFrameImageStorage, [syntax])
+    assoc = ae.associate("127.0.0.1", harness.port, ae_title="NODE")
+    try:
+        assert assoc.is_established
+        accepted = {cx.transfer_syntax[0] for cx in assoc.accepted_contexts}
+        assert accepted == set(proposed)
+    finally:
+        assoc.release()

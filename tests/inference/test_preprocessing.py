@@ -20,6 +20,7 @@ from pydicom.encaps import encapsulate
 from pydicom.pixels import apply_color_lut, convert_color_space
 from pydicom.tag import Tag
 from pydicom.uid import (
+    HTJ2K,
     JPEG2000,
     MPEG2MPML,
     UID,
@@ -35,7 +36,7 @@ from pydicom.uid import (
 from inference import preprocessing
 from inference.engines.base import ImageInput
 from inference.findings import AnatomyValues, BoundingBox, NotAssessedReasonValues
-from inference.geometry import ImageGeometry, UltrasoundRegion
+from inference.geometry import ImageGeometry, UltrasoundRegion, box_size_mm, regions_from_dataset
 from inference.phantoms.generator import generate
 from inference.preprocessing import (
     LUMA_WEIGHTS,
@@ -493,6 +494,32 @@ def test_monochrome_of_fewer_than_8_bits_is_scaled() -> None:
     ds.BitsStored, ds.HighBit = 6, 5
     frame = image_input_from_dataset(ds).frames[0]
     assert frame.min() == 0 and frame.max() == 255
+
+
+def test_a_cine_without_number_of_frames_is_refused_with_the_reason() -> None:
+    ds = _dataset(RGB, "RGB")
+    del ds.NumberOfFrames
+    with pytest.raises(PixelDataError, match="holds 3 frames, but Number of Frames"):
+        image_input_from_dataset(ds)
+
+
+def test_a_j2k_codestream_under_the_htj2k_syntax_decodes() -> None:
+    ds = _dataset(RGB, "RGB")
+    ds.compress(JPEG2000Lossless)
+    ds.file_meta.TransferSyntaxUID = HTJ2K  # a Part 1 codestream is valid HTJ2K
+    ds.PhotometricInterpretation = "YBR_RCT"
+    _assert_luma(ds, 0.51)
+
+
+@pytest.mark.parametrize("delta", [float("inf"), 1e307, 50.0])
+def test_an_implausible_physical_delta_gives_no_mm(delta: float) -> None:
+    ds = _dataset(RGB, "RGB")
+    region = _b_mode_region(0, 0, 79, 63)
+    region.PhysicalDeltaX = delta
+    ds.SequenceOfUltrasoundRegions = [region]
+    (read,) = regions_from_dataset(ds)
+    assert read.delta_x_mm is None and read.delta_y_mm == pytest.approx(0.3)
+    assert box_size_mm([read], BoundingBox(0, 0, 10, 10)) is None
 
 
 def test_palette_with_8bit_entries() -> None:

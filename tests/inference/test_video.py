@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
-from pydicom.encaps import encapsulate
-from pydicom.uid import HEVCMP51, MPEG2MPML, MPEG4HP41, UltrasoundMultiFrameImageStorage
+from pydicom.encaps import encapsulate, generate_fragments
+from pydicom.uid import (
+    HEVCMP51,
+    MPEG2MPML,
+    MPEG4HP41,
+    MPEG4HP41F,
+    UltrasoundMultiFrameImageStorage,
+)
 
 from inference.preprocessing import PixelDataError, image_input_from_dataset
 
@@ -92,4 +98,19 @@ def test_video_declaring_another_size_is_refused_before_decoding() -> None:
     ds = video_dataset(encode(moving_square(4), "libx264", "h264"), MPEG4HP41, frames=4)
     ds.Columns = COLUMNS * 4
     with pytest.raises(PixelDataError, match=f"declares {COLUMNS}x{ROWS}"):
+        image_input_from_dataset(ds)
+
+
+def test_fragmentable_video_is_joined_from_its_fragments() -> None:
+    bitstream = encode(moving_square(FRAMES), "libx264", "h264")
+    ds = video_dataset(bitstream, MPEG4HP41F)
+    ds.PixelData = encapsulate([bitstream], fragments_per_frame=3)
+    assert len(list(generate_fragments(ds.PixelData))) == 1 + 3  # the offset table first
+    assert image_input_from_dataset(ds).frames.shape == (FRAMES, ROWS, COLUMNS)
+
+
+def test_video_cine_without_number_of_frames_is_refused() -> None:
+    ds = video_dataset(encode(moving_square(4), "libx264", "h264"), MPEG4HP41, frames=4)
+    del ds.NumberOfFrames
+    with pytest.raises(PixelDataError, match="Number of Frames"):
         image_input_from_dataset(ds)

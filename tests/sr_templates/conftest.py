@@ -22,7 +22,8 @@ _XPATH_LIMITS = [
 
 
 def _run(command: list[str]) -> str:
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    completed = subprocess.run(command, capture_output=True, text=True, errors="replace",
+                               timeout=300, check=False)
     return completed.stdout + completed.stderr
 
 

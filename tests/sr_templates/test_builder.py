@@ -256,3 +256,65 @@ def test_patient_ids_differing_in_case_are_two_patients() -> None:
     assert patient_difference(a, b) == "PatientID"
     c = make_us_image(patient_name="DOE^JANE^^")
     assert patient_difference(make_us_image(), c) is None
+
+
+def _with(ds: Dataset, **values: object) -> Dataset:
+    for keyword, value in values.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    return ds
+
+
+@pytest.mark.parametrize(
+    ("values", "written"),
+    [
+        ({"SpecificCharacterSet": "ISO_IR 6"}, None),
+        ({"SpecificCharacterSet": "ISO 2022 IR 6"}, None),
+        ({"SpecificCharacterSet": "ISO 2022 IR 100"}, "ISO_IR 100"),
+        ({"SpecificCharacterSet": ["ISO_IR 100", "ISO_IR 100"]}, "ISO_IR 100"),
+        ({"PatientSex": "U"}, "ISO_IR 100"),
+        ({"PatientSex": "female"}, "ISO_IR 100"),
+        ({"PatientSex": "W"}, "ISO_IR 100"),
+    ],
+)
+def test_character_sets_and_patient_sex_devices_write(
+    values: dict[str, object], written: str | None, dciodvfy: Callable
+) -> None:
+    source = _with(make_us_image("RGB"), **values)
+    objects = build_result_objects([source], findings_for(source), EVERYTHING)
+    assert len(objects) == 4
+    for obj in objects:
+        dciodvfy(obj)
+        assert obj.get("SpecificCharacterSet") == written
+        assert obj.PatientSex in ("", "F")
+
+
+@pytest.mark.parametrize(
+    ("japanese", "charset", "institution", "written"),
+    [
+        (False, None, "Hôpital Genève", "ISO_IR 192"),
+        (False, "ISO_IR 100", "Hôpital Genève", "ISO_IR 100"),
+        (False, "ISO_IR 100", "東京大学病院", "ISO_IR 192"),
+        (True, None, "Hôpital Genève", "ISO_IR 192"),
+        (True, None, "Clinic", ["", "ISO 2022 IR 87"]),
+    ],
+)
+def test_text_the_node_writes_gets_a_character_set_that_holds_it(
+    tmp_path: Path, japanese: bool, charset: str | None, institution: str,
+    written: str | list[str], dciodvfy: Callable,
+) -> None:
+    source = make_us_image("RGB", japanese=japanese)
+    if not japanese:
+        _with(source, SpecificCharacterSet=charset)
+    options = ResultOptions(include_overlay_capture=True, institution_name=institution)
+    objects = build_result_objects([source], findings_for(source), options)
+    for number, obj in enumerate(objects):
+        dciodvfy(obj)
+        path = tmp_path / f"{number}.dcm"
+        obj.save_as(path, enforce_file_format=True)
+        read = pydicom.dcmread(path)
+        assert read.get("SpecificCharacterSet") == written
+        assert read.InstitutionName == institution
+        assert str(read.PatientName) == str(source.PatientName)
