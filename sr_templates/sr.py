@@ -181,7 +181,13 @@ def _finding_site(lesion: LesionFinding, source: Dataset) -> hd.sr.FindingSite:
 def _lesion_groups(
     lesion: LesionFinding, algorithm: AlgorithmInfo, sources: SourceSet
 ) -> list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations]:
-    """The box group of a lesion, plus an outline group when it has a contour."""
+    """The box group of a lesion, and before it an outline group when it has a contour.
+
+    Viewers that merge the groups of one Tracking UID (OHIF) draw the first group's
+    region and label it with every group's measurements: the outline, labelled with
+    its area and the box's width and height, describes the lesion; the box labelled
+    with the outline's area would not.
+    """
     key = lesion.key_observation
     groups = [
         _planar_group(
@@ -203,8 +209,8 @@ def _lesion_groups(
         if region is not None and region.delta_x_mm and region.delta_y_mm:
             mm2 = polygon_area(contour) * region.delta_x_mm * region.delta_y_mm
             area.append(_num(codes.AREA, mm2, codes.UNIT_MM2))
-        groups.append(
-            _planar_group(lesion, algorithm, sources, contour, codes.OUTLINE, area)
+        groups.insert(
+            0, _planar_group(lesion, algorithm, sources, contour, codes.OUTLINE, area)
         )
     return groups
 
@@ -260,27 +266,30 @@ def _source_images(
 
 
 def _negative_statement(
-    anatomy: AnatomyValues,
-) -> tuple[Code | None, list[hd.sr.FindingSite], hd.sr.QualitativeEvaluation]:
-    """Finding type, sites and evaluation saying an analysed image gave nothing.
+    anatomy: AnatomyValues, side: str | None
+) -> tuple[list[hd.sr.FindingSite], hd.sr.QualitativeEvaluation]:
+    """Sites and evaluation saying an analysed image gave nothing.
 
-    A liver or breast image without a lesion has no finding type: "Finding = Mass"
-    would make readers that select groups by finding type (highdicom, viewers) count
-    it as a mass; its evaluation says "Mass = Absent".
+    No finding type: "Finding = Mass" (or "Left ventricle") would make readers that
+    select groups by finding type (highdicom, viewers, SR indexes) count it as a mass or
+    a ventricle measured; a liver or breast image's evaluation says "Mass = Absent", a
+    breast's site names the side its images show.
     """
     if anatomy in _LESION_ANATOMIES:
-        site = [hd.sr.FindingSite(codes.finding_site(anatomy))]
-        return None, site, hd.sr.QualitativeEvaluation(codes.MASS, codes.ABSENT)
+        site = [hd.sr.FindingSite(codes.finding_site(anatomy),
+                                  laterality=codes.LATERALITY.get(side or ""))]
+        return site, hd.sr.QualitativeEvaluation(codes.MASS, codes.ABSENT)
     no_result = hd.sr.QualitativeEvaluation(codes.ALGORITHM_OUTCOME, codes.NO_RESULT)
     if anatomy is AnatomyValues.HEART:
-        return codes.LEFT_VENTRICLE, [hd.sr.FindingSite(codes.HEART)], no_result
-    return None, [], no_result
+        return [hd.sr.FindingSite(codes.HEART)], no_result
+    return [], no_result
 
 
 def _nothing_found_groups(
     result: StudyResult, sources: SourceSet, options: ResultOptions
 ) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
-    negatives: dict[tuple[str, AnatomyValues], list[ImageResult]] = defaultdict(list)
+    negatives: dict[tuple[str, AnatomyValues, str | None], list[ImageResult]] = \
+        defaultdict(list)
     algorithms: dict[str, AlgorithmInfo] = {}
     for image in result.images:
         algorithm = image.algorithm
@@ -288,18 +297,21 @@ def _nothing_found_groups(
             continue
         if not image.lesions and not image.cardiac:
             algorithms[algorithm.device_uid] = algorithm
-            negatives[(algorithm.device_uid, image.anatomy)].append(image)
+            side = (source_side(sources.image(image.source_sop_instance_uid))
+                    if image.anatomy is AnatomyValues.BREAST else None)
+            negatives[(algorithm.device_uid, image.anatomy, side)].append(image)
     groups = []
-    for (device_uid, anatomy), images in negatives.items():
+    for (device_uid, anatomy, side), images in negatives.items():
         algorithm = algorithms[device_uid]
-        finding_type, sites, evaluation = _negative_statement(anatomy)
+        sites, evaluation = _negative_statement(anatomy, side)
+        place = anatomy.value if side is None else f"{anatomy.value} {side}"
         groups.append(
             hd.sr.MeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=options.uid(result.study_instance_uid, "negative", device_uid, anatomy),
-                    identifier=f"Nothing found ({anatomy.value}, {algorithm.name})",
+                    uid=options.uid(result.study_instance_uid, "negative", device_uid, anatomy,
+                                    *([side] if side else [])),
+                    identifier=f"Nothing found ({place}, {algorithm.name})",
                 ),
-                finding_type=finding_type,
                 algorithm_id=algorithm_identification(algorithm),
                 finding_sites=sites or None,
                 qualitative_evaluations=[evaluation],

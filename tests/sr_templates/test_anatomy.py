@@ -151,6 +151,27 @@ def test_a_bilateral_breast_study_says_which_breast_each_lesion_is_in(
     assert sides == {left.SOPInstanceUID: "L", right.SOPInstanceUID: "R"}
 
 
+def test_a_clean_breast_image_says_which_breast_had_nothing(dciodvfy: Callable) -> None:
+    right, left, other_left = (_breast_source(Laterality="R"), _breast_source(Laterality="L"),
+                               _breast_source(ImageLaterality="L"))
+    lesion = make_lesion(right, BoundingBox(20, 20, 60, 60), anatomy=AnatomyValues.BREAST)
+    result = study_of(analysed(right, [lesion], anatomy=AnatomyValues.BREAST),
+                      analysed(left, anatomy=AnatomyValues.BREAST),
+                      analysed(other_left, anatomy=AnatomyValues.BREAST), source=right)
+    (report,) = build_result_objects([right, left, other_left], result,
+                                     ResultOptions(include_segmentation=False,
+                                                   include_presentation_state=False))
+    dciodvfy(report)
+    assert sorted(_finding_sites(report)) == [("Breast", "Left"), ("Breast", "Right")]
+    right_negative = _breast_source(Laterality="R")
+    result = study_of(analysed(left, anatomy=AnatomyValues.BREAST),
+                      analysed(right_negative, anatomy=AnatomyValues.BREAST), source=left)
+    (report,) = build_result_objects([left, right_negative], result,
+                                     ResultOptions(include_segmentation=False,
+                                                   include_presentation_state=False))
+    assert sorted(_finding_sites(report)) == [("Breast", "Left"), ("Breast", "Right")]
+
+
 def test_a_jpeg_source_that_does_not_say_it_is_lossy_gives_lossy_derived_objects(
     dciodvfy: Callable,
 ) -> None:

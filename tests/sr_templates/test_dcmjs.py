@@ -12,6 +12,7 @@ import pytest
 
 from inference.findings import BoundingBox
 from sr_templates import ResultOptions, build_result_objects
+from sr_templates.shapes import closed_polyline
 from tests.sr_templates.sr_factories import analysed, make_lesion, make_us_image, save, study_of
 
 JS = Path(__file__).parent / "js"
@@ -60,10 +61,14 @@ def test_dcmjs_finds_every_box(dcmjs_parser: Path, tmp_path: Path) -> None:
         graphic = measurement["graphic"]
         assert measurement["trackingIdentifier"] == lesion.tracking_id
         assert graphic["graphicType"] == "POLYLINE"
-        np.testing.assert_allclose(graphic["points"],
-                                   lesion.key_observation.box.polyline().ravel())
+        contour = lesion.key_observation.contour
+        # A lesion with a contour is drawn as its outline, labelled with the outline's area.
+        shape = (lesion.key_observation.box.polyline() if contour is None
+                 else closed_polyline(contour))
+        np.testing.assert_allclose(graphic["points"], shape.ravel())
         assert graphic["referencedSOPInstanceUID"] == lesion.source_sop_instance_uid
         expected_frames = [3] if lesion.source_sop_instance_uid == cine.SOPInstanceUID else []
         assert graphic["referencedFrameNumber"] == expected_frames
         labels = {label["code"]: label["value"] for label in measurement["labels"]}
         assert labels["111047"] == pytest.approx(lesion.malignancy_probability)
+        assert ("42798000" in labels) == (contour is not None)  # Area, only the outline's

@@ -233,6 +233,8 @@ def test_echo_without_result_says_so(tmp_path: Path) -> None:
     (evaluation,) = group.get_qualitative_evaluations(name=codes.ALGORITHM_OUTCOME)
     assert evaluation.value == codes.NO_RESULT
     assert group.finding_sites[0].value == codes.HEART
+    assert sr.content.get_image_measurement_groups(finding_type=codes.LEFT_VENTRICLE) == [], (
+        "a group without a result is not counted as a ventricle measured")
 
 
 def test_fifty_findings(tmp_path: Path) -> None:
