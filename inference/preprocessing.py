@@ -350,33 +350,47 @@ def _decode(ds: Dataset) -> tuple[np.ndarray, str]:
             f"Transfer syntax {tsyntax.name} is not decodable here "
             f"(missing plugin: {', '.join(decoder.missing_dependencies) or 'none'})."
         )
-    options: dict[str, object] = {}
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    if samples > 1 and (ds.get("PlanarConfiguration") is None
-                        or (tsyntax.is_encapsulated and tsyntax != RLELossless)):
-        # Type 1C, left out by some devices: interleaved, as nearly every one writes.  For
-        # compressed data the codestream decides and the attribute is ignored (PS3.5 8.2),
-        # but pydicom reshapes what the JPEG and JPEG 2000 decoders return by its value.
-        options["planar_configuration"] = 0
-    if _full_size_422(ds, tsyntax):
-        # Native data labelled YBR_FULL_422 but holding every chroma sample, as senders
-        # that decompress a JPEG and keep its label write it.
-        options["photometric_interpretation"] = "YBR_FULL"
     try:
-        arr, properties = decoder.as_array(ds, raw=True, **options)
+        arr, properties = decoder.as_array(ds, raw=True, **decode_options(ds))
     except Exception as exc:  # decoder plugins raise many exception types
         raise PixelDataError(f"Cannot decode pixel data ({tsyntax.name}): {exc}") from exc
     decoded = str(
         properties.get("photometric_interpretation", ds.PhotometricInterpretation)
     ).strip().upper()
-    if samples == 3:
-        decoded = _jpeg_colour_space(ds, tsyntax, decoded)
     return arr, decoded
+
+
+def decode_options(ds: Dataset) -> dict[str, object]:
+    """Options for pydicom's decoders that correct what devices get wrong.
+
+    * Planar Configuration: 0 when it is missing (Type 1C, left out by some devices:
+      interleaved, as nearly every one writes), and for compressed data but RLE, where
+      the codestream decides and the attribute is ignored (PS3.5 8.2) but pydicom
+      reshapes what the JPEG and JPEG 2000 decoders return by its value.
+    * Photometric Interpretation: ``YBR_FULL`` for native data labelled
+      ``YBR_FULL_422`` that holds every chroma sample (senders that decompress a JPEG
+      keep its label); for three-sample JPEG, the colour space its codestream was
+      coded in when the label says otherwise (:func:`_jpeg_colour_space`).
+    """
+    tsyntax = _transfer_syntax(ds)
+    options: dict[str, object] = {}
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 3:
+        return options
+    if ds.get("PlanarConfiguration") is None or (
+            tsyntax.is_encapsulated and tsyntax != RLELossless):
+        options["planar_configuration"] = 0
+    declared = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    if _full_size_422(ds, tsyntax):
+        options["photometric_interpretation"] = "YBR_FULL"
+    coded = _jpeg_colour_space(ds, tsyntax, declared)
+    if coded != declared:
+        options["photometric_interpretation"] = coded
+    return options
 
 
 def _full_size_422(ds: Dataset, tsyntax: UID) -> bool:
     """Whether native ``YBR_FULL_422`` pixel data holds three samples for every pixel."""
-    if tsyntax.is_encapsulated:
+    if tsyntax.is_encapsulated or "PixelData" not in ds:
         return False
     if str(ds.get("PhotometricInterpretation", "")).strip().upper() != "YBR_FULL_422":
         return False

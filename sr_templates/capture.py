@@ -22,6 +22,7 @@ from pydicom import Dataset
 from pydicom.pixels import apply_color_lut, apply_voi_lut, pixel_array
 
 from inference.findings import LesionFinding, StudyResult
+from inference.preprocessing import decode_options
 from inference.video import VIDEO_TRANSFER_SYNTAXES, decode_video
 from sr_templates.options import ObjectKindValues, ResultOptions
 from sr_templates.presentation import (
@@ -57,8 +58,10 @@ _LOSSY_DETAILS = ("LossyImageCompressionRatio", "LossyImageCompressionMethod")
 def frame_rgb(ds: Dataset, frame: int) -> np.ndarray:
     """One frame of ``ds`` as ``uint8`` RGB ``(rows, columns, 3)``.
 
-    YBR data is converted to RGB, palette colour through the image's own
-    palette, grayscale through its VOI window (else min-max) and inverted
+    YBR data is converted to RGB (with the decoder options of
+    :func:`inference.preprocessing.decode_options`: JPEG's colour space from its
+    codestream, Planar Configuration ignored for compressed data), palette colour
+    through the image's own palette, grayscale through its VOI window (else min-max) and inverted
     for MONOCHROME1.
 
     Raises
@@ -69,7 +72,8 @@ def frame_rgb(ds: Dataset, frame: int) -> np.ndarray:
     try:
         if getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID") in VIDEO_TRANSFER_SYNTAXES:
             return decode_video(ds)[frame - 1]
-        array = pixel_array(ds, index=frame - 1 if is_multiframe(ds) else None)
+        array = pixel_array(ds, index=frame - 1 if is_multiframe(ds) else None,
+                            **decode_options(ds))
     except Exception as exc:
         raise ValueError(f"Cannot decode frame {frame} of {ds.SOPInstanceUID}: {exc}") from exc
     photometric = ds.PhotometricInterpretation
@@ -194,6 +198,9 @@ def _build_one(
     copy_series_anatomy(image, ds, image_laterality=True)
     copy_lossy_compression(image, ds)
     image.PatientOrientation = ds.get("PatientOrientation", "")
+    image.ConversionType = "WSD"  # drawn by software on a workstation (PS3.3 C.8.6.1)
+    if "PixelAspectRatio" in ds:
+        image.PixelAspectRatio = ds.PixelAspectRatio
     image.ImageType = ["DERIVED", "SECONDARY"]
     image.BurnedInAnnotation = "YES"
     image.ImageComments = BANNER

@@ -292,18 +292,36 @@ def _build_one(
     restore_referenced_classes(state, images)
     for item, (ds, frame, _) in zip(state.GraphicAnnotationSequence, annotations, strict=True):
         _set_frame(item, ds, frame)
+    ratio = _pixel_aspect_ratio(first)
+    if ratio is not None:
+        # highdicom writes 1:1, which would stretch an image of non-square pixels.
+        state.DisplayedAreaSelectionSequence[0].PresentationPixelAspectRatio = list(ratio)
+    if str(first.get("PhotometricInterpretation", "")) == "MONOCHROME1":
+        # The state's IDENTITY would show a MONOCHROME1 image inverted (PS3.4 N.2.1.4).
+        state.PresentationLUTShape = "INVERSE"
     restore_character_set(state, first)
     copy_series_anatomy(state, first)
     return state
 
 
-GroupKey = tuple[bool, int, int, str]
+GroupKey = tuple[bool, int, int, str, tuple[int, int] | None, bool]
+
+
+def _pixel_aspect_ratio(ds: Dataset) -> tuple[int, int] | None:
+    """The Pixel Aspect Ratio (vertical, horizontal) of ``ds`` when it has a valid one."""
+    try:
+        vertical, horizontal = (int(v) for v in ds.get("PixelAspectRatio") or ())
+    except (TypeError, ValueError):
+        return None
+    return (vertical, horizontal) if vertical > 0 and horizontal > 0 else None
 
 
 def _group_key(ds: Dataset) -> GroupKey:
-    """Images that may share a state: same colour model and size, and the same side
-    (a state is a series, whose Laterality is one side)."""
-    return (_is_colour(ds), int(ds.Rows), int(ds.Columns), source_side(ds) or "")
+    """Images that may share a state: same colour model and size, the same side (a
+    state is a series, whose Laterality is one side), the same pixel aspect ratio and
+    polarity (a state displays all its images with one of each)."""
+    return (_is_colour(ds), int(ds.Rows), int(ds.Columns), source_side(ds) or "",
+            _pixel_aspect_ratio(ds), str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1")
 
 
 def build_presentation_states(

@@ -127,7 +127,7 @@ def _lesion_outline(lesion: LesionFinding) -> _Outline:
     return _Outline(
         source_sop_instance_uid=lesion.source_sop_instance_uid,
         frame_number=key.frame_number,
-        label=f"{lesion.tracking_id} ({lesion.label})",
+        label=f"{lesion.tracking_id} ({codes.class_name(lesion.label)})",
         tracking_id=lesion.tracking_id,
         tracking_uid=lesion.tracking_uid,
         coding=SegmentCoding(

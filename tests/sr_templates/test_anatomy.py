@@ -185,3 +185,25 @@ def test_a_jpeg_source_that_does_not_say_it_is_lossy_gives_lossy_derived_objects
         assert objects[modality].LossyImageCompression == "01"
         method = objects[modality].LossyImageCompressionMethod
         assert "ISO_10918_1" in (method if isinstance(method, str) else list(method))
+
+
+def test_non_square_pixels_keep_their_ratio_and_labels_name_the_class(
+    dciodvfy: Callable,
+) -> None:
+    source = _breast_source()
+    source.PixelAspectRatio = [12, 10]
+    objects = _objects(source)
+    for obj in objects.values():
+        dciodvfy(obj)
+    area = objects["PR"].DisplayedAreaSelectionSequence[0]
+    assert list(area.PresentationPixelAspectRatio) == [12, 10]
+    assert list(objects["OT"].PixelAspectRatio) == [12, 10]
+    assert objects["OT"].ConversionType == "WSD"  # drawn by software, not captured
+    label = objects["SEG"].SegmentSequence[0].SegmentLabel
+    assert label.endswith("(Carcinoma)"), label
+
+
+def test_a_monochrome1_image_keeps_its_polarity_under_the_state() -> None:
+    source = _breast_source()
+    source.PhotometricInterpretation = "MONOCHROME1"
+    assert _objects(source)["PR"].PresentationLUTShape == "INVERSE"

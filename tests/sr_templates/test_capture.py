@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pydicom.examples
 import pytest
+from pydicom.uid import JPEG2000Lossless
 
 from inference.findings import BoundingBox
 from sr_templates import ResultOptions
@@ -92,3 +93,12 @@ def test_burned_in_caption_of_a_lesion_at_the_right_edge_is_written_inside() -> 
     assert rows.size and rows.max() <= 60, "above the lesion (its leader line ends on the corner)"
     assert columns.min() < 100 and columns.max() < 318, "moved left to end inside the image"
     assert burned[60, 290].min() > 128, "a leader line reaches the lesion's corner"
+
+
+def test_a_compressed_frame_is_read_whatever_its_planar_configuration_says() -> None:
+    source = pydicom.examples.rgb_color
+    expected = frame_rgb(source, 1)
+    source.compress(JPEG2000Lossless)
+    source.PhotometricInterpretation = "YBR_RCT"
+    source.PlanarConfiguration = 1  # ignored for JPEG 2000 (PS3.5 8.2.4)
+    np.testing.assert_array_equal(frame_rgb(source, 1), expected)
