@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import structlog
@@ -582,26 +582,52 @@ def _native_order_palette(ds: Dataset) -> Dataset:
 
 
 def _monochrome_to_uint8(arr: np.ndarray, ds: Dataset, *, invert: bool) -> np.ndarray:
-    """Map stored monochrome values to display ``uint8``."""
+    """Map stored monochrome values to display ``uint8``, frame by frame (the float
+    copies of a whole 16-bit cine would take many times its stored size)."""
     bits_stored = int(ds.get("BitsStored", ds.get("BitsAllocated", 8)) or 8)
     has_rescale = "RescaleSlope" in ds or "RescaleIntercept" in ds
-    if "VOILUTSequence" in ds:
-        modality = apply_modality_lut(arr, ds)
-        if modality.dtype.kind == "f" and np.array_equal(modality, np.rint(modality)):
-            modality = modality.astype(np.int64)
-        values = apply_voi(modality, ds, index=0).astype(np.float32)
-        lut_bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
-        out = _round_uint8(values * (255.0 / float(2**lut_bits - 1)))
-    elif "WindowCenter" in ds and "WindowWidth" in ds:
-        out = _apply_window(apply_modality_lut(arr, ds).astype(np.float32), ds)
-    elif bits_stored <= 8 and not has_rescale and arr.dtype == np.uint8:
+    has_window = "WindowCenter" in ds and "WindowWidth" in ds
+    if ("VOILUTSequence" not in ds and not has_window and bits_stored <= 8
+            and not has_rescale and arr.dtype == np.uint8):
         out = _to_uint8_range(arr, bits_stored)
     else:
-        values = apply_modality_lut(arr, ds).astype(np.float32)
-        low, high = float(values.min()), float(values.max())
-        scale = 255.0 / (high - low) if high > low else 0.0
-        out = _round_uint8((values - low) * scale)
+        convert = _monochrome_converter(arr, ds)
+        out = np.empty(arr.shape, dtype=np.uint8)
+        for i in range(arr.shape[0]):
+            out[i] = convert(arr[i])
     return 255 - out if invert else np.ascontiguousarray(out)
+
+
+def _monochrome_converter(arr: np.ndarray, ds: Dataset
+                          ) -> Callable[[np.ndarray], np.ndarray]:
+    """The map of one stored monochrome frame to ``uint8``: rescale (modality LUT),
+    then the VOI LUT or window when present, else the range of the whole image."""
+    if "VOILUTSequence" in ds:
+        lut_bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+
+        def voi_lut(frame: np.ndarray) -> np.ndarray:
+            modality = apply_modality_lut(frame, ds)
+            if modality.dtype.kind == "f" and np.array_equal(modality, np.rint(modality)):
+                modality = modality.astype(np.int64)
+            values = apply_voi(modality, ds, index=0).astype(np.float32)
+            return _round_uint8(values * (255.0 / float(2**lut_bits - 1)))
+
+        return voi_lut
+    if "WindowCenter" in ds and "WindowWidth" in ds:
+
+        def window(frame: np.ndarray) -> np.ndarray:
+            return _apply_window(apply_modality_lut(frame, ds).astype(np.float32), ds)
+
+        return window
+    ranges = [(float(v.min()), float(v.max())) for v in
+              (apply_modality_lut(frame, ds) for frame in arr)]
+    low, high = min(r[0] for r in ranges), max(r[1] for r in ranges)
+    scale = 255.0 / (high - low) if high > low else 0.0
+
+    def stretch(frame: np.ndarray) -> np.ndarray:
+        return _round_uint8((apply_modality_lut(frame, ds).astype(np.float32) - low) * scale)
+
+    return stretch
 
 
 def _first(value: object) -> float:

@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import io
 import struct
+import tracemalloc
 import warnings
 
 import numpy as np
@@ -520,6 +521,20 @@ def test_an_implausible_physical_delta_gives_no_mm(delta: float) -> None:
     (read,) = regions_from_dataset(ds)
     assert read.delta_x_mm is None and read.delta_y_mm == pytest.approx(0.3)
     assert box_size_mm([read], BoundingBox(0, 0, 10, 10)) is None
+
+
+def test_a_16_bit_cine_is_mapped_without_float_copies_of_all_its_frames() -> None:
+    stored = RNG.integers(0, 4096, (20, 120, 160), dtype=np.uint16)
+    ds = _dataset(stored, "MONOCHROME2", 12)
+    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+    tracemalloc.start()
+    try:
+        frames = image_input_from_dataset(ds).frames
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert frames.shape == stored.shape
+    assert peak < 3 * stored.nbytes  # a float64 copy of the cine alone is 4x
 
 
 def test_palette_with_8bit_entries() -> None:
