@@ -46,6 +46,7 @@ from sr_templates.sources import (
     restore_character_set,
     restore_referenced_classes,
     single_frame_view,
+    source_side,
     walk_items,
 )
 
@@ -216,7 +217,7 @@ def _restore_multiframe_references(seg: Dataset, source: Dataset, frame: int) ->
             item.ReferencedFrameNumber = frame
 
 
-def _segment(number: int, item: MaskItem) -> hd.seg.SegmentDescription:
+def _segment(number: int, item: MaskItem, source: Dataset) -> hd.seg.SegmentDescription:
     description = hd.seg.SegmentDescription(
         segment_number=number,
         segment_label=item.label,
@@ -234,6 +235,11 @@ def _segment(number: int, item: MaskItem) -> hd.seg.SegmentDescription:
         anatomic_regions=[item.coding.anatomy],
     )
     description.SegmentDescription = item.description
+    side = source_side(source) if item.coding.anatomy == codes.BREAST else None
+    if side is not None:
+        # The SEG has no Laterality of its own: the segment's region names the side.
+        region = description.AnatomicRegionSequence[0]
+        region.AnatomicRegionModifierSequence = [hd.sr.CodedConcept(*codes.LATERALITY[side])]
     return description
 
 
@@ -251,7 +257,8 @@ def _build_one(
         source_images=[reference],
         pixel_array=pixels.astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[_segment(i, item) for i, item in enumerate(items, start=1)],
+        segment_descriptions=[_segment(i, item, source)
+                              for i, item in enumerate(items, start=1)],
         content_description=f"AI segmentation of frame {frame}"[:64],
         omit_empty_frames=False,
         **options.object_arguments(

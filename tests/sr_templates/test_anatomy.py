@@ -207,3 +207,16 @@ def test_a_monochrome1_image_keeps_its_polarity_under_the_state() -> None:
     source = _breast_source()
     source.PhotometricInterpretation = "MONOCHROME1"
     assert _objects(source)["PR"].PresentationLUTShape == "INVERSE"
+
+
+@pytest.mark.parametrize(("laterality", "modifier"), [({"Laterality": "L"}, "Left"),
+                                                       ({"ImageLaterality": "R"}, "Right"),
+                                                       ({}, None)])
+def test_a_breast_segment_names_its_side(laterality: dict[str, str], modifier: str | None,
+                                         dciodvfy: Callable) -> None:
+    seg = _objects(_breast_source(**laterality))["SEG"]
+    dciodvfy(seg)
+    region = seg.SegmentSequence[0].AnatomicRegionSequence[0]
+    assert region.CodeMeaning == "Breast"
+    modifiers = [m.CodeMeaning for m in region.get("AnatomicRegionModifierSequence", [])]
+    assert modifiers == ([modifier] if modifier else [])
