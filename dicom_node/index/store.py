@@ -457,8 +457,14 @@ class Index:
             if not pending:
                 study.pending_count = Study.pending_count - taken
                 return None
+            # Counted over every called AE title that received the study: each job's
+            # result series get their own numbers (series_number_base + 10 x sequence),
+            # so two pipelines' results on one study are not both "9011".
+            same_study = select(Study.id).where(
+                Study.study_instance_uid == study.study_instance_uid)
             sequence = (
-                s.scalar(select(func.max(Job.sequence)).where(Job.study_id == study_id)) or 0
+                s.scalar(select(func.max(Job.sequence)).where(Job.study_id.in_(same_study)))
+                or 0
             ) + 1
             job = Job(
                 study_id=study_id,

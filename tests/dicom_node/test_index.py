@@ -134,6 +134,20 @@ def test_each_job_is_claimed_by_one_worker(index: Index) -> None:
     assert len(claimed) == 6
 
 
+def test_jobs_of_one_study_are_numbered_across_called_ae_titles(index: Index) -> None:
+    breast = Peer(calling_ae="US1", called_ae="BREAST_AI", host="127.0.0.1", port=104)
+    index.record_instance(meta("1.2.6", "1.2.6.1"), PEER, None, NOW)
+    index.record_instance(meta("1.2.6", "1.2.6.2"), breast, None, NOW)
+    index.record_instance(meta("1.2.7", "1.2.7.1"), breast, None, NOW)
+    for state in index.pending_studies():
+        assert index.create_job(state.study_id, "quiet_period", NOW) is not None
+    sequences = {}
+    while (job := index.claim_job("w", NOW)) is not None:
+        sequences[(job.study_instance_uid, job.called_ae)] = job.sequence
+    assert sequences == {("1.2.6", "NODE"): 1, ("1.2.6", "BREAST_AI"): 2,
+                         ("1.2.7", "BREAST_AI"): 1}
+
+
 def test_pending_instances_go_to_one_job(index: Index) -> None:
     index.record_instance(meta("1.2.4", "1.2.4.1"), PEER, None, NOW)
     (state,) = index.pending_studies()
