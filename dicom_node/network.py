@@ -544,11 +544,10 @@ class Receiver:
         if uids["SOPInstanceUID"] != sop_instance:
             raise ValueError("SOPInstanceUID differs from the request's")
         charset = identifying.get(SPECIFIC_CHARACTER_SET)
-        encodings = (
-            convert_encodings([v.strip() for v in charset.decode("ascii", "replace").split("\\")])
-            if charset
-            else None
-        )
+        terms = charset.decode("ascii", "replace").split("\\") if charset else []
+        if len(terms) > MAX_CHARSET_TERMS:
+            raise ValueError(f"Specific Character Set has {len(terms)} values")
+        encodings = convert_encodings([v.strip() for v in terms]) if terms else None
         texts = {
             name: _text_value(identifying.get(tag), encodings) for name, tag in TEXT_TAGS.items()
         }
@@ -583,6 +582,9 @@ UID_TAGS = {
     "SeriesInstanceUID": 0x0020000E,
 }
 """The UIDs that file and index an instance."""
+MAX_CHARSET_TERMS = 8
+"""Most values of Specific Character Set accepted (PS3.3 C.12.1.1.2 defines 14 code
+extension terms; a data set uses a few): pydicom logs a warning for each unknown one."""
 TEXT_TAGS = {"modality": 0x00080060, "body_part": 0x00180015, "study_description": 0x00081030}
 """The texts the index keeps of an instance."""
 IDENTIFYING_TAGS = frozenset({SPECIFIC_CHARACTER_SET, *UID_TAGS.values(), *TEXT_TAGS.values()})
@@ -636,6 +638,14 @@ def _text_value(raw: bytes | None, encodings: list[str] | None) -> str | None:
     return text.strip()[:64] or None
 
 
+MAX_DEFLATE_RATIO = 200
+"""Most a deflated data set may inflate, as a multiple of its deflated size, above
+:data:`MIN_INFLATE_BOUND`: ultrasound images deflate a few times to some tens of times
+(black backgrounds); a data set inflating a thousandfold is a decompression bomb, which
+every later reading of the file would inflate whole again."""
+MIN_INFLATE_BOUND = 64 * 2**20
+"""Size up to which a deflated data set may inflate whatever its ratio (64 MiB)."""
+
 DEFLATE_PADDING = b"\0"
 """What may follow a deflated data set's stream: one NUL byte padding it to an even
 length (pydicom and pynetdicom write it)."""
@@ -650,7 +660,8 @@ def _inflate(data: bytes | memoryview, max_bytes: int) -> bytes:
     except zlib.error as exc:
         raise MalformedDataset(f"deflated data set does not inflate: {exc}") from exc
     if len(inflated) > max_bytes or inflater.unconsumed_tail:
-        raise MalformedDataset("deflated data set inflates beyond the instance size limit")
+        raise MalformedDataset(f"deflated data set inflates beyond {max_bytes} bytes "
+                               "(the instance size limit, or 200 times its deflated size)")
     if not inflater.eof:
         raise MalformedDataset("deflated data set ends before its deflate stream")
     if inflater.unused_data not in (b"", DEFLATE_PADDING):
@@ -663,7 +674,8 @@ def _screen(data: bytes | memoryview, syntax: Any, max_bytes: int) -> dict[int, 
     """Check the structure of a received data set, inflating a deflated one (bounded);
     return the encoded values of its :data:`IDENTIFYING_TAGS`."""
     if syntax.is_deflated:
-        data = _inflate(data, max_bytes)
+        data = _inflate(data, min(max_bytes, max(MIN_INFLATE_BOUND,
+                                                 MAX_DEFLATE_RATIO * len(data))))
     return check_structure(
         data, syntax.is_implicit_VR, syntax.is_little_endian, keep=IDENTIFYING_TAGS
     )

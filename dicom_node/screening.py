@@ -17,6 +17,12 @@ from collections.abc import Collection
 from pydicom.datadict import dictionary_VR
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, STANDARD_VR
 
+MAX_KEPT_VALUE = 1024
+"""Longest value of an identifying element (UIDs, character set, modality, body part,
+study description) accepted, in bytes: sixteen times what the longest of them may hold
+(a 64-character description in a multi-byte character set), and a bound on what one
+small (or deflated) instance can make the receiver decode."""
+
 MAX_SEQUENCE_DEPTH = 32
 """Deepest sequence nesting accepted; real objects (SR trees included) stay far below."""
 
@@ -141,6 +147,10 @@ class _Walker:
         else:
             self._need(length, "element value")
             if tag in self.keep and len(self.frames) == 1:
+                if length > MAX_KEPT_VALUE:
+                    raise MalformedDataset(
+                        f"element {_tag_text(tag)} is {length} bytes long, beyond the "
+                        f"{MAX_KEPT_VALUE} any identifying value needs")
                 self.kept[tag] = bytes(self.data[self.pos : self.pos + length])
             self.pos += length
 

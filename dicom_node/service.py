@@ -165,6 +165,15 @@ class Node:
         return result
 
     def _index_orphan(self, path: str) -> int:
+        """Index a spooled file that has no row (1, or 0 when it cannot be): never raises,
+        since a start that fails on one file would fail at every start."""
+        try:
+            return self._index_spooled(path)
+        except Exception as exc:  # a file the receiver accepted may still surprise pydicom
+            LOGGER.warning("unindexable_spool_file", path=path, error=type(exc).__name__)
+            return 0
+
+    def _index_spooled(self, path: str) -> int:
         try:
             ds = dcmread(path, stop_before_pixels=True)
         except (InvalidDicomError, OSError, ValueError) as exc:

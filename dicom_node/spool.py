@@ -32,8 +32,9 @@ import structlog
 
 LOGGER = structlog.get_logger(__name__)
 
-UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-"""Characters and form of a UID (PS3.5 9.1), leading zeros tolerated."""
+UID_PATTERN = re.compile(r"[0-9]+(\.[0-9]+)*")
+"""Characters and form of a UID (PS3.5 9.1), leading zeros tolerated; matched whole
+with ``fullmatch`` (``$`` would let a trailing newline through)."""
 
 IDENTITY_FILE = "node-identity"
 """File in the spool's root holding the node's name in its jobs (:meth:`Spool.identity`)."""
@@ -45,7 +46,7 @@ class SpoolError(OSError):
 
 def is_valid_uid(value: object) -> bool:
     """Whether ``value`` is a UID we can use as a file name (digits and dots, <= 64)."""
-    return isinstance(value, str) and 0 < len(value) <= 64 and bool(UID_PATTERN.match(value))
+    return isinstance(value, str) and 0 < len(value) <= 64 and bool(UID_PATTERN.fullmatch(value))
 
 
 WRITEBACK_BYTES = 256 * 1024

@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from pydicom.multival import MultiValue
 from sqlalchemy import (
     ColumnElement,
     and_,
@@ -76,6 +77,28 @@ class InstanceMeta:
     study_description: str | None
     path: str
     size_bytes: int
+
+    def __post_init__(self) -> None:
+        for name, width in TEXT_WIDTHS.items():
+            object.__setattr__(self, name, index_text(getattr(self, name), width))
+
+
+TEXT_WIDTHS = {"modality": 16, "body_part": 64, "study_description": 64}
+"""Widths of the index's text columns (PostgreSQL refuses a longer value)."""
+
+
+def index_text(value: object, width: int) -> str | None:
+    """A text for an index column: a multi-valued one joined with backslashes, NUL
+    removed (PostgreSQL refuses it), cut to ``width``; ``None`` for an empty one or
+    anything that is not text (a sequence where a string belongs)."""
+    if isinstance(value, MultiValue | list | tuple):
+        items = list(value)
+        if not all(isinstance(item, str) for item in items):
+            return None
+        value = "\\".join(items)
+    if not isinstance(value, str):
+        return None
+    return value.replace("\0", "").strip()[:width] or None
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,13 @@ from pydicom import Dataset, dcmread
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 from pynetdicom import AE, _config
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 
-from dicom_node.index import IndexQueries
-from dicom_node.network import _screen
+from dicom_node.index import IndexQueries, InstanceMeta
+from dicom_node.network import Receiver, _screen
 from dicom_node.screening import MalformedDataset
+from dicom_node.spool import is_valid_uid
 from dicom_node.store_request import StoreRequestDIMSE
 from tests.dicom_node.conftest import NodeHarness, make_study
 from tests.peers import wait_until
@@ -153,6 +155,38 @@ def test_a_deflated_data_set_is_one_whole_stream_and_its_padding() -> None:
         _screen(_deflate(raw, finish=False), syntax, 10**8)
     with pytest.raises(MalformedDataset, match="2 bytes after"):
         _screen(_deflate(raw) + b"\0\0", syntax, 10**8)
+
+
+def test_a_decompression_bomb_is_not_inflated_beyond_its_ratio() -> None:
+    ds = make_study(1)[0]
+    ds.add_new(0x00091010, "OB", b"\0" * (80 * 2**20))  # 80 MiB of zeros: 1000x
+    bomb = _deflate(_explicit(ds))
+    assert len(bomb) < 2**20
+    with pytest.raises(MalformedDataset, match="200 times"):
+        _screen(bomb, DeflatedExplicitVRLittleEndian, 2**31)
+
+
+def test_identifying_values_beyond_any_real_length_are_refused() -> None:
+    ds = make_study(1)[0]
+    ds.StudyDescription = "\\" * 4096
+    with pytest.raises(MalformedDataset, match="beyond the 1024"):
+        _screen(_explicit(ds), ExplicitVRLittleEndian, 10**8)
+    ds = make_study(1)[0]
+    ds.SpecificCharacterSet = ["ISO_IR 100"] * 9
+    request = C_STORE()
+    request.AffectedSOPInstanceUID = ds.SOPInstanceUID
+    with pytest.raises(ValueError, match="9 values"):
+        Receiver._meta(_screen(_explicit(ds), ExplicitVRLittleEndian, 10**8), request,
+                       str(ExplicitVRLittleEndian), 1000)
+
+
+def test_a_uid_ending_in_a_newline_is_illegal() -> None:
+    assert is_valid_uid("1.2.3") and not is_valid_uid("1.2.3\n")
+    meta = InstanceMeta("1.2", "1.2.3", "1.2.3.4", "1.2.840.10008.5.1.4.1.1.6.1",
+                        str(ExplicitVRLittleEndian), "ULTRASOUND_PORTABLE_X",
+                        ["ABDOMEN", "LIVER"], "Liver\0 study", "p", 1)
+    assert (meta.modality, meta.body_part, meta.study_description) == (
+        "ULTRASOUND_PORTA", "ABDOMEN\\LIVER", "Liver study")
 
 
 def test_a_deflated_data_set_unended_or_followed_by_bytes_is_not_understood(

@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 from pydicom import Dataset, dcmread
+from pydicom.sequence import Sequence
 from sqlalchemy import select
 
 from dicom_node.index import ExportState, Index, JobState
-from dicom_node.index.models import Export, Instance, Job, ResultObject, Study
+from dicom_node.index.models import Export, Instance, Job, ResultObject, Series, Study
 from dicom_node.service import Node, Stages
 from dicom_node.stages import build, decode
 from tests.dicom_node.conftest import make_study, node_config
@@ -349,3 +350,34 @@ def test_kill_9_while_the_extra_receiver_starts(
     wait_until(lambda: bool(node.events("receiver_process_stopped")), 60,
                "the extra receiver to stop on its own")
     assert not _listening(node.port)
+
+
+def test_reconcile_indexes_orphans_of_every_shape_and_never_fails_the_start(
+    tmp_path: Path,
+) -> None:
+    """Files the receiver accepted but did not index before a crash, with a multi-valued
+    description, a sequence where a string belongs, an over-long modality or a NUL,
+    are indexed (texts cut, NUL removed); one pydicom cannot read is skipped."""
+    node = Node(node_config(tmp_path), Stages(FakeAnalyzer(), decode, build))
+    shapes = small_study(4)
+    shapes[0].StudyDescription = ["Echo", "Doppler"]
+    shapes[1].Modality = Sequence([Dataset()])
+    shapes[2].Modality = "ULTRASOUND_PORTABLE_DEVICE"
+    shapes[3].BodyPartExamined = "LIVER\0"
+    study = tmp_path / "var" / "spool" / "studies" / shapes[0].StudyInstanceUID
+    for ds in shapes:
+        folder = study / ds.SeriesInstanceUID
+        folder.mkdir(parents=True, exist_ok=True)
+        ds.save_as(folder / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
+    (folder / "1.2.3.4.5.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 64)
+    node.start(workers=False)  # reconciles: it raised on the first two shapes
+    try:
+        with node.index.session() as session:
+            instances = session.scalars(select(Instance.id)).all()
+            series = session.execute(select(Series.modality, Series.body_part)).all()
+    finally:
+        node.stop()
+    assert len(instances) == 4
+    for modality, body_part in series:
+        assert modality is None or len(modality) <= 16
+        assert body_part is None or "\0" not in body_part
