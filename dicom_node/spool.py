@@ -271,8 +271,9 @@ class Spool:
         return self.commit(self.begin(b"", *parts), path)
 
     def commit(self, part: SpoolPart, path: Path) -> SpooledFile:
-        """Make ``part`` durable at ``path``, unless ``path`` already exists (then the
-        part is deleted and the existing file reported).
+        """Make ``part`` durable at ``path``, unless ``path`` already exists, or the same
+        instance in another series of its study (then the part is deleted and the
+        existing file reported).
 
         Raises
         ------
@@ -280,8 +281,9 @@ class Spool:
             If the data could not be written and synced (disk full, I/O error);
             nothing is left at ``path`` in that case.
         """
-        if path.exists():
-            return self._duplicate(part, path)
+        existing = self._existing(path)
+        if existing is not None:
+            return self._duplicate(part, existing)
         try:
             part.sync()
             self._link(part.path, path)
@@ -297,6 +299,17 @@ class Spool:
         except OSError as exc:
             raise SpoolError(exc.errno, f"cannot spool instance: {exc.strerror}") from exc
         return SpooledFile(path=path, created=True, size=part.size)
+
+    def _existing(self, path: Path) -> Path | None:
+        """``path`` when it exists, or for an instance the same SOP Instance UID in
+        another series of its study: the index keeps one instance per UID in a study
+        (the first), so a second copy would never be indexed, analysed or removed."""
+        if path.exists():
+            return path
+        study = path.parent.parent
+        if study.parent != self.studies:
+            return None
+        return next(study.glob(f"*/{path.name}"), None)
 
     def _link(self, source: Path, path: Path) -> None:
         """Link ``source`` at ``path``, making its folders.
@@ -323,9 +336,12 @@ class Spool:
         (:meth:`remove`), whatever the index said when the pass started.
         """
         part.discard()
-        with contextlib.suppress(OSError):
+        try:
             os.utime(path)
-        return SpooledFile(path=path, created=False, size=path.stat().st_size)
+            size = path.stat().st_size
+        except OSError:  # the retention removed it since: it was acknowledged all the same
+            size = part.size
+        return SpooledFile(path=path, created=False, size=size)
 
     def write_result(self, job_id: int, sop_uid: str, data: bytes) -> Path:
         """Durably write a result object of ``job_id``."""

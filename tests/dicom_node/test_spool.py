@@ -116,3 +116,14 @@ def test_the_node_identity_stays_with_its_spool(tmp_path: Path) -> None:
     assert Spool(tmp_path / "b").identity() != first, "another node's spool"
     assert (tmp_path / "a" / spool_module.IDENTITY_FILE).read_text() == first
     assert not list((tmp_path / "a" / "tmp").iterdir())
+
+
+def test_an_instance_sent_again_in_another_series_of_its_study_is_kept_once(
+        spool: Spool) -> None:
+    first = spool.commit(spool.begin(b"first"), spool.path_for("1.2", "1.2.1", "1.2.1.1"))
+    again = spool.commit(spool.begin(b"again"), spool.path_for("1.2", "1.2.2", "1.2.1.1"))
+    assert first.created and not again.created
+    assert again.path == first.path and first.path.read_bytes() == b"first"
+    other_study = spool.commit(spool.begin(b"x"), spool.path_for("1.3", "1.3.1", "1.2.1.1"))
+    assert other_study.created  # the index keeps one instance per UID in a study
+    assert len(spool.instance_files()) == 2
