@@ -62,7 +62,7 @@ from dicom_node.balance import HAND_OFF_POLL_SECONDS, HAND_OFF_SECONDS, LoadSlot
 from dicom_node.clock import Clock
 from dicom_node.config import NodeConfig, Pipeline
 from dicom_node.file_meta import file_header
-from dicom_node.index import Index, InstanceMeta, Peer
+from dicom_node.index import TEXT_WIDTHS, Index, InstanceMeta, Peer, index_text
 from dicom_node.index.writer import IndexWriter, Received
 from dicom_node.logs import describe_error, redact
 from dicom_node.reactor import PDU_HEADER_BYTES, EventDrivenAssociation
@@ -549,7 +549,8 @@ class Receiver:
             raise ValueError(f"Specific Character Set has {len(terms)} values")
         encodings = convert_encodings([v.strip() for v in terms]) if terms else None
         texts = {
-            name: _text_value(identifying.get(tag), encodings) for name, tag in TEXT_TAGS.items()
+            name: _text_value(identifying.get(tag), encodings, TEXT_WIDTHS[name])
+            for name, tag in TEXT_TAGS.items()
         }
         return InstanceMeta(
             study_instance_uid=str(uids["StudyInstanceUID"]),
@@ -628,14 +629,10 @@ def _uid_value(raw: bytes | None) -> str | None:
     return None if raw is None else raw.decode("ascii", "replace").strip("\0 ")
 
 
-def _text_value(raw: bytes | None, encodings: list[str] | None) -> str | None:
-    """A text value decoded in the data set's character set, at most 64 characters."""
-    if not raw:
-        return None
-    text = convert_text(raw, encodings)
-    if not isinstance(text, str):
-        text = "\\".join(text)
-    return text.strip()[:64] or None
+def _text_value(raw: bytes | None, encodings: list[str] | None, width: int) -> str | None:
+    """A text value decoded in the data set's character set, made fit for its index
+    column of ``width`` characters (:func:`~dicom_node.index.store.index_text`)."""
+    return index_text(convert_text(raw, encodings), width) if raw else None
 
 
 MAX_DEFLATE_RATIO = 200

@@ -306,10 +306,15 @@ class Spool:
         (the first), so a second copy would never be indexed, analysed or removed."""
         if path.exists():
             return path
-        study = path.parent.parent
-        if study.parent != self.studies:
+        series = path.parent
+        if series.parent.parent != self.studies:
             return None
-        return next(study.glob(f"*/{path.name}"), None)
+        try:
+            folders = list(os.scandir(series.parent))
+        except FileNotFoundError:
+            return None
+        others = (Path(f.path, path.name) for f in folders if f.name != series.name)
+        return next((other for other in others if other.exists()), None)
 
     def _link(self, source: Path, path: Path) -> None:
         """Link ``source`` at ``path``, making its folders.

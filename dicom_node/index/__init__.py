@@ -6,6 +6,7 @@ This package is the only part of the node that imports SQLAlchemy.
 from dicom_node.index.models import ExportState, JobState
 from dicom_node.index.queries import IndexQueries
 from dicom_node.index.store import (
+    TEXT_WIDTHS,
     ExportItem,
     ExportTarget,
     Index,
@@ -14,10 +15,12 @@ from dicom_node.index.store import (
     Peer,
     PendingInstance,
     StudyState,
+    index_text,
     worker_name,
 )
 
 __all__ = [
+    "TEXT_WIDTHS",
     "ExportItem",
     "ExportState",
     "ExportTarget",
@@ -29,5 +32,6 @@ __all__ = [
     "Peer",
     "PendingInstance",
     "StudyState",
+    "index_text",
     "worker_name",
 ]
