@@ -44,6 +44,7 @@ once, they would gain nothing (benchmarks/history.md).
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -111,6 +112,12 @@ class DataSetWriter(Protocol):
 OpenWriter = Callable[[C_STORE, int], DataSetWriter | None]
 """Opens the writer of a request's data set, given the request and its presentation
 context ID (``None``: the data set is held in memory)."""
+
+MIN_MESSAGE_RATE = 8 * 1024
+"""Bytes per second a message must average once it has taken the DIMSE timeout: a
+message may take ``dimse_timeout`` plus one second per 8 kB received (a 60 MB cine over
+64 kbit/s still arrives), while a peer trickling a byte now and then within the network
+timeout is aborted instead of holding its association slot for good."""
 
 SPILL_BYTES = 256 * 1024
 """Size beyond which a data set goes to its writer instead of memory (a raw still or any
@@ -242,19 +249,51 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
 
     def __init__(self, assoc: Association, max_data_set_bytes: int | None = None,
                  open_writer: OpenWriter | None = None,
-                 spill_bytes: int = SPILL_BYTES) -> None:
+                 spill_bytes: int = SPILL_BYTES,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(assoc)
         self._max_bytes = max_data_set_bytes
         self._open_writer = open_writer
         self._spill_bytes = spill_bytes
         self._incoming: _Incoming | None = None
         self._aborting = False
+        self._clock = clock
+        self._message_started: float | None = None
 
     def receive_primitive(self, primitive: P_DATA) -> None:
         """Take one P-DATA primitive of a DIMSE message from the peer (nothing more once
-        a data set was interrupted: the association is then aborted)."""
+        a data set was interrupted or arrived too slowly: the association is then
+        aborted)."""
         if self._aborting:
             return
+        if self._incoming is None and self.message is None:
+            self._message_started = self._clock()
+        elif self._too_slow():
+            return
+        self._receive(primitive)
+
+    def _too_slow(self) -> bool:
+        """Abort when the message under way has taken longer than ``dimse_timeout`` plus
+        a second per :data:`MIN_MESSAGE_RATE` bytes received."""
+        if self._message_started is None:
+            return False
+        elapsed = self._clock() - self._message_started
+        received = self._arrived_bytes()
+        if elapsed <= float(self.dimse_timeout or 0) + received / MIN_MESSAGE_RATE:
+            return False
+        self._invalid(f"message still arriving after {elapsed:.0f} s ({received} bytes)")
+        return True
+
+    def _arrived_bytes(self) -> int:
+        """Data set bytes received of the message under way."""
+        if self._incoming is not None:
+            return self._incoming.received
+        data_set = self.message.data_set if self.message is not None else None
+        return data_set.tell() if isinstance(data_set, BytesIO) else 0
+
+    def _receive(self, primitive: P_DATA) -> None:
+        """Assemble the PDVs of ``primitive``: directly while they form a plain C-STORE
+        request, else through pynetdicom."""
         pdvs = list(primitive.presentation_data_value_list)
         for index, (context_id, data) in enumerate(pdvs):
             if self._incoming is None:

@@ -119,13 +119,18 @@ def _receive(provider: type[DIMSEServiceProvider], primitives: list[P_DATA],
     monkeypatch.setattr(DIMSEServiceProvider, "receive_primitive", spy)
     for primitive in primitives:
         assoc.dimse.receive_primitive(primitive)
+    return _drained(assoc), bool(through_pynetdicom)
+
+
+def _drained(assoc: EventDrivenAssociation) -> Outcome:
+    """The messages the provider queued for the association and the DUL events it raised."""
     queued = []
     while not assoc.dimse.msg_queue.empty():
         queued.append(assoc.dimse.msg_queue.get())
     events = []
     while not assoc.dul.event_queue.empty():
         events.append(assoc.dul.event_queue.get())
-    return (queued, events), bool(through_pynetdicom)
+    return queued, events
 
 
 def _comparable(outcome: Outcome) -> Outcome:
@@ -438,3 +443,53 @@ def test_a_writer_is_discarded_when_its_data_set_is_not_served(
         invalid.receive_primitive(primitive)
     assert writers[0].discarded and invalid.msg_queue.empty()
     assert invalid.dul.event_queue.get() == "Evt19"
+
+
+def _paced(pdvs: list[tuple[int, bytes]], seconds_apart: float,
+           start: float = 0.0) -> list[tuple[float, P_DATA]]:
+    """One P-DATA primitive per PDV, ``seconds_apart`` from each other."""
+    return [(start + i * seconds_apart, primitive)
+            for i, primitive in enumerate(_primitives(pdvs, 1))]
+
+
+def _receive_paced(paced: list[tuple[float, P_DATA]]) -> Outcome:
+    """What the node's provider queues and raises for primitives arriving at the given
+    times of its clock (the AE's DIMSE timeout is pynetdicom's default, 30 s)."""
+    now = [0.0]
+    assoc = EventDrivenAssociation(AE(), MODE_ACCEPTOR)
+    assoc.dimse = StoreRequestDIMSE(assoc, clock=lambda: now[0])
+    for at, primitive in paced:
+        now[0] = at
+        assoc.dimse.receive_primitive(primitive)
+    return _drained(assoc)
+
+
+def _split_command(data: bytes, fragment: int) -> list[tuple[int, bytes]]:
+    """A C-STORE request whose command set comes in two PDVs (pynetdicom assembles it)."""
+    command = _command(_store())
+    return [(3, b"\x01" + command[:40]), (3, b"\x03" + command[40:]),
+            *_pdvs(command, data, fragment=fragment)[1:]]
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_a_message_trickling_past_the_dimse_timeout_aborts(
+        split: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 1 kB a second: past 30 s plus a second per 8 kB received, the next PDV aborts.
+    monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "none")
+    pdvs = _split_command(DATA, 1024) if split else _pdvs(_command(_store()), fragment=1024)
+    queued, events = _receive_paced(_paced(pdvs, 1.0))
+    assert not queued and events == ["Evt19"]
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_a_slow_but_steady_message_is_received(
+        split: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 10 kB a second for 40 s: beyond the DIMSE timeout, above the minimum rate. The
+    # next message's time starts with it.
+    monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "none")
+    data = bytes(range(256)) * 1600
+    first = _split_command(data, 10240) if split else _pdvs(_command(_store()), data, 10240)
+    second = _pdvs(_command(_store(message_id=8)), fragment=1024)
+    queued, events = _receive_paced([*_paced(first, 1.0), *_paced(second, 0.5, start=100.0)])
+    assert not events
+    assert [request.DataSet.getvalue() for _, request in queued] == [data, DATA]
