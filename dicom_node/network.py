@@ -73,13 +73,14 @@ from inference.video import VIDEO_TRANSFER_SYNTAXES
 
 LOGGER = structlog.get_logger(__name__)
 
-LINGERING_ASSOCIATIONS = 8
-"""Threads of ended or rejected associations pynetdicom may still count as active.
-
-The node admits associations by its own count (``limits.max_associations``, with a
-logged reason); pynetdicom's limit, a backstop on threads, sits this far above it so
-that the threads of associations that just ended cannot refuse a new one that the
-node's count admits."""
+MAX_UNADMITTED_CONNECTIONS = 256
+"""Connections a receiving process keeps open without an association the node admitted:
+ones still to send their A-ASSOCIATE-RQ (they may wait ``acse_timeout``), and the threads
+of rejected or just-ended associations.  Beyond it a new connection is closed at once.
+pynetdicom's own limit, which counts all of these with the admitted associations, sits
+this far above ``limits.max_associations``, so it never refuses an association the
+node's count admitted (silent connections from a few addresses made it refuse every
+association, after the node had logged it as accepted)."""
 
 US_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 US_MULTIFRAME_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.3.1"
@@ -427,6 +428,11 @@ class Receiver:
         context = assoc._accepted_cx[context_id]
         header = _file_header(request, context.transfer_syntax[0], stats.peer)
         return self.spool.begin(header, writeback=True)
+
+    def admitted_associations(self) -> int:
+        """Associations admitted and not yet closed."""
+        with self._lock:
+            return len(self._associations)
 
     def max_instance_bytes(self) -> int:
         """The size limit of a received instance (``limits.max_instance_mb``), in bytes."""
@@ -809,6 +815,9 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
     """
 
     max_connections_per_ip = 16
+    max_unadmitted = MAX_UNADMITTED_CONNECTIONS
+    admitted_associations: Callable[[], int] | None = None
+    """Returns how many associations the node has admitted (and not yet closed)."""
     instance_limit: Callable[[], int] | None = None
     """Returns the size limit of a received data set, read as each association starts."""
     open_data_set: Callable[[Association, C_STORE, int], SpoolPart | None] | None = None
@@ -820,15 +829,25 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
         self._pending: set[tuple[str, int]] = set()
         super().server_activate()
 
-    def _connections_from(self, host: str) -> int:
-        """Connections from ``host``: its live associations and the connections not yet
-        handed to one, each counted once (a connection is briefly both)."""
+    def _connections(self) -> set[tuple[str, int]]:
+        """``(host, port)`` of the live connections: the associations pynetdicom runs as
+        acceptor and the connections not yet handed to one (a connection is briefly both)."""
         live = {
-            (a.requestor.address, a.requestor.port)
+            (str(a.requestor.address), int(a.requestor.port))
             for a in self.ae.active_associations
-            if a.requestor.address == host
+            if a.is_acceptor
         }
-        return len(live | {peer for peer in self._pending if peer[0] == host})
+        return live | self._pending
+
+    def _refusal(self, host: str) -> str | None:
+        """Why a new connection from ``host`` is closed at once, or ``None``."""
+        connections = self._connections()
+        if sum(1 for peer in connections if peer[0] == host) >= self.max_connections_per_ip:
+            return f"more than {self.max_connections_per_ip} connections from this address"
+        admitted = self.admitted_associations() if self.admitted_associations else 0
+        if len(connections) - admitted >= self.max_unadmitted:
+            return f"more than {self.max_unadmitted} connections without an association"
+        return None
 
     @staticmethod
     def _peer(client_address: Any) -> tuple[str, int]:
@@ -836,20 +855,17 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
         return str(client_address[0]), int(client_address[1])
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
-        """Accept a connection unless its address already holds its share."""
+        """Accept a connection unless its address already holds its share, or the
+        process holds :attr:`max_unadmitted` connections without an admitted association."""
         peer = self._peer(client_address)
         with self._pending_lock:
-            refused = self._connections_from(peer[0]) >= self.max_connections_per_ip
-            if not refused:
+            refusal = self._refusal(peer[0])
+            if refusal is None:
                 self._pending.add(peer)
-        if refused:
+        if refusal is not None:
             metrics.CONNECTIONS_REFUSED.inc()
-            LOGGER.warning(
-                "connection_refused",
-                peer=peer[0],
-                reason=f"more than {self.max_connections_per_ip} connections from this address",
-            )
-        return not refused
+            LOGGER.warning("connection_refused", peer=peer[0], reason=refusal)
+        return refusal is None
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         """Start the connection's association; from then on it counts as live."""
@@ -896,7 +912,7 @@ def build_ae(config: NodeConfig) -> AE:
     ae = AE(ae_title=config.ae_title)
     ae.require_called_aet = False
     ae.maximum_pdu_size = config.limits.max_pdu
-    ae.maximum_associations = config.limits.max_associations + LINGERING_ASSOCIATIONS
+    ae.maximum_associations = config.limits.max_associations + MAX_UNADMITTED_CONNECTIONS
     ae.acse_timeout = config.limits.acse_timeout
     ae.dimse_timeout = config.limits.dimse_timeout
     ae.network_timeout = config.limits.network_timeout
@@ -1034,6 +1050,7 @@ def start_receiver(
         raise OSError(exc.errno, f"DICOM port {config.host}:{config.port}: {exc.strerror}"
                       ) from exc
     server.max_connections_per_ip = 2 * config.limits.max_associations_per_ip
+    server.admitted_associations = receiver.admitted_associations
     server.instance_limit = receiver.max_instance_bytes
     server.open_data_set = receiver.open_data_set
     thread = threading.Thread(target=server.serve_forever, name="dicom-receiver", daemon=True)

@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 
 from dicom_node.config import Caller, Completion, Limits, Pipeline
 from dicom_node.index import IndexQueries
+from dicom_node.network import NoDelayAssociationServer
 from tests.dicom_node.conftest import NodeHarness, make_study
 from tests.peers import wait_until
 from tests.reliability.harness import requestor
@@ -78,6 +79,51 @@ def test_silent_connections_from_one_address_cannot_take_every_slot(make_node: M
     other_ip.release()
     for sock in silent:
         sock.close()
+
+
+def _silent(port: int, host: str) -> socket.socket:
+    """A connection from ``host`` that never sends its A-ASSOCIATE-RQ."""
+    return socket.create_connection(("127.0.0.1", port), source_address=(host, 0))
+
+
+def test_silent_connections_from_several_addresses_do_not_refuse_an_admitted_association(
+        make_node: MakeNode) -> None:
+    # Twelve silent connections, two from each of six addresses (each address's cap):
+    # pynetdicom counted them with the associations and refused the next one the node
+    # had admitted (and logged as accepted) once they passed its limit.
+    harness = make_node(limits={"min_free_disk_mb": 0, "max_associations": 2,
+                                "max_associations_per_ip": 1})
+    silent = [_silent(harness.port, f"127.0.0.{2 + n // 2}") for n in range(12)]
+    assoc = harness.associate()
+    assert assoc.is_established
+    assoc.release()
+    for sock in silent:
+        sock.close()
+    records = IndexQueries(harness.node.index).associations()
+    assert [r["accepted"] for r in records] == [True]
+
+
+def test_connections_without_an_association_are_capped(
+        make_node: MakeNode, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(NoDelayAssociationServer, "max_unadmitted", 3)
+    # A connection that never asks ends after the ACSE timeout, and frees its place.
+    harness = make_node(limits={"min_free_disk_mb": 0, "acse_timeout": 2})
+    silent = [_silent(harness.port, f"127.0.0.{2 + n}") for n in range(3)]
+    with _silent(harness.port, "127.0.0.9") as extra:
+        extra.settimeout(20)
+        assert extra.recv(1) == b"", "a fourth connection without an association was kept"
+    wait_until(lambda: _associates(harness), 30, "a connection to be taken again")
+    for sock in silent:
+        sock.close()
+
+
+def _associates(harness: NodeHarness) -> bool:
+    """Whether an association can be made (and released) now."""
+    assoc = harness.associate()
+    established = bool(assoc.is_established)
+    if established:
+        assoc.release()
+    return established
 
 
 def test_maximum_pdu_is_announced(make_node: MakeNode) -> None:
