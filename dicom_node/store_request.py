@@ -119,6 +119,10 @@ message may take ``dimse_timeout`` plus one second per 8 kB received (a 60 MB ci
 64 kbit/s still arrives), while a peer trickling a byte now and then within the network
 timeout is aborted instead of holding its association slot for good."""
 
+MAX_COMMAND_BYTES = 64 * 1024
+"""Most a command set arriving in fragments may take before it is handed to pynetdicom (a
+C-STORE request's is some hundred bytes)."""
+
 SPILL_BYTES = 256 * 1024
 """Size beyond which a data set goes to its writer instead of memory (a raw still or any
 cine does; a JPEG still does not)."""
@@ -259,6 +263,8 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
         self._aborting = False
         self._clock = clock
         self._message_started: float | None = None
+        self._command: list[tuple[int, bytes]] = []
+        """PDVs of a command set still arriving in fragments."""
 
     def receive_primitive(self, primitive: P_DATA) -> None:
         """Take one P-DATA primitive of a DIMSE message from the peer (nothing more once
@@ -266,7 +272,7 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
         aborted)."""
         if self._aborting:
             return
-        if self._incoming is None and self.message is None:
+        if self._incoming is None and self.message is None and not self._command:
             self._message_started = self._clock()
         elif self._too_slow():
             return
@@ -300,10 +306,11 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
                 if self.message is None and self._unaccepted(context_id):
                     self._invalid(f"presentation context {context_id} was not accepted")
                     return
-                if self.message is None and self._starts(context_id, data):
+                if self.message is None and self._starts_in_parts(context_id, data):
                     continue
+                held, self._command = self._command, []
                 rest = P_DATA()
-                rest.presentation_data_value_list = [list(pdv) for pdv in pdvs[index:]]
+                rest.presentation_data_value_list = [list(pdv) for pdv in [*held, *pdvs[index:]]]
                 self._pynetdicom_receive(rest)
                 return
             if not data or data[0] & COMMAND_FRAGMENT:
@@ -392,6 +399,27 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
         self._incoming = _Incoming(context_id, request, refused=refused)
         return True
 
+    def _starts_in_parts(self, context_id: int, data: bytes) -> bool:
+        """Take a PDV where a message begins: hold a command fragment that is not the
+        last, and begin a direct C-STORE request once the command set is whole (in one
+        PDV or several); ``False`` when pynetdicom is to assemble the message (then the
+        held fragments go to it first)."""
+        is_command = bool(data) and bool(data[0] & COMMAND_FRAGMENT)
+        if not is_command or any(held != context_id for held, _ in self._command):
+            return False
+        if not data[0] & LAST_FRAGMENT:
+            if sum(len(part) for _, part in self._command) + len(data) > MAX_COMMAND_BYTES:
+                return False
+            self._command.append((context_id, data))
+            return True
+        if not self._command:
+            return self._starts(context_id, data)
+        whole = b"".join(part[1:] for _, part in [*self._command, (context_id, data)])
+        if not self._starts(context_id, bytes([data[0]]) + whole):
+            return False
+        self._command = []
+        return True
+
     def _unaccepted(self, context_id: int) -> bool:
         """Whether a message starts on a presentation context that negotiation did not
         accept (``False`` before negotiation: nothing to check against yet)."""
@@ -401,6 +429,7 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
     def _drop_incoming(self) -> None:
         """Discard a data set still arriving (the message is invalid)."""
         incoming, self._incoming = self._incoming, None
+        self._command = []
         if incoming is not None:
             incoming.drop()
 

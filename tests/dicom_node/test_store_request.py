@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from io import BytesIO
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ from tests.peers import storescu
 US_IMAGE = b"1.2.840.10008.5.1.4.1.1.6.1\x00"
 ODD = b"1.2.826.0.1.3680043.8.498.1234567\x00"  # 33 characters: padded with a NUL
 EVEN = b"1.2.826.0.1.3680043.8.498.12345678"
+LENGTH_TO_END = (0x0001, b"\x00\x00\x00\x00")
+"""A retired command element (ACR-NEMA): the node leaves such a request to pynetdicom."""
 DATA = bytes(range(256)) * 160
 FIELDS = (
     "MessageID",
@@ -206,7 +209,7 @@ def _echo() -> bytes:
     "command",
     [
         _echo(),
-        _command(_store(extra=[(0x0001, b"\x00\x00\x00\x00")])),  # retired Length to End
+        _command(_store(extra=[LENGTH_TO_END])),
         _command(_store(extra=[(0x0600, b"\x00\x00")])),  # an element C-STORE has not
         _command(_store(instance=b"1." * 33)),  # 66 characters: pynetdicom aborts
         _command(_store(instance=b"1.2.3\\1.2.4\x00")),  # two values
@@ -229,12 +232,48 @@ def test_other_messages_go_through_pynetdicom(command: bytes,
     assert through_pynetdicom
 
 
-def test_a_command_set_in_fragments_goes_through_pynetdicom(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def _in_fragments(command: bytes, cuts: tuple[int, ...], context_id: int = 3
+                  ) -> list[tuple[int, bytes]]:
+    """The PDVs of ``command`` cut at ``cuts`` (the last one marked last)."""
+    bounds = [0, *cuts, len(command)]
+    return [(context_id, (b"\x03" if end == len(command) else b"\x01") + command[start:end])
+            for start, end in pairwise(bounds)]
+
+
+@pytest.mark.parametrize("cuts", [(40,), (1, 40, 90)])
+@pytest.mark.parametrize("per_pdata", [1, 3])
+def test_a_command_set_in_fragments_is_assembled_directly(
+        cuts: tuple[int, ...], per_pdata: int, monkeypatch: pytest.MonkeyPatch) -> None:
     command = _command(_store())
-    pdvs = [(3, b"\x01" + command[:40]), (3, b"\x03" + command[40:]), *_pdvs(command)[1:]]
-    (queued, _), through_pynetdicom = _compare(_primitives(pdvs, 1), monkeypatch)
-    assert len(queued) == 1 and through_pynetdicom
+    pdvs = [*_in_fragments(command, cuts), *_pdvs(command, fragment=4096)[1:]]
+    (queued, events), through_pynetdicom = _compare(_primitives(pdvs, per_pdata), monkeypatch)
+    assert len(queued) == 1 and not events and not through_pynetdicom
+    assert type(queued[0][1]) is DirectStore
+
+
+@pytest.mark.parametrize("command", [_echo(), _command(_store(instance=b"1." * 33))],
+                         ids=["echo", "long-uid"])
+def test_other_messages_in_fragments_go_through_pynetdicom(
+        command: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    pdvs = _in_fragments(command, (20,), context_id=1 if command == _echo() else 3)
+    if command != _echo():
+        pdvs += _pdvs(command)[1:]
+    _, through_pynetdicom = _compare(_primitives(pdvs, 1), monkeypatch)
+    assert through_pynetdicom
+
+
+def test_command_fragments_that_do_not_form_a_command_set_go_to_pynetdicom(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A data set fragment before the command set's last fragment, a command set's
+    # fragments on two presentation contexts, and command fragments beyond 64 kB:
+    # pynetdicom gets every fragment held.
+    command = _command(_store())
+    first, last = _in_fragments(command, (40,))
+    huge = [(3, b"\x01" + bytes(40000)), (3, b"\x01" + bytes(40000)), (3, b"\x03" + command)]
+    for pdvs in ([first, *_pdvs(command)[1:]], [first, (5, last[1]), *_pdvs(command)[1:]],
+                 [*huge, *_pdvs(command)[1:]]):
+        _, through_pynetdicom = _compare(_primitives(pdvs, 1), monkeypatch)
+        assert through_pynetdicom
 
 
 def test_a_bound_receive_handler_gets_pynetdicoms_message(
@@ -304,9 +343,7 @@ def test_a_data_set_at_the_limit_is_kept(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_a_message_of_pynetdicoms_beyond_the_limit_aborts(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    command = _command(_store())
-    pdvs = [(3, b"\x01" + command[:40]), (3, b"\x03" + command[40:]),
-            *_pdvs(command, fragment=4096)[1:]]
+    pdvs = _pdvs(_command(_store(extra=[LENGTH_TO_END])), fragment=4096)
     (queued, events), through_pynetdicom = _receive(
         StoreRequestDIMSE, _primitives(pdvs, 1), monkeypatch, limit=10000)
     assert through_pynetdicom and not queued and events == ["Evt19"]
@@ -464,31 +501,31 @@ def _receive_paced(paced: list[tuple[float, P_DATA]]) -> Outcome:
     return _drained(assoc)
 
 
-def _split_command(data: bytes, fragment: int) -> list[tuple[int, bytes]]:
-    """A C-STORE request whose command set comes in two PDVs (pynetdicom assembles it)."""
-    command = _command(_store())
-    return [(3, b"\x01" + command[:40]), (3, b"\x03" + command[40:]),
-            *_pdvs(command, data, fragment=fragment)[1:]]
+def _request(data: bytes, fragment: int, pynetdicoms: bool) -> list[tuple[int, bytes]]:
+    """A C-STORE request the node assembles, or one pynetdicom does (the retired
+    Length to End in its command set)."""
+    return _pdvs(_command(_store(extra=[LENGTH_TO_END] if pynetdicoms else None)), data,
+                 fragment)
 
 
-@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("pynetdicoms", [False, True])
 def test_a_message_trickling_past_the_dimse_timeout_aborts(
-        split: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+        pynetdicoms: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     # 1 kB a second: past 30 s plus a second per 8 kB received, the next PDV aborts.
     monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "none")
-    pdvs = _split_command(DATA, 1024) if split else _pdvs(_command(_store()), fragment=1024)
+    pdvs = _request(DATA, 1024, pynetdicoms)
     queued, events = _receive_paced(_paced(pdvs, 1.0))
     assert not queued and events == ["Evt19"]
 
 
-@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("pynetdicoms", [False, True])
 def test_a_slow_but_steady_message_is_received(
-        split: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+        pynetdicoms: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     # 10 kB a second for 40 s: beyond the DIMSE timeout, above the minimum rate. The
     # next message's time starts with it.
     monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "none")
     data = bytes(range(256)) * 1600
-    first = _split_command(data, 10240) if split else _pdvs(_command(_store()), data, 10240)
+    first = _request(data, 10240, pynetdicoms)
     second = _pdvs(_command(_store(message_id=8)), fragment=1024)
     queued, events = _receive_paced([*_paced(first, 1.0), *_paced(second, 0.5, start=100.0)])
     assert not events
