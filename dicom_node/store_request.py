@@ -119,6 +119,10 @@ message may take ``dimse_timeout`` plus one second per 8 kB received (a 60 MB ci
 64 kbit/s still arrives), while a peer trickling a byte now and then within the network
 timeout is aborted instead of holding its association slot for good."""
 
+MAX_QUEUED_REQUESTS = 16
+"""Requests that may wait for their answer on one association before it is aborted (the
+node negotiates no asynchronous operations window, so a conforming peer has one)."""
+
 MAX_COMMAND_BYTES = 64 * 1024
 """Most a command set arriving in fragments may take before it is handed to pynetdicom (a
 C-STORE request's is some hundred bytes)."""
@@ -365,11 +369,14 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
         exception while decoding the command set itself (an element missing or
         unreadable) escapes its DUL thread and leaves the association hanging.
         """
+        queued = self.msg_queue.qsize()
         try:
             super().receive_primitive(primitive)
         except Exception as exc:
             self.message = None
             self._invalid(f"undecodable command set: {type(exc).__name__}")
+            return
+        if self.msg_queue.qsize() > queued and self._overrun(queued):
             return
         data_set = self.message.data_set if self.message is not None else None
         if isinstance(data_set, BytesIO) and self._beyond_limit(data_set.tell()):
@@ -459,4 +466,17 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
         if isinstance(self.assoc, EventDrivenAssociation) and self.assoc.serve_in_reader(
                 request, incoming.context_id):
             return
+        if self._overrun(self.msg_queue.qsize()):
+            incoming.drop()
+            return
         self.msg_queue.put((incoming.context_id, request))
+
+    def _overrun(self, waiting: int) -> bool:
+        """Abort when ``waiting`` requests (at least :data:`MAX_QUEUED_REQUESTS`) already
+        wait for their answer: without an asynchronous operations window (the node
+        negotiates none) a peer must wait for each response, and one that does not would
+        queue data sets and open spool files without bound."""
+        if waiting < MAX_QUEUED_REQUESTS:
+            return False
+        self._invalid(f"{waiting} requests sent without waiting for their responses")
+        return True

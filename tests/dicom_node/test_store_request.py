@@ -20,6 +20,7 @@ from pynetdicom.pdu_primitives import P_DATA
 
 from dicom_node.reactor import EventDrivenAssociation
 from dicom_node.store_request import (
+    MAX_QUEUED_REQUESTS,
     DirectStore,
     DiscardedStore,
     StoreRequestDIMSE,
@@ -530,3 +531,15 @@ def test_a_slow_but_steady_message_is_received(
     queued, events = _receive_paced([*_paced(first, 1.0), *_paced(second, 0.5, start=100.0)])
     assert not events
     assert [request.DataSet.getvalue() for _, request in queued] == [data, DATA]
+
+
+@pytest.mark.parametrize("pynetdicoms", [False, True])
+def test_requests_sent_without_waiting_for_responses_abort_past_the_bound(
+        pynetdicoms: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No asynchronous operations window is negotiated; with nobody serving the queue
+    # (the association's thread busy), 16 requests wait and the 17th aborts (pynetdicom's
+    # assembly has queued it by then; the aborted association serves none of them).
+    monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "none")
+    pdvs = [pdv for n in range(20) for pdv in _request(DATA, 4096, pynetdicoms)]
+    queued, events = _receive_paced(_paced(pdvs, 0.0))
+    assert len(queued) == MAX_QUEUED_REQUESTS + pynetdicoms and events == ["Evt19"]
