@@ -30,8 +30,9 @@ THRESHOLDS = {
     # organ: (detection recall, detection precision, ROI 4-class accuracy) on 20 images;
     # measured with the shipped weights: liver 0.92 / 0.97 / 0.92 (0.86 / 0.94 without its
     # verifier), breast 0.83 / 0.95 / 0.91; edge-enhanced: liver 0.81 / 0.91 / 0.89 (0.86 /
-    # 0.97 without the verifier), breast 0.83 / 0.90 / 0.91 (the breast detector
-    # and classifier trained without scanner post-processing had 0.83 / 0.79 / 0.74).
+    # 0.97 without the verifier), breast 0.83 / 0.86 / 0.91 (the breast detector before
+    # it, 2026-11-28: 0.83 / 0.90 / 0.91; the breast detector and classifier trained
+    # without scanner post-processing had 0.83 / 0.79 / 0.74).
     "liver": (0.75, 0.8, 0.8),
     "breast": (0.72, 0.82, 0.8),
 }
@@ -41,13 +42,25 @@ IMAGE_DOMAIN_THRESHOLDS = {
     # The same on 20 images of the image-domain generator (inference.phantoms.imagedomain),
     # 22 lesions each; measured with the shipped weights: liver 0.82 / 1.00 / 0.77 (0.86 /
     # 0.95 / 0.77 without the liver verifier), breast
-    # 0.77 / 0.94 / 1.00 (the breast detector before it, 2026-11-28: 0.73 / 0.94 / 1.00);
+    # 0.82 / 0.95 / 1.00 (the breast detectors before it: 0.77 / 0.94 / 1.00 and, before
+    # 2026-11-28, 0.73 / 0.94 / 1.00);
     # the weights trained on the first generator alone had liver 0.59 / 0.87 / 0.68 and
     # breast 0.55 / 0.80 / 0.91.
     "liver": (0.65, 0.8, 0.65),
     "breast": (0.65, 0.7, 0.85),
 }
 """Floors on the second generator's images."""
+
+PULSE_ECHO_THRESHOLDS = {
+    # The same on 20 images of the pulse-echo generator (inference.phantoms.pulse_echo;
+    # these seeds are outside its held-out range); measured with the shipped weights:
+    # liver 0.62 / 0.67 / 0.85 (13 lesions; no liver network was trained on it), breast
+    # 0.78 / 0.93 / 0.83 (18 lesions; its detector was trained on other pulse-echo images,
+    # the one before it, which was not, had 0.78 / 0.52 / 0.83).
+    "liver": (0.45, 0.5, 0.65),
+    "breast": (0.65, 0.8, 0.7),
+}
+"""Floors on the pulse-echo generator's images."""
 
 EDGE_ENHANCEMENT = "edge enhancement (unsharp mask, radius 2 px, 150 %)"
 """A scanner's post-processing the shipped weights must also stand (see robustness.py)."""
@@ -73,7 +86,8 @@ def test_engine_contract_and_weight_cards(organ: str) -> None:
 
 @pytest.mark.parametrize(("generator", "change"), [("physics", None),
                                                    ("physics", EDGE_ENHANCEMENT),
-                                                   ("image-domain", None)])
+                                                   ("image-domain", None),
+                                                   ("pulse-echo", None)])
 @pytest.mark.parametrize("organ", ["liver", "breast"])
 def test_shipped_weights_reach_their_floors(organ: str, generator: str, change: str | None
                                             ) -> None:
@@ -101,8 +115,9 @@ def test_shipped_weights_reach_their_floors(organ: str, generator: str, change: 
                            for p, t in zip(probs, truths, strict=True))
             n_roi += len(truths)
     precision, recall, _ = prf(matches, n_truth, engine.score_threshold)
-    floor_recall, floor_precision, floor_accuracy = (
-        THRESHOLDS if generator == "physics" else IMAGE_DOMAIN_THRESHOLDS)[organ]
+    floors = {"physics": THRESHOLDS, "image-domain": IMAGE_DOMAIN_THRESHOLDS,
+              "pulse-echo": PULSE_ECHO_THRESHOLDS}[generator]
+    floor_recall, floor_precision, floor_accuracy = floors[organ]
     assert recall >= floor_recall
     assert precision >= floor_precision
     assert correct / n_roi >= floor_accuracy
