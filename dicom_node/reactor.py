@@ -57,7 +57,7 @@ import ssl
 import struct
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from pynetdicom import _config, evt
@@ -69,6 +69,8 @@ from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
+
+from dicom_node.logs import describe_error
 
 if TYPE_CHECKING:
     from pynetdicom.ae import ApplicationEntity
@@ -296,6 +298,18 @@ class EventDrivenDUL(DULServiceProvider):
         self.assoc.dimse.receive_primitive(primitive)
         if not self.assoc.dimse.msg_queue.empty():
             self._activity.set()
+
+    def _decode_pdu(self, bytestream: bytearray) -> tuple[Any, str]:
+        """pynetdicom's decoding, with a warning of the node's own when it fails (an
+        A-ASSOCIATE-RQ whose AE title is not in the default character repertoire, say):
+        pynetdicom then aborts, before any handler of the node sees the request."""
+        try:
+            return super()._decode_pdu(bytestream)
+        except Exception as exc:
+            LOGGER.warning("pdu_undecodable", peer=str(self.assoc.requestor.address),
+                           pdu_type=f"0x{bytestream[0]:02X}" if bytestream else None,
+                           reason=describe_error(exc))
+            raise
 
     def _queue_decoded(self, pdu_bytes: bytes | bytearray) -> None:
         """Decode a PDU and queue its event for the state machine, as pynetdicom does."""

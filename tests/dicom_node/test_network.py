@@ -31,13 +31,15 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 from pynetdicom.transport import AddressInformation
+from structlog.testing import capture_logs
 
 from dicom_node import metrics, network
 from dicom_node.config import Caller, Completion, NodeConfig, Pipeline
 from dicom_node.index import IndexQueries
 from dicom_node.network import PduLimitedSocket, Receiver, _screen, build_ae, copy_contexts
+from dicom_node.reactor import EventDrivenAssociation, EventDrivenDUL
 from tests.dicom_node.conftest import NodeHarness, make_study
-from tests.peers import storescu
+from tests.peers import storescu, wait_until
 
 MakeNode = Callable[..., NodeHarness]
 
@@ -370,13 +372,13 @@ def _item(kind: int, body: bytes) -> bytes:
     return struct.pack(">BBH", kind, 0, len(body)) + body
 
 
-def _associate_rq(max_pdu: int) -> bytes:
-    """An A-ASSOCIATE-RQ from MODALITY to NODE for US Image Storage (Explicit VR LE),
+def _associate_rq(max_pdu: int, calling: bytes = b"MODALITY") -> bytes:
+    """An A-ASSOCIATE-RQ from ``calling`` to NODE for US Image Storage (Explicit VR LE),
     announcing ``max_pdu`` as the largest PDU it takes."""
     context = (struct.pack(">BBBB", 1, 0, 0, 0) + _item(0x30, b"1.2.840.10008.5.1.4.1.1.6.1")
                + _item(0x40, b"1.2.840.10008.1.2.1\0"))
     user = _item(0x51, struct.pack(">I", max_pdu)) + _item(0x52, b"1.2.826.0.1.3680043.9.28")
-    body = (struct.pack(">HH", 1, 0) + b"NODE".ljust(16) + b"MODALITY".ljust(16) + bytes(32)
+    body = (struct.pack(">HH", 1, 0) + b"NODE".ljust(16) + calling.ljust(16) + bytes(32)
             + _item(0x10, b"1.2.840.10008.3.1.1.1") + _item(0x20, context) + _item(0x50, user))
     return struct.pack(">BBI", 1, 0, len(body)) + body
 
@@ -442,3 +444,22 @@ def test_htj2k_and_fragmentable_video_syntaxes_are_accepted(make_node: MakeNode)
         assert accepted == set(proposed)
     finally:
         assoc.release()
+
+
+@pytest.mark.parametrize("calling", [b"MODALIT\xc9", b"MOD\x01ALITY", b"MOD\\ALITY"])
+def test_an_ae_title_outside_the_default_repertoire_is_aborted_with_a_warning(
+    make_node: MakeNode, calling: bytes
+) -> None:
+    # pynetdicom cannot decode such a request and aborts before the node's handlers run;
+    # the node says why in its own log. The aborted association's thread waits the ACSE
+    # timeout for the peer to close (Sta13), then ends.
+    harness = make_node(limits={"min_free_disk_mb": 0, "acse_timeout": 1})
+    with capture_logs() as logs, socket.create_connection(
+            ("127.0.0.1", harness.port), timeout=10) as sock:
+        sock.sendall(_associate_rq(0, calling))
+        assert _pdu_type(sock) == 0x07
+    (warning,) = [e for e in logs if e["event"] == "pdu_undecodable"]
+    assert warning["pdu_type"] == "0x01" and warning["reason"].startswith("ValueError")
+    kinds = (EventDrivenAssociation, EventDrivenDUL)
+    wait_until(lambda: not any(isinstance(t, kinds) for t in threading.enumerate()), 30,
+               "the aborted association's threads to end")
