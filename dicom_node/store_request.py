@@ -284,12 +284,13 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
 
     def _too_slow(self) -> bool:
         """Abort when the message under way has taken longer than ``dimse_timeout`` plus
-        a second per :data:`MIN_MESSAGE_RATE` bytes received."""
-        if self._message_started is None:
+        a second per :data:`MIN_MESSAGE_RATE` bytes received (never without a timeout)."""
+        timeout = self.dimse_timeout
+        if self._message_started is None or timeout is None:
             return False
         elapsed = self._clock() - self._message_started
         received = self._arrived_bytes()
-        if elapsed <= float(self.dimse_timeout or 0) + received / MIN_MESSAGE_RATE:
+        if elapsed <= float(timeout) + received / MIN_MESSAGE_RATE:
             return False
         self._invalid(f"message still arriving after {elapsed:.0f} s ({received} bytes)")
         return True

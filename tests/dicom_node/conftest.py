@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from dicom_node.config import Caller, Completion, Destination, NodeConfig, Pipel
 from dicom_node.export import Sender, c_store_batch
 from dicom_node.index import IndexQueries
 from dicom_node.network import ULTRASOUND_SOP_CLASSES
+from dicom_node.reactor import EventDrivenAssociation, EventDrivenDUL
 from dicom_node.service import Node, Stages
 from dicom_node.stages import build, decode
 from tests.dicom_node.fake_engine import FakeAnalyzer
@@ -158,6 +160,12 @@ class NodeHarness:
         return jobs
 
 
+def node_threads() -> list[threading.Thread]:
+    """The node's association and DUL threads still running."""
+    kinds = (EventDrivenAssociation, EventDrivenDUL)
+    return [thread for thread in threading.enumerate() if isinstance(thread, kinds)]
+
+
 @pytest.fixture
 def make_node(tmp_path: Path) -> Iterator[Callable[..., NodeHarness]]:
     """Factory of started nodes (no workers); all are stopped at teardown."""
@@ -181,4 +189,4 @@ def make_node(tmp_path: Path) -> Iterator[Callable[..., NodeHarness]]:
         node.stop()
 
 
-__all__ += ["Caller", "Destination", "NodeHarness", "free_port", "node_config"]
+__all__ += ["Caller", "Destination", "NodeHarness", "free_port", "node_config", "node_threads"]

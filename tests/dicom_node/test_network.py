@@ -37,8 +37,7 @@ from dicom_node import metrics, network
 from dicom_node.config import Caller, Completion, NodeConfig, Pipeline
 from dicom_node.index import IndexQueries
 from dicom_node.network import PduLimitedSocket, Receiver, _screen, build_ae, copy_contexts
-from dicom_node.reactor import EventDrivenAssociation, EventDrivenDUL
-from tests.dicom_node.conftest import NodeHarness, make_study
+from tests.dicom_node.conftest import NodeHarness, make_study, node_threads
 from tests.peers import storescu, wait_until
 
 MakeNode = Callable[..., NodeHarness]
@@ -460,6 +459,4 @@ def test_an_ae_title_outside_the_default_repertoire_is_aborted_with_a_warning(
         assert _pdu_type(sock) == 0x07
     (warning,) = [e for e in logs if e["event"] == "pdu_undecodable"]
     assert warning["pdu_type"] == "0x01" and warning["reason"].startswith("ValueError")
-    kinds = (EventDrivenAssociation, EventDrivenDUL)
-    wait_until(lambda: not any(isinstance(t, kinds) for t in threading.enumerate()), 30,
-               "the aborted association's threads to end")
+    wait_until(lambda: not node_threads(), 30, "the aborted association's threads to end")

@@ -28,7 +28,7 @@ from pynetdicom.service_class import StorageServiceClass
 from dicom_node import reactor
 from dicom_node.network import Receiver
 from dicom_node.store_request import StoreRequestDIMSE
-from tests.dicom_node.conftest import NodeHarness, make_study
+from tests.dicom_node.conftest import NodeHarness, make_study, node_threads
 from tests.peers import wait_until
 
 MakeNode = Callable[..., NodeHarness]
@@ -40,12 +40,6 @@ STEP_TIMEOUT = 20.0
 @pytest.fixture
 def idle_check_far_away(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reactor, "IDLE_CHECK_SECONDS", 600.0)
-
-
-def _node_threads() -> list[threading.Thread]:
-    """The node's association and DUL threads still running."""
-    kinds = (reactor.EventDrivenAssociation, reactor.EventDrivenDUL)
-    return [thread for thread in threading.enumerate() if isinstance(thread, kinds)]
 
 
 def _associate(harness: NodeHarness) -> Association:
@@ -77,7 +71,7 @@ def test_a_peer_abort_ends_the_association_at_once(make_node: MakeNode) -> None:
     assert int(assoc.send_c_store(make_study(1)[0]).Status) == 0
     assoc.abort()
     harness.wait_for_associations_closed(STEP_TIMEOUT)
-    wait_until(lambda: not _node_threads(), STEP_TIMEOUT, "the node's association threads to end")
+    wait_until(lambda: not node_threads(), STEP_TIMEOUT, "the node's association threads to end")
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
@@ -97,7 +91,7 @@ def test_a_dul_that_dies_closes_the_connection_and_ends_the_association(
     assert "Status" not in response
     wait_until(lambda: not assoc.is_alive(), STEP_TIMEOUT, "the peer to see the connection end")
     harness.wait_for_associations_closed(STEP_TIMEOUT)
-    wait_until(lambda: not _node_threads(), STEP_TIMEOUT, "the node's association threads to end")
+    wait_until(lambda: not node_threads(), STEP_TIMEOUT, "the node's association threads to end")
 
 
 def test_a_dul_fault_caught_by_pynetdicom_is_waited_for(
@@ -133,7 +127,7 @@ def test_a_dul_fault_caught_by_pynetdicom_is_waited_for(
     assoc = _associate(harness)
     assert "Status" not in assoc.send_c_store(make_study(1)[0])
     harness.wait_for_associations_closed(STEP_TIMEOUT)
-    wait_until(lambda: not _node_threads(), STEP_TIMEOUT, "the node's association threads to end")
+    wait_until(lambda: not node_threads(), STEP_TIMEOUT, "the node's association threads to end")
 
 
 def test_what_is_sent_after_an_abort_is_dropped_not_raised() -> None:
@@ -182,12 +176,12 @@ def _open_sockets() -> int:
 def test_association_threads_close_their_wake_up_sockets(make_node: MakeNode) -> None:
     harness = make_node()
     harness.store(make_study(1))
-    wait_until(lambda: not _node_threads(), STEP_TIMEOUT, "the warm-up association to end")
+    wait_until(lambda: not node_threads(), STEP_TIMEOUT, "the warm-up association to end")
     before = _open_sockets()
     for _ in range(10):
         harness.store(make_study(1))
     wait_until(
-        lambda: not _node_threads() and _open_sockets() <= before,
+        lambda: not node_threads() and _open_sockets() <= before,
         STEP_TIMEOUT,
         f"the open sockets to fall back to {before}",
     )
@@ -361,7 +355,7 @@ def test_a_fault_serving_in_the_dul_thread_aborts_without_waiting_on_itself(
     assoc.send_c_store(make_study(1)[0])
     wait_until(lambda: assoc.is_aborted, STEP_TIMEOUT, "the peer to see the abort")
     harness.wait_for_associations_closed(STEP_TIMEOUT)
-    wait_until(lambda: not _node_threads(), STEP_TIMEOUT, "the node's association threads to end")
+    wait_until(lambda: not node_threads(), STEP_TIMEOUT, "the node's association threads to end")
 
 
 def test_a_request_is_left_to_the_association_thread_when_it_has_one_in_hand(
