@@ -67,7 +67,7 @@ from dicom_node.index.writer import IndexWriter, Received
 from dicom_node.logs import describe_error, redact
 from dicom_node.reactor import PDU_HEADER_BYTES, EventDrivenAssociation
 from dicom_node.screening import MalformedDataset, check_structure
-from dicom_node.spool import Spool, SpoolError, SpoolPart, is_valid_uid
+from dicom_node.spool import BelowFloor, Spool, SpoolError, SpoolPart, is_valid_uid
 from dicom_node.store_request import DirectStore, DiscardedStore, StoreRequestDIMSE
 from inference.video import VIDEO_TRANSFER_SYNTAXES
 
@@ -152,6 +152,9 @@ TRANSFER_SYNTAXES: tuple[str, ...] = (
 Video syntaxes (MPEG-2, H.264, HEVC cine) are decoded with FFmpeg through PyAV."""
 
 
+DISK_FLOOR_REASON = "disk_floor: free disk below the floor"
+"""Why an instance is refused when keeping it would leave less free disk than the floor."""
+
 MAX_INDEX_BACKLOG = 5000
 """Spooled instances awaiting their index row above which C-STOREs are refused.
 
@@ -206,6 +209,11 @@ class _AssociationStats:
 def _instance_limit(config: NodeConfig) -> int:
     """``limits.max_instance_mb`` in bytes."""
     return int(config.limits.max_instance_mb * 1024 * 1024)
+
+
+def _disk_floor(config: NodeConfig) -> int:
+    """``limits.min_free_disk_mb`` in bytes."""
+    return int(config.limits.min_free_disk_mb * 1024 * 1024)
 
 
 def _caller_allowed(pipeline: Pipeline, calling_ae: str, host: str) -> bool:
@@ -276,8 +284,7 @@ class Receiver:
             )
         free = self.spool.free_bytes()
         metrics.SPOOL_FREE.set(free)
-        floor = config.limits.min_free_disk_mb * 1024 * 1024
-        refusing = free < floor
+        refusing = free < _disk_floor(config)
         metrics.ADMISSION_REFUSED.set(1 if refusing else 0)
         if refusing:
             return (
@@ -427,7 +434,7 @@ class Receiver:
             return None
         context = assoc._accepted_cx[context_id]
         header = _file_header(request, context.transfer_syntax[0], stats.peer)
-        return self.spool.begin(header, writeback=True)
+        return self.spool.begin(header, writeback=True, floor=_disk_floor(self._config()))
 
     def admitted_associations(self) -> int:
         """Associations admitted and not yet closed."""
@@ -490,8 +497,8 @@ class Receiver:
         max_bytes = _instance_limit(config)
         if size > max_bytes:
             return StoreStatus.OUT_OF_RESOURCES, "instance_too_large", None
-        if self.spool.free_bytes() < config.limits.min_free_disk_mb * 1024 * 1024 + unwritten:
-            return StoreStatus.OUT_OF_RESOURCES, "disk_floor: free disk below the floor", None
+        if self.spool.free_bytes() < _disk_floor(config) + unwritten:
+            return StoreStatus.OUT_OF_RESOURCES, DISK_FLOOR_REASON, None
         if self.writer.backlog >= MAX_INDEX_BACKLOG:
             return (StoreStatus.OUT_OF_RESOURCES,
                     "index_backlog: the index is not keeping up", None)
@@ -625,6 +632,8 @@ def _discard_writer(request: C_STORE) -> None:
 
 def _spool_failure(exc: OSError) -> tuple[StoreStatus, str]:
     """The status and reason of an instance the spool could not keep."""
+    if isinstance(exc, BelowFloor):
+        return StoreStatus.OUT_OF_RESOURCES, DISK_FLOOR_REASON
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return StoreStatus.OUT_OF_RESOURCES, "disk_full"
     return StoreStatus.OUT_OF_RESOURCES, f"spool_error: {exc.strerror}"

@@ -44,6 +44,14 @@ class SpoolError(OSError):
     """An instance could not be made durable."""
 
 
+class BelowFloor(OSError):
+    """A data set arriving would take the spool's free disk below the floor kept free
+    (``limits.min_free_disk_mb``); what was written of it is dropped."""
+
+    def __init__(self) -> None:
+        super().__init__(errno.ENOSPC, "free disk below the floor")
+
+
 def is_valid_uid(value: object) -> bool:
     """Whether ``value`` is a UID we can use as a file name (digits and dots, <= 64)."""
     return isinstance(value, str) and 0 < len(value) <= 64 and bool(UID_PATTERN.fullmatch(value))
@@ -65,6 +73,12 @@ def _start_writeback(fd: int, offset: int, count: int) -> None:
         _LIBC.sync_file_range(
             fd, ctypes.c_longlong(offset), ctypes.c_longlong(count), SYNC_FILE_RANGE_WRITE
         )
+
+
+def _free_bytes(fd: int) -> int:
+    """Free bytes for unprivileged users on the file system of the open file ``fd``."""
+    stat = os.fstatvfs(fd)
+    return stat.f_bavail * stat.f_frsize
 
 
 def _fsync_dir(path: Path) -> None:
@@ -97,14 +111,19 @@ class SpoolPart:
     header, then data.
 
     A failed write (disk full, I/O error) is kept (:attr:`error`) and raised by
-    :meth:`Spool.commit`; nothing more is written after it.  It may be
+    :meth:`Spool.commit`; nothing more is written after it.  With write-back, the
+    free disk is looked at every :data:`WRITEBACK_BYTES` too: below ``floor`` bytes
+    the part fails with :class:`BelowFloor`, so that data sets arriving together do
+    not fill the disk before any of them is checked.  It may be
     discarded from another thread than the one appending (an association
     that ends while a data set arrives).
     """
 
-    def __init__(self, path: Path, header: bytes, writeback: bool = False) -> None:
+    def __init__(self, path: Path, header: bytes, writeback: bool = False,
+                 floor: int = 0) -> None:
         self.path = path
         self.writeback = writeback
+        self.floor = floor
         self.header_size = len(header)
         self.size = 0
         self.committed = False
@@ -162,6 +181,8 @@ class SpoolPart:
                 if self.writeback and self.size - self._started >= WRITEBACK_BYTES:
                     _start_writeback(self._fd, self._started, self.size - self._started)
                     self._started = self.size
+                    if _free_bytes(self._fd) < self.floor:
+                        raise BelowFloor()
             except OSError as exc:
                 self.error = exc
 
@@ -250,12 +271,14 @@ class Spool:
             directory.mkdir(exist_ok=True)
             _fsync_dir(directory.parent)
 
-    def begin(self, header: bytes, *parts: bytes, writeback: bool = False) -> SpoolPart:
+    def begin(self, header: bytes, *parts: bytes, writeback: bool = False,
+              floor: int = 0) -> SpoolPart:
         """A temporary file holding ``header`` and ``parts``, one after the other, for
         :meth:`commit`; more can be appended.  With ``writeback``, the write-back of
         every :data:`WRITEBACK_BYTES` appended is started at once (for data arriving
-        over time; data written at once is left to the fsync)."""
-        part = SpoolPart(self.tmp / f"{uuid.uuid4().hex}.part", header, writeback)
+        over time; data written at once is left to the fsync), and the part fails
+        once free disk is below ``floor`` bytes (:class:`BelowFloor`)."""
+        part = SpoolPart(self.tmp / f"{uuid.uuid4().hex}.part", header, writeback, floor)
         for data in parts:
             part.append(data)
         return part

@@ -22,6 +22,7 @@ from structlog.testing import capture_logs
 
 from dicom_node import metrics
 from dicom_node.service import Node, Stages
+from dicom_node.spool import SpoolPart
 from dicom_node.stages import build, decode
 from tests.dicom_node.conftest import make_study, node_config
 from tests.dicom_node.fake_engine import FakeAnalyzer
@@ -167,21 +168,49 @@ def test_enospc_while_a_large_data_set_arrives(
     # A data set written to the spool as it arrives meets a full disk half way:
     # Out of Resources, its partial file deleted, and the next instance fits again.
     monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "none")  # as dicom-node serve runs
-    fs = small_fs("size=16m")
-    node = start_node(fs, floor_mb=0)
+    node = start_node(small_fs("size=16m"), floor_mb=0)
+    assert _refused_large_kept_small(node, 24 * MB) == "disk_full"
+
+
+def _refused_large_kept_small(node: Node, size: int) -> str:
+    """Send an instance carrying ``size`` bytes, then a small one, on one association;
+    check that the first got 0xA700 and left nothing behind and that the second was
+    stored; the first's refusal reason."""
     assert node.port is not None
     big, small = make_study(2)
     big.add_new(0x00090010, "LO", "US-AI TEST")
-    big.add_new(0x00091010, "OB", bytes(24 * MB))
+    big.add_new(0x00091010, "OB", bytes(size))
     with capture_logs() as logs:
         assoc = associate(node.port)
         statuses = [int(assoc.send_c_store(ds).Status) for ds in (big, small)]
         assoc.release()
     assert statuses == [0xA700, 0]
-    assert [e.get("reason") for e in logs if e["event"] == "store_refused"] == ["disk_full"], logs
+    (reason,) = [e.get("reason") for e in logs if e["event"] == "store_refused"]
     assert os.listdir(node.spool.tmp) == [], "partial files left behind"
     (stored,) = node.spool.instance_files()
     assert dcmread(stored).SOPInstanceUID == small.SOPInstanceUID
+    return str(reason)
+
+
+def test_a_data_set_arriving_stops_at_the_floor_not_at_a_full_disk(
+    small_fs: Callable[[str], Path], start_node: Callable[..., Node],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Free disk is watched while a large data set is written as it arrives: the
+    # floor holds (the disk never fills, so the index and the other writers on it
+    # keep working), and the partial file is dropped.
+    monkeypatch.setattr(_config, "LOG_HANDLER_LEVEL", "none")
+    node = start_node(small_fs("size=32m"), floor_mb=12)
+    lowest = {"free": node.spool.free_bytes()}
+    append = SpoolPart.append
+
+    def watched(part: SpoolPart, data: bytes | memoryview) -> None:
+        append(part, data)
+        lowest["free"] = min(lowest["free"], node.spool.free_bytes())
+
+    monkeypatch.setattr(SpoolPart, "append", watched)
+    assert _refused_large_kept_small(node, 40 * MB) == "disk_floor: free disk below the floor"
+    assert lowest["free"] >= 11 * MB, lowest
 
 
 def test_a_read_only_spool_answers_out_of_resources_and_is_not_ready(
