@@ -324,6 +324,13 @@ class Receiver:
             port=int(assoc.requestor.port),
         )
         log = LOGGER.bind(calling_ae=peer.calling_ae, called_ae=peer.called_ae, peer=peer.host)
+        unreadable = assoc.unreadable_ae_titles if isinstance(
+            assoc, EventDrivenAssociation) else {}
+        if unreadable:
+            rejection = (Rejection.CALLED_AE_NOT_RECOGNISED if "called" in unreadable
+                         else Rejection.CALLING_AE_NOT_RECOGNISED)
+            self._reject(assoc, peer, rejection, "; ".join(unreadable.values()), log=log)
+            return
         peer_pdu = int(assoc.requestor.maximum_length or 0)
         if 0 < peer_pdu < MIN_PEER_PDU:
             self._reject(assoc, peer, Rejection.NO_REASON,

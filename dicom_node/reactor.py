@@ -102,6 +102,14 @@ PDU_TYPES = frozenset(range(0x01, 0x08))
 
 P_DATA_TF_TYPE = 0x04
 
+A_ASSOCIATE_RQ_TYPE = 0x01
+
+AE_TITLE_FIELDS = {"called": slice(10, 26), "calling": slice(26, 42)}
+"""Where an A-ASSOCIATE-RQ PDU holds its AE titles, header included (PS3.8 9.3.2)."""
+
+UNREADABLE_AE_MARK = b"?"
+"""Stands in an AE title for each byte outside the DICOM default character repertoire."""
+
 OBSERVING_EVENTS = (evt.EVT_DATA_RECV, evt.EVT_PDU_RECV, evt.EVT_FSM_TRANSITION)
 """Events whose handlers see received PDUs or state transitions (the node binds none)."""
 
@@ -300,12 +308,23 @@ class EventDrivenDUL(DULServiceProvider):
             self._activity.set()
 
     def _decode_pdu(self, bytestream: bytearray) -> tuple[Any, str]:
-        """pynetdicom's decoding, with a warning of the node's own when it fails (an
-        A-ASSOCIATE-RQ whose AE title is not in the default character repertoire, say):
-        pynetdicom then aborts, before any handler of the node sees the request."""
+        """pynetdicom's decoding; an A-ASSOCIATE-RQ it cannot decode for its AE titles
+        alone is decoded with them made readable, and marked for rejection
+        (:attr:`EventDrivenAssociation.unreadable_ae_titles`).  Any other failure gets a
+        warning of the node's own: pynetdicom then aborts, before any handler of the
+        node sees the PDU."""
         try:
             return super()._decode_pdu(bytestream)
         except Exception as exc:
+            fixed, unreadable = readable_ae_titles(bytes(bytestream))
+            if unreadable and isinstance(self.assoc, EventDrivenAssociation):
+                try:
+                    decoded = super()._decode_pdu(bytearray(fixed))
+                except Exception:
+                    pass
+                else:
+                    self.assoc.unreadable_ae_titles = unreadable
+                    return decoded
             LOGGER.warning("pdu_undecodable", peer=str(self.assoc.requestor.address),
                            pdu_type=f"0x{bytestream[0]:02X}" if bytestream else None,
                            reason=describe_error(exc))
@@ -346,6 +365,31 @@ class EventDrivenDUL(DULServiceProvider):
         return any(connection in readable for connection in connections)
 
 
+def readable_ae_titles(pdu: bytes) -> tuple[bytes, dict[str, str]]:
+    """An A-ASSOCIATE-RQ PDU with its AE titles made valid, and why each one changed was
+    not, by field (``called``, ``calling``); no change unless ``pdu`` is long enough to be one.
+
+    A byte outside the default character repertoire, a control character or a
+    backslash becomes :data:`UNREADABLE_AE_MARK`; an empty title (all spaces) becomes
+    the mark alone, so that the request can be decoded, recorded and rejected.
+    """
+    fixed = bytearray(pdu)
+    unreadable: dict[str, str] = {}
+    if len(pdu) < AE_TITLE_FIELDS["calling"].stop or pdu[0] != A_ASSOCIATE_RQ_TYPE:
+        return pdu, unreadable
+    for field, where in AE_TITLE_FIELDS.items():
+        title = bytes(b if 0x20 <= b < 0x7F and b != 0x5C else UNREADABLE_AE_MARK[0]
+                      for b in pdu[where])
+        if not title.strip():
+            fixed[where] = UNREADABLE_AE_MARK.ljust(16)
+            unreadable[field] = f"{field} AE title is empty"
+        elif title != pdu[where]:
+            fixed[where] = title
+            unreadable[field] = (f"{field} AE title {title.decode().strip()!r} is not in the DICOM "
+                                 f"default character repertoire ('?': a byte outside it)")
+    return bytes(fixed), unreadable
+
+
 class EventDrivenAssociation(Association):
     """An association whose threads wait for events instead of polling every 1 ms."""
 
@@ -357,6 +401,9 @@ class EventDrivenAssociation(Association):
         self._serving_lock = threading.Lock()
         self._serving = False
         self.dul = EventDrivenDUL(self, self._activity)
+        self.unreadable_ae_titles: dict[str, str] = {}
+        """Why the request's AE titles could not be read, by field (they were replaced
+        to decode it: :func:`readable_ae_titles`); the node rejects such a request."""
         self.acse_timeout = ae.acse_timeout
         self.network_timeout = ae.network_timeout
 

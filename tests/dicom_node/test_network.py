@@ -371,13 +371,13 @@ def _item(kind: int, body: bytes) -> bytes:
     return struct.pack(">BBH", kind, 0, len(body)) + body
 
 
-def _associate_rq(max_pdu: int, calling: bytes = b"MODALITY") -> bytes:
-    """An A-ASSOCIATE-RQ from ``calling`` to NODE for US Image Storage (Explicit VR LE),
-    announcing ``max_pdu`` as the largest PDU it takes."""
+def _associate_rq(max_pdu: int, calling: bytes = b"MODALITY", called: bytes = b"NODE") -> bytes:
+    """An A-ASSOCIATE-RQ from ``calling`` to ``called`` for US Image Storage (Explicit VR
+    LE), announcing ``max_pdu`` as the largest PDU it takes."""
     context = (struct.pack(">BBBB", 1, 0, 0, 0) + _item(0x30, b"1.2.840.10008.5.1.4.1.1.6.1")
                + _item(0x40, b"1.2.840.10008.1.2.1\0"))
     user = _item(0x51, struct.pack(">I", max_pdu)) + _item(0x52, b"1.2.826.0.1.3680043.9.28")
-    body = (struct.pack(">HH", 1, 0) + b"NODE".ljust(16) + calling.ljust(16) + bytes(32)
+    body = (struct.pack(">HH", 1, 0) + called.ljust(16) + calling.ljust(16) + bytes(32)
             + _item(0x10, b"1.2.840.10008.3.1.1.1") + _item(0x20, context) + _item(0x50, user))
     return struct.pack(">BBI", 1, 0, len(body)) + body
 
@@ -445,18 +445,49 @@ def test_htj2k_and_fragmentable_video_syntaxes_are_accepted(make_node: MakeNode)
         assoc.release()
 
 
-@pytest.mark.parametrize("calling", [b"MODALIT\xc9", b"MOD\x01ALITY", b"MOD\\ALITY"])
-def test_an_ae_title_outside_the_default_repertoire_is_aborted_with_a_warning(
-    make_node: MakeNode, calling: bytes
+@pytest.mark.parametrize(("called", "calling", "source", "reason"), [
+    (b"NODE", b"MODALIT\xc9", 3,
+     "calling AE title 'MODALIT?' is not in the DICOM default character repertoire"),
+    (b"NODE", b"MOD\x01ALITY", 3, "calling AE title 'MOD?ALITY' is not in"),
+    (b"NODE", b"MOD\\ALITY", 3, "calling AE title 'MOD?ALITY' is not in"),
+    (b"NODE", b"", 3, "calling AE title is empty"),
+    (b"N\xd6DE", b"MODALITY", 7, "called AE title 'N?DE' is not in"),
+])
+def test_an_ae_title_outside_the_default_repertoire_is_rejected_and_recorded(
+    make_node: MakeNode, called: bytes, calling: bytes, source: int, reason: str
 ) -> None:
-    # pynetdicom cannot decode such a request and aborts before the node's handlers run;
-    # the node says why in its own log. The aborted association's thread waits the ACSE
-    # timeout for the peer to close (Sta13), then ends.
-    harness = make_node(limits={"min_free_disk_mb": 0, "acse_timeout": 1})
+    # pynetdicom cannot decode such a request (it aborted it before the node's handlers
+    # ran, 2026-11-29); the node decodes it with '?' for the bytes it cannot read, then
+    # rejects it as for any unknown AE title and records it in the association log.
+    harness = make_node(limits={"min_free_disk_mb": 0})
     with capture_logs() as logs, socket.create_connection(
             ("127.0.0.1", harness.port), timeout=10) as sock:
-        sock.sendall(_associate_rq(0, calling))
+        sock.sendall(_associate_rq(0, calling, called))
+        header = sock.recv(10, socket.MSG_WAITALL)
+    assert header[0] == 0x03  # A-ASSOCIATE-RJ
+    assert tuple(header[7:10]) == (1, 1, source)  # permanent, service user, AE title
+    (rejected,) = [e for e in logs if e["event"] == "association_rejected"]
+    assert rejected["reason"].startswith(reason)
+    assert not [e for e in logs if e["event"] == "pdu_undecodable"]
+    (record,) = IndexQueries(harness.node.index).associations()
+    assert not record["accepted"] and record["reject_reason"].startswith(reason)
+    assert "?" in record["calling_ae"] + record["called_ae"]
+    wait_until(lambda: not node_threads(), 30, "the rejected association's threads to end")
+
+
+def test_an_association_request_malformed_beyond_its_ae_titles_is_aborted_with_a_warning(
+    make_node: MakeNode
+) -> None:
+    # A request with an unreadable AE title and items that do not add up: pynetdicom's
+    # A-ABORT, and the node says why in its own log.
+    harness = make_node(limits={"min_free_disk_mb": 0, "acse_timeout": 1})
+    request = bytearray(_associate_rq(0, b"MODALIT\xc9"))
+    request[76] = 0xFF  # the application context item's length runs past the PDU
+    with capture_logs() as logs, socket.create_connection(
+            ("127.0.0.1", harness.port), timeout=10) as sock:
+        sock.sendall(bytes(request))
         assert _pdu_type(sock) == 0x07
     (warning,) = [e for e in logs if e["event"] == "pdu_undecodable"]
-    assert warning["pdu_type"] == "0x01" and warning["reason"].startswith("ValueError")
+    assert warning["pdu_type"] == "0x01"
+    assert not IndexQueries(harness.node.index).associations()
     wait_until(lambda: not node_threads(), 30, "the aborted association's threads to end")
