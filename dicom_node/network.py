@@ -191,6 +191,15 @@ MIN_PEER_PDU = 7
 """The smallest Maximum Length Received a peer may announce (0: no limit): a P-DATA-TF
 PDU of fewer bytes holds a PDV item's header (6 bytes) and no data."""
 
+REJECTION_FOLD_SECONDS = 60.0
+"""A request rejected like the last one recorded (same address, AE titles and reason) at
+most this long after it is counted on that record instead of adding one: a peer retrying
+a refused request in a loop, or a flood of them, does not grow the association log by a
+row each."""
+
+MAX_FOLDED_REJECTIONS = 1024
+"""Rejections a receiving process remembers for folding (the oldest are forgotten)."""
+
 UNKNOWN_AE_LABEL = "unknown"
 """Metrics label of associations rejected on a called AE title no pipeline has."""
 
@@ -262,6 +271,9 @@ class Receiver:
         self.clock = clock
         self._lock = threading.Lock()
         self._associations: dict[int, _AssociationStats] = {}
+        self._rejections: dict[tuple[str, str, str, str], tuple[int, datetime]] = {}
+        """The record and time of the last request rejected, by (address, calling AE,
+        called AE, reason), oldest first."""
         self.writer = IndexWriter(index, self._indexed)
 
     def close(self) -> None:
@@ -357,7 +369,7 @@ class Receiver:
         """Record the rejection, then send the A-ASSOCIATE-RJ (also when the record
         fails: the peer is rejected all the same)."""
         try:
-            self.index.open_association(peer, self.clock.now(), accepted=False, reason=reason)
+            self._record_rejection(peer, reason)
         except Exception as exc:
             log.warning("association_not_recorded", error=type(exc).__name__)
         known = self._config().pipeline_for(peer.called_ae) is not None
@@ -367,6 +379,23 @@ class Receiver:
         log.warning("association_rejected", reason=reason)
         assoc.acse.send_reject(*rejection.triple())
         assoc.kill()
+
+    def _record_rejection(self, peer: Peer, reason: str) -> None:
+        """Add a rejected association to the log, or count it on the last record of the
+        same rejection if that is at most :data:`REJECTION_FOLD_SECONDS` old."""
+        key = (peer.host, peer.calling_ae, peer.called_ae, reason)
+        now = self.clock.now()
+        with self._lock:
+            last = self._rejections.pop(key, None)
+        if (last is not None and (now - last[1]).total_seconds() <= REJECTION_FOLD_SECONDS
+                and self.index.repeat_rejection(last[0], now)):
+            record_id = last[0]
+        else:
+            record_id = self.index.open_association(peer, now, accepted=False, reason=reason)
+        with self._lock:
+            self._rejections[key] = (record_id, now)
+            while len(self._rejections) > MAX_FOLDED_REJECTIONS:
+                del self._rejections[next(iter(self._rejections))]
 
     def on_closed(self, event: Event, outcome: str) -> None:
         """EVT_RELEASED / EVT_ABORTED / EVT_CONN_CLOSE: close the association's record

@@ -218,6 +218,9 @@ class AssociationRecord(Base):
     failed_instances: Mapped[int] = mapped_column(Integer, default=0)
     bytes_received: Mapped[int] = mapped_column(BigInteger, default=0)
     outcome: Mapped[str | None] = mapped_column(String(32))
+    repeats: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Requests rejected like this one after it, each within a minute of the one before,
+    counted here instead of a row each; ``ended_at`` is the last one's time."""
 
 
 class DestinationStatus(Base):

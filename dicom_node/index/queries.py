@@ -90,6 +90,7 @@ _ASSOCIATION_FIELDS = (
     "ended_at",
     "accepted",
     "reject_reason",
+    "repeats",
     "instances",
     "failed_instances",
     "bytes_received",

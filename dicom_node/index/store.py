@@ -302,6 +302,18 @@ class Index:
             s.flush()
             return record.id
 
+    def repeat_rejection(self, association_id: int, now: datetime) -> bool:
+        """Count one more request rejected like the rejected association
+        ``association_id``, at ``now``; whether its record still exists."""
+        with self.session() as s:
+            done = s.execute(
+                update(AssociationRecord)
+                .where(AssociationRecord.id == association_id,
+                       AssociationRecord.accepted.is_(False))
+                .values(repeats=AssociationRecord.repeats + 1, ended_at=now)
+            )
+            return bool(done.rowcount)
+
     def close_association(
         self,
         association_id: int,

@@ -475,6 +475,31 @@ def test_an_ae_title_outside_the_default_repertoire_is_rejected_and_recorded(
     wait_until(lambda: not node_threads(), 30, "the rejected association's threads to end")
 
 
+def test_a_rejection_repeated_within_a_minute_is_counted_on_its_record(
+    make_node: MakeNode
+) -> None:
+    # A peer retrying a refused request in a loop (or flooding the port with them) grew
+    # the association log by a row each (2026-11-29); now one row counts the repeats.
+    harness = make_node()
+
+    def request(called: bytes, calling: bytes = b"MODALITY") -> None:
+        with socket.create_connection(("127.0.0.1", harness.port), timeout=10) as sock:
+            sock.sendall(_associate_rq(0, calling, called))
+            assert _pdu_type(sock) == 0x03  # A-ASSOCIATE-RJ
+
+    for _ in range(3):
+        request(b"NOBODY")
+        harness.clock.advance(59)
+    request(b"NOBODY", b"OTHER")
+    harness.clock.advance(61)
+    request(b"NOBODY")
+    records = IndexQueries(harness.node.index).associations()
+    assert [(r["calling_ae"], r["repeats"]) for r in records] == [
+        ("MODALITY", 0), ("OTHER", 0), ("MODALITY", 2)]
+    assert records[-1]["duration_seconds"] == 2 * 59  # to the last repeat
+    wait_until(lambda: not node_threads(), 30, "the rejected associations' threads to end")
+
+
 def test_an_association_request_malformed_beyond_its_ae_titles_is_aborted_with_a_warning(
     make_node: MakeNode
 ) -> None:

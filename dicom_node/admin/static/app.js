@@ -100,7 +100,8 @@ function render(status, destinations, studies, failedJobs, failedExports, associ
   ], "no errors");
   fill("associations", associations.map((a) => [
     cell(when(a.started_at)), cell(a.calling_ae), cell(a.peer_host), cell(a.called_ae),
-    cell(a.accepted ? a.outcome || "open" : "rejected: " + a.reject_reason),
+    cell(a.accepted ? a.outcome || "open" : "rejected: " + a.reject_reason
+      + (a.repeats ? " (and " + a.repeats + " more like it until " + when(a.ended_at) + ")" : "")),
     cell(a.instances), cell(a.bytes_received),
     cell(a.duration_seconds === null ? "" : a.duration_seconds.toFixed(1)),
   ]), "no associations yet");
