@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import errno
 import ipaddress
+import re
 import select
 import socket
 import ssl
@@ -197,11 +198,25 @@ most this long after it is counted on that record instead of adding one: a peer 
 a refused request in a loop, or a flood of them, does not grow the association log by a
 row each."""
 
+REJECTION_RECORD_SECONDS = 600.0
+"""How long one record counts such repeats before the next one opens: the association
+log lists records by when they opened, so a peer refused in a loop stays in its first
+page."""
+
 MAX_FOLDED_REJECTIONS = 1024
 """Rejections a receiving process remembers for folding (the oldest are forgotten)."""
 
 UNKNOWN_AE_LABEL = "unknown"
 """Metrics label of associations rejected on a called AE title no pipeline has."""
+
+
+@dataclass
+class _Rejection:
+    """The association-log record that counts a run of alike rejections."""
+
+    record_id: int
+    opened: datetime
+    seen: datetime
 
 
 @dataclass
@@ -271,9 +286,9 @@ class Receiver:
         self.clock = clock
         self._lock = threading.Lock()
         self._associations: dict[int, _AssociationStats] = {}
-        self._rejections: dict[tuple[str, str, str, str], tuple[int, datetime]] = {}
-        """The record and time of the last request rejected, by (address, calling AE,
-        called AE, reason), oldest first."""
+        self._rejections: dict[tuple[str, str, str, str], _Rejection] = {}
+        """The record of the last requests rejected, by (address, calling AE, called AE,
+        reason with its figures masked), least recently seen first."""
         self.writer = IndexWriter(index, self._indexed)
 
     def close(self) -> None:
@@ -382,18 +397,23 @@ class Receiver:
 
     def _record_rejection(self, peer: Peer, reason: str) -> None:
         """Add a rejected association to the log, or count it on the last record of the
-        same rejection if that is at most :data:`REJECTION_FOLD_SECONDS` old."""
-        key = (peer.host, peer.calling_ae, peer.called_ae, reason)
+        same rejection (its figures aside) if that was counted on at most
+        :data:`REJECTION_FOLD_SECONDS` ago and opened at most
+        :data:`REJECTION_RECORD_SECONDS` ago."""
+        key = (peer.host, peer.calling_ae, peer.called_ae, re.sub(r"\d+", "#", reason))
         now = self.clock.now()
         with self._lock:
             last = self._rejections.pop(key, None)
-        if (last is not None and (now - last[1]).total_seconds() <= REJECTION_FOLD_SECONDS
-                and self.index.repeat_rejection(last[0], now)):
-            record_id = last[0]
+        if (last is not None
+                and (now - last.seen).total_seconds() <= REJECTION_FOLD_SECONDS
+                and (now - last.opened).total_seconds() <= REJECTION_RECORD_SECONDS
+                and self.index.repeat_rejection(last.record_id, now)):
+            last.seen = now
         else:
             record_id = self.index.open_association(peer, now, accepted=False, reason=reason)
+            last = _Rejection(record_id, opened=now, seen=now)
         with self._lock:
-            self._rejections[key] = (record_id, now)
+            self._rejections[key] = last
             while len(self._rejections) > MAX_FOLDED_REJECTIONS:
                 del self._rejections[next(iter(self._rejections))]
 

@@ -309,15 +309,17 @@ class EventDrivenDUL(DULServiceProvider):
 
     def _decode_pdu(self, bytestream: bytearray) -> tuple[Any, str]:
         """pynetdicom's decoding; an A-ASSOCIATE-RQ it cannot decode for its AE titles
-        alone is decoded with them made readable, and marked for rejection
-        (:attr:`EventDrivenAssociation.unreadable_ae_titles`).  Any other failure gets a
+        alone is decoded with them made readable (:func:`readable_ae_titles`): padded
+        with NULs, it goes on as any other; with bytes outside the repertoire, it is
+        marked for rejection (:attr:`EventDrivenAssociation.unreadable_ae_titles`).
+        Any other failure gets a
         warning of the node's own: pynetdicom then aborts, before any handler of the
         node sees the PDU."""
         try:
             return super()._decode_pdu(bytestream)
         except Exception as exc:
             fixed, unreadable = readable_ae_titles(bytes(bytestream))
-            if unreadable and isinstance(self.assoc, EventDrivenAssociation):
+            if fixed != bytestream and isinstance(self.assoc, EventDrivenAssociation):
                 try:
                     decoded = super()._decode_pdu(bytearray(fixed))
                 except Exception:
@@ -369,21 +371,24 @@ def readable_ae_titles(pdu: bytes) -> tuple[bytes, dict[str, str]]:
     """An A-ASSOCIATE-RQ PDU with its AE titles made valid, and why each one changed was
     not, by field (``called``, ``calling``); no change unless ``pdu`` is long enough to be one.
 
-    A byte outside the default character repertoire, a control character or a
-    backslash becomes :data:`UNREADABLE_AE_MARK`; an empty title (all spaces) becomes
-    the mark alone, so that the request can be decoded, recorded and rejected.
+    Trailing NUL bytes are taken for padding (spaces).  A byte outside the default
+    character repertoire, a control character or a backslash becomes
+    :data:`UNREADABLE_AE_MARK`; an empty title (all spaces) becomes the mark alone, so
+    that the request can be decoded, recorded and rejected.
     """
     fixed = bytearray(pdu)
     unreadable: dict[str, str] = {}
     if len(pdu) < AE_TITLE_FIELDS["calling"].stop or pdu[0] != A_ASSOCIATE_RQ_TYPE:
         return pdu, unreadable
     for field, where in AE_TITLE_FIELDS.items():
+        padded = pdu[where].rstrip(b"\0").ljust(16)
+        fixed[where] = padded
         title = bytes(b if 0x20 <= b < 0x7F and b != 0x5C else UNREADABLE_AE_MARK[0]
-                      for b in pdu[where])
+                      for b in padded)
         if not title.strip():
             fixed[where] = UNREADABLE_AE_MARK.ljust(16)
             unreadable[field] = f"{field} AE title is empty"
-        elif title != pdu[where]:
+        elif title != padded:
             fixed[where] = title
             unreadable[field] = (f"{field} AE title {title.decode().strip()!r} is not in the DICOM "
                                  f"default character repertoire ('?': a byte outside it)")

@@ -168,12 +168,19 @@ class SpoolPart:
 
     def append(self, data: bytes | memoryview) -> None:
         """Write ``data`` after what was written; start the write-back of every
-        :data:`WRITEBACK_BYTES` written."""
+        :data:`WRITEBACK_BYTES` written.  With write-back, a write that reaches the next
+        start is first checked against the floor: below it, what was written is
+        truncated away at once, and the part fails with :class:`BelowFloor`."""
         with self._lock:
             if self._fd is None or self.error is not None:
                 return
             try:
                 with memoryview(data) as view:
+                    if (self.writeback and self.floor > 0
+                            and self.size + len(view) - self._started >= WRITEBACK_BYTES
+                            and _free_bytes(self._fd) - len(view) < self.floor):
+                        os.ftruncate(self._fd, 0)
+                        raise BelowFloor()
                     written = 0
                     while written < len(view):
                         written += os.write(self._fd, view[written:])
@@ -181,8 +188,6 @@ class SpoolPart:
                 if self.writeback and self.size - self._started >= WRITEBACK_BYTES:
                     _start_writeback(self._fd, self._started, self.size - self._started)
                     self._started = self.size
-                    if _free_bytes(self._fd) < self.floor:
-                        raise BelowFloor()
             except OSError as exc:
                 self.error = exc
 

@@ -445,7 +445,7 @@ def test_htj2k_and_fragmentable_video_syntaxes_are_accepted(make_node: MakeNode)
         assoc.release()
 
 
-@pytest.mark.parametrize(("called", "calling", "source", "reason"), [
+@pytest.mark.parametrize(("called", "calling", "diagnostic", "reason"), [
     (b"NODE", b"MODALIT\xc9", 3,
      "calling AE title 'MODALIT?' is not in the DICOM default character repertoire"),
     (b"NODE", b"MOD\x01ALITY", 3, "calling AE title 'MOD?ALITY' is not in"),
@@ -454,7 +454,7 @@ def test_htj2k_and_fragmentable_video_syntaxes_are_accepted(make_node: MakeNode)
     (b"N\xd6DE", b"MODALITY", 7, "called AE title 'N?DE' is not in"),
 ])
 def test_an_ae_title_outside_the_default_repertoire_is_rejected_and_recorded(
-    make_node: MakeNode, called: bytes, calling: bytes, source: int, reason: str
+    make_node: MakeNode, called: bytes, calling: bytes, diagnostic: int, reason: str
 ) -> None:
     # pynetdicom cannot decode such a request (it aborted it before the node's handlers
     # ran, 2026-11-29); the node decodes it with '?' for the bytes it cannot read, then
@@ -465,7 +465,7 @@ def test_an_ae_title_outside_the_default_repertoire_is_rejected_and_recorded(
         sock.sendall(_associate_rq(0, calling, called))
         header = sock.recv(10, socket.MSG_WAITALL)
     assert header[0] == 0x03  # A-ASSOCIATE-RJ
-    assert tuple(header[7:10]) == (1, 1, source)  # permanent, service user, AE title
+    assert tuple(header[7:10]) == (1, 1, diagnostic)  # permanent, service user, AE title
     (rejected,) = [e for e in logs if e["event"] == "association_rejected"]
     assert rejected["reason"].startswith(reason)
     assert not [e for e in logs if e["event"] == "pdu_undecodable"]
@@ -473,6 +473,18 @@ def test_an_ae_title_outside_the_default_repertoire_is_rejected_and_recorded(
     assert not record["accepted"] and record["reject_reason"].startswith(reason)
     assert "?" in record["calling_ae"] + record["called_ae"]
     wait_until(lambda: not node_threads(), 30, "the rejected association's threads to end")
+
+
+def test_ae_titles_padded_with_nuls_are_read_as_padded_with_spaces(make_node: MakeNode) -> None:
+    harness = make_node(limits={"min_free_disk_mb": 0})
+    with socket.create_connection(("127.0.0.1", harness.port), timeout=10) as sock:
+        sock.sendall(_associate_rq(0, b"MODALITY".ljust(16, b"\0"), b"NODE".ljust(16, b"\0")))
+        assert _pdu_type(sock) == 0x02  # A-ASSOCIATE-AC
+        sock.sendall(struct.pack(">BBIxxxx", 5, 0, 4))  # A-RELEASE-RQ
+        assert _pdu_type(sock) == 0x06  # A-RELEASE-RP
+    (record,) = IndexQueries(harness.node.index).associations()
+    assert record["accepted"] and record["calling_ae"] == "MODALITY"
+    wait_until(lambda: not node_threads(), 30, "the association's threads to end")
 
 
 def test_a_rejection_repeated_within_a_minute_is_counted_on_its_record(
@@ -492,10 +504,12 @@ def test_a_rejection_repeated_within_a_minute_is_counted_on_its_record(
         harness.clock.advance(59)
     request(b"NOBODY", b"OTHER")
     harness.clock.advance(61)
-    request(b"NOBODY")
+    for _ in range(12):  # a record counts for 10 minutes, then the next one opens
+        request(b"NOBODY")
+        harness.clock.advance(59)
     records = IndexQueries(harness.node.index).associations()
     assert [(r["calling_ae"], r["repeats"]) for r in records] == [
-        ("MODALITY", 0), ("OTHER", 0), ("MODALITY", 2)]
+        ("MODALITY", 0), ("MODALITY", 10), ("OTHER", 0), ("MODALITY", 2)]
     assert records[-1]["duration_seconds"] == 2 * 59  # to the last repeat
     wait_until(lambda: not node_threads(), 30, "the rejected associations' threads to end")
 

@@ -28,6 +28,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Revert this revision."""
-    with op.batch_alter_table("associations", schema=None) as batch_op:
+    """Revert this revision (a plain ALTER TABLE: rebuilding the table, as a batch would
+    on SQLite, fails while instances refer to it)."""
+    with op.batch_alter_table("associations", schema=None, recreate="never") as batch_op:
         batch_op.drop_column("repeats")
