@@ -514,6 +514,24 @@ def test_a_rejection_repeated_within_a_minute_is_counted_on_its_record(
     wait_until(lambda: not node_threads(), 30, "the rejected associations' threads to end")
 
 
+def test_alike_rejections_differing_in_their_figures_share_a_record(
+    make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The disk-floor reason names the free megabytes, which change from one request to
+    # the next while the node refuses them all.
+    harness = make_node(limits={"min_free_disk_mb": 64})
+    for free_mb in (9, 8, 7):
+        monkeypatch.setattr(harness.node.spool, "free_bytes", lambda mb=free_mb: mb * 2**20)
+        with socket.create_connection(("127.0.0.1", harness.port), timeout=10) as sock:
+            sock.sendall(_associate_rq(0))
+            assert _pdu_type(sock) == 0x03  # A-ASSOCIATE-RJ
+        harness.clock.advance(1)
+    (record,) = IndexQueries(harness.node.index).associations()
+    assert record["reject_reason"] == "free disk 9 MB is below the floor of 64 MB"
+    assert record["repeats"] == 2
+    wait_until(lambda: not node_threads(), 30, "the rejected associations' threads to end")
+
+
 def test_an_association_request_malformed_beyond_its_ae_titles_is_aborted_with_a_warning(
     make_node: MakeNode
 ) -> None:
