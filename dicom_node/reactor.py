@@ -312,9 +312,8 @@ class EventDrivenDUL(DULServiceProvider):
         alone is decoded with them made readable (:func:`readable_ae_titles`): padded
         with NULs, it goes on as any other; with bytes outside the repertoire, it is
         marked for rejection (:attr:`EventDrivenAssociation.unreadable_ae_titles`).
-        Any other failure gets a
-        warning of the node's own: pynetdicom then aborts, before any handler of the
-        node sees the PDU."""
+        Any other failure gets a warning of the node's own: pynetdicom then aborts,
+        before any handler of the node sees the PDU."""
         try:
             return super()._decode_pdu(bytestream)
         except Exception as exc:

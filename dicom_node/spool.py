@@ -111,10 +111,11 @@ class SpoolPart:
     header, then data.
 
     A failed write (disk full, I/O error) is kept (:attr:`error`) and raised by
-    :meth:`Spool.commit`; nothing more is written after it.  With write-back, the
-    free disk is looked at every :data:`WRITEBACK_BYTES` too: below ``floor`` bytes
-    the part fails with :class:`BelowFloor`, so that data sets arriving together do
-    not fill the disk before any of them is checked.  It may be
+    :meth:`Spool.commit`; nothing more is written after it.  With write-back and a
+    ``floor`` above 0, free disk is looked at before each write that reaches the next
+    write-back start: one that would leave less than ``floor`` bytes free fails the
+    part with :class:`BelowFloor`, so that data sets arriving together do not fill
+    the disk before any of them is checked.  It may be
     discarded from another thread than the one appending (an association
     that ends while a data set arrives).
     """
