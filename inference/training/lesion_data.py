@@ -20,9 +20,11 @@ from tqdm import tqdm
 
 from inference.findings import BREAST_CLASSES, LIVER_CLASSES, BoundingBox
 from inference.models.roi import CLASSIFIER_SIZE, DETECTOR_SIZE, letterbox, roi_crop
+from inference.phantoms.convolution import generate_convolution
 from inference.phantoms.generator import Organ, PhantomSample, Renderer, generate
 from inference.phantoms.imagedomain import generate_image_domain
 from inference.phantoms.pulse_echo import generate_pulse_echo
+from inference.phantoms.statistical import generate_statistical
 
 logger = structlog.get_logger(__name__)
 
@@ -78,11 +80,16 @@ GENERATORS: dict[str, Renderer] = {
     "physics": generate,
     "image-domain": generate_image_domain,
     "pulse-echo": generate_pulse_echo,
+    "convolution": generate_convolution,
+    "statistical": generate_statistical,
 }
 """The phantom generators a cache can be built from: :mod:`inference.phantoms.generator`,
-:mod:`inference.phantoms.imagedomain` and :mod:`inference.phantoms.pulse_echo` (its
+:mod:`inference.phantoms.imagedomain`, :mod:`inference.phantoms.pulse_echo` (its
 training seeds 30,000,000-30,999,999, below its evaluation seeds in
-:data:`inference.evaluation.lesion.INDEPENDENT_GENERATORS`)."""
+:data:`inference.evaluation.lesion.INDEPENDENT_GENERATORS`),
+:mod:`inference.phantoms.convolution` (seeds from 35,000,000) and
+:mod:`inference.phantoms.statistical` (seeds from 36,000,000): the last two were written
+for training only, by authors who had read none of the other generators."""
 
 
 def _work(args: tuple[Organ, int, int, int, str]) -> dict[str, np.ndarray]:
@@ -286,8 +293,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector-size", type=int, default=DETECTOR_SIZE,
                         help="side of the letterboxed detector input, pixels (a multiple of 32)")
     parser.add_argument("--generator", choices=sorted(GENERATORS), default="physics",
-                        help="phantom generator (image-domain: inference.phantoms.imagedomain; "
-                             "pulse-echo: inference.phantoms.pulse_echo)")
+                        help="phantom generator (physics: inference.phantoms.generator; the "
+                             "others: the module of inference.phantoms with that name)")
 
 
 def run(args: argparse.Namespace) -> None:
