@@ -335,7 +335,7 @@ class _Blob:
         return math.sqrt(self.a * self.b)
 
     def reach(self) -> float:
-        extra = sum(abs(h[1]) for h in self.harmonics) + max((s[1] for s in self.spikes), default=0)
+        extra = sum(abs(h[1]) for h in self.harmonics) + sum(s[1] for s in self.spikes)
         return max(self.a, self.b) * (1.0 + extra)
 
     def box(self, margin: float = 0.0) -> tuple[float, float, float, float]:
@@ -1473,8 +1473,9 @@ def _visible_truths(
         parts = [vis]
         if lesion.core < 0.95:
             parts.append(vis & (rho < lesion.core))
-        depth = float(np.hypot(lesion.blob.cx, lesion.blob.cz + grid.probe.radius))
-        depth -= grid.probe.radius
+        depth = lesion.blob.cz
+        if grid.probe.kind != "linear":
+            depth = float(np.hypot(lesion.blob.cx, depth + grid.probe.radius)) - grid.probe.radius
         n_speckle = _speckle_px(grid, ac, chain, depth, pm)
         if not _detectable(img[win], parts, ring, n_speckle):
             continue

@@ -1265,7 +1265,8 @@ def _paint_lesion(rng: np.random.Generator, grid: _Grid, maps: _Maps, les: _Lesi
     height_cm = 0.2 * les.radius * math.sqrt(les.aspect)
     alpha = max(0.0, host_alpha - les.values["post_db"] / (2.0 * freq * height_cm))
     _blend(maps.alpha[sl], ctx.inside, alpha)
-    mask = sd > 0
+    halo_mm = les.values.get("halo_mm", 0.0) if les.label == "carcinoma" else 0.0
+    mask = sd > -halo_mm
     maps.lesion[sl][mask] = index
     maps.label[sl][mask] = _LESION
     strength = les.values.get("edge_db", 0.0)
@@ -1713,9 +1714,12 @@ def _inside_marks(canvas: _Canvas, rng: np.random.Generator, geom: _Geometry, s:
     value = int(rng.integers(200, 256))
     if truths and rng.random() < 0.7:
         t = truths[int(rng.integers(len(truths)))].box
-        p0, p1 = (t.y0 + t.height / 2, t.x0), (t.y0 + t.height / 2, t.x1)
+        near, far = rng.uniform(-0.1, 0.15, 2)
+        p0 = (t.y0 + t.height / 2, t.x0 + near * t.width)
+        p1 = (t.y0 + t.height / 2, t.x1 - far * t.width)
         if rng.random() < 0.5:
-            p0, p1 = (t.y0, t.x0 + t.width / 2), (t.y1, t.x0 + t.width / 2)
+            p0, p1 = (t.y0 + near * t.height, t.x0 + t.width / 2), (t.y1 - far * t.height,
+                                                                     t.x0 + t.width / 2)
     else:
         p0 = (rng.uniform(box.y0, box.y1), rng.uniform(box.x0, box.x1))
         p1 = (p0[0] + rng.uniform(-60, 60), p0[1] + rng.uniform(-60, 60))
