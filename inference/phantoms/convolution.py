@@ -371,6 +371,9 @@ class _Lesion:
 
 
 MAPS = ("echo", "m", "atten", "lnz", "points", "shadow", "reverb")
+POINT_DENSITY = 0.01
+"""Resolvable bright point scatterers per mm2 of tissue (portal triads, fibrous strands); 0 in
+fluid."""
 
 
 class _Scene:
@@ -379,7 +382,7 @@ class _Scene:
     def __init__(self, grid: _Grid) -> None:
         self.grid = grid
         shape = (grid.nz, grid.nx)
-        base = {"echo": 0.0, "m": 4.0, "atten": 0.5, "lnz": LN_LIVER}
+        base = {"echo": 0.0, "m": 4.0, "atten": 0.5, "lnz": LN_LIVER, "points": POINT_DENSITY}
         self.maps = {k: np.full(shape, base.get(k, 0.0), dtype=np.float32) for k in MAPS}
 
     def paint(self, win: tuple[slice, slice], w: np.ndarray, **values: float | np.ndarray) -> None:
