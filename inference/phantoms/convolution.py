@@ -803,6 +803,12 @@ def _metastasis(scene: _Scene, rng: np.random.Generator, blob: _Blob, style: _Me
     return _Lesion("metastasis", blob, core if style.rim_frac >= 0.1 else 1.0)
 
 
+_Painter = Callable[[_Scene, np.random.Generator, _Blob], _Lesion]
+
+_LIVER_PAINTERS: dict[str, _Painter] = {"cyst": _liver_cyst, "hemangioma": _hemangioma, "hcc": _hcc}
+"""Liver lesion painters by class; metastases also take the image's shared style."""
+
+
 def _liver_lesions(
     scene: _Scene, rng: np.random.Generator, top: float, deep: Callable, params: dict[str, float]
 ) -> list[_Lesion]:
@@ -839,14 +845,10 @@ def _liver_lesions(
                 break
         else:
             continue
-        if label == "cyst":
-            lesions.append(_liver_cyst(scene, rng, blob))
-        elif label == "hemangioma":
-            lesions.append(_hemangioma(scene, rng, blob))
-        elif label == "hcc":
-            lesions.append(_hcc(scene, rng, blob))
-        else:
+        if label == "metastasis":
             lesions.append(_metastasis(scene, rng, blob, style))
+        else:
+            lesions.append(_LIVER_PAINTERS[label](scene, rng, blob))
     params.update(meta_centre_db=style.centre, meta_rim_db=style.rim)
     return lesions
 
@@ -1092,6 +1094,14 @@ def _other_benign(scene: _Scene, rng: np.random.Generator, blob: _Blob, lipoma: 
     return _Lesion("other", blob)
 
 
+_BREAST_PAINTERS: dict[str, _Painter] = {
+    "carcinoma": _carcinoma,
+    "fibroadenoma": _fibroadenoma,
+    "simple_cyst": _breast_cyst,
+}
+"""Breast lesion painters by class; "other" lesions also take whether they are lipoma-like."""
+
+
 def _breast_lesions(
     scene: _Scene,
     rng: np.random.Generator,
@@ -1129,14 +1139,10 @@ def _breast_lesions(
                 break
         else:
             continue
-        if label == "carcinoma":
-            lesions.append(_carcinoma(scene, rng, blob))
-        elif label == "fibroadenoma":
-            lesions.append(_fibroadenoma(scene, rng, blob))
-        elif label == "simple_cyst":
-            lesions.append(_breast_cyst(scene, rng, blob))
-        else:
+        if label == "other":
             lesions.append(_other_benign(scene, rng, blob, lipoma))
+        else:
+            lesions.append(_BREAST_PAINTERS[label](scene, rng, blob))
     return lesions
 
 

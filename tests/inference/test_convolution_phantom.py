@@ -132,8 +132,9 @@ def test_every_class_visible_and_some_images_empty(organ: str, classes: tuple[st
     assert visible < placed
 
 
-def test_liver_cyst_dark_with_enhancement() -> None:
-    m = _measures("liver", "cyst")
+@pytest.mark.parametrize(("organ", "label"), [("liver", "cyst"), ("breast", "simple_cyst")])
+def test_cyst_dark_with_enhancement(organ: str, label: str) -> None:
+    m = _measures(organ, label)
     assert _median(m, lambda v: v["around"] - v["centre"]) > 40
     assert _median(m, lambda v: v["below"] - v["beside"]) > 0
 
@@ -147,12 +148,6 @@ def test_hcc_and_metastasis_differ_from_liver() -> None:
     for label in ("hcc", "metastasis"):
         m = _measures("liver", label)
         assert _median(m, lambda v: abs(v["centre"] - v["around"])) > 8
-
-
-def test_breast_cyst_dark_with_enhancement() -> None:
-    m = _measures("breast", "simple_cyst")
-    assert _median(m, lambda v: v["around"] - v["centre"]) > 40
-    assert _median(m, lambda v: v["below"] - v["beside"]) > 0
 
 
 def test_carcinoma_dark_with_shadow_and_tall() -> None:
