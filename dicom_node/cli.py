@@ -128,7 +128,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from dicom_node.service import Node
 
     config = build_config(args)
-    node = Node(config, clock=SystemClock(), config_path=config_file(args))
+    try:
+        node = Node(config, clock=SystemClock(), config_path=config_file(args))
+    except (OSError, RuntimeError) as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 1
     for pipeline in config.pipelines:
         for warning in pipeline.warnings():
             LOGGER.warning("pipeline_warning", called_ae=pipeline.called_ae, detail=warning)
@@ -137,9 +141,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: node.request_stop())
     try:
         node.start(api=True)
-    except (OSError, RuntimeError) as exc:
-        print(f"cannot start: {exc}", file=sys.stderr)
+    except (OSError, RuntimeError, ConfigError) as exc:
         node.stop()
+        if isinstance(exc, ConfigError):
+            raise  # a setting that cannot be used (a TLS file): named, exit code 2
+        print(f"cannot start: {exc}", file=sys.stderr)
         return 1
     node.wait()
     node.stop()

@@ -415,10 +415,13 @@ def parse_config(
 def load_config(path: Path) -> NodeConfig:
     """Load and validate a YAML configuration file.
 
+    A relative ``data_dir`` in the file is taken from the file's folder, so that the
+    node finds its data whatever folder it is started from (a service starts in ``/``).
+
     Raises
     ------
     ConfigError
-        If the file cannot be read, is not YAML, or is not a valid config.
+        If the file cannot be read, is empty, is not YAML, or is not a valid config.
     """
     try:
         text = path.read_text(encoding="utf-8")
@@ -430,10 +433,14 @@ def load_config(path: Path) -> NodeConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if data is None:
-        data = {}
+        # A truncated copy or a failed edit: starting on defaults would open the node.
+        raise ConfigError(f"{path}: the file is empty")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}, line 1: the top level must be a mapping")
-    return parse_config(data, root, str(path))
+    config = parse_config(data, root, str(path))
+    if "data_dir" in data and not config.data_dir.is_absolute():
+        return config.model_copy(update={"data_dir": path.absolute().parent / config.data_dir})
+    return config
 
 
 def with_overrides(config: NodeConfig, **overrides: Any) -> NodeConfig:

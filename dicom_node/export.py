@@ -463,11 +463,17 @@ class Exporter:
             self._fail(item, reason, permanent, policy)
 
     def _fail(self, item: ExportItem, reason: str, permanent: bool, policy: ExportPolicy) -> None:
+        """Count a failed attempt on ``item``: another after the backoff, or the error
+        queue (logged as an error, the line to alert on: results not delivered)."""
         attempts = item.attempts + 1
+        log = LOGGER.bind(export_id=item.export_id, job_id=item.job_id,
+                          destination=item.destination, attempt=attempts, reason=reason)
         if permanent or attempts >= policy.max_attempts:
             next_at: datetime | None = None
             metrics.EXPORTS.labels(item.destination, "error_queue").inc()
+            log.error("export_error_queued", permanent=permanent)
         else:
             next_at = self.clock.now() + timedelta(seconds=backoff_seconds(attempts, policy))
             metrics.EXPORTS.labels(item.destination, "retry").inc()
+            log.info("export_retry_scheduled", next_attempt_at=next_at.isoformat())
         self.index.mark_attempt_failed(item.export_id, reason, next_at)

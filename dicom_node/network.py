@@ -32,6 +32,7 @@ from pydicom.charset import convert_encodings
 from pydicom.uid import (
     HTJ2K,
     JPEG2000,
+    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -61,7 +62,7 @@ from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAsso
 from dicom_node import metrics
 from dicom_node.balance import HAND_OFF_POLL_SECONDS, HAND_OFF_SECONDS, LoadSlot
 from dicom_node.clock import Clock
-from dicom_node.config import NodeConfig, Pipeline
+from dicom_node.config import ConfigError, NodeConfig, Pipeline
 from dicom_node.file_meta import file_header
 from dicom_node.index import TEXT_WIDTHS, Index, InstanceMeta, Peer, index_text
 from dicom_node.index.writer import IndexWriter, Received
@@ -445,6 +446,7 @@ class Receiver:
             failed=stats.failed,
             bytes=stats.bytes,
             failures=dict(stats.reasons) or None,
+            refused_contexts=refused_contexts(event.assoc) or None,
         )
 
     # -- services -------------------------------------------------------------------
@@ -827,7 +829,7 @@ class GuardedRequestHandler(RequestHandler):
         if isinstance(self.request, ssl.SSLSocket):
             try:
                 self.request.do_handshake()
-            except (OSError, ssl.SSLError) as exc:
+            except OSError as exc:  # ssl.SSLError included
                 LOGGER.warning(
                     "tls_handshake_failed", peer=str(self.client_address[0]), reason=str(exc)
                 )
@@ -1000,13 +1002,40 @@ def server_ssl_context(config: NodeConfig) -> ssl.SSLContext | None:
         return None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(tls.certificate), str(tls.private_key))
+    try:
+        context.load_cert_chain(str(tls.certificate), str(tls.private_key))
+    except OSError as exc:  # ssl.SSLError included
+        raise ConfigError(f"tls.certificate {tls.certificate}, tls.private_key "
+                          f"{tls.private_key}: cannot load: {exc.strerror or exc}") from exc
     context.verify_mode = ssl.CERT_NONE
     if tls.ca_certificates is not None:
-        context.load_verify_locations(str(tls.ca_certificates))
+        try:
+            context.load_verify_locations(str(tls.ca_certificates))
+        except OSError as exc:  # ssl.SSLError included
+            raise ConfigError(f"tls.ca_certificates {tls.ca_certificates}: cannot load: "
+                              f"{exc.strerror or exc}") from exc
         context.verify_mode = (ssl.CERT_REQUIRED if tls.require_client_certificate
                                else ssl.CERT_OPTIONAL)
     return context
+
+
+CONTEXT_RESULTS = {
+    0x01: "refused by the node",
+    0x02: "no reason",
+    0x03: "SOP class not supported",
+    0x04: "transfer syntaxes not supported",
+}
+"""Presentation context results of an A-ASSOCIATE-AC (PS3.8 9.3.3.2), in words."""
+
+
+def refused_contexts(assoc: Association) -> list[str]:
+    """The presentation contexts the node refused on ``assoc``, as ``<SOP class>: <why>``
+    (what a modality administrator asks when a CT or a transfer syntax is not taken)."""
+    return sorted({
+        f"{UID(context.abstract_syntax).name}: "
+        f"{CONTEXT_RESULTS.get(context.result or 0, f'result {context.result}')}"
+        for context in assoc.rejected_contexts
+    })
 
 
 class SharedSocketAssociationServer(NoDelayAssociationServer):
@@ -1100,11 +1129,12 @@ def start_receiver(
         process, which binds it).
     """
     ae = build_ae(config)
+    ssl_context = server_ssl_context(config)
     try:
         server = ae.make_server(
             (config.host, config.port),
             evt_handlers=receiver.handlers(),
-            ssl_context=server_ssl_context(config),
+            ssl_context=ssl_context,
             server_class=(
                 NoDelayAssociationServer if load is None else SharedSocketAssociationServer
             ),

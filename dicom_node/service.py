@@ -19,19 +19,20 @@ import structlog
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 
+from dicom_node import __version__
 from dicom_node.admin.configstore import ConfigStore
 from dicom_node.balance import SharedLoad
 from dicom_node.clock import Clock, SystemClock
-from dicom_node.config import NodeConfig
+from dicom_node.config import ConfigError, NodeConfig
 from dicom_node.dispatch import Analyze, Build, Decode, Dispatcher
 from dicom_node.export import Exporter, Sender, c_store_batch
-from dicom_node.index import Index, InstanceMeta, Peer, worker_name
+from dicom_node.index import Index, InstanceMeta, Peer, shown_url, worker_name
 from dicom_node.index.purge import result_paths
 from dicom_node.metrics import SampleKey
 from dicom_node.network import Receiver, start_receiver
 from dicom_node.receivers import ReceiverProcesses
 from dicom_node.retention import Retention
-from dicom_node.spool import Spool
+from dicom_node.spool import FOLDER_MODE, Spool
 
 if TYPE_CHECKING:
     from dicom_node.admin.server import ApiServer
@@ -104,10 +105,14 @@ class Node:
         self._config = config
         self._config_lock = threading.Lock()
         self.clock = clock or SystemClock()
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.spool = Spool(config.data_dir / "spool")
+        try:
+            config.data_dir.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+            self.spool = Spool(config.data_dir / "spool")
+            self.identity = self.spool.identity()
+        except OSError as exc:
+            raise ConfigError(f"data_dir {config.data_dir.absolute()}: cannot use it: "
+                              f"{exc.strerror or exc}") from exc
         self.index = Index(config.database)
-        self.identity = self.spool.identity()
         self.stages = stages or real_stages(config)
         self.receiver = Receiver(self.config, self.spool, self.index, self.clock)
         self.dispatcher = Dispatcher(
@@ -272,6 +277,7 @@ class Node:
         themselves, which keeps tests deterministic.  The API listens on
         ``api_host:api_port`` of the configuration (port 0 disables it).
         """
+        self.spool.lock()
         self.reconcile()
         self._warn_of_disk()
         count = self.config().receiver_count()
@@ -287,6 +293,7 @@ class Node:
             self.receiver_processes.start()
         if api and self.config().api_port:
             self.start_api(self.config().api_host, self.config().api_port)
+        self._log_start()
         if not workers:
             return
         steps = (("dispatch", self.dispatch_step), ("exports", self._supervise_exports),
@@ -296,8 +303,28 @@ class Node:
             thread.start()
             self._threads.append(thread)
 
+    def _log_start(self) -> None:
+        """One line an administrator can check the running set-up against."""
+        config = self.config()
+        LOGGER.info(
+            "node_started",
+            version=__version__,
+            config=str(self.config_store.path.absolute()),
+            data_dir=str(config.data_dir.absolute()),
+            index=shown_url(config.database),
+            dicom_port=self.port,
+            receiving_processes=self.receiving_processes(),
+            api_port=self.api.port if self.api is not None else None,
+            pipelines={p.called_ae: p.destinations for p in config.pipelines},
+        )
+
     def _warn_of_disk(self) -> None:
-        """Say at start when the spool cannot take studies (read-only, below the floor)."""
+        """Say at start when the spool cannot take studies (read-only, below the floor),
+        and when other users may read the patient data under the data folder."""
+        data_dir = self.config().data_dir
+        if data_dir.stat().st_mode & 0o007:
+            LOGGER.warning("data_dir_open_to_other_users", path=str(data_dir.absolute()),
+                           mode=oct(data_dir.stat().st_mode & 0o777), expected="0o700")
         problem = self.spool.write_problem()
         if problem is not None:
             LOGGER.error("spool_not_writable", path=str(self.spool.root), problem=problem)
@@ -348,6 +375,7 @@ class Node:
         for thread in self._export_threads.values():
             thread.join(timeout=2)
         self.index.close()
+        self.spool.unlock()
         LOGGER.info("node_stopped")
 
     def request_stop(self) -> None:

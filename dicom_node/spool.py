@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import json
 import mmap
 import os
@@ -39,9 +40,24 @@ with ``fullmatch`` (``$`` would let a trailing newline through)."""
 IDENTITY_FILE = "node-identity"
 """File in the spool's root holding the node's name in its jobs (:meth:`Spool.identity`)."""
 
+LOCK_FILE = "node.lock"
+"""File in the spool's root locked by the node that uses the spool (:meth:`Spool.lock`),
+holding its process id."""
+
+FILE_MODE = 0o600
+"""Mode of the files the spool makes: they hold patient data, for the node's user only."""
+
+FOLDER_MODE = 0o700
+"""Mode of the folders the spool makes (studies, series, results)."""
+
 
 class SpoolError(OSError):
     """An instance could not be made durable."""
+
+
+class SpoolInUse(RuntimeError):
+    """Another process holds the spool's lock: a second node on the same data folder
+    would delete the first one's partial files and take over its running jobs."""
 
 
 class BelowFloor(OSError):
@@ -133,7 +149,7 @@ class SpoolPart:
         self._started = 0
         self._fd: int | None = None
         try:
-            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
         except OSError as exc:
             self.error = exc
         self.append(header)
@@ -237,8 +253,39 @@ class Spool:
         self.tmp = root / "tmp"
         self.results = root / "results"
         self.purge = root / "purge"
+        self._lock_fd: int | None = None
+        root.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
         for folder in (self.studies, self.tmp, self.results, self.purge):
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=FOLDER_MODE, exist_ok=True)
+
+    def lock(self) -> None:
+        """Hold the spool for this process until :meth:`unlock` or its exit (an advisory
+        ``flock``, which the kernel drops when the process dies, crash included).
+
+        Raises
+        ------
+        SpoolInUse
+            If another process holds it, naming that process.
+        """
+        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise SpoolInUse(
+                f"{self.root} is in use by another dicom-node process (pid {holder}); "
+                "stop it, or give this one another data_dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        """Release the lock :meth:`lock` took (nothing when it holds none)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def identity(self) -> str:
         """The node's name in the jobs it runs, kept in the spool's root (made on first use).
@@ -274,7 +321,7 @@ class Spool:
             missing.append(current)
             current = current.parent
         for directory in reversed(missing):
-            directory.mkdir(exist_ok=True)
+            directory.mkdir(mode=FOLDER_MODE, exist_ok=True)
             _fsync_dir(directory.parent)
 
     def begin(self, header: bytes, *parts: bytes, writeback: bool = False,
@@ -456,7 +503,7 @@ class Spool:
         system), or ``None`` when one can: a file is made and removed to find out."""
         probe = self.tmp / f"probe-{uuid.uuid4().hex}.part"
         try:
-            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
             probe.unlink()
         except OSError as exc:
             return f"the spool cannot be written: {exc.strerror}"

@@ -69,5 +69,5 @@ def build_result_objects(
         objects.extend(build_overlay_captures(source_set, result, options))
     for obj in objects:
         restore_referenced_classes(obj, sources)
-    LOGGER.info("result_objects_built", objects=len(objects), job=options.job_sequence)
+    LOGGER.info("result_objects_built", objects=len(objects), job_sequence=options.job_sequence)
     return objects

@@ -10,12 +10,14 @@ from dicom_node.index.store import (
     ExportItem,
     ExportTarget,
     Index,
+    IndexUnavailable,
     InstanceMeta,
     JobInput,
     Peer,
     PendingInstance,
     StudyState,
     index_text,
+    shown_url,
     worker_name,
 )
 
@@ -26,6 +28,7 @@ __all__ = [
     "ExportTarget",
     "Index",
     "IndexQueries",
+    "IndexUnavailable",
     "InstanceMeta",
     "JobInput",
     "JobState",
@@ -33,5 +36,6 @@ __all__ = [
     "PendingInstance",
     "StudyState",
     "index_text",
+    "shown_url",
     "worker_name",
 ]

@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from alembic.util.exc import CommandError
 from pydicom.multival import MultiValue
 from sqlalchemy import (
     ColumnElement,
@@ -32,8 +33,8 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dicom_node.config import ConfigError
@@ -239,6 +240,32 @@ def migrate(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
+class IndexUnavailable(ConfigError):
+    """The index database cannot be opened: its driver is missing, it does not answer,
+    or its schema is newer than this version's (the message names ``database_url``)."""
+
+
+def shown_url(url: str) -> str:
+    """``url`` with its password masked, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(not a database URL)"
+
+
+def _index_problem(url: str, exc: Exception) -> str:
+    """Why the index at ``url`` could not be opened, for an administrator."""
+    where = f"database_url {shown_url(url)}"
+    if isinstance(exc, ImportError):
+        return (f"{where}: its database driver is not installed ({exc}); for PostgreSQL "
+                "install the node with its postgres extra: pip install -e '.[postgres]'")
+    if isinstance(exc, CommandError):
+        return (f"{where}: the index was made by a newer version of the node ({exc}); "
+                "run that version, or restore the index and spool from a backup")
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{where}: cannot open the index: {detail[0] if detail else type(exc).__name__}"
+
+
 def worker_name(node: str, role: str) -> str:
     """A name for a worker of ``node`` (see :meth:`dicom_node.spool.Spool.identity`),
     unique per process."""
@@ -250,8 +277,11 @@ class Index:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = make_engine(url)
-        migrate(self.engine)
+        try:
+            self.engine = make_engine(url)
+            migrate(self.engine)
+        except (SQLAlchemyError, ImportError, CommandError) as exc:
+            raise IndexUnavailable(_index_problem(url, exc)) from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @classmethod

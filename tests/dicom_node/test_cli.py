@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -13,11 +14,12 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEGBaseline8Bit
+from structlog.testing import capture_logs
 
 from dicom_node.cli import build_config, main, make_parser, parse_address
 from dicom_node.index import IndexQueries
 from tests.dicom_node.conftest import NodeHarness, make_study
-from tests.peers import free_port, require, run_orthanc, start_logged
+from tests.peers import free_port, require, run_orthanc, start_logged, wait_until
 
 
 @pytest.fixture
@@ -226,6 +228,60 @@ def test_a_dicom_port_in_use_is_named(tmp_path: Path, capsys: pytest.CaptureFixt
                      "--data-dir", str(tmp_path), "--api-port", "0"])
     assert code == 1
     assert f"DICOM port 127.0.0.1:{port}: Address already in use" in capsys.readouterr().err
+
+
+def test_a_second_node_on_the_same_data_folder_is_refused(
+    served: tuple[int, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, data = served
+    arriving = data / "spool" / "tmp" / "arriving.part"  # as if a C-STORE were being received
+    arriving.write_bytes(b"half an instance")
+    code = main(["serve", "--host", "127.0.0.1", "--port", str(free_port()),
+                 "--data-dir", str(data), "--api-port", "0"])
+    assert code == 1
+    assert "is in use by another dicom-node process (pid " in capsys.readouterr().err
+    assert arriving.exists(), "the refused node did not clean the running one's spool"
+    log = data.parent / "serve.log"
+    wait_until(lambda: b"node_started" in log.read_bytes(), 30, "the start-up summary")
+    (started,) = [json.loads(line) for line in log.read_bytes().splitlines()
+                  if b"node_started" in line]
+    assert started["data_dir"] == str(data) and started["pipelines"] == {"CLI_NODE": []}
+    assert b"data_dir_open_to_other_users" not in log.read_bytes(), "it made the folder 0700"
+
+
+def test_a_data_folder_open_to_other_users_is_reported(
+    make_node: Callable[..., NodeHarness], tmp_path: Path
+) -> None:
+    (tmp_path / "var").mkdir(mode=0o755)
+    (tmp_path / "var").chmod(0o755)
+    with capture_logs() as logs:
+        make_node()
+    (warning,) = [e for e in logs if e["event"] == "data_dir_open_to_other_users"]
+    assert warning["mode"] == "0o755"
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ("data_dir: {tmp}/a-file/var", "data_dir {tmp}/a-file/var: cannot use it: Not a directory"),
+        ("tls: {{certificate: {tmp}/none.pem, private_key: {tmp}/none.key}}",
+         "tls.certificate {tmp}/none.pem, tls.private_key {tmp}/none.key: cannot load"),
+        ("database_url: postgresql+pg8000://node:s3cret@127.0.0.1/node",
+         "database_url postgresql+pg8000://node:***@127.0.0.1/node: its database driver"),
+    ],
+)
+def test_start_up_problems_name_the_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], setting: str, expected: str
+) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    config = tmp_path / "node.yaml"
+    data_dir = "" if setting.startswith("data_dir") else f"data_dir: {tmp_path / 'var'}\n"
+    config.write_text(data_dir + setting.format(tmp=tmp_path) + "\n")
+    code = main(["serve", "--config", str(config), "--host", "127.0.0.1", "--port", "0",
+                 "--api-port", "0"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert expected.format(tmp=tmp_path) in err and "Traceback" not in err and "s3cret" not in err
 
 
 def test_index_actions_of_the_cli_leave_an_audit_event(

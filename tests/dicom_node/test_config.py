@@ -137,6 +137,24 @@ def test_bad_regex_is_refused(tmp_path: Path) -> None:
         load_config(path)
 
 
+def test_an_empty_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "node.yaml"
+    path.write_text("# only a comment: a truncated copy\n")
+    with pytest.raises(ConfigError, match=r"node\.yaml: the file is empty"):
+        load_config(path)
+
+
+def test_a_relative_data_dir_is_taken_from_the_files_folder(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    relative, absent = tmp_path / "etc" / "relative.yaml", tmp_path / "etc" / "absent.yaml"
+    relative.write_text("data_dir: ./var\n")
+    absent.write_text("ae_title: US_AI\n")
+    assert load_config(relative).data_dir == tmp_path / "etc" / "var"
+    assert load_config(absent).data_dir == Path("./var"), "the default: the working folder"
+    relative.write_text(f"data_dir: {tmp_path / 'data'}\n")
+    assert load_config(relative).data_dir == tmp_path / "data"
+
+
 def test_not_yaml(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("pipelines: [\n")

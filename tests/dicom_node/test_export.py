@@ -12,6 +12,7 @@ from pydicom import dcmread
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import SegmentationStorage
+from structlog.testing import capture_logs
 
 from dicom_node.config import Completion, Destination, ExportPolicy, Pipeline
 from dicom_node.export import (
@@ -149,10 +150,18 @@ def test_attempts_are_capped_then_error_queue_then_manual_retry(make_node: MakeN
     harness = make_node(sender=archive, **two_destinations())
     harness.store(make_study(1))
     harness.settle()
-    for _ in range(4):
-        harness.node.exporter.run_destination("a")
-        harness.clock.advance(30)
+    with capture_logs() as logs:
+        for _ in range(4):
+            harness.node.exporter.run_destination("a")
+            harness.clock.advance(30)
     assert states(harness)["a"] == (ExportState.FAILED.value, 4)
+    export_a = IndexQueries(harness.node.index).exports(ExportState.FAILED)[0]["id"]
+    mine = [e for e in logs if e.get("export_id") == export_a]
+    assert [(e["event"], e["attempt"]) for e in mine] == [
+        ("export_retry_scheduled", 1), ("export_retry_scheduled", 2),
+        ("export_retry_scheduled", 3), ("export_error_queued", 4)]
+    assert mine[-1]["log_level"] == "error" and mine[-1]["destination"] == "a"
+    assert "refused" in mine[-1]["reason"] and "next_attempt_at" in mine[0]
     assert harness.node.exporter.run_destination("a") == 0
     export_id = IndexQueries(harness.node.index).exports(ExportState.FAILED)[0]["id"]
     archive.up = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, event, func, select, text
 
-from dicom_node.index import Index, InstanceMeta, JobState, Peer
+from dicom_node.index import Index, IndexUnavailable, InstanceMeta, JobState, Peer
 from dicom_node.index.models import Base, Instance, Job, Series, Study
 from dicom_node.index.store import MAX_JOB_RUNS
 from tests.peers import run_postgres
@@ -68,6 +69,26 @@ def test_migrations_match_models(index: Index) -> None:
 
 def test_migrate_is_idempotent(index: Index) -> None:
     Index(index.url).close()
+
+
+def test_an_index_that_cannot_be_opened_is_named_without_its_password(tmp_path: Path) -> None:
+    newer = f"sqlite:///{tmp_path / 'index.sqlite'}"
+    Index(newer).close()
+    engine = create_engine(newer)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = 'f00dfeed'"))
+    engine.dispose()
+    with pytest.raises(IndexUnavailable, match="made by a newer version of the node"):
+        Index(newer)
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(IndexUnavailable) as refused:
+        Index(f"postgresql+psycopg2://node:s3cret@127.0.0.1:{port}/node")
+    assert str(refused.value).startswith(f"database_url postgresql+psycopg2://node:***@127.0.0.1:{port}")
+    assert "cannot open the index" in str(refused.value) and "s3cret" not in str(refused.value)
+    with pytest.raises(IndexUnavailable, match=r"driver is not installed .*postgres extra"):
+        Index("postgresql+pg8000://node:s3cret@127.0.0.1/node")
 
 
 def test_duplicate_counts_once(index: Index) -> None:

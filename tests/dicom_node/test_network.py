@@ -17,12 +17,14 @@ from pydicom.uid import (
     MPEG4HP41F,
     MPEG4HP42STEREOF,
     UID,
+    CTImageStorage,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     HTJ2KLossless,
     HTJ2KLosslessRPCL,
     ImplicitVRLittleEndian,
+    UltrasoundImageStorage,
     UltrasoundMultiFrameImageStorage,
 )
 from pynetdicom import AE
@@ -49,6 +51,27 @@ def test_echo(make_node: MakeNode) -> None:
     assert assoc.is_established
     assert int(assoc.send_c_echo().Status) == 0x0000
     assoc.release()
+
+
+def test_refused_presentation_contexts_are_logged_with_the_association(
+    make_node: MakeNode,
+) -> None:
+    harness = make_node()
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    ae.add_requested_context(UltrasoundImageStorage, "1.2.3.4.5.6")  # no such syntax
+    ae.add_requested_context("1.2.840.10008.1.1")
+    with capture_logs() as logs:
+        assoc = ae.associate("127.0.0.1", harness.port, ae_title="NODE")
+        assert assoc.is_established
+        assoc.release()
+        wait_until(lambda: any(e["event"] == "association_closed" for e in logs), 30,
+                   "the association's close to be logged")
+    (closed,) = [e for e in logs if e["event"] == "association_closed"]
+    assert closed["refused_contexts"] == [
+        "CT Image Storage: SOP class not supported",
+        "Ultrasound Image Storage: transfer syntaxes not supported",
+    ]
 
 
 def test_store_is_on_disk_and_indexed_before_success(make_node: MakeNode) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from dicom_node import spool as spool_module
-from dicom_node.spool import WRITEBACK_BYTES, Spool, SpoolError
+from dicom_node.spool import WRITEBACK_BYTES, Spool, SpoolError, SpoolInUse
 
 UID = "1.2.826.0.1.3680043.8.498.1"
 
@@ -127,3 +128,25 @@ def test_an_instance_sent_again_in_another_series_of_its_study_is_kept_once(
     other_study = spool.commit(spool.begin(b"x"), spool.path_for("1.3", "1.3.1", "1.2.1.1"))
     assert other_study.created  # the index keeps one instance per UID in a study
     assert len(spool.instance_files()) == 2
+
+
+def test_patient_data_is_for_the_nodes_user_only(spool: Spool) -> None:
+    spool.commit(spool.begin(b"data"), _target(spool))
+    spool.identity()
+    folders = [spool.root, spool.studies, spool.tmp, spool.results, _target(spool).parent,
+               _target(spool).parent.parent]
+    assert {oct(f.stat().st_mode & 0o777) for f in folders} == {"0o700"}
+    files = [_target(spool), spool.root / spool_module.IDENTITY_FILE]
+    assert {oct(f.stat().st_mode & 0o777) for f in files} == {"0o600"}
+
+
+def test_one_process_holds_a_spool(tmp_path: Path) -> None:
+    first, second = Spool(tmp_path / "spool"), Spool(tmp_path / "spool")
+    first.lock()
+    held = f"in use by another dicom-node process \\(pid {os.getpid()}\\)"
+    with pytest.raises(SpoolInUse, match=held):
+        second.lock()
+    first.unlock()
+    second.lock()
+    second.unlock()
+    second.unlock()  # nothing held: nothing to do
