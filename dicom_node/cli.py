@@ -20,6 +20,7 @@ import structlog
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
+from dicom_node import __version__
 from dicom_node.admin.commands import add_admin_commands
 from dicom_node.admin.operations import STUDY_STATES, as_utc
 from dicom_node.clock import SystemClock
@@ -32,7 +33,7 @@ from dicom_node.config import (
     validate_ae_title,
 )
 from dicom_node.export import AssociationFailed, Target, c_echo, c_store_batch, dicom_answers
-from dicom_node.index import ExportState, Index, IndexQueries, JobState
+from dicom_node.index import ExportState, Index, IndexQueries, JobState, shown_url
 from dicom_node.logs import configure_logging
 
 LOGGER = structlog.get_logger(__name__)
@@ -123,11 +124,37 @@ def _print(rows: Sequence[dict[str, Any]] | dict[str, Any]) -> None:
     print(json.dumps(rows, indent=2, default=str))
 
 
+def configuration_summary(config: NodeConfig, path: Path) -> dict[str, Any]:
+    """What a node of ``config`` would run: files, ports, pipelines and their warnings."""
+    return {
+        "config": str(path.absolute()),
+        "data_dir": str(config.data_dir.absolute()),
+        "index": shown_url(config.database),
+        "dicom": f"{config.host}:{config.port}",
+        "tls": config.tls is not None,
+        "api": f"{config.api_host}:{config.api_port}" if config.api_port else None,
+        "pipelines": {
+            p.called_ae: {
+                "allowed_callers": None if p.allowed_callers is None
+                else [c.ae_title if c.host is None else f"{c.ae_title}@{c.host}"
+                      for c in p.allowed_callers],
+                "destinations": p.destinations,
+                "warnings": p.warnings(),
+            }
+            for p in config.pipelines
+        },
+        "destinations": {d.name: f"{d.ae_title}@{d.host}:{d.port}" for d in config.destinations},
+    }
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run the node until interrupted."""
+    """Run the node until interrupted (with ``--check``: check the configuration only)."""
     from dicom_node.service import Node
 
     config = build_config(args)
+    if args.check:
+        _print(configuration_summary(config, config_file(args)))
+        return 0
     try:
         node = Node(config, clock=SystemClock(), config_path=config_file(args))
     except (OSError, RuntimeError) as exc:
@@ -383,6 +410,7 @@ def _listening(parser: argparse.ArgumentParser) -> None:
 def make_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
     parser = argparse.ArgumentParser(prog="dicom-node", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"dicom-node {__version__}")
     _log_options(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -393,6 +421,9 @@ def make_parser() -> argparse.ArgumentParser:
     serve.add_argument("--archive", type=parse_address, help="AET@HOST:PORT to send results to")
     serve.add_argument("--quiet-seconds", type=float,
                        help="quiet period of the pipeline on the node's AE title (default 30)")
+    serve.add_argument("--check", action="store_true",
+                       help="check the configuration and flags, print what would run, and exit "
+                            "(0: valid; 2: the problem, named)")
     serve.set_defaults(func=cmd_serve)
 
     health = sub.add_parser("health", help="check that the configured node answers (exit 0)")

@@ -21,6 +21,8 @@ from dicom_node.index import IndexQueries
 from tests.dicom_node.conftest import NodeHarness, make_study
 from tests.peers import free_port, require, run_orthanc, start_logged, wait_until
 
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "example.yaml"
+
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[int, Path]]:
@@ -112,6 +114,24 @@ def test_config_error_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[st
     bad.write_text("port: -5\n")
     assert main(["serve", "--config", str(bad)]) == 2
     assert "port" in capsys.readouterr().err
+
+
+def test_check_prints_what_would_run_and_starts_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "etc" / "node.yaml"
+    config.parent.mkdir()
+    config.write_text(EXAMPLE.read_text())
+    assert main(["serve", "--config", str(config), "--check"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["data_dir"] == str(tmp_path / "etc" / "var")
+    assert not (tmp_path / "etc" / "var").exists(), "nothing made, nothing opened"
+    assert "US_ROOM_1@10.0.0.21" in summary["pipelines"]["US_AI"]["allowed_callers"]
+    assert summary["dicom"] == "0.0.0.0:11112" and "archive" in summary["destinations"]
+    with pytest.raises(SystemExit) as version:
+        main(["--version"])
+    assert version.value.code == 0
+    assert capsys.readouterr().out.startswith("dicom-node 0.")
 
 
 def test_address_parsing() -> None:
