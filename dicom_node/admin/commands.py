@@ -325,6 +325,10 @@ def _run(
         else:
             config, path = load(args)
             backend = FileBackend(config, path)
+            if args.action == "list":
+                print(f"as saved in {path}: a running node started with --archive or "
+                      "--quiet-seconds runs more than this; --api URL lists what it runs",
+                      file=sys.stderr)
         try:
             return command(args, backend)
         except ApiError as exc:

@@ -60,7 +60,9 @@ def test_ae_commands_edit_the_quick_start_file(
     assert main(["ae", "update", "US_AI", "--any-caller", "--expected-series", "2", *data]) == 0
     assert "accepts any calling AE" in capsys.readouterr().err
     assert main(["ae", "list", *data]) == 0
-    listed = {p["called_ae"]: p for p in _json(capsys)}  # type: ignore[attr-defined]
+    listing = capsys.readouterr()
+    assert "--api URL lists what it runs" in listing.err, "offline: the flags are not seen"
+    listed = {p["called_ae"]: p for p in json.loads(listing.out)}
     assert listed["US_AI"]["allowed_callers"] is None
     assert listed["US_AI"]["completion"] == {"quiet_seconds": 10.0, "expected_series": 2}
     assert listed["US_AI"]["rules"][0]["engines"] == ["liver"], "unchanged flags are kept"
