@@ -104,6 +104,24 @@ class RedactQuotedValues(logging.Filter):
         return True
 
 
+HANDLED_CONNECT_ERRORS = ("Association request failed: unable to connect",
+                          "TCP Initialisation Error")
+"""pynetdicom's errors when a connection the node dials fails: the node's own event
+(``export_attempt_failed``, an echo's answer) names the destination and what happens
+next, so these two lines are warnings, and ``error`` stays for what needs a person."""
+
+
+class DemoteHandledConnectErrors(logging.Filter):
+    """Logs :data:`HANDLED_CONNECT_ERRORS` of pynetdicom as warnings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Lower the record's level when it is one of those errors; always keep it."""
+        if (record.levelno == logging.ERROR and record.name.startswith("pynetdicom")
+                and record.getMessage().startswith(HANDLED_CONNECT_ERRORS)):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 @dataclass(frozen=True)
 class LogSettings:
     """How logging was last configured in this process (handed to child processes)."""
@@ -171,6 +189,7 @@ def configure_logging(json: bool = False, level: str = "INFO", stream: Any = Non
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )
+    handler.addFilter(DemoteHandledConnectErrors())
     handler.addFilter(RedactQuotedValues())
     root = logging.getLogger()
     root.handlers = [handler]

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import structlog
 from pydicom import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
 
 from dicom_node.admin.api import TOKEN_ENV
 from dicom_node.logs import configure_logging, describe_error, redact_exception
@@ -195,3 +197,19 @@ def test_libraries_narration_stays_out_of_the_log() -> None:
     logging.getLogger("highdicom.sr").warning("a real problem")
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [line["event"] for line in lines] == ["a real problem"]
+
+
+def test_a_failed_connection_the_node_dialled_is_a_warning(json_log: io.StringIO) -> None:
+    # pynetdicom logs it as two errors; the node's own event says which destination and
+    # what follows, and level "error" is kept for what needs a person (the error queue).
+    ae = AE(ae_title="NODE")
+    ae.add_requested_context(Verification)
+    assert not ae.associate("127.0.0.1", free_port(), ae_title="NOBODY").is_established
+    logging.getLogger("pynetdicom.assoc").error("DIMSE timeout reached while waiting")
+    levels = [(json.loads(line)["event"][:28], json.loads(line)["level"])
+              for line in json_log.getvalue().splitlines()]
+    assert levels == [
+        ("Association request failed: ", "warning"),
+        ("TCP Initialisation Error: [E", "warning"),
+        ("DIMSE timeout reached while ", "error"),
+    ]
