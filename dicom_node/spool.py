@@ -267,7 +267,10 @@ class Spool:
         SpoolInUse
             If another process holds it, naming that process.
         """
-        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        path = self.root / LOCK_FILE
+        # Held open for reading only: a file open for writing would keep the file system
+        # from being remounted read-only (the node must then refuse, not block the remount).
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -277,8 +280,7 @@ class Spool:
                 f"{self.root} is in use by another dicom-node process (pid {holder}); "
                 "stop it, or give this one another data_dir"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        path.write_text(f"{os.getpid()}\n", encoding="ascii")
         self._lock_fd = fd
 
     def unlock(self) -> None:
