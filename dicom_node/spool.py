@@ -270,7 +270,12 @@ class Spool:
         path = self.root / LOCK_FILE
         # Held open for reading only: a file open for writing would keep the file system
         # from being remounted read-only (the node must then refuse, not block the remount).
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        except OSError as exc:
+            # A read-only spool: no node can write to it, and the start reports it.
+            LOGGER.warning("spool_lock_unavailable", path=str(path), error=exc.strerror)
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -280,8 +285,9 @@ class Spool:
                 f"{self.root} is in use by another dicom-node process (pid {holder}); "
                 "stop it, or give this one another data_dir"
             ) from None
-        path.write_text(f"{os.getpid()}\n", encoding="ascii")
         self._lock_fd = fd
+        with contextlib.suppress(OSError):  # the pid is for the message only
+            path.write_text(f"{os.getpid()}\n", encoding="ascii")
 
     def unlock(self) -> None:
         """Release the lock :meth:`lock` took (nothing when it holds none)."""
