@@ -22,7 +22,7 @@ from structlog.testing import capture_logs
 
 from dicom_node import metrics
 from dicom_node.service import Node, Stages
-from dicom_node.spool import SpoolPart
+from dicom_node.spool import Spool, SpoolPart
 from dicom_node.stages import build, decode
 from tests.dicom_node.conftest import make_study, node_config
 from tests.dicom_node.fake_engine import FakeAnalyzer
@@ -252,3 +252,21 @@ def test_a_read_only_spool_answers_out_of_resources_and_is_not_ready(
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(fs)], check=True)
     figures.update(read_only_statuses=[hex(s) for s in statuses])
+
+
+def test_a_node_starts_on_a_spool_already_read_only_and_says_so(
+    small_fs: Callable[[str], Path], start_node: Callable[..., Node]
+) -> None:
+    # The lock file cannot be made there; the node starts and reports the spool instead of
+    # failing to start (a read-only spool gets 0xA700 answers and is not ready).
+    fs = small_fs("size=8m")
+    Spool(fs / "var" / "spool").identity()
+    subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True)
+    try:
+        with capture_logs() as logs:
+            node = start_node(fs, floor_mb=0, database_url=f"sqlite:///{fs.parent / 'ro.sqlite'}")
+        assert node.port is not None
+        events = {e["event"] for e in logs}
+        assert {"spool_lock_unavailable", "spool_not_writable"} <= events
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(fs)], check=True)
