@@ -322,9 +322,10 @@ class Node:
         """Say at start when the spool cannot take studies (read-only, below the floor),
         and when other users may read the patient data under the data folder."""
         data_dir = self.config().data_dir
-        if data_dir.stat().st_mode & 0o007:
+        mode = data_dir.stat().st_mode & 0o777
+        if mode & 0o007:  # any user of the machine (a group is the administrator's choice)
             LOGGER.warning("data_dir_open_to_other_users", path=str(data_dir.absolute()),
-                           mode=oct(data_dir.stat().st_mode & 0o777), expected="0o700")
+                           mode=oct(mode), expected="0o700")
         problem = self.spool.write_problem()
         if problem is not None:
             LOGGER.error("spool_not_writable", path=str(self.spool.root), problem=problem)
