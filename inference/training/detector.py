@@ -5,7 +5,8 @@ The detector's input side is the one its cache was built at
 and the engine letterboxes to it.  CenterNet targets (Gaussian centre
 heatmap, log box size, centre offset) on the letterboxed phantom images of a
 cache; focal loss; horizontal flips, zoom (0.7-1.5x) and grey-level
-augmentation; 8:1:1 split of the cache; the checkpoint with the best
+augmentation, optionally scan-area edges moved across lesions
+(``--field-cut``); 8:1:1 split of the cache; the checkpoint with the best
 validation F1 at IoU 0.25 is kept, with the score threshold that gave it
 (validated as the engine runs the detector: averaged with the mirrored input).
 """
@@ -66,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="residual blocks after the stride 4-16 stages and the head; "
                              "--init may then be a network with fewer (its blocks start as "
                              "the identity)")
+    parser.add_argument("--field-cut", type=float, default=0.0,
+                        help="chance that a training image gets a scan-area edge moved inwards "
+                             "across a lesion (lesions cut by the field of view)")
     shares = parser.add_mutually_exclusive_group()
     shares.add_argument("--last-cache-share", type=float, default=None,
                         help="fraction of each epoch's training images drawn from the last "
@@ -226,6 +230,100 @@ def zoom_augment(x: torch.Tensor, boxes: list[np.ndarray], rng: np.random.Genera
     return out, moved
 
 
+FIELD_CUT_VISIBLE = (0.3, 0.9)
+"""Share of the lesion a field cut is drawn through that is left inside the field."""
+
+FIELD_CUT_MAX_BLACK = 0.6
+"""A field cut never blackens more than this share of the input."""
+
+_CUT_NORMALS = np.array(
+    [[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]], np.float32)
+"""Outward normals of the straight edges: left, right, top (skin line), bottom (depth)."""
+
+_DISC = np.stack(np.meshgrid(np.linspace(-1, 1, 41), np.linspace(-1, 1, 41)), -1).reshape(-1, 2)
+_DISC = _DISC[(_DISC**2).sum(1) <= 1.0].astype(np.float32)
+"""Points of the unit disc: a lesion is taken as the ellipse inscribed in its box."""
+
+
+def _cut_normal(rng: np.random.Generator) -> np.ndarray:
+    """Outward normal of a random field edge: a straight one or a sector/convex side."""
+    kind = int(rng.integers(6))
+    if kind < 4:
+        return _CUT_NORMALS[kind]
+    tilt = np.deg2rad(rng.uniform(15.0, 45.0))
+    return np.array([np.cos(tilt) * (1 if kind == 5 else -1), -np.sin(tilt)], np.float32)
+
+
+def _lesion_points(box: np.ndarray) -> np.ndarray:
+    """Points of the ellipse inscribed in ``box``, in input pixels."""
+    centre = (box[:2] + box[2:]) / 2
+    return centre + _DISC * (box[2:] - box[:2]) / 2
+
+
+def _visible_box(box: np.ndarray, normal: np.ndarray, offset: float
+                 ) -> tuple[float, np.ndarray]:
+    """Share of a lesion left inside a field cut, and the box of that part."""
+    points = _lesion_points(box)
+    inside = points[points @ normal <= offset]
+    if len(inside) == 0:
+        return 0.0, box
+    margin = (box[2:] - box[:2]) / 40  # half the spacing of the disc's points
+    part = np.concatenate([inside.min(0) - margin, inside.max(0) + margin])
+    part = np.clip(part, np.tile(box[:2], 2), np.tile(box[2:], 2))
+    return len(inside) / len(points), part
+
+
+def field_cut_augment(x: torch.Tensor, boxes: list[np.ndarray], rng: np.random.Generator,
+                      probability: float) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """Move an edge of the scan area inwards on some images, across a lesion as a rule.
+
+    Fields of view cut lesions: a lesion under the skin line, at the side of a
+    linear probe's field or beyond a sector's edge shows only in part.  Each
+    chosen image gets one new edge (left, right, top, bottom, or a sector side
+    tilted 15-45 degrees), everything beyond it black like the background;
+    on four images of five that have lesions it crosses one of them, leaving
+    a share drawn from :data:`FIELD_CUT_VISIBLE` inside, elsewhere it crosses
+    a random place.  Boxes shrink to the visible part of their lesion (the
+    ellipse inscribed in the box); a lesion left wholly outside is dropped.
+    An image is left as it was when the cut would leave another lesion with
+    less than the smallest share, or blacken more than :data:`FIELD_CUT_MAX_BLACK`.
+
+    Parameters
+    ----------
+    x:
+        ``(n, 1, S, S)`` batch in ``[0, 1]``.
+    boxes:
+        Per image, ``(k, 4)`` boxes in input pixels.
+    rng:
+        Random generator.
+    probability:
+        Chance that an image is cut.
+    """
+    if probability <= 0.0:
+        return x, boxes
+    n, side = x.shape[0], x.shape[-1]
+    centres = torch.arange(side, dtype=torch.float32) + 0.5
+    ys, xs = torch.meshgrid(centres, centres, indexing="ij")
+    out, moved = x.clone(), list(boxes)
+    for k in np.nonzero(rng.random(n) < probability)[0]:
+        normal = _cut_normal(rng)
+        if len(boxes[k]) and rng.random() < 0.8:
+            target = boxes[k][rng.integers(len(boxes[k]))]
+            offset = float(np.quantile(_lesion_points(target) @ normal,
+                                       rng.uniform(*FIELD_CUT_VISIBLE)))
+        else:
+            offset = float(rng.uniform(0.2, 0.8, 2).astype(np.float32) * side @ normal)
+        outside = xs * float(normal[0]) + ys * float(normal[1]) > offset
+        cut = [_visible_box(b, normal, offset) for b in boxes[k]]
+        if (float(outside.float().mean()) > FIELD_CUT_MAX_BLACK
+                or any(0.0 < share < FIELD_CUT_VISIBLE[0] for share, _ in cut)):
+            continue
+        out[k, :, outside] = 0.0
+        moved[k] = np.array([part for share, part in cut if share > 0.0],
+                            np.float32).reshape(-1, 4)
+    return out, moved
+
+
 def match_counts(dets: list[Detection], truths: np.ndarray, iou: float = DETECTION_IOU
                  ) -> tuple[int, int, int]:
     """Greedy matching by score: ``(true positives, false positives, false negatives)``."""
@@ -295,6 +393,7 @@ def run(args: argparse.Namespace) -> None:
         for start in bar:
             idx = order[start:start + args.batch_size]
             x, boxes = _batch(cache, idx, rng.random(len(idx)) < 0.5)
+            x, boxes = field_cut_augment(x, boxes, rng, args.field_cut)
             x, boxes = zoom_augment(x, boxes, rng)
             x = intensity_augment(sharpness_augment(x, gen), gen)
             loss = detector_loss(model(x), make_targets(boxes, x.shape[-1] // STRIDE))
@@ -320,7 +419,7 @@ def run(args: argparse.Namespace) -> None:
                data={**cache_card_data(args.cache, cache),
                      "train_images": len(train), "val_images": len(val),
                      "last_cache_share": args.last_cache_share,
-                     "cache_shares": args.cache_shares,
+                     "cache_shares": args.cache_shares, "field_cut": args.field_cut,
                      "test_images": len(test), "split": "8:1:1"},
                metrics={"val_precision": p, "val_recall": r, "val_f1": f1,
                         "iou": DETECTION_IOU, "best_epoch": best[3]},

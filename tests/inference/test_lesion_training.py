@@ -23,7 +23,12 @@ from inference.phantoms.generator import Organ, generate
 from inference.training import detector
 from inference.training.cli import SUBCOMMANDS, main
 from inference.training.common import intensity_augment, sha256_file, sharpness_augment
-from inference.training.detector import epoch_order, zoom_augment
+from inference.training.detector import (
+    FIELD_CUT_MAX_BLACK,
+    epoch_order,
+    field_cut_augment,
+    zoom_augment,
+)
 from inference.training.lesion_data import build_cache, load_cache
 from inference.training.verifier import candidate_crops
 
@@ -207,6 +212,53 @@ def test_zoom_augment_moves_boxes_with_the_pixels(seed: int) -> None:
     ys, xs = np.nonzero(bright)
     assert abs(xs.min() - x0) <= 1.5 and abs(xs.max() + 1 - x1) <= 1.5
     assert abs(ys.min() - y0) <= 1.5 and abs(ys.max() + 1 - y1) <= 1.5
+
+
+def _ellipses(boxes: np.ndarray, side: int = 256) -> torch.Tensor:
+    """A grey input with a bright lesion filling the ellipse inscribed in each box."""
+    ys, xs = np.mgrid[:side, :side] + 0.5
+    image = np.full((side, side), 0.5, np.float32)
+    for x0, y0, x1, y1 in boxes:
+        inside = (((xs - (x0 + x1) / 2) / ((x1 - x0) / 2)) ** 2
+                  + ((ys - (y0 + y1) / 2) / ((y1 - y0) / 2)) ** 2) <= 1.0
+        image[inside] = 1.0
+    return torch.from_numpy(image)[None, None]
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_field_cut_blackens_beyond_the_new_edge_and_boxes_keep_to_the_visible_lesion(
+        seed: int) -> None:
+    lesions = np.array([[40.0, 60.0, 120.0, 110.0], [150.0, 150.0, 190.0, 230.0]], np.float32)
+    x = _ellipses(lesions)
+    out, boxes = field_cut_augment(x, [lesions], np.random.default_rng(seed), probability=1.0)
+    image = out[0, 0].numpy()
+    black = image == 0.0
+    assert black.mean() <= FIELD_CUT_MAX_BLACK
+    assert np.isin(image, [0.0, 0.5, 1.0]).all()  # pixels are kept or blackened, not moved
+    for part in boxes[0]:
+        x0, y0, x1, y1 = np.round(part).astype(int)
+        ys, xs = np.nonzero(image[y0 - 3:y1 + 3, x0 - 3:x1 + 3] == 1.0)
+        tolerance = 0.03 * max(x1 - x0, y1 - y0) + 1.5
+        assert abs(xs.min() - 3) <= tolerance and abs(xs.max() + 1 - (x1 - x0) - 3) <= tolerance
+        assert abs(ys.min() - 3) <= tolerance and abs(ys.max() + 1 - (y1 - y0) - 3) <= tolerance
+    original = x[0, 0].numpy() == 1.0
+    lesion_pixels = [original & (_ellipses(b[None])[0, 0].numpy() == 1.0) for b in lesions]
+    visible = [(m & ~black).sum() / m.sum() for m in lesion_pixels]
+    assert len(boxes[0]) == sum(v > 0 for v in visible)  # a lesion wholly cut away is dropped
+    assert all(v == 0 or v >= 0.25 for v in visible)  # no sliver is left as a target
+
+
+def test_field_cut_crosses_lesions_on_most_images_and_leaves_others_alone() -> None:
+    lesion = np.array([[100.0, 100.0, 140.0, 130.0]], np.float32)
+    x = _ellipses(lesion).repeat(200, 1, 1, 1)
+    rng = np.random.default_rng(5)
+    out, boxes = field_cut_augment(x, [lesion] * 200, rng, probability=0.5)
+    changed = (out != x).flatten(1).any(1).numpy()
+    crossed = np.array([len(b) == 1 and not np.array_equal(b, lesion) for b in boxes])
+    assert 70 <= changed.sum() <= 130
+    assert crossed.sum() >= 0.6 * changed.sum()
+    assert not (crossed & ~changed).any()
+    assert field_cut_augment(x, [lesion] * 200, rng, probability=0.0)[0] is x
 
 
 def _augmented(augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
