@@ -24,7 +24,9 @@ from inference.training import detector
 from inference.training.cli import SUBCOMMANDS, main
 from inference.training.common import intensity_augment, sha256_file, sharpness_augment
 from inference.training.detector import (
+    CALIPER_ON_LESION,
     FIELD_CUT_MAX_BLACK,
+    caliper_augment,
     epoch_order,
     field_cut_augment,
     zoom_augment,
@@ -259,6 +261,27 @@ def test_field_cut_crosses_lesions_on_most_images_and_leaves_others_alone() -> N
     assert crossed.sum() >= 0.6 * changed.sum()
     assert not (crossed & ~changed).any()
     assert field_cut_augment(x, [lesion] * 200, rng, probability=0.0)[0] is x
+
+
+def test_calipers_measure_a_lesion_on_most_images_and_leave_boxes_alone() -> None:
+    lesion = np.array([[100.0, 90.0, 160.0, 130.0]], np.float32)
+    x = torch.full((200, 1, 256, 256), 0.3)
+    out, boxes = caliper_augment(x, [lesion] * 200, np.random.default_rng(6), probability=0.5)
+    assert all(b is lesion for b in boxes)
+    changed = (out != x)[:, 0].numpy()
+    marked = changed.any(axis=(1, 2))
+    assert 70 <= marked.sum() <= 130
+    assert changed.sum(axis=(1, 2)).max() < 0.01 * 256 * 256  # thin marks, not a blot
+    centre, radii = np.array([130.0, 110.0]), np.array([30.0, 20.0])
+    on_outline = 0
+    for k in np.nonzero(marked)[0]:
+        ys, xs = np.nonzero(changed[k])
+        offsets = (np.stack([xs, ys], 1) + 0.5 - centre) / radii
+        reach = np.hypot(*offsets.T)
+        # measured: marks on opposite sides of the lesion, the farthest just past its outline
+        on_outline += bool(np.hypot(*offsets.mean(0)) < 0.35 and 0.9 <= reach.max() <= 1.4)
+    assert abs(on_outline / marked.sum() - CALIPER_ON_LESION) < 0.15
+    assert caliper_augment(x, [lesion] * 200, np.random.default_rng(6), 0.0)[0] is x
 
 
 def _augmented(augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
