@@ -127,6 +127,12 @@ MAX_COMMAND_BYTES = 64 * 1024
 """Most a command set arriving in fragments may take before it is handed to pynetdicom (a
 C-STORE request's is some hundred bytes)."""
 
+MAX_OTHER_DATA_SET_BYTES = 64 * 1024
+"""Most the data set of a message other than a C-STORE request may take before the
+association is aborted: the node offers Verification and Storage only, and a C-ECHO has
+no data set (without this bound a peer could make the node hold a message of the
+instance size limit, gigabytes, in memory on every association)."""
+
 SPILL_BYTES = 256 * 1024
 """Size beyond which a data set goes to its writer instead of memory (a raw still or any
 cine does; a JPEG still does not)."""
@@ -380,7 +386,15 @@ class StoreRequestDIMSE(StoreResponseDIMSE):
         if self.msg_queue.qsize() > queued and self._overrun(queued):
             return
         data_set = self.message.data_set if self.message is not None else None
-        if isinstance(data_set, BytesIO) and self._beyond_limit(data_set.tell()):
+        if not isinstance(data_set, BytesIO):
+            return
+        command = getattr(self.message, "command_set", None)
+        if getattr(command, "CommandField", None) != C_STORE_RQ:
+            if data_set.tell() > MAX_OTHER_DATA_SET_BYTES:
+                self.message = None
+                self._invalid("data set of a message other than C-STORE beyond "
+                              f"{MAX_OTHER_DATA_SET_BYTES} bytes")
+        elif self._beyond_limit(data_set.tell()):
             self.message = None
             self._invalid("data set beyond the instance size limit")
 

@@ -20,6 +20,7 @@ from pynetdicom.pdu_primitives import P_DATA
 
 from dicom_node.reactor import EventDrivenAssociation
 from dicom_node.store_request import (
+    MAX_OTHER_DATA_SET_BYTES,
     MAX_QUEUED_REQUESTS,
     DirectStore,
     DiscardedStore,
@@ -348,6 +349,21 @@ def test_a_message_of_pynetdicoms_beyond_the_limit_aborts(
     (queued, events), through_pynetdicom = _receive(
         StoreRequestDIMSE, _primitives(pdvs, 1), monkeypatch, limit=10000)
     assert through_pynetdicom and not queued and events == ["Evt19"]
+
+
+@pytest.mark.parametrize(("size", "aborted"), [(MAX_OTHER_DATA_SET_BYTES, False),
+                                               (2**20, True)])
+def test_a_data_set_on_another_message_is_bounded_far_below_the_instance_limit(
+        size: int, aborted: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A C-ECHO announcing a data set: with only the instance size limit (here 100 MB) a
+    # peer could make the node hold that much per association for a message it ignores.
+    echo = bytearray(_echo())
+    echo[-2:] = _us(0x0000)  # CommandDataSetType: a data set follows
+    pdvs = _pdvs(bytes(echo), data=bytes(size), fragment=4096, context_id=1)
+    (queued, events), _ = _receive(StoreRequestDIMSE, _primitives(pdvs, 1), monkeypatch,
+                                   limit=100 * 2**20)
+    assert (events == ["Evt19"]) == aborted
+    assert len(queued) == (0 if aborted else 1)
 
 
 def test_the_parser_keeps_the_values_as_sent() -> None:
