@@ -3,8 +3,14 @@
 Read-only endpoints are open to clients on the loopback interface; other
 clients need the bearer token.  Every endpoint that changes state needs the
 token; without a configured token those endpoints are refused (403).
-``/healthz``, ``/readyz`` and ``/metrics`` are always open.  OpenAPI docs are
-at ``/docs``.
+``/healthz``, ``/readyz`` and ``/metrics`` are always open.  The API is described
+at ``/openapi.json`` (no documentation page: FastAPI's loads its scripts from a CDN,
+which a hospital network does not reach and which would run beside the status page).
+
+A request that would change something is refused before its body is read when its
+token is wrong or missing, or when its body is larger than :data:`MAX_BODY_BYTES` (or
+of unannounced length); every refusal (401, 403) is logged.  Answers carry a content
+security policy that lets the status page load its own files only.
 """
 
 from __future__ import annotations
@@ -52,6 +58,20 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
+MAX_BODY_BYTES = 64 * 1024
+"""Largest request body taken (a pipeline or destination is some hundred bytes)."""
+
+CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+"""Methods that need the token."""
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+"""Headers on every answer."""
+
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -83,20 +103,43 @@ def create_app(node: Node) -> FastAPI:
         title="Ultrasound AI DICOM node",
         version=dicom_node.__version__,
         description=__doc__,
+        docs_url=None,
+        redoc_url=None,
     )
     queries = IndexQueries(node.index)
 
     @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]
+                    ) -> Response:
+        """Refuse a change before its body is read: a body too large or of unannounced
+        length, a missing or wrong token."""
+        if request.method in CHANGES:
+            length = request.headers.get("content-length")
+            if "transfer-encoding" in request.headers:
+                return JSONResponse({"detail": "a body of announced length is required"}, 411)
+            if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+                return JSONResponse(
+                    {"detail": f"request body larger than {MAX_BODY_BYTES} bytes"}, 413)
+            refused = change_refusal(await _bearer(request))
+            if refused is not None:
+                return JSONResponse({"detail": refused.detail}, refused.status_code,
+                                    headers=refused.headers)
+        return await call_next(request)
+
+    @app.middleware("http")
     async def audit(request: Request, call_next: Callable[[Request], Awaitable[Response]]
                     ) -> Response:
-        """Log every change asked of the API: what, from where, with a token or not, and
-        the answer (the audit trail of administrators' actions)."""
+        """Log every change asked of the API and every refusal: what, from where, with a
+        token or not, and the answer (the audit trail of administrators' actions and of
+        attempts to guess the token)."""
         response = await call_next(request)
-        if request.method in ("POST", "PUT", "DELETE"):
-            LOGGER.info("admin_request", method=request.method, path=request.url.path,
-                        client=request.client.host if request.client else None,
-                        token="authorization" in request.headers,
-                        status=response.status_code)
+        refused = response.status_code in (401, 403)
+        if request.method in CHANGES or refused:
+            (LOGGER.warning if refused else LOGGER.info)(
+                "admin_request", method=request.method, path=request.url.path,
+                client=request.client.host if request.client else None,
+                token="authorization" in request.headers, status=response.status_code)
+        response.headers.update(SECURITY_HEADERS)
         return response
 
     def expected_token() -> str | None:
@@ -111,18 +154,28 @@ def create_app(node: Node) -> FastAPI:
             credentials.credentials.encode(), expected.encode()
         )
 
-    def may_change(credentials: Credentials) -> None:
+    def change_refusal(credentials: HTTPAuthorizationCredentials | None
+                       ) -> HTTPException | None:
+        """Why a change with these credentials is refused (``None``: it is not)."""
         expected = expected_token()
         if not expected:
-            raise HTTPException(
+            return HTTPException(
                 403,
                 "changes are disabled: no admin token is configured "
                 f"(set admin_token in the configuration or {TOKEN_ENV})",
             )
         if not token_ok(credentials, expected):
-            raise HTTPException(
+            return HTTPException(
                 401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
             )
+        return None
+
+    def may_change(credentials: Credentials) -> None:
+        """The token check of a change (``guard`` makes it before the body is read; kept
+        on the endpoints so that OpenAPI shows the scheme)."""
+        refused = change_refusal(credentials)
+        if refused is not None:
+            raise refused
 
     def may_read(request: Request, credentials: Credentials) -> None:
         if _is_loopback(request):
