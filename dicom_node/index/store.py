@@ -220,9 +220,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+SQLITE_FILE_MODE = 0o600
+"""Mode of an SQLite index the node creates (SQLite gives its WAL and shared-memory
+files the same): owner only, like the spool's files, whatever the umask."""
+
+
 def make_engine(url: str) -> Engine:
-    """Create the SQLAlchemy engine for ``url`` (SQLite tuned for concurrency)."""
+    """Create the SQLAlchemy engine for ``url`` (SQLite tuned for concurrency; a new
+    SQLite file is created with :data:`SQLITE_FILE_MODE`)."""
     if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:" and not Path(database).exists():
+            os.close(os.open(database, os.O_CREAT | os.O_WRONLY, SQLITE_FILE_MODE))
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=10
         )
@@ -280,7 +289,7 @@ class Index:
         try:
             self.engine = make_engine(url)
             migrate(self.engine)
-        except (SQLAlchemyError, ImportError, CommandError) as exc:
+        except (SQLAlchemyError, ImportError, CommandError, OSError) as exc:
             raise IndexUnavailable(_index_problem(url, exc)) from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 

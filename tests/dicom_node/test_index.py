@@ -91,6 +91,19 @@ def test_an_index_that_cannot_be_opened_is_named_without_its_password(tmp_path: 
         Index("postgresql+pg8000://node:s3cret@127.0.0.1/node")
 
 
+def test_a_new_sqlite_index_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    # Study UIDs and descriptions live in it: the umask (often 022) must not open it.
+    path = tmp_path / "index.sqlite"
+    index = Index(f"sqlite:///{path}")
+    index.record_instance(meta("1.2.3", "1.2.3.1.1"), PEER, None, NOW)
+    files = [f for f in tmp_path.iterdir() if f.name.startswith("index.sqlite")]
+    assert len(files) >= 2  # the index and its write-ahead log
+    assert {oct(f.stat().st_mode & 0o777) for f in files} == {"0o600"}
+    index.close()
+    with pytest.raises(IndexUnavailable, match="cannot open the index"):
+        Index(f"sqlite:///{tmp_path / 'missing' / 'index.sqlite'}")
+
+
 def test_duplicate_counts_once(index: Index) -> None:
     assert index.record_instance(meta("1.2.3", "1.2.3.1.1"), PEER, None, NOW)
     assert not index.record_instance(meta("1.2.3", "1.2.3.1.1"), PEER, None, NOW)
