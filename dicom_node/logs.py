@@ -46,8 +46,15 @@ def drop_phi(
     return event_dict
 
 
-QUOTED_VALUE = re.compile("'[^']*'|\"[^\"]*\"")
-"""A quoted value in a library's message."""
+QUOTED_VALUE = re.compile(
+    r"'(?:[^'\\]|\\.)*'(?!\w)"
+    r'|"(?:[^"\\]|\\.)*"(?!\w)'
+    r"|'[^']*'"
+    r'|"[^"]*"'
+)
+"""A quoted value in a library's message.  Python's repr escapes a quote inside
+one (``'O\\'BRIEN "J"'``); a quote closing a value is not followed by a letter, so a
+value ending in a backslash (``'DOE\\'``) closes at it."""
 
 REDACTED_LOGGERS = frozenset({"pydicom", "highdicom", "pynetdicom", "py"})
 """Top-level logger names whose messages may quote data set values (``py``: Python

@@ -181,6 +181,13 @@ def test_error_texts_and_tracebacks_lose_their_quoted_values() -> None:
     assert "DOE" not in redact_exception(None, "error", event)["exception"]
 
 
+def test_a_quoted_value_with_quotes_inside_is_redacted_whole() -> None:
+    for value in ("O'BRIEN \"JACK\"", "O'BRIEN^JACK", 'SMITH "JR"'):
+        assert describe_error(ValueError(f"{value!r} is not valid")) == (
+            "ValueError: '...' is not valid"), value
+    assert describe_error(ValueError("'DOE\\' and 'SMITH'")) == "ValueError: '...' and '...'"
+
+
 def test_quoted_names_of_elements_are_kept() -> None:
     message = ("'DOE^JOHN' in 'PatientName' (0010,0010) '(0010,0010)' of VR 'PN' and "
                "'19331317' in 'PatientBirthDate'; 'PixelSpacing' \"0.2\\0.2\"")
