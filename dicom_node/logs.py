@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 import warnings
 from collections.abc import MutableMapping
 from dataclasses import dataclass
@@ -155,6 +156,16 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+def log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    """``threading.excepthook``: a thread's uncaught exception as an error event
+    (traceback redacted by :func:`redact_exception`)."""
+    if args.exc_type is SystemExit:
+        return
+    structlog.get_logger(__name__).error(
+        "thread_failed", thread=args.thread.name if args.thread else None,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+
+
 def configure_logging(json: bool = False, level: str = "INFO", stream: Any = None) -> None:
     """Configure structlog and the standard library's logging.
 
@@ -201,6 +212,9 @@ def configure_logging(json: bool = False, level: str = "INFO", stream: Any = Non
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
+    # A thread that dies of an exception is logged like the rest (its message redacted),
+    # not printed to standard error as Python's default hook would.
+    threading.excepthook = log_thread_exception
     # Python warnings become log events; pydicom's are logged by pydicom already.
     logging.captureWarnings(True)
     warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")

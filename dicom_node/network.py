@@ -958,9 +958,12 @@ class NoDelayAssociationServer(ThreadedAssociationServer):
         """Called as the association on ``request`` ends (nothing to count in one process)."""
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """A failed handshake is logged by the handler; keep its traceback off the console."""
+        """A failed handshake is logged by the handler; anything else that escapes a
+        connection's handler is logged with its traceback (redacted), never printed raw
+        to the console as :mod:`socketserver` does."""
         if not isinstance(request, ssl.SSLSocket):
-            super().handle_error(request, client_address)
+            LOGGER.error("connection_handler_failed", address=client_address[0],
+                         exc_info=True)
 
 
 def register_storage_classes(extra: Sequence[str] = ()) -> None:

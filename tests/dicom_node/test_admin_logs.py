@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 import urllib.request
 import warnings
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from pynetdicom.sop_class import Verification
 
 from dicom_node.admin.api import TOKEN_ENV
 from dicom_node.logs import configure_logging, describe_error, redact_exception
+from dicom_node.network import NoDelayAssociationServer
 from tests.dicom_node.conftest import NodeHarness, free_port, make_study
 from tests.dicom_node.fake_engine import FakeAnalyzer
 
@@ -33,13 +35,14 @@ IDENTIFYING = ("Phiname", "Secretgiven", PATIENT_ID, BIRTH_DATE, "1933-08-17", A
 def json_log() -> Iterator[io.StringIO]:
     """Production logging (JSON, DEBUG) into a buffer; restored afterwards."""
     root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
+    handlers, level, hook = root.handlers[:], root.level, threading.excepthook
     buffer = io.StringIO()
     configure_logging(json=True, level="DEBUG", stream=buffer)
     yield buffer
     structlog.reset_defaults()
     logging.captureWarnings(False)
     root.handlers, root.level = handlers, level
+    threading.excepthook = hook
 
 
 def _call(url: str, method: str = "GET", body: dict[str, object] | None = None) -> object:
@@ -179,6 +182,30 @@ def test_error_texts_and_tracebacks_lose_their_quoted_values() -> None:
         event = structlog.processors.format_exc_info(None, "error", {"exc_info": exc})
     assert "DOE" in event["exception"]
     assert "DOE" not in redact_exception(None, "error", event)["exception"]
+
+
+def _events(log: io.StringIO, name: str) -> list[dict[str, object]]:
+    return [e for e in map(json.loads, log.getvalue().splitlines()) if e["event"] == name]
+
+
+def test_what_escapes_a_thread_or_a_connection_is_logged_redacted(
+        json_log: io.StringIO) -> None:
+    def fail() -> None:
+        raise ValueError("'DOE^JOHN' is not a valid PN")
+
+    worker = threading.Thread(target=fail, name="worker-x")
+    worker.start()
+    worker.join()
+    try:
+        fail()
+    except ValueError:  # as socketserver calls it, inside the handler's except clause
+        server = object.__new__(NoDelayAssociationServer)
+        server.handle_error(None, ("192.0.2.1", 40000))
+    (thread,) = _events(json_log, "thread_failed")
+    assert thread["thread"] == "worker-x" and "ValueError" in str(thread["exception"])
+    (connection,) = _events(json_log, "connection_handler_failed")
+    assert connection["address"] == "192.0.2.1" and connection["level"] == "error"
+    assert "DOE" not in json_log.getvalue()
 
 
 def test_a_quoted_value_with_quotes_inside_is_redacted_whole() -> None:
