@@ -144,6 +144,7 @@ def configuration_summary(config: NodeConfig, path: Path) -> dict[str, Any]:
             for p in config.pipelines
         },
         "destinations": {d.name: f"{d.ae_title}@{d.host}:{d.port}" for d in config.destinations},
+        "destination_warnings": [w for d in config.destinations for w in d.warnings()],
     }
 
 
@@ -163,6 +164,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for pipeline in config.pipelines:
         for warning in pipeline.warnings():
             LOGGER.warning("pipeline_warning", called_ae=pipeline.called_ae, detail=warning)
+    for destination in config.destinations:
+        for warning in destination.warnings():
+            LOGGER.warning("destination_warning", destination=destination.name, detail=warning)
     # Handled from the start: a SIGTERM while the extra receivers start still stops cleanly.
     signal.signal(signal.SIGTERM, lambda *_: node.request_stop())
     signal.signal(signal.SIGINT, lambda *_: node.request_stop())

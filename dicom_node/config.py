@@ -154,6 +154,14 @@ class Destination(_Model):
     overlay_capture: bool = False
     """Also send the secondary-capture "AI overlay" image to this destination."""
 
+    def warnings(self) -> list[str]:
+        """What an administrator should know about this destination, in words: it is
+        sent to over TLS without checking the archive's certificate."""
+        if self.tls is not None and self.tls.ca_certificates is None:
+            return [f"{self.name} is sent to over TLS without ca_certificates: any "
+                    "certificate is accepted, so an impostor could receive the results"]
+        return []
+
     @field_validator("name")
     @classmethod
     def _not_reserved(cls, value: str) -> str:

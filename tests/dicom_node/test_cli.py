@@ -128,6 +128,7 @@ def test_check_prints_what_would_run_and_starts_nothing(
     assert not (tmp_path / "etc" / "var").exists(), "nothing made, nothing opened"
     assert "US_ROOM_1@10.0.0.21" in summary["pipelines"]["US_AI"]["allowed_callers"]
     assert summary["dicom"] == "0.0.0.0:11112" and "archive" in summary["destinations"]
+    assert summary["destination_warnings"] == []
     with pytest.raises(SystemExit) as version:
         main(["--version"])
     assert version.value.code == 0

@@ -11,8 +11,10 @@ from dicom_node.config import (
     RETURN_TO_SENDER,
     Caller,
     ConfigError,
+    Destination,
     NodeConfig,
     Pipeline,
+    TLSConfig,
     load_config,
     validate_ae_title,
 )
@@ -40,6 +42,16 @@ def test_pipeline_warnings_name_what_an_administrator_must_fix() -> None:
     reachable = portless.model_copy(
         update={"allowed_callers": [Caller(ae_title="US1"), Caller(ae_title="US2", port=104)]})
     assert reachable.warnings() == []
+
+
+def test_a_destination_sent_to_over_tls_without_a_ca_is_warned_of() -> None:
+    plain = Destination(name="pacs", ae_title="PACS", host="10.0.0.5", port=104)
+    unverified = plain.model_copy(update={"tls": TLSConfig()})
+    verified = plain.model_copy(update={"tls": TLSConfig(ca_certificates=Path("ca.pem"))})
+    assert plain.warnings() == [] and verified.warnings() == []
+    assert unverified.warnings() == [
+        "pacs is sent to over TLS without ca_certificates: any certificate is accepted, so an "
+        "impostor could receive the results"]
 
 
 def test_defaults() -> None:
