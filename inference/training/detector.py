@@ -291,17 +291,8 @@ def field_cut_augment(x: torch.Tensor, boxes: list[np.ndarray], rng: np.random.G
     ellipse inscribed in the box); a lesion left wholly outside is dropped.
     An image is left as it was when the cut would leave another lesion with
     less than the smallest share, or blacken more than :data:`FIELD_CUT_MAX_BLACK`.
-
-    Parameters
-    ----------
-    x:
-        ``(n, 1, S, S)`` batch in ``[0, 1]``.
-    boxes:
-        Per image, ``(k, 4)`` boxes in input pixels.
-    rng:
-        Random generator.
-    probability:
-        Chance that an image is cut.
+    The parameters are :func:`zoom_augment`'s; ``probability`` is the chance that an
+    image is cut.
     """
     if probability <= 0.0:
         return x, boxes
@@ -375,18 +366,8 @@ def caliper_augment(x: torch.Tensor, boxes: list[np.ndarray], rng: np.random.Gen
     in its box) give or take a tenth of its radius; otherwise, and on images
     without lesions, a distance of 10-60 pixels between two random places of
     the field.  Marks are 1 pixel wide, 5-9 long, of a grey of 0.5-1.  Boxes
-    are unchanged.
-
-    Parameters
-    ----------
-    x:
-        ``(n, 1, S, S)`` batch in ``[0, 1]``.
-    boxes:
-        Per image, ``(k, 4)`` boxes in input pixels.
-    rng:
-        Random generator.
-    probability:
-        Chance that an image gets calipers.
+    are unchanged.  The parameters are :func:`zoom_augment`'s; ``probability`` is
+    the chance that an image gets calipers.
     """
     if probability <= 0.0:
         return x, boxes

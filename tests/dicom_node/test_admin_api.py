@@ -389,7 +389,8 @@ def test_every_change_asked_of_the_api_is_logged_with_its_client(
 
 def test_a_change_is_refused_before_its_body_is_read(api: TestClient) -> None:
     # Without the token, a body that is not even JSON gets 401, not 422: never parsed.
-    garbage = api.post("/api/ae", content=b"{not json", headers={"Content-Type": "application/json"})
+    garbage = api.post("/api/ae", content=b"{not json",
+                       headers={"Content-Type": "application/json"})
     assert garbage.status_code == 401
     huge = b"x" * (MAX_BODY_BYTES + 1)
     for headers in ({}, AUTH):
