@@ -34,6 +34,7 @@ from inference.models.lesion_nets import (
     load_grown,
     predict_mirrored,
 )
+from inference.training.calipers import burn_calipers
 from inference.training.common import (
     CosineSchedule,
     Deadline,
@@ -319,80 +320,18 @@ def field_cut_augment(x: torch.Tensor, boxes: list[np.ndarray], rng: np.random.G
     return out, moved
 
 
-CALIPER_ON_LESION = 0.7
-"""Share of the calipers drawn by :func:`caliper_augment` that measure a lesion."""
-
-
-def _cross(image: np.ndarray, x: float, y: float, half: int, diagonal: bool, value: float
-           ) -> None:
-    """Burn a caliper mark (``+``, or ``x`` when ``diagonal``) centred on ``(x, y)``."""
-    side = image.shape[-1]
-    steps = np.arange(-half, half + 1)
-    cx, cy = round(float(x)), round(float(y))
-    if diagonal:
-        xs = np.concatenate([cx + steps, cx + steps])
-        ys = np.concatenate([cy + steps, cy - steps])
-    else:
-        xs = np.concatenate([cx + steps, np.full_like(steps, cx)])
-        ys = np.concatenate([np.full_like(steps, cy), cy + steps])
-    keep = (xs >= 0) & (xs < side) & (ys >= 0) & (ys < side)
-    image[ys[keep], xs[keep]] = value
-
-
-def _measurement(image: np.ndarray, a: np.ndarray, b: np.ndarray, rng: np.random.Generator,
-                 value: float) -> None:
-    """Two caliper marks at ``a`` and ``b``, joined by a dotted line on most images."""
-    half, diagonal = int(rng.integers(2, 5)), bool(rng.random() < 0.4)
-    _cross(image, *a, half, diagonal, value)
-    _cross(image, *b, half, diagonal, value)
-    length = float(np.hypot(*(b - a)))
-    if rng.random() < 0.7 and length > 4 * half:
-        side = image.shape[-1]
-        for t in np.arange(half + 2, length - half - 1, rng.uniform(3.0, 5.0)) / length:
-            x, y = np.round(a + t * (b - a)).astype(int)
-            if 0 <= x < side and 0 <= y < side:
-                image[y, x] = value
-
-
 def caliper_augment(x: torch.Tensor, boxes: list[np.ndarray], rng: np.random.Generator,
                     probability: float) -> tuple[torch.Tensor, list[np.ndarray]]:
-    """Burn measurement calipers into some images, across a lesion as a rule.
-
-    Sonographers measure what they find before they store the image: a ``+`` or
-    ``x`` mark at each end of the lesion's diameter, often joined by a dotted
-    line, sometimes a second pair across it.  On a chosen image with lesions,
-    :data:`CALIPER_ON_LESION` of the time a lesion (one of them) is measured
-    along a random direction, the marks on its outline (the ellipse inscribed
-    in its box) give or take a tenth of its radius; otherwise, and on images
-    without lesions, a distance of 10-60 pixels between two random places of
-    the field.  Marks are 1 pixel wide, 5-9 long, of a grey of 0.5-1.  Boxes
-    are unchanged.  The parameters are :func:`zoom_augment`'s; ``probability`` is
-    the chance that an image gets calipers.
+    """Burn measurement calipers into some images, across a lesion as a rule
+    (:func:`inference.training.calipers.burn_calipers`; marks 5-9 pixels long, of a
+    grey of 0.5-1).  Boxes are unchanged.  The parameters are :func:`zoom_augment`'s;
+    ``probability`` is the chance that an image gets calipers.
     """
     if probability <= 0.0:
         return x, boxes
     out = x.clone()
     for k in np.nonzero(rng.random(x.shape[0]) < probability)[0]:
-        image = out[k, 0].numpy()
-        value = float(rng.uniform(0.5, 1.0))
-        if len(boxes[k]) and rng.random() < CALIPER_ON_LESION:
-            box = boxes[k][rng.integers(len(boxes[k]))]
-            centre, radii = (box[:2] + box[2:]) / 2, (box[2:] - box[:2]) / 2
-            angle = rng.uniform(0.0, np.pi)
-            for turn in range(1 + int(rng.random() < 0.5)):
-                direction = np.array([np.cos(angle + turn * np.pi / 2),
-                                      np.sin(angle + turn * np.pi / 2)]) * radii
-                a = centre - direction * rng.uniform(0.9, 1.1)
-                b = centre + direction * rng.uniform(0.9, 1.1)
-                _measurement(image, a, b, rng, value)
-        else:
-            ys, xs = np.nonzero(image > 0)
-            if len(ys):
-                i = int(rng.integers(len(ys)))
-                a = np.array([xs[i], ys[i]], np.float64)
-                angle = rng.uniform(0.0, 2 * np.pi)
-                b = a + rng.uniform(10.0, 60.0) * np.array([np.cos(angle), np.sin(angle)])
-                _measurement(image, a, b, rng, value)
+        burn_calipers(out[k, 0].numpy(), boxes[k], rng, float(rng.uniform(0.5, 1.0)))
     return out, boxes
 
 

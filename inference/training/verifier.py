@@ -11,7 +11,8 @@ jittered, so lesions the detector scores below the floor are seen too.  The
 verifier is a two-class :class:`~inference.models.lesion_nets.LesionClassifier`
 trained by the classifier's loop (classes balanced, flips, scanner
 post-processing, grey levels), keeping the best epoch on the images whose seed
-ends in 9.  Its card records the floor; the engine's score is then the geometric
+ends in 9.  ``--calipers`` burns measurement marks into a share of the images
+first (:mod:`inference.training.calipers`).  Its card records the floor; the engine's score is then the geometric
 mean of the detector's score and the verifier's probability
 (:mod:`inference.engines.lesion`).
 """
@@ -37,6 +38,7 @@ from inference.phantoms.generator import generate
 from inference.phantoms.imagedomain import generate_image_domain
 from inference.phantoms.scanner import random_change
 from inference.preprocessing import scan_area
+from inference.training.calipers import burn_calipers
 from inference.training.classifier import fit, predict
 from inference.training.common import WEIGHTS_DIR, command_line, set_seed, write_card
 
@@ -50,6 +52,9 @@ BOX_JITTER = 0.08
 
 ROTATION_DEG = 10.0
 """Rotations of the crops are drawn within plus or minus this."""
+
+CALIPER_STREAM = 1_000_000
+"""Second key of the random stream that draws an image's calipers (copies use 1, 2, ...)."""
 
 VALIDATION_DIGIT = 9
 """Images whose seed ends in this digit are the validation share (one in ten)."""
@@ -68,6 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--changed-copies", type=int, default=0,
                         help="copies of each image changed by a random scanner post-processing, "
                              "whose candidates are crops too")
+    parser.add_argument("--calipers", type=float, default=0.0,
+                        help="share of the images that get measurement calipers burned in, "
+                             "across a lesion as a rule, before the detector runs")
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR,
                         help="where the detector is read")
     parser.add_argument("--output", type=Path, default=WEIGHTS_DIR)
@@ -85,11 +93,15 @@ def _lesion_label(box: BoundingBox, truths: list[BoundingBox]) -> int:
 
 
 def candidate_crops(organ: str, generator: str, seeds: range, weights_dir: Path, floor: float,
-                    changed_copies: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    changed_copies: int = 0, calipers: float = 0.0
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Crops, lesion labels and image seeds of the detector's candidates (and of the
     true lesions) on the phantoms ``seeds`` of ``generator`` (``physics`` or
     ``image-domain``), and on ``changed_copies`` copies of each changed by a random
-    scanner post-processing (:func:`~inference.phantoms.scanner.random_change`)."""
+    scanner post-processing (:func:`~inference.phantoms.scanner.random_change`).  A
+    share ``calipers`` of the images get measurement calipers burned in first
+    (:func:`~inference.training.calipers.burn_calipers`, marks twice the detector
+    input's size, from a random stream of their own: the other images are unchanged)."""
     torch.set_num_threads(1)
     draw = generate if generator == "physics" else generate_image_domain
     engine: LesionEngine = ENGINES[organ](weights_dir)
@@ -101,8 +113,13 @@ def candidate_crops(organ: str, generator: str, seeds: range, weights_dir: Path,
         sample = draw(organ, seed)
         truths = [t.box for t in sample.truths[0]]
         area = scan_area(image_input(sample, "", True))
-        frames = np.stack([sample.frames[0], *(
-            random_change(sample.frames[0], np.random.default_rng([seed, copy]))
+        frame = sample.frames[0].copy()
+        marks = np.random.default_rng([seed, CALIPER_STREAM])
+        if marks.random() < calipers:
+            boxes = np.array([[b.x0, b.y0, b.x1, b.y1] for b in truths]).reshape(-1, 4)
+            burn_calipers(frame, boxes, marks, float(marks.integers(150, 256)), scale=2.0)
+        frames = np.stack([frame, *(
+            random_change(frame, np.random.default_rng([seed, copy]))
             for copy in range(1, changed_copies + 1))])
         found_by_frame = engine.candidates(frames, np.arange(len(frames)), area, floor)
         for frame, found in zip(frames, found_by_frame, strict=True):
@@ -137,7 +154,8 @@ def draw_crops(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.nda
             for chunk in _chunks(start, args.count, args.workers)]
     with ProcessPoolExecutor(args.workers) as pool:
         parts = list(pool.map(candidate_crops, *zip(*[
-            (args.organ, generator, chunk, args.weights_dir, args.floor, args.changed_copies)
+            (args.organ, generator, chunk, args.weights_dir, args.floor, args.changed_copies,
+             args.calipers)
             for generator, chunk in jobs], strict=True)))
     crops, labels, origin = zip(*parts, strict=True)
     return np.concatenate(crops), np.concatenate(labels), np.concatenate(origin)
@@ -165,7 +183,7 @@ def run(args: argparse.Namespace) -> None:
                      "train_crops": int((~val).sum()), "val_crops": int(val.sum()),
                      "lesion_share": float(labels.mean()),
                      "labels": f"lesion when IoU >= {IOU_LESION} with a true lesion",
-                     "changed_copies": args.changed_copies,
+                     "changed_copies": args.changed_copies, "calipers": args.calipers,
                      "detector_sha256": _detector_sha256(args.weights_dir, args.organ),
                      "balanced": True},
                metrics={"val_accuracy": val_acc, "best_epoch": epoch,

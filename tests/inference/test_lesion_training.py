@@ -21,10 +21,10 @@ from inference.models.lesion_nets import LesionDetector, load_grown
 from inference.models.roi import Letterbox, letterbox, roi_crop
 from inference.phantoms.generator import Organ, generate
 from inference.training import detector
+from inference.training.calipers import ON_LESION
 from inference.training.cli import SUBCOMMANDS, main
 from inference.training.common import intensity_augment, sha256_file, sharpness_augment
 from inference.training.detector import (
-    CALIPER_ON_LESION,
     FIELD_CUT_MAX_BLACK,
     caliper_augment,
     epoch_order,
@@ -280,7 +280,7 @@ def test_calipers_measure_a_lesion_on_most_images_and_leave_boxes_alone() -> Non
         reach = np.hypot(*offsets.T)
         # measured: marks on opposite sides of the lesion, the farthest just past its outline
         on_outline += bool(np.hypot(*offsets.mean(0)) < 0.35 and 0.9 <= reach.max() <= 1.4)
-    assert abs(on_outline / marked.sum() - CALIPER_ON_LESION) < 0.15
+    assert abs(on_outline / marked.sum() - ON_LESION) < 0.15
     assert caliper_augment(x, [lesion] * 200, np.random.default_rng(6), 0.0)[0] is x
 
 
@@ -356,3 +356,17 @@ def test_changed_copies_add_crops_from_post_processed_frames() -> None:
     # An image's unchanged frame gives the same crops either way, before its copy's.
     first = int((plain[2] == seeds[0]).sum())
     assert np.array_equal(more[0][:first], plain[0][:first])
+
+
+def test_calipers_are_burned_into_the_verifiers_images_before_the_detector_runs() -> None:
+    seeds = range(40000, 40003)
+    plain = candidate_crops("liver", "physics", seeds, lesion_engine.WEIGHTS_DIR, 0.1)
+    unmarked = candidate_crops("liver", "physics", seeds, lesion_engine.WEIGHTS_DIR, 0.1,
+                               calipers=0.0)
+    marked = candidate_crops("liver", "physics", seeds, lesion_engine.WEIGHTS_DIR, 0.1,
+                             calipers=1.0)
+    assert all(np.array_equal(a, b) for a, b in zip(plain, unmarked, strict=True))
+    n = min(len(marked[0]), len(plain[0]))
+    # the crops are drawn from the marked frames
+    changed = [not np.array_equal(m, q) for m, q in zip(marked[0][:n], plain[0][:n], strict=True)]
+    assert sum(changed) >= 1
