@@ -12,9 +12,9 @@ verifier is a two-class :class:`~inference.models.lesion_nets.LesionClassifier`
 trained by the classifier's loop (classes balanced, flips, scanner
 post-processing, grey levels), keeping the best epoch on the images whose seed
 ends in 9.  ``--calipers`` burns measurement marks into a share of the images
-first (:mod:`inference.training.calipers`).  Its card records the floor; the engine's score is then the geometric
-mean of the detector's score and the verifier's probability
-(:mod:`inference.engines.lesion`).
+first (:mod:`inference.training.calipers`).  Its card records the floor; the
+engine's score is then the geometric mean of the detector's score and the
+verifier's probability (:mod:`inference.engines.lesion`).
 """
 
 from __future__ import annotations
