@@ -420,9 +420,13 @@ class Receiver:
 
     def on_closed(self, event: Event, outcome: str) -> None:
         """EVT_RELEASED / EVT_ABORTED / EVT_CONN_CLOSE: close the association's record
-        (and delete what was written of a data set it left incomplete)."""
+        (and delete what was written of a data set it left incomplete).  A connection
+        closed after the node sent an A-ABORT is recorded as aborted, whichever of the
+        two events comes first."""
         if isinstance(event.assoc.dimse, StoreRequestDIMSE):
             event.assoc.dimse.drop_unserved()
+        if outcome == "connection_closed" and getattr(event.assoc, "abort_sent", False):
+            outcome = "aborted"  # the node aborted; the peer closed before the abort's event
         with self._lock:
             stats = self._associations.pop(id(event.assoc), None)
         if stats is None or stats.record_id is None:

@@ -505,6 +505,12 @@ class EventDrivenAssociation(Association):
             self._serving = False
         return True
 
+    @property
+    def abort_sent(self) -> bool:
+        """Whether this side sent an A-ABORT (pynetdicom marks it before sending, so it
+        holds when the peer closes the connection in answer before the abort's event)."""
+        return self._sent_abort
+
     def _abort_blocking(self, block: bool = True) -> None:
         """pynetdicom's abort, which waits for the DUL thread to end, except in the DUL
         thread itself (a request served in it): there it only queues the A-ABORT, as
